@@ -1,0 +1,1 @@
+//! Helpers shared by the integration tests: endpoints of the servers started by `e2e/services.sh`.

@@ -1,0 +1,1 @@
+//! Operator library: the DataPipeline CRD, its reconciler and the pure builders of its children.

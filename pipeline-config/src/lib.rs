@@ -1,0 +1,135 @@
+//! The contract between the operator (which writes it into pods) and the runtime (which
+//! reads it): names derived from a pipeline, the environment variables of a runtime pod,
+//! object-store layout and well-known ports. Pure data and functions; no I/O.
+//!
+//! Keeping this in a crate of its own means the operator never compiles rdkafka or arrow,
+//! and a renamed variable breaks the build of both sides instead of a running cluster.
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables read by `pipeline-runtime` and set by the operator.
+///
+/// Any variable holding a credential may instead be given as `<NAME>_FILE`, the path of a
+/// file (a mounted Secret key) whose content is the value; see [`env::file_variant`].
+pub mod env {
+    /// Name of the DataPipeline; used in log fields and metric labels.
+    pub const PIPELINE: &str = "DP_PIPELINE";
+
+    pub const KAFKA_BOOTSTRAP: &str = "DP_KAFKA_BOOTSTRAP";
+    /// `PLAINTEXT` (default), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    pub const KAFKA_SECURITY_PROTOCOL: &str = "DP_KAFKA_SECURITY_PROTOCOL";
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` when SASL is used.
+    pub const KAFKA_SASL_MECHANISM: &str = "DP_KAFKA_SASL_MECHANISM";
+    pub const KAFKA_USERNAME: &str = "DP_KAFKA_USERNAME";
+    pub const KAFKA_PASSWORD: &str = "DP_KAFKA_PASSWORD";
+    pub const EVENTS_TOPIC: &str = "DP_EVENTS_TOPIC";
+    pub const DLQ_TOPIC: &str = "DP_DLQ_TOPIC";
+    pub const CONSUMER_GROUP: &str = "DP_CONSUMER_GROUP";
+
+    pub const S3_ENDPOINT: &str = "DP_S3_ENDPOINT";
+    pub const S3_REGION: &str = "DP_S3_REGION";
+    pub const S3_BUCKET: &str = "DP_S3_BUCKET";
+    pub const S3_ACCESS_KEY_ID: &str = "DP_S3_ACCESS_KEY_ID";
+    pub const S3_SECRET_ACCESS_KEY: &str = "DP_S3_SECRET_ACCESS_KEY";
+    /// `true` for MinIO and most self-hosted S3 servers; `false` for AWS virtual hosts.
+    pub const S3_PATH_STYLE: &str = "DP_S3_PATH_STYLE";
+
+    pub const SEARCH_URL: &str = "DP_SEARCH_URL";
+    pub const SEARCH_INDEX: &str = "DP_SEARCH_INDEX";
+    pub const SEARCH_USERNAME: &str = "DP_SEARCH_USERNAME";
+    pub const SEARCH_PASSWORD: &str = "DP_SEARCH_PASSWORD";
+
+    /// Object-store prefix the ingest role reads CSV files from.
+    pub const SOURCE_PREFIX: &str = "DP_SOURCE_PREFIX";
+    /// When set, the ingest role generates this many events instead of reading files.
+    pub const GENERATOR_EVENTS: &str = "DP_GENERATOR_EVENTS";
+    pub const GENERATOR_SEED: &str = "DP_GENERATOR_SEED";
+
+    /// Milliseconds between checkpoints of the process role.
+    pub const CHECKPOINT_INTERVAL_MS: &str = "DP_CHECKPOINT_INTERVAL_MS";
+    /// Port of the HTTP server with `/metrics`, `/healthz` and `/readyz`.
+    pub const HTTP_PORT: &str = "DP_HTTP_PORT";
+    pub const LOG_FORMAT: &str = "DP_LOG_FORMAT";
+
+    /// The `<name>_FILE` variant of a credential variable.
+    pub fn file_variant(name: &str) -> String {
+        format!("{name}_FILE")
+    }
+}
+
+/// Default port of the runtime's and the operator's HTTP server.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+/// Default checkpoint interval of the process role.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: u64 = 5_000;
+
+/// Object-store key prefixes, relative to the bucket (or to `--out` when embedded).
+pub mod layout {
+    /// Raw accepted events, partitioned `events/dt=YYYY-MM-DD/...parquet`.
+    pub const EVENTS_PREFIX: &str = "events";
+    /// Profile snapshots.
+    pub const PROFILES_PREFIX: &str = "profiles";
+    /// Default landing prefix for CSV files the ingest role picks up.
+    pub const LANDING_PREFIX: &str = "landing";
+    /// Ingest progress markers (which files were fully published).
+    pub const INGEST_STATE_PREFIX: &str = "_state/ingest";
+}
+
+/// The names every component of one pipeline agrees on, derived from its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineNames {
+    pipeline: String,
+}
+
+impl PipelineNames {
+    pub fn new(pipeline: impl Into<String>) -> Self {
+        Self {
+            pipeline: pipeline.into(),
+        }
+    }
+
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// Topic of accepted events, keyed by user_id.
+    pub fn events_topic(&self) -> String {
+        format!("{}-events", self.pipeline)
+    }
+
+    /// Topic of rejected rows.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}-events-dlq", self.pipeline)
+    }
+
+    /// Consumer group of the process role; the operator reads its lag.
+    pub fn consumer_group(&self) -> String {
+        format!("{}-profiles", self.pipeline)
+    }
+
+    /// Search index of customer profiles (`_id` = user_id).
+    pub fn profiles_index(&self) -> String {
+        format!("{}-profiles", self.pipeline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_design_brief() {
+        let names = PipelineNames::new("shop");
+        assert_eq!(names.events_topic(), "shop-events");
+        assert_eq!(names.dead_letter_topic(), "shop-events-dlq");
+        assert_eq!(names.profiles_index(), "shop-profiles");
+        assert_eq!(names.consumer_group(), "shop-profiles");
+    }
+
+    #[test]
+    fn credential_file_variant() {
+        assert_eq!(
+            env::file_variant(env::S3_SECRET_ACCESS_KEY),
+            "DP_S3_SECRET_ACCESS_KEY_FILE"
+        );
+    }
+}

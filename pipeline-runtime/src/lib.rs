@@ -1,0 +1,1 @@
+//! Runtime library: parsing, profiles, sources and sinks of the data plane.
