@@ -22,9 +22,17 @@ pub mod env {
     pub const KAFKA_SASL_MECHANISM: &str = "DP_KAFKA_SASL_MECHANISM";
     pub const KAFKA_USERNAME: &str = "DP_KAFKA_USERNAME";
     pub const KAFKA_PASSWORD: &str = "DP_KAFKA_PASSWORD";
+    /// PEM file of the CA that signed the brokers' certificates (SSL protocols).
+    pub const KAFKA_CA_FILE: &str = "DP_KAFKA_CA_FILE";
     pub const EVENTS_TOPIC: &str = "DP_EVENTS_TOPIC";
     pub const DLQ_TOPIC: &str = "DP_DLQ_TOPIC";
+    /// Partitions of the topics when the runtime has to create them itself.
+    pub const TOPIC_PARTITIONS: &str = "DP_TOPIC_PARTITIONS";
+    /// Replication factor of topics the runtime creates (-1: the broker's default).
+    pub const TOPIC_REPLICATION: &str = "DP_TOPIC_REPLICATION";
     pub const CONSUMER_GROUP: &str = "DP_CONSUMER_GROUP";
+    /// Static group membership id of a process-role member (optional).
+    pub const KAFKA_GROUP_INSTANCE_ID: &str = "DP_KAFKA_GROUP_INSTANCE_ID";
 
     pub const S3_ENDPOINT: &str = "DP_S3_ENDPOINT";
     pub const S3_REGION: &str = "DP_S3_REGION";
@@ -33,20 +41,30 @@ pub mod env {
     pub const S3_SECRET_ACCESS_KEY: &str = "DP_S3_SECRET_ACCESS_KEY";
     /// `true` for MinIO and most self-hosted S3 servers; `false` for AWS virtual hosts.
     pub const S3_PATH_STYLE: &str = "DP_S3_PATH_STYLE";
+    /// A local directory used as the object store instead of S3 (single machine, tests).
+    pub const STORE_DIR: &str = "DP_STORE_DIR";
 
     pub const SEARCH_URL: &str = "DP_SEARCH_URL";
     pub const SEARCH_INDEX: &str = "DP_SEARCH_INDEX";
     pub const SEARCH_USERNAME: &str = "DP_SEARCH_USERNAME";
     pub const SEARCH_PASSWORD: &str = "DP_SEARCH_PASSWORD";
+    /// PEM file of the CA that signed the search cluster's HTTP certificate.
+    pub const SEARCH_CA_FILE: &str = "DP_SEARCH_CA_FILE";
 
     /// Object-store prefix the ingest role reads CSV files from.
     pub const SOURCE_PREFIX: &str = "DP_SOURCE_PREFIX";
     /// When set, the ingest role generates this many events instead of reading files.
     pub const GENERATOR_EVENTS: &str = "DP_GENERATOR_EVENTS";
     pub const GENERATOR_SEED: &str = "DP_GENERATOR_SEED";
+    /// When set, the generator publishes at most this many events per second.
+    pub const GENERATOR_RATE_PER_SECOND: &str = "DP_GENERATOR_RATE_PER_SECOND";
+    /// When set, the ingest role keeps listing the landing prefix at this interval (ms).
+    pub const INGEST_WATCH_INTERVAL_MS: &str = "DP_INGEST_WATCH_INTERVAL_MS";
 
     /// Milliseconds between checkpoints of the process role.
     pub const CHECKPOINT_INTERVAL_MS: &str = "DP_CHECKPOINT_INTERVAL_MS";
+    /// Events the process role holds since its last checkpoint before forcing one.
+    pub const MAX_PENDING_EVENTS: &str = "DP_MAX_PENDING_EVENTS";
     /// Port of the HTTP server with `/metrics`, `/healthz` and `/readyz`.
     pub const HTTP_PORT: &str = "DP_HTTP_PORT";
     pub const LOG_FORMAT: &str = "DP_LOG_FORMAT";
@@ -72,6 +90,8 @@ pub mod layout {
     pub const LANDING_PREFIX: &str = "landing";
     /// Ingest progress markers (which files were fully published).
     pub const INGEST_STATE_PREFIX: &str = "_state/ingest";
+    /// Restorable per-partition state and checkpoint intents of the process role.
+    pub const PROCESS_STATE_PREFIX: &str = "_state/process";
 }
 
 /// The names every component of one pipeline agrees on, derived from its name.

@@ -1,1 +1,183 @@
-fn main() {}
+//! `pipeline-runtime`: one binary, several roles. Parses the command line, sets up logging
+//! and hands over to the library; no logic of its own.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use pipeline_runtime::{embedded, generator, report};
+
+#[derive(Debug, Parser)]
+#[command(name = "pipeline-runtime", version, about = "E-commerce event pipeline runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One variant per role; each holds its own flags.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a REES46-shaped CSV file (same seed, same bytes).
+    Generate(GenerateArgs),
+    /// Run the whole job in one process: CSV -> events and profiles Parquet, rejected rows,
+    /// summary.json and the business report on stdout.
+    Run(RunArgs),
+    /// Print the business report of a lake written by `run`, or of the search index.
+    Report(ReportArgs),
+    /// Publish CSV rows (a file, the landing prefix or the generator) to the events topic;
+    /// rejected rows to the dead-letter topic.
+    Ingest(pipeline_runtime::config::IngestArgs),
+    /// Consumer-group member: events topic -> profiles, Parquet lake and search index.
+    Process(pipeline_runtime::config::ProcessArgs),
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// Number of data rows.
+    #[arg(long)]
+    events: u64,
+    /// PRNG seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output CSV file.
+    #[arg(long)]
+    output: PathBuf,
+    /// Replace about this many rows per million by broken rows (for testing rejection).
+    #[arg(long, default_value_t = 0, hide = true)]
+    bad_rows_per_million: u32,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Input CSV file (REES46 header or the short form).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output directory (local lake).
+    #[arg(long)]
+    out: PathBuf,
+    /// Do not print the report.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// A local lake directory (as written by `run`).
+    #[arg(long = "from", required_unless_present = "from_search", conflicts_with = "from_search")]
+    from: Option<PathBuf>,
+    /// Read the profiles from this Elasticsearch/OpenSearch URL instead (credentials from
+    /// DP_SEARCH_USERNAME / DP_SEARCH_PASSWORD or their _FILE variants).
+    #[arg(long, value_name = "URL")]
+    from_search: Option<String>,
+    /// Index of profiles with --from-search (default: `<pipeline>-profiles`).
+    #[arg(long, env = pipeline_config::env::SEARCH_INDEX)]
+    search_index: Option<String>,
+    /// Pipeline name, for the default index name.
+    #[arg(long, env = pipeline_config::env::PIPELINE, default_value = "datapipeline")]
+    pipeline: String,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    init_logging();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate(args) => generate(args),
+        Command::Run(args) => run(args),
+        Command::Report(args) => print_report(args),
+        Command::Ingest(args) => {
+            let summary = block_on(pipeline_runtime::ingest::run(args))??;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Process(args) => {
+            let summary = block_on(pipeline_runtime::process::run(args))??;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = std::env::var(pipeline_config::env::LOG_FORMAT).is_ok_and(|f| f == "json");
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// For the async roles: a multi-threaded runtime around one future.
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let config = generator::GeneratorConfig {
+        events: args.events,
+        seed: args.seed,
+        bad_rows_per_million: args.bad_rows_per_million,
+    };
+    generator::generate_file(config, &args.output)?;
+    tracing::info!(events = args.events, seed = args.seed, output = %args.output.display(), "generated");
+    Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut options = embedded::RunOptions::new(&args.input, &args.out);
+    options.progress = std::io::stderr().is_terminal();
+    let summary = embedded::run(&options)?;
+    tracing::info!(
+        accepted = summary.events_accepted,
+        rejected = summary.events_rejected,
+        profiles = summary.profiles,
+        duration_ms = summary.duration_ms,
+        events_per_second = summary.events_per_second as u64,
+        out = %args.out.display(),
+        "run finished"
+    );
+    if !args.quiet {
+        print!("{}", summary.report.render());
+    }
+    Ok(())
+}
+
+fn print_report(args: ReportArgs) -> anyhow::Result<()> {
+    let report = match (&args.from, &args.from_search) {
+        (_, Some(url)) => {
+            let names = pipeline_config::PipelineNames::new(&args.pipeline);
+            let settings = pipeline_runtime::config::search_settings(
+                url,
+                args.search_index.as_deref(),
+                None,
+                &names,
+                &pipeline_runtime::config::ProcessEnv,
+            )?;
+            let profiles = block_on(pipeline_runtime::search::profiles_from_search(&settings))?
+                .with_context(|| format!("reading profiles from {url}"))?;
+            report::Report::from_profiles(&profiles, None)
+        }
+        (Some(dir), None) => report::report_from_lake(dir)
+            .with_context(|| format!("reading the lake at {}", dir.display()))?,
+        (None, None) => anyhow::bail!("give --from DIR or --from-search URL"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}

@@ -1,0 +1,615 @@
+//! `run --input FILE --out DIR`: the whole job in one process on embedded defaults (no
+//! Kafka, a local directory instead of S3, no search index). Does file I/O.
+//!
+//! Three threads share the work: the caller's thread parses and validates the CSV (and
+//! writes rejected rows), an aggregator folds events into profiles and cuts them into
+//! per-day batches, and an encoder turns batches into Parquet files. Bounded channels
+//! between them give backpressure; memory is bounded by the number of users plus a fixed
+//! number of buffered events, whatever the size of the file.
+//!
+//! Output under DIR (each run first removes these, and only these, paths):
+//! - `events/dt=YYYY-MM-DD/part-NNNNN.parquet`: accepted events, at most
+//!   [`crate::parquet::ROWS_PER_FILE`] rows per file, in input order within a day;
+//! - `profiles/part-NNNNN.parquet`: one row per user, ordered by user_id;
+//! - `rejected.jsonl`: one [`Rejected`] per line (source, line, field, kind, reason, raw);
+//! - `summary.json`: counts ([`RunSummary`]) and the report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::csv_input;
+use crate::error::{Error, Result};
+use crate::event::{Event, RejectKind, Rejected};
+use crate::money::format_cents;
+use crate::parquet as pq;
+use crate::profile::{Profile, ProfileBook};
+use crate::report::{Report, ReportBuilder, RevenueTally};
+
+/// Events handed from the parser to the aggregator at a time.
+const PARSE_CHUNK: usize = 8 * 1024;
+/// Profiles per profiles Parquet file, and per row group (chunk) within it.
+const PROFILES_PER_FILE: usize = 1 << 20;
+const PROFILES_PER_CHUNK: usize = 64 * 1024;
+/// Most events held in per-day buffers before the largest is flushed early (bounds memory
+/// when the input is not ordered by time).
+const MAX_BUFFERED_EVENTS: usize = 2 * pq::ROWS_PER_FILE;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub input: PathBuf,
+    pub out: PathBuf,
+    /// Draw a progress bar on stderr (the CLI sets this only when stderr is a terminal).
+    pub progress: bool,
+    /// Rows per events file (default [`crate::parquet::ROWS_PER_FILE`]).
+    pub rows_per_file: usize,
+}
+
+impl RunOptions {
+    pub fn new(input: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            input: input.into(),
+            out: out.into(),
+            progress: false,
+            rows_per_file: pq::ROWS_PER_FILE,
+        }
+    }
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub input: String,
+    pub events_accepted: u64,
+    pub events_rejected: u64,
+    /// Profiles written (= distinct users with an accepted event).
+    pub profiles: u64,
+    pub purchases: u64,
+    /// Total purchase revenue, exact, as a decimal string.
+    pub revenue: String,
+    /// Rejected rows per [`RejectKind`] (every kind present, zeros included).
+    pub rejected_by_kind: BTreeMap<String, u64>,
+    pub event_files: u64,
+    /// Distinct UTC days with events.
+    pub days: u64,
+    pub duration_ms: u64,
+    pub events_per_second: f64,
+    pub report: Report,
+}
+
+/// Everything the parser thread learned.
+struct ParseOutcome {
+    accepted: u64,
+    rejected_by_kind: HashMap<RejectKind, u64>,
+}
+
+/// Everything the aggregator thread built.
+struct Aggregate {
+    profiles: u64,
+    report: Report,
+    days: u64,
+}
+
+/// Work for the encoder thread.
+enum Job {
+    /// One events file.
+    Events { day: i32, part: u32, events: Vec<Event> },
+    /// The next profiles, in user_id order; appended to the current profiles file.
+    Profiles(Vec<Profile>),
+}
+
+/// Runs the job and writes every output. Returns the summary (also in `summary.json`).
+pub fn run(options: &RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    prepare_output(&options.out)?;
+    let input = File::open(&options.input).map_err(|e| Error::file(&options.input, e))?;
+    let input_len = input.metadata().map(|m| m.len()).unwrap_or(0);
+    let source = options.input.display().to_string();
+    let reader = csv_input::open(source.clone(), input)?;
+
+    let (events_tx, events_rx) = sync_channel::<Vec<Event>>(8);
+    let (jobs_tx, jobs_rx) = sync_channel::<Job>(4);
+    let rows_per_file = options.rows_per_file.max(1);
+    let out = options.out.clone();
+
+    let (parsed, aggregate, files) = std::thread::scope(|scope| {
+        let encoder = scope.spawn(move || encode_files(&out, jobs_rx));
+        let aggregator = scope.spawn(move || aggregate(events_rx, jobs_tx, rows_per_file));
+        let progress = progress_bar(options.progress, input_len);
+        let parsed = parse_all(reader, &options.out, events_tx, &progress);
+        progress.finish_and_clear();
+        let aggregate = join(aggregator);
+        let files = join(encoder);
+        (parsed, aggregate, files)
+    });
+    let parsed = parsed?;
+    let aggregate = aggregate?;
+    let event_files = files?;
+
+    let report = aggregate.report;
+    let elapsed = started.elapsed();
+    let summary = RunSummary {
+        input: source,
+        events_accepted: parsed.accepted,
+        events_rejected: parsed.rejected_by_kind.values().sum(),
+        profiles: aggregate.profiles,
+        purchases: report.purchases,
+        revenue: format_cents(report.revenue_cents),
+        rejected_by_kind: RejectKind::ALL
+            .iter()
+            .map(|k| {
+                (
+                    k.as_str().to_owned(),
+                    parsed.rejected_by_kind.get(k).copied().unwrap_or(0),
+                )
+            })
+            .collect(),
+        event_files,
+        days: aggregate.days,
+        duration_ms: elapsed.as_millis() as u64,
+        events_per_second: parsed.accepted as f64 / elapsed.as_secs_f64().max(1e-9),
+        report,
+    };
+    let path = options.out.join("summary.json");
+    let json = serde_json::to_vec_pretty(&summary)?;
+    std::fs::write(&path, json).map_err(|e| Error::file(&path, e))?;
+    Ok(summary)
+}
+
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(Error::Worker("a worker thread panicked".into())))
+}
+
+/// Removes the outputs of an earlier run into the same directory, so no stale part file
+/// survives, and creates the directory.
+fn prepare_output(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::file(out, e))?;
+    for dir in [
+        pipeline_config::layout::EVENTS_PREFIX,
+        pipeline_config::layout::PROFILES_PREFIX,
+    ] {
+        let path = out.join(dir);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::file(&path, e)),
+        }
+    }
+    for file in ["rejected.jsonl", "summary.json"] {
+        let path = out.join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::file(&path, e)),
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {bytes}/{total_bytes} [{bar:40}] {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn parse_all<R: std::io::Read>(
+    mut reader: csv_input::CsvReader<R>,
+    out: &Path,
+    events: SyncSender<Vec<Event>>,
+    progress: &indicatif::ProgressBar,
+) -> Result<ParseOutcome> {
+    let rejected_path = out.join("rejected.jsonl");
+    let file = File::create(&rejected_path).map_err(|e| Error::file(&rejected_path, e))?;
+    let mut rejected_out = BufWriter::new(file);
+    let mut outcome = ParseOutcome {
+        accepted: 0,
+        rejected_by_kind: HashMap::new(),
+    };
+    let mut chunk = Vec::with_capacity(PARSE_CHUNK);
+    while let Some(row) = reader.next_row()? {
+        match row.outcome {
+            Ok(event) => {
+                chunk.push(event);
+                if chunk.len() == PARSE_CHUNK {
+                    outcome.accepted += chunk.len() as u64;
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(PARSE_CHUNK));
+                    if events.send(full).is_err() {
+                        // The aggregator stopped; its error is reported by its join.
+                        break;
+                    }
+                    progress.set_position(reader.bytes_read());
+                }
+            }
+            Err(rejected) => {
+                write_rejected(&mut rejected_out, &rejected)
+                    .map_err(|e| Error::file(&rejected_path, e))?;
+                *outcome.rejected_by_kind.entry(rejected.kind).or_default() += 1;
+            }
+        }
+    }
+    outcome.accepted += chunk.len() as u64;
+    if !chunk.is_empty() {
+        let _ = events.send(chunk);
+    }
+    rejected_out
+        .flush()
+        .map_err(|e| Error::file(&rejected_path, e))?;
+    Ok(outcome)
+}
+
+fn write_rejected(out: &mut impl Write, rejected: &Rejected) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, rejected)?;
+    out.write_all(b"\n")
+}
+
+fn aggregate(
+    events: Receiver<Vec<Event>>,
+    jobs: SyncSender<Job>,
+    rows_per_file: usize,
+) -> Result<Aggregate> {
+    let mut book = ProfileBook::new();
+    let mut tally = RevenueTally::default();
+    let mut buffers: BTreeMap<i32, Vec<Event>> = BTreeMap::new();
+    let mut parts: BTreeMap<i32, u32> = BTreeMap::new();
+    let mut buffered = 0usize;
+    let stopped = || Error::Worker("the Parquet encoder stopped".into());
+    let send = |day: i32, events: Vec<Event>, parts: &mut BTreeMap<i32, u32>| {
+        let part = parts.entry(day).or_default();
+        let job = Job::Events {
+            day,
+            part: *part,
+            events,
+        };
+        *part += 1;
+        jobs.send(job).map_err(|_| stopped())
+    };
+    for chunk in events {
+        for event in chunk {
+            book.apply(&event);
+            tally.add(&event);
+            let day = event.utc_day();
+            let buffer = buffers.entry(day).or_default();
+            buffer.push(event);
+            buffered += 1;
+            if buffer.len() >= rows_per_file {
+                let full = std::mem::take(buffer);
+                buffered -= full.len();
+                send(day, full, &mut parts)?;
+            } else if buffered >= MAX_BUFFERED_EVENTS {
+                let largest = buffers
+                    .iter()
+                    .max_by_key(|(_, b)| b.len())
+                    .map(|(&d, _)| d)
+                    .unwrap_or(day);
+                let full = buffers.remove(&largest).unwrap_or_default();
+                buffered -= full.len();
+                send(largest, full, &mut parts)?;
+            }
+        }
+    }
+    for (day, rest) in std::mem::take(&mut buffers) {
+        if !rest.is_empty() {
+            send(day, rest, &mut parts)?;
+        }
+    }
+    // Profiles leave in chunks so encoding overlaps building and at most two chunks of
+    // profile rows exist at once, whatever the number of users.
+    let order = book.slots_by_user_id();
+    let mut report = ReportBuilder::default();
+    for chunk in order.chunks(PROFILES_PER_CHUNK) {
+        let profiles = book.profiles_of(chunk);
+        profiles.iter().for_each(|p| report.add(p));
+        jobs.send(Job::Profiles(profiles)).map_err(|_| stopped())?;
+    }
+    let count = order.len() as u64;
+    // Freeing millions of small states takes a while; nobody needs to wait for it.
+    std::thread::spawn(move || drop(book));
+    let report = report.finish(Some(&tally));
+    Ok(Aggregate {
+        profiles: count,
+        report,
+        days: parts.len() as u64,
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::file(parent, e))?;
+    }
+    std::fs::write(path, bytes).map_err(|e| Error::file(path, e))
+}
+
+/// Encodes and writes files until the aggregator hangs up; returns the events file count.
+fn encode_files(out: &Path, jobs: Receiver<Job>) -> Result<u64> {
+    let mut event_files = 0;
+    let mut profiles = ProfileFiles::new(out.join(pipeline_config::layout::PROFILES_PREFIX));
+    for job in jobs {
+        match job {
+            Job::Events { day, part, events } => {
+                let path = out
+                    .join(pq::events_partition(day))
+                    .join(format!("part-{part:05}.parquet"));
+                write_file(&path, &pq::encode_events(&events)?)?;
+                event_files += 1;
+            }
+            Job::Profiles(chunk) => profiles.append(&chunk)?,
+        }
+    }
+    profiles.finish()?;
+    Ok(event_files)
+}
+
+/// `profiles/part-NNNNN.parquet`, each holding up to [`PROFILES_PER_FILE`] rows written
+/// as row groups of [`PROFILES_PER_CHUNK`].
+struct ProfileFiles {
+    dir: PathBuf,
+    current: Option<(pq::ParquetFileWriter, usize)>,
+    next_part: u32,
+}
+
+impl ProfileFiles {
+    fn new(dir: PathBuf) -> Self {
+        ProfileFiles {
+            dir,
+            current: None,
+            next_part: 0,
+        }
+    }
+
+    fn append(&mut self, profiles: &[Profile]) -> Result<()> {
+        if self.current.is_none() {
+            let path = self.dir.join(format!("part-{:05}.parquet", self.next_part));
+            self.next_part += 1;
+            self.current = Some((pq::ParquetFileWriter::create(&path, pq::profiles_schema())?, 0));
+        }
+        if let Some((writer, rows)) = &mut self.current {
+            writer.write(&pq::profiles_to_batch(profiles)?)?;
+            *rows += profiles.len();
+            if *rows >= PROFILES_PER_FILE {
+                self.finish()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if let Some((writer, _)) = self.current.take() {
+            writer.close()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventType;
+    use crate::profile::Segment;
+    use crate::time::parse_event_time;
+
+    const INPUT: &[u8] = b"event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n\
+2019-10-01 10:00:00 UTC,view,1,11,a,x,10.00,1,s1\n\
+2019-10-01 10:01:00 UTC,purchase,1,11,a,x,10.00,1,s1\n\
+2019-10-01 10:02:00 UTC,view,1,11,a,x,10.00,1\n\
+2019-10-01 10:03:00 UTC,view,1,11,a,x,10.00,,s1\n\
+2019-10-01 25:00:00 UTC,view,1,11,a,x,10.00,1,s1\n\
+2019-10-01 10:05:00 UTC,wishlist,1,11,a,x,10.00,1,s1\n\
+2019-10-01 10:06:00 UTC,purchase,1,11,a,x,-10.00,1,s1\n\
+2019-10-01 10:07:00 UTC,purchase,1,11,a,x,NaN,1,s1\n\
+2019-10-01 10:08:00 UTC,purchase,1,11,a,x,inf,1,s1\n\
+2019-10-01 10:09:00 UTC,view,1,11,a,\xFFx,10.00,1,s1\n\
+\n\
+2019-10-02T05:00:00Z,cart,2,,,,5.50,2,\n\
+2019-10-02T05:00:00Z,cart,2,,,,5.50,2,\n\
+2019-10-02 06:00:00 UTC,purchase,2,,,,1.005,2,\n\
+2019-10-02 23:59:59 UTC,remove_from_cart,3,,,y,1.00,1,s2\n";
+
+    fn at(text: &str) -> i64 {
+        parse_event_time(text.as_bytes()).unwrap()
+    }
+
+    fn run_on(input: &[u8], rows_per_file: usize) -> (tempfile::TempDir, RunSummary) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, input).unwrap();
+        let mut options = RunOptions::new(&path, dir.path().join("out"));
+        options.rows_per_file = rows_per_file;
+        let summary = run(&options).unwrap();
+        (dir, summary)
+    }
+
+    #[test]
+    fn every_kind_of_bad_row_is_counted_and_profiles_are_exact() {
+        let (dir, summary) = run_on(INPUT, pq::ROWS_PER_FILE);
+        let out = dir.path().join("out");
+        assert_eq!(summary.events_accepted, 5);
+        assert_eq!(summary.events_rejected, 9);
+        assert_eq!(summary.profiles, 2);
+        assert_eq!(summary.purchases, 1);
+        assert_eq!(summary.revenue, "10.00");
+        assert_eq!(summary.event_files, 2);
+        assert_eq!(summary.days, 2);
+        let expected_kinds: BTreeMap<String, u64> = [
+            ("field_count", 1),
+            ("missing_field", 1),
+            ("malformed", 2),
+            ("unknown_event_type", 1),
+            ("negative_price", 1),
+            ("price_not_a_number", 1),
+            ("infinite_price", 1),
+            ("invalid_utf8", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(summary.rejected_by_kind, expected_kinds);
+
+        // rejected.jsonl: one record per bad row, with line and field.
+        let rejected: Vec<Rejected> = std::fs::read_to_string(out.join("rejected.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let where_: Vec<(u64, Option<&str>)> = rejected
+            .iter()
+            .map(|r| (r.line, r.field.as_deref()))
+            .collect();
+        assert_eq!(
+            where_,
+            vec![
+                (4, None),
+                (5, Some("user_id")),
+                (6, Some("event_time")),
+                (7, Some("event_type")),
+                (8, Some("price")),
+                (9, Some("price")),
+                (10, Some("price")),
+                (11, Some("brand")),
+                (15, Some("price")),
+            ]
+        );
+
+        // summary.json on disk says the same.
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(on_disk["events_accepted"], 5);
+        assert_eq!(on_disk["events_rejected"], 9);
+        assert_eq!(on_disk["profiles"], 2);
+
+        // Profiles Parquet: independently computed values.
+        let profiles = crate::report::read_profiles(&out).unwrap();
+        let user1 = Profile {
+            user_id: 1,
+            total_events: 3,
+            views: 1,
+            carts: 0,
+            removals: 1,
+            purchases: 1,
+            revenue_cents: 1000,
+            avg_order_value_cents: 1000,
+            max_purchase_price_cents: Some(1000),
+            distinct_sessions: 2,
+            distinct_products: 2,
+            active_days: 2,
+            first_seen: at("2019-10-01 10:00:00 UTC"),
+            last_seen: at("2019-10-02 23:59:59 UTC"),
+            favorite_category: Some("a".into()),
+            favorite_brand: Some("x".into()),
+            conversion_rate: 1.0 / 3.0,
+            cart_to_purchase_rate: 0.0,
+            segment: Segment::ConvertingCustomer,
+        };
+        let user2 = Profile {
+            user_id: 2,
+            total_events: 2,
+            views: 0,
+            carts: 2,
+            removals: 0,
+            purchases: 0,
+            revenue_cents: 0,
+            avg_order_value_cents: 0,
+            max_purchase_price_cents: None,
+            distinct_sessions: 0,
+            distinct_products: 1,
+            active_days: 1,
+            first_seen: at("2019-10-02T05:00:00Z"),
+            last_seen: at("2019-10-02T05:00:00Z"),
+            favorite_category: None,
+            favorite_brand: None,
+            conversion_rate: 0.0,
+            cart_to_purchase_rate: 0.0,
+            segment: Segment::InterestedShopper,
+        };
+        assert_eq!(profiles, vec![user1, user2]);
+
+        // Events Parquet: by day, in input order, duplicates kept.
+        let day1 = pq::read_parquet_file(&out.join("events/dt=2019-10-01/part-00000.parquet"))
+            .unwrap();
+        let day1 = pq::batch_to_events(&day1[0]).unwrap();
+        assert_eq!(
+            day1.iter().map(|e| e.event_type).collect::<Vec<_>>(),
+            vec![EventType::View, EventType::Purchase]
+        );
+        let day2 = pq::read_parquet_file(&out.join("events/dt=2019-10-02/part-00000.parquet"))
+            .unwrap();
+        let day2 = pq::batch_to_events(&day2[0]).unwrap();
+        assert_eq!(day2.len(), 3);
+        assert_eq!(day2[0], day2[1]);
+        assert_eq!(day2[0].price_cents, 550);
+        assert_eq!(day2[2].user_session.as_deref(), Some("s2"));
+
+        // The report reads the lake back to the same numbers.
+        let report = crate::report::report_from_lake(&out).unwrap();
+        assert_eq!(report, summary.report);
+        assert_eq!(report.customers, 2);
+        assert_eq!(report.abandoned_carts, 1);
+        assert_eq!(report.one_time_buyers, 1);
+        let top = report.top_categories.unwrap();
+        assert_eq!((top[0].name.as_str(), top[0].revenue_cents), ("a", 1000));
+    }
+
+    #[test]
+    fn files_roll_over_and_a_rerun_leaves_no_stale_parts() {
+        let (dir, summary) = run_on(INPUT, 2);
+        let out = dir.path().join("out");
+        assert_eq!(summary.event_files, 3);
+        assert!(out.join("events/dt=2019-10-02/part-00001.parquet").exists());
+        // Run again into the same directory with larger files: part-00001 must disappear.
+        let mut options = RunOptions::new(dir.path().join("in.csv"), &out);
+        options.rows_per_file = 100;
+        let again = run(&options).unwrap();
+        assert_eq!(again.event_files, 2);
+        assert!(!out.join("events/dt=2019-10-02/part-00001.parquet").exists());
+        let files = crate::report::parquet_files(&out.join("events")).unwrap();
+        let total: usize = files
+            .iter()
+            .map(|f| {
+                pq::read_parquet_file(f)
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>()
+            })
+            .sum();
+        assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn generated_input_matches_a_direct_computation() {
+        let mut csv = Vec::new();
+        crate::generator::write_csv(crate::generator::GeneratorConfig::new(30_000, 11), &mut csv)
+            .unwrap();
+        let (dir, summary) = run_on(&csv, 4096);
+        let mut book = ProfileBook::new();
+        for row in csv_input::open("x", &csv[..]).unwrap() {
+            book.apply(&row.unwrap().outcome.unwrap());
+        }
+        assert_eq!(summary.events_accepted, 30_000);
+        assert_eq!(summary.events_rejected, 0);
+        let profiles = crate::report::read_profiles(&dir.path().join("out")).unwrap();
+        assert_eq!(profiles, book.profiles());
+    }
+
+    #[test]
+    fn a_missing_input_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run(&RunOptions::new(dir.path().join("nope.csv"), dir.path().join("o")))
+            .unwrap_err();
+        assert!(err.to_string().contains("nope.csv"), "{err}");
+    }
+}

@@ -1,0 +1,367 @@
+//! The event model shared by every role: [`Event`] (an accepted row), [`Rejected`] (a
+//! dead-lettered row) and the JSON form of an event used as the Kafka message value.
+//! Pure data and codecs; no I/O.
+//!
+//! JSON form (field names as in the CSV header):
+//! `{"event_time":"2019-10-01T00:00:05Z","event_type":"view","product_id":44600062,
+//! "category_id":2103807459595387724,"category_code":null,"brand":"shiseido",
+//! "price":"35.79","user_id":541312140,"user_session":"72d76fde-8bb3-4e00-8c23-a032dfb62e92"}`.
+//! `price` is a decimal *string* with exactly two decimals so no JSON reader turns it into a
+//! binary float; decoding also accepts a JSON number (converted exactly, or refused when it
+//! is not whole cents). Ids are JSON integers (u64).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::money;
+use crate::time;
+
+/// The four kinds of e-commerce events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    View,
+    Cart,
+    RemoveFromCart,
+    Purchase,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 4] = [
+        EventType::View,
+        EventType::Cart,
+        EventType::RemoveFromCart,
+        EventType::Purchase,
+    ];
+
+    /// The name used in CSV, JSON and Parquet.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::View => "view",
+            EventType::Cart => "cart",
+            EventType::RemoveFromCart => "remove_from_cart",
+            EventType::Purchase => "purchase",
+        }
+    }
+
+    /// Exact, case-sensitive match of the four names.
+    pub fn parse(text: &[u8]) -> Option<EventType> {
+        match text {
+            b"view" => Some(EventType::View),
+            b"cart" => Some(EventType::Cart),
+            b"remove_from_cart" => Some(EventType::RemoveFromCart),
+            b"purchase" => Some(EventType::Purchase),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One accepted event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "EventJson", try_from = "EventJson")]
+pub struct Event {
+    /// UTC, microseconds since the Unix epoch.
+    pub event_time: i64,
+    pub event_type: EventType,
+    pub product_id: u64,
+    pub category_id: Option<u64>,
+    pub category_code: Option<String>,
+    pub brand: Option<String>,
+    /// Exact price in cents, `0..=money::MAX_PRICE_CENTS`.
+    pub price_cents: i64,
+    pub user_id: u64,
+    pub user_session: Option<String>,
+}
+
+impl Event {
+    /// The UTC day (days since 1970-01-01) the event belongs to; the lake partition.
+    pub fn utc_day(&self) -> i32 {
+        time::utc_day(self.event_time)
+    }
+
+    /// Appends the JSON form to `out` without going through serde (the ingest hot path).
+    /// Produces exactly the bytes `serde_json::to_vec(self)` produces.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut ints = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"event_time\":\"");
+        time::format_rfc3339(self.event_time, out);
+        out.extend_from_slice(b"\",\"event_type\":\"");
+        out.extend_from_slice(self.event_type.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"product_id\":");
+        out.extend_from_slice(ints.format(self.product_id).as_bytes());
+        out.extend_from_slice(b",\"category_id\":");
+        match self.category_id {
+            Some(id) => out.extend_from_slice(ints.format(id).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"category_code\":");
+        write_json_opt_str(self.category_code.as_deref(), out);
+        out.extend_from_slice(b",\"brand\":");
+        write_json_opt_str(self.brand.as_deref(), out);
+        out.extend_from_slice(b",\"price\":\"");
+        out.extend_from_slice(money::format_cents(i128::from(self.price_cents)).as_bytes());
+        out.extend_from_slice(b"\",\"user_id\":");
+        out.extend_from_slice(ints.format(self.user_id).as_bytes());
+        out.extend_from_slice(b",\"user_session\":");
+        write_json_opt_str(self.user_session.as_deref(), out);
+        out.push(b'}');
+    }
+
+    /// The JSON form as a new buffer.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Decodes the JSON form (a Kafka message value).
+    pub fn from_json(bytes: &[u8]) -> Result<Event> {
+        serde_json::from_slice(bytes).map_err(|e| Error::EventJson(e.to_string()))
+    }
+}
+
+fn write_json_opt_str(value: Option<&str>, out: &mut Vec<u8>) {
+    let Some(text) = value else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    let needs_escaping = text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+    if needs_escaping {
+        // Rare: let serde_json produce its exact escaping.
+        match serde_json::to_vec(text) {
+            Ok(escaped) => out.extend_from_slice(&escaped),
+            Err(_) => out.extend_from_slice(b"null"),
+        }
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Price in JSON: a decimal string (what we write) or a number (accepted on input).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum JsonPrice {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+/// The wire shape of [`Event`]; private so the public type stays typed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EventJson {
+    event_time: String,
+    event_type: EventType,
+    product_id: u64,
+    #[serde(default)]
+    category_id: Option<u64>,
+    #[serde(default)]
+    category_code: Option<String>,
+    #[serde(default)]
+    brand: Option<String>,
+    price: JsonPrice,
+    user_id: u64,
+    #[serde(default)]
+    user_session: Option<String>,
+}
+
+impl From<Event> for EventJson {
+    fn from(e: Event) -> Self {
+        EventJson {
+            event_time: time::rfc3339_string(e.event_time),
+            event_type: e.event_type,
+            product_id: e.product_id,
+            category_id: e.category_id,
+            category_code: e.category_code,
+            brand: e.brand,
+            price: JsonPrice::Text(money::format_cents(i128::from(e.price_cents))),
+            user_id: e.user_id,
+            user_session: e.user_session,
+        }
+    }
+}
+
+impl TryFrom<EventJson> for Event {
+    type Error = String;
+
+    fn try_from(j: EventJson) -> std::result::Result<Self, String> {
+        let event_time = time::parse_event_time(j.event_time.as_bytes())
+            .ok_or_else(|| format!("event_time {:?} is not a valid time", j.event_time))?;
+        let price_text = match &j.price {
+            JsonPrice::Text(t) => t.clone(),
+            JsonPrice::Number(n) => n.to_string(),
+        };
+        let price_cents = money::parse_price_cents(price_text.as_bytes())
+            .map_err(|e| format!("{}: {price_text:?}", e.describe()))?;
+        if j.product_id == 0 || j.user_id == 0 {
+            return Err("user_id and product_id must be positive".to_string());
+        }
+        Ok(Event {
+            event_time,
+            event_type: j.event_type,
+            product_id: j.product_id,
+            category_id: j.category_id,
+            category_code: j.category_code,
+            brand: j.brand,
+            price_cents,
+            user_id: j.user_id,
+            user_session: j.user_session,
+        })
+    }
+}
+
+/// The fixed category of a rejection: summary keys and metric labels use these, never the
+/// free-text reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectKind {
+    /// The row has more or fewer fields than the header.
+    FieldCount,
+    /// A required field is empty.
+    MissingField,
+    /// A required field does not parse (time, id, price, ...).
+    Malformed,
+    /// `event_type` is not one of the four names.
+    UnknownEventType,
+    /// The price is below zero.
+    NegativePrice,
+    /// The price is `NaN`.
+    PriceNotANumber,
+    /// The price is infinite.
+    InfinitePrice,
+    /// A field is not valid UTF-8.
+    InvalidUtf8,
+}
+
+impl RejectKind {
+    pub const ALL: [RejectKind; 8] = [
+        RejectKind::FieldCount,
+        RejectKind::MissingField,
+        RejectKind::Malformed,
+        RejectKind::UnknownEventType,
+        RejectKind::NegativePrice,
+        RejectKind::PriceNotANumber,
+        RejectKind::InfinitePrice,
+        RejectKind::InvalidUtf8,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::FieldCount => "field_count",
+            RejectKind::MissingField => "missing_field",
+            RejectKind::Malformed => "malformed",
+            RejectKind::UnknownEventType => "unknown_event_type",
+            RejectKind::NegativePrice => "negative_price",
+            RejectKind::PriceNotANumber => "price_not_a_number",
+            RejectKind::InfinitePrice => "infinite_price",
+            RejectKind::InvalidUtf8 => "invalid_utf8",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A row that was not accepted: where it came from, why, and the row itself. This is the
+/// dead-letter record (its serde JSON form is the dead-letter message value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The input's name (file path or object key).
+    pub source: String,
+    /// Physical line number in the input; the header is line 1.
+    pub line: u64,
+    /// The canonical name of the offending field (`price`, `event_time`, ...), or `None`
+    /// when the whole row is at fault (wrong field count).
+    pub field: Option<String>,
+    pub kind: RejectKind,
+    /// A sentence for people, e.g. `price is negative: "-1.00"`.
+    pub reason: String,
+    /// The row exactly as in the input, without its line terminator; bytes that are not
+    /// UTF-8 appear as U+FFFD.
+    pub raw: String,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: line {}", self.source, self.line)?;
+        if let Some(field) = &self.field {
+            write!(f, ": field {field}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event {
+            event_time: 1_569_888_005_000_000,
+            event_type: EventType::RemoveFromCart,
+            product_id: 44_600_062,
+            category_id: Some(2_103_807_459_595_387_724),
+            category_code: None,
+            brand: Some("shi\"seido".to_string()),
+            price_cents: 3579,
+            user_id: 541_312_140,
+            user_session: Some("72d76fde-8bb3-4e00-8c23-a032dfb62e92".to_string()),
+        }
+    }
+
+    #[test]
+    fn json_form_is_stable() {
+        let json = String::from_utf8(sample().to_json()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"event_time":"2019-10-01T00:00:05Z","event_type":"remove_from_cart","product_id":44600062,"category_id":2103807459595387724,"category_code":null,"brand":"shi\"seido","price":"35.79","user_id":541312140,"user_session":"72d76fde-8bb3-4e00-8c23-a032dfb62e92"}"#
+        );
+    }
+
+    #[test]
+    fn fast_encoder_matches_serde() {
+        let mut event = sample();
+        assert_eq!(event.to_json(), serde_json::to_vec(&event).unwrap());
+        event.category_id = None;
+        event.user_session = None;
+        event.brand = Some("tab\there".into());
+        event.event_time += 17;
+        assert_eq!(event.to_json(), serde_json::to_vec(&event).unwrap());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let event = sample();
+        assert_eq!(Event::from_json(&event.to_json()).unwrap(), event);
+    }
+
+    #[test]
+    fn numeric_json_price_is_exact() {
+        let json = br#"{"event_time":"2019-10-01 00:00:05 UTC","event_type":"purchase","product_id":1,"price":0.29,"user_id":2}"#;
+        let event = Event::from_json(json).unwrap();
+        assert_eq!(event.price_cents, 29);
+        assert_eq!(event.category_code, None);
+    }
+
+    #[test]
+    fn bad_json_events() {
+        for bad in [
+            &br#"{"event_time":"x","event_type":"view","product_id":1,"price":"1","user_id":2}"#[..],
+            br#"{"event_time":"2019-10-01T00:00:00Z","event_type":"look","product_id":1,"price":"1","user_id":2}"#,
+            br#"{"event_time":"2019-10-01T00:00:00Z","event_type":"view","product_id":1,"price":"-1","user_id":2}"#,
+            br#"{"event_time":"2019-10-01T00:00:00Z","event_type":"view","product_id":0,"price":"1","user_id":2}"#,
+            b"not json",
+        ] {
+            assert!(matches!(Event::from_json(bad), Err(Error::EventJson(_))));
+        }
+    }
+}

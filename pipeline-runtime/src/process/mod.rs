@@ -1,0 +1,571 @@
+//! `pipeline-runtime process`: one member of the consumer group that turns the events
+//! topic into profiles, the Parquet lake and the search index, with effectively-once
+//! results (see [`checkpoint`] for the protocol and its recovery). Does Kafka, object-store
+//! and search I/O.
+//!
+//! Threads: the consumer runs on a thread of its own (librdkafka calls the rebalance
+//! callback from `poll`, and the callback must finish a checkpoint before it returns);
+//! checkpoint I/O runs as tasks on the Tokio runtime, so the next batch accumulates while
+//! the previous one is written. At most one checkpoint per partition is in flight; a
+//! partition whose pending events exceed its share of `max_pending_events` while its
+//! checkpoint is still being written is paused (backpressure from the sinks).
+
+pub mod checkpoint;
+pub mod partition;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::config::{CheckpointSettings, KafkaSettings, Lookup, ProcessArgs, ProcessEnv};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::kafka::consumer::{commit_offsets, PartitionHandler, RebalanceContext};
+use crate::kafka::kafka_error;
+use crate::metrics::{Metrics, PartitionLabels, Sink, SinkErrorKind};
+use crate::retry::Backoff;
+use crate::search::SearchIndex;
+use crate::store::ObjectStore;
+use partition::{Applied, Batch, PartitionState};
+
+/// Attempts of a checkpoint that must finish now (revoke, shutdown) before giving up.
+const FINAL_ATTEMPTS: u32 = 6;
+/// Smallest per-partition share of `max_pending_events`.
+const MIN_PARTITION_PENDING: usize = 10_000;
+
+/// Totals of one process run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessSummary {
+    pub events_applied: u64,
+    pub events_replayed: u64,
+    pub checkpoints: u64,
+}
+
+/// Runs the process role until SIGTERM/SIGINT (or, with `--exit-when-idle`, until caught
+/// up), then checkpoints, commits and leaves the group.
+pub async fn run(args: ProcessArgs) -> Result<ProcessSummary> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    spawn_signal_listener(shutdown.clone());
+    run_with(args, &ProcessEnv, shutdown).await
+}
+
+/// [`run`] with credentials from `lookup`, stopping when `shutdown` becomes true.
+pub async fn run_with(args: ProcessArgs, lookup: &dyn Lookup, shutdown: Arc<AtomicBool>) -> Result<ProcessSummary> {
+    let names = pipeline_config::PipelineNames::new(&args.common.pipeline);
+    let kafka = args.kafka.resolve(&names, lookup)?;
+    let search_settings = args.search.resolve(&names, lookup)?;
+    let settings = args.checkpoint_settings()?;
+    let metrics = Metrics::new("process");
+    if args.common.http_port != 0 {
+        crate::http::serve(args.common.http_port, metrics.clone()).await?;
+    }
+    let store = ObjectStore::open(&args.store.resolve(lookup)?).await?;
+    let search = SearchIndex::connect(&search_settings, Some(metrics.clone()))?;
+    crate::retry::retry("create search index", 10, || search.ensure_index()).await?;
+    tracing::info!(
+        topic = %kafka.events_topic,
+        group = %kafka.consumer_group,
+        store = %store.describe(),
+        index = %search.index_name(),
+        "process started"
+    );
+    let worker = Worker {
+        kafka,
+        settings,
+        shared: Arc::new(Shared {
+            store,
+            search,
+            metrics,
+            handle: Handle::current(),
+            slots: Mutex::new(BTreeMap::new()),
+        }),
+        shutdown,
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("process-consumer".into())
+        .spawn(move || {
+            let _ = done_tx.send(worker.run());
+        })
+        .map_err(|e| Error::Worker(format!("cannot start the consumer thread: {e}")))?;
+    done_rx
+        .await
+        .map_err(|_| Error::Worker("the consumer thread stopped without a result".into()))?
+}
+
+fn spawn_signal_listener(shutdown: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = terminate => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutdown requested: final checkpoint, commit, leave the group");
+        shutdown.store(true, Ordering::SeqCst);
+    });
+}
+
+/// State shared by the consumer loop and the rebalance callback (both on the consumer
+/// thread, so the mutex is never contended; it exists because the callback only gets
+/// `&self`).
+struct Shared {
+    store: ObjectStore,
+    search: SearchIndex,
+    metrics: Metrics,
+    handle: Handle,
+    slots: Mutex<BTreeMap<i32, Slot>>,
+}
+
+struct Slot {
+    state: PartitionState,
+    in_flight: Option<InFlight>,
+    paused: bool,
+}
+
+/// A checkpoint being written (or waiting to be retried).
+struct InFlight {
+    batch: Arc<Batch>,
+    task: Option<JoinHandle<Result<()>>>,
+    started: Instant,
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Shared {
+    fn slots(&self) -> MutexGuard<'_, BTreeMap<i32, Slot>> {
+        match self.slots.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn spawn_checkpoint(&self, batch: Arc<Batch>) -> JoinHandle<Result<()>> {
+        let store = self.store.clone();
+        let search = self.search.clone();
+        self.handle
+            .spawn(async move { checkpoint::write_checkpoint(&store, &search, batch).await })
+    }
+
+    /// Writes a checkpoint now, retrying a few times (revoke and shutdown).
+    fn checkpoint_now(&self, batch: Arc<Batch>) -> Result<()> {
+        let started = Instant::now();
+        let result = self.handle.block_on(crate::retry::retry("final checkpoint", FINAL_ATTEMPTS, || {
+            checkpoint::write_checkpoint(&self.store, &self.search, batch.clone())
+        }));
+        match &result {
+            Ok(()) => self.checkpoint_done(&batch, started),
+            Err(_) => self.metrics.sink_error(Sink::ObjectStore, SinkErrorKind::Failed, 1),
+        }
+        result
+    }
+
+    /// Waits for an in-flight checkpoint, retrying it if it failed (revoke and shutdown).
+    fn finish_in_flight(&self, in_flight: InFlight) -> Result<()> {
+        if let Some(task) = in_flight.task {
+            match self.handle.block_on(task) {
+                Ok(Ok(())) => {
+                    self.checkpoint_done(&in_flight.batch, in_flight.started);
+                    return Ok(());
+                }
+                Ok(Err(e)) => tracing::warn!(partition = in_flight.batch.partition, error = %e, "checkpoint failed; retrying"),
+                Err(e) => tracing::warn!(partition = in_flight.batch.partition, error = %e, "checkpoint task died; retrying"),
+            }
+        }
+        self.checkpoint_now(in_flight.batch)
+    }
+
+    fn checkpoint_done(&self, batch: &Batch, started: Instant) {
+        let m = &self.metrics;
+        m.checkpoint_duration.observe(started.elapsed().as_secs_f64());
+        m.checkpoints.inc();
+        m.events_out.inc_by(batch.events.len() as u64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        m.last_checkpoint.set(now);
+        tracing::debug!(
+            partition = batch.partition,
+            start = batch.start,
+            end = batch.end,
+            events = batch.events.len(),
+            profiles = batch.changed.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint written"
+        );
+    }
+}
+
+/// The rebalance side, called by librdkafka from inside `poll`.
+struct Handler(Arc<Shared>);
+
+impl PartitionHandler for Handler {
+    fn on_assign(&self, partitions: &[i32]) -> std::result::Result<Vec<(i32, Option<i64>)>, String> {
+        let shared = &self.0;
+        let mut starts = Vec::new();
+        for &partition in partitions {
+            let recovered = shared.handle.block_on(crate::retry::retry("recover partition", 10, || {
+                checkpoint::recover(&shared.store, partition)
+            }));
+            let (book, offset) = recovered.map_err(|e| format!("partition {partition}: cannot load its state: {e}"))?;
+            tracing::info!(partition, offset = ?offset, users = book.len(), "partition assigned");
+            shared.slots().insert(
+                partition,
+                Slot {
+                    state: PartitionState::restored(partition, book, offset.unwrap_or(0)),
+                    in_flight: None,
+                    paused: false,
+                },
+            );
+            starts.push((partition, offset));
+        }
+        shared.metrics.assigned_partitions.set(shared.slots().len() as i64);
+        Ok(starts)
+    }
+
+    fn on_revoke(&self, partitions: &[i32], lost: bool) -> Vec<(i32, i64)> {
+        let shared = &self.0;
+        let mut commits = Vec::new();
+        for &partition in partitions {
+            let slot = shared.slots().remove(&partition);
+            shared.metrics.lag.remove(&PartitionLabels {
+                partition: i64::from(partition),
+            });
+            let Some(mut slot) = slot else { continue };
+            if lost {
+                // Someone else may own it already: write nothing more.
+                if let Some(task) = slot.in_flight.and_then(|f| f.task) {
+                    task.abort();
+                }
+                tracing::warn!(partition, "partition lost; its unfinished checkpoint is abandoned");
+                continue;
+            }
+            if let Some(in_flight) = slot.in_flight.take() {
+                let end = in_flight.batch.end;
+                if let Err(e) = shared.finish_in_flight(in_flight) {
+                    tracing::error!(partition, error = %e, "checkpoint abandoned on revoke; the next owner replays");
+                    continue;
+                }
+                commits.push((partition, end));
+            }
+            if slot.state.has_pending() {
+                let batch = Arc::new(slot.state.take_batch());
+                let end = batch.end;
+                match shared.checkpoint_now(batch) {
+                    Ok(()) => commits.push((partition, end)),
+                    Err(e) => {
+                        tracing::error!(partition, error = %e, "checkpoint abandoned on revoke; the next owner replays");
+                        continue;
+                    }
+                }
+            }
+            tracing::info!(partition, "partition revoked after its final checkpoint");
+        }
+        shared.metrics.assigned_partitions.set(shared.slots().len() as i64);
+        commits
+    }
+
+    fn on_lag(&self, lag: &[(i32, i64)]) {
+        let shared = &self.0;
+        let slots = shared.slots();
+        for &(partition, value) in lag {
+            if slots.contains_key(&partition) {
+                shared
+                    .metrics
+                    .lag
+                    .get_or_create(&PartitionLabels {
+                        partition: i64::from(partition),
+                    })
+                    .set(value);
+            }
+        }
+    }
+}
+
+type ProcessConsumer = BaseConsumer<RebalanceContext<Handler>>;
+
+struct Worker {
+    kafka: KafkaSettings,
+    settings: CheckpointSettings,
+    shared: Arc<Shared>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(self) -> Result<ProcessSummary> {
+        let topic = self.kafka.events_topic.clone();
+        let context = RebalanceContext::new(topic.clone(), Handler(self.shared.clone()));
+        let consumer: ProcessConsumer = crate::kafka::consumer_config(&self.kafka, &self.kafka.consumer_group)
+            .create_with_context(context)
+            .map_err(|e| kafka_error("create consumer", e))?;
+        crate::kafka::partition_count(consumer.client(), &topic, Duration::from_secs(30))?;
+        consumer.subscribe(&[&topic]).map_err(|e| kafka_error("subscribe", e))?;
+        self.shared.metrics.set_ready(true);
+
+        let result = self.consume(&consumer, &topic);
+        self.shared.metrics.set_ready(false);
+        let final_result = match result {
+            Ok(summary) => self.finish(&consumer, &topic).map(|()| summary),
+            Err(e) => Err(e),
+        };
+        // Dropping the consumer closes it: the group is left at once instead of after the
+        // session timeout. The slots are empty, so the revoke callback writes nothing.
+        consumer.unsubscribe();
+        drop(consumer);
+        final_result
+    }
+
+    fn consume(&self, consumer: &ProcessConsumer, topic: &str) -> Result<ProcessSummary> {
+        let shared = &self.shared;
+        let metrics = &shared.metrics;
+        let mut summary = ProcessSummary::default();
+        let mut last_checkpoint = Instant::now();
+        let mut last_message = Instant::now();
+        let mut seen_assignment = false;
+        let mut housekeeping_at = Instant::now();
+        loop {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return Ok(summary);
+            }
+            let polled = consumer.poll(Duration::from_millis(100));
+            let got_message = polled.is_some();
+            if let Some(reason) = consumer.context().take_fatal() {
+                return Err(Error::Kafka {
+                    step: "rebalance",
+                    retryable: true,
+                    message: reason,
+                });
+            }
+            match polled {
+                Some(Ok(message)) => {
+                    last_message = Instant::now();
+                    metrics.events_in.inc();
+                    let partition = message.partition();
+                    let offset = message.offset();
+                    let event = message.payload().map(Event::from_json);
+                    let mut slots = shared.slots();
+                    let Some(slot) = slots.get_mut(&partition) else {
+                        continue;
+                    };
+                    match event {
+                        Some(Ok(event)) => match slot.state.apply(offset, event) {
+                            Applied::Applied => summary.events_applied += 1,
+                            Applied::Replayed => {
+                                summary.events_replayed += 1;
+                                metrics.events_replayed.inc();
+                            }
+                        },
+                        Some(Err(e)) => {
+                            tracing::error!(partition, offset, error = %e, "undecodable event skipped");
+                            metrics.events_rejected.inc();
+                            slot.state.skip(offset);
+                        }
+                        None => {
+                            tracing::error!(partition, offset, "event without a value skipped");
+                            metrics.events_rejected.inc();
+                            slot.state.skip(offset);
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    metrics.sink_error(Sink::Kafka, SinkErrorKind::Retried, 1);
+                }
+                None => {}
+            }
+            // Housekeeping at most every 10 ms: it takes the lock and walks the partitions.
+            let now = Instant::now();
+            if now.duration_since(housekeeping_at) < Duration::from_millis(10) && got_message {
+                continue;
+            }
+            housekeeping_at = now;
+            metrics.beat();
+            summary.checkpoints += self.collect_finished(consumer, topic);
+            let due = now.duration_since(last_checkpoint) >= self.settings.interval;
+            if due {
+                last_checkpoint = now;
+            }
+            self.start_checkpoints(consumer, topic, due);
+
+            let slots_len = shared.slots().len();
+            seen_assignment |= slots_len > 0;
+            if self.settings.exit_when_idle
+                && seen_assignment
+                && now.duration_since(last_message) >= self.settings.interval
+                && self.idle_and_caught_up(consumer, topic)
+            {
+                tracing::info!("caught up and idle; exiting");
+                return Ok(summary);
+            }
+        }
+    }
+
+    /// Commits finished checkpoints, schedules retries of failed ones. Returns how many
+    /// finished.
+    fn collect_finished(&self, consumer: &ProcessConsumer, topic: &str) -> u64 {
+        let shared = &self.shared;
+        let mut commits = Vec::new();
+        let mut slots = shared.slots();
+        for (&partition, slot) in slots.iter_mut() {
+            let Some(in_flight) = slot.in_flight.as_mut() else { continue };
+            if let Some(retry_at) = in_flight.retry_at {
+                if Instant::now() >= retry_at {
+                    in_flight.retry_at = None;
+                    in_flight.task = Some(shared.spawn_checkpoint(in_flight.batch.clone()));
+                }
+                continue;
+            }
+            let finished = in_flight.task.as_ref().is_some_and(|t| t.is_finished());
+            if !finished {
+                continue;
+            }
+            let Some(task) = in_flight.task.take() else { continue };
+            let outcome = match shared.handle.block_on(task) {
+                Ok(result) => result,
+                Err(e) => Err(Error::Worker(format!("checkpoint task: {e}"))),
+            };
+            match outcome {
+                Ok(()) => {
+                    shared.checkpoint_done(&in_flight.batch, in_flight.started);
+                    commits.push((partition, in_flight.batch.end));
+                    slot.in_flight = None;
+                }
+                Err(e) => {
+                    let delay = in_flight.backoff.next_delay();
+                    tracing::warn!(partition, error = %e, retry_in_ms = delay.as_millis() as u64, "checkpoint failed; will retry");
+                    let sink = match &e {
+                        Error::Search { .. } => Sink::Search,
+                        _ => Sink::ObjectStore,
+                    };
+                    shared.metrics.sink_error(sink, SinkErrorKind::Retried, 1);
+                    in_flight.retry_at = Some(Instant::now() + delay);
+                }
+            }
+        }
+        drop(slots);
+        let finished = commits.len() as u64;
+        if !commits.is_empty() {
+            if let Err(e) = commit_offsets(consumer, topic, &commits, CommitMode::Async) {
+                // The state files hold the offsets; the commit only feeds lag metrics.
+                tracing::warn!(error = %e, "offset commit failed");
+                shared.metrics.sink_error(Sink::Kafka, SinkErrorKind::Retried, 1);
+            }
+        }
+        finished
+    }
+
+    /// Starts checkpoints of partitions with pending events (all of them when `due`, else
+    /// those over their pending share) and pauses or resumes partitions for backpressure.
+    fn start_checkpoints(&self, consumer: &ProcessConsumer, topic: &str, due: bool) {
+        let shared = &self.shared;
+        let mut slots = shared.slots();
+        let share = (self.settings.max_pending_events / slots.len().max(1)).max(MIN_PARTITION_PENDING);
+        let total_pending: usize = slots.values().map(|s| s.state.pending_events()).sum();
+        let over_total = total_pending >= self.settings.max_pending_events;
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for (&partition, slot) in slots.iter_mut() {
+            let over_share = slot.state.pending_events() >= share;
+            if slot.in_flight.is_none() && slot.state.has_pending() && (due || over_share || over_total) {
+                let batch = Arc::new(slot.state.take_batch());
+                slot.in_flight = Some(InFlight {
+                    task: Some(shared.spawn_checkpoint(batch.clone())),
+                    batch,
+                    started: Instant::now(),
+                    retry_at: None,
+                    backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+                });
+            }
+            let should_pause = slot.in_flight.is_some() && slot.state.pending_events() >= share;
+            if should_pause && !slot.paused {
+                pause.add_partition(topic, partition);
+                slot.paused = true;
+            } else if !should_pause && slot.paused {
+                resume.add_partition(topic, partition);
+                slot.paused = false;
+            }
+        }
+        drop(slots);
+        if pause.count() > 0 {
+            if let Err(e) = consumer.pause(&pause) {
+                tracing::warn!(error = %e, "pause failed");
+            }
+        }
+        if resume.count() > 0 {
+            if let Err(e) = consumer.resume(&resume) {
+                tracing::warn!(error = %e, "resume failed");
+            }
+        }
+    }
+
+    /// No pending events, no checkpoint in flight, and every assigned partition read up to
+    /// its end.
+    fn idle_and_caught_up(&self, consumer: &ProcessConsumer, topic: &str) -> bool {
+        let positions: Vec<(i32, i64)> = {
+            let slots = self.shared.slots();
+            if slots.values().any(|s| s.state.has_pending() || s.in_flight.is_some()) {
+                return false;
+            }
+            slots.iter().map(|(&p, s)| (p, s.state.next_offset())).collect()
+        };
+        positions.iter().all(|&(partition, next)| {
+            consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .map(|(_, high)| next >= high)
+                .unwrap_or(false)
+        })
+    }
+
+    /// Final checkpoint of every partition and a synchronous commit.
+    fn finish(&self, consumer: &ProcessConsumer, topic: &str) -> Result<()> {
+        let shared = &self.shared;
+        let slots: Vec<(i32, Slot)> = std::mem::take(&mut *shared.slots()).into_iter().collect();
+        let mut commits = Vec::new();
+        let mut failure = None;
+        for (partition, mut slot) in slots {
+            if let Some(in_flight) = slot.in_flight.take() {
+                let end = in_flight.batch.end;
+                match shared.finish_in_flight(in_flight) {
+                    Ok(()) => commits.push((partition, end)),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        continue;
+                    }
+                }
+            }
+            if slot.state.has_pending() {
+                let batch = Arc::new(slot.state.take_batch());
+                let end = batch.end;
+                match shared.checkpoint_now(batch) {
+                    Ok(()) => commits.push((partition, end)),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        if !commits.is_empty() {
+            commit_offsets(consumer, topic, &commits, CommitMode::Sync).map_err(|e| kafka_error("final commit", e))?;
+        }
+        shared.metrics.assigned_partitions.set(0);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

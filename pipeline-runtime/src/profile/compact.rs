@@ -1,0 +1,288 @@
+//! Compact containers for per-user state: most users have one to three events, so a set
+//! keeps its first element inline and only spills to the heap from the second distinct
+//! element on. Also the string interner and the stable session hash. Pure, no I/O.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+/// A value type with a reserved "no value" bit pattern, so a set needs no extra flag.
+pub trait Sentinel: Copy + Ord {
+    const EMPTY: Self;
+}
+
+impl Sentinel for u64 {
+    // Product ids are positive and session keys are never 0 (see `session_key`).
+    const EMPTY: u64 = 0;
+}
+
+impl Sentinel for i32 {
+    const EMPTY: i32 = i32::MIN;
+}
+
+/// A set of distinct values: 16 bytes inline for `u64`, the rest sorted on the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TinySet<T: Sentinel> {
+    first: T,
+    rest: Option<Box<Vec<T>>>,
+}
+
+impl<T: Sentinel> Default for TinySet<T> {
+    fn default() -> Self {
+        TinySet {
+            first: T::EMPTY,
+            rest: None,
+        }
+    }
+}
+
+impl<T: Sentinel> TinySet<T> {
+    pub fn insert(&mut self, value: T) {
+        debug_assert!(value != T::EMPTY);
+        if self.first == T::EMPTY {
+            self.first = value;
+            return;
+        }
+        if self.first == value {
+            return;
+        }
+        let rest = self.rest.get_or_insert_with(Default::default);
+        if let Err(at) = rest.binary_search(&value) {
+            rest.insert(at, value);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.first != T::EMPTY) + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    /// The elements in ascending order.
+    pub fn sorted(&self) -> Vec<T> {
+        let mut all: Vec<T> = self.iter().collect();
+        all.sort_unstable();
+        all
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        let first = (self.first != T::EMPTY).then_some(self.first);
+        first
+            .into_iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter().copied()))
+    }
+}
+
+/// An interned string: an index into an [`Interner`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(u32);
+
+impl Sym {
+    const NONE: Sym = Sym(u32::MAX);
+}
+
+/// Occurrence counts per interned string: one entry inline, the rest sorted by symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TinyCounter {
+    first: (Sym, u32),
+    rest: Option<Box<Vec<(Sym, u32)>>>,
+}
+
+impl Default for TinyCounter {
+    fn default() -> Self {
+        TinyCounter {
+            first: (Sym::NONE, 0),
+            rest: None,
+        }
+    }
+}
+
+impl TinyCounter {
+    pub fn add(&mut self, sym: Sym, count: u32) {
+        if self.first.0 == Sym::NONE {
+            self.first = (sym, count);
+        } else if self.first.0 == sym {
+            self.first.1 = self.first.1.saturating_add(count);
+        } else {
+            let rest = self.rest.get_or_insert_with(Default::default);
+            match rest.binary_search_by_key(&sym, |&(s, _)| s) {
+                Ok(at) => rest[at].1 = rest[at].1.saturating_add(count),
+                Err(at) => rest.insert(at, (sym, count)),
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Sym, u32)> + '_ {
+        let first = (self.first.0 != Sym::NONE).then_some(self.first);
+        first
+            .into_iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter().copied()))
+    }
+
+    /// The most frequent string; ties go to the lexicographically smallest.
+    pub fn favorite<'a>(&self, names: &'a Interner) -> Option<&'a str> {
+        let mut best: Option<(u32, &str)> = None;
+        for (sym, count) in self.iter() {
+            let name = names.resolve(sym);
+            best = match best {
+                Some((c, n)) if c > count || (c == count && n <= name) => Some((c, n)),
+                _ => Some((count, name)),
+            };
+        }
+        best.map(|(_, name)| name)
+    }
+}
+
+/// Maps the distinct category and brand strings of a [`crate::profile::ProfileBook`] to
+/// small symbols, so a user's state holds 8 bytes per distinct string instead of a copy.
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    ids: HashMap<Arc<str>, u32, IdBuildHasher>,
+    names: Vec<Arc<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, name: &str) -> Sym {
+        if let Some(&id) = self.ids.get(name) {
+            return Sym(id);
+        }
+        let id = self.names.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        Sym(id)
+    }
+
+    pub fn resolve(&self, sym: Sym) -> &str {
+        self.names.get(sym.0 as usize).map_or("", |n| n)
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// A stable 64-bit key of a session string, used only to count a user's *distinct*
+/// sessions without storing the strings.
+///
+/// Stable across builds and platforms (it is persisted in state snapshots), unlike std's
+/// `DefaultHasher`. Two different sessions of the same user collide with probability about
+/// k²/2⁶⁵ for k sessions: for 10 million users with a few sessions each, the chance that any
+/// distinct_sessions is off by one is below 10⁻¹¹. Never returns 0 (the empty marker).
+pub fn session_key(session: &str) -> u64 {
+    let bytes = session.as_bytes();
+    let mut h = 0x243F_6A88_85A3_08D3u64 ^ (bytes.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = fold_mul(h ^ u64::from_le_bytes(word), 0xBF58_476D_1CE4_E5B9);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        h = fold_mul(h ^ u64::from_le_bytes(word), 0x94D0_49BB_1331_11EB);
+    }
+    let key = mix64(h);
+    if key == 0 {
+        1
+    } else {
+        key
+    }
+}
+
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+/// SplitMix64's finaliser: a bijective avalanche of 64 bits.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A fast hasher for `u64` user ids and short interned strings (neither is a hash key an
+/// attacker chooses to collide; the avalanche keeps hashbrown's top and bottom bits spread).
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = mix64(self.0 ^ u64::from_le_bytes(word));
+        }
+        let tail = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        self.0 = mix64(self.0 ^ u64::from_le_bytes(word) ^ ((tail.len() as u64) << 59));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = mix64(self.0 ^ value);
+    }
+}
+
+pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_set_counts_distinct() {
+        let mut set = TinySet::<u64>::default();
+        assert_eq!(set.len(), 0);
+        for v in [5, 3, 5, 9, 3, 1] {
+            set.insert(v);
+        }
+        assert_eq!(set.len(), 4);
+        assert_eq!(set.sorted(), vec![1, 3, 5, 9]);
+    }
+
+    #[test]
+    fn favorite_ties_go_to_smallest_name() {
+        let mut names = Interner::default();
+        let (b, a, c) = (names.intern("b"), names.intern("a"), names.intern("c"));
+        let mut counter = TinyCounter::default();
+        assert_eq!(counter.favorite(&names), None);
+        counter.add(c, 2);
+        counter.add(b, 1);
+        counter.add(a, 2);
+        assert_eq!(counter.favorite(&names), Some("a"));
+        counter.add(b, 2);
+        assert_eq!(counter.favorite(&names), Some("b"));
+    }
+
+    #[test]
+    fn session_key_is_stable() {
+        // Pinned: snapshots persist these keys, so the function must never change.
+        assert_eq!(session_key(""), session_key(""));
+        assert_ne!(session_key("a"), session_key("b"));
+        assert_ne!(session_key("abcdefgh"), session_key("abcdefgh\0"));
+        assert_eq!(
+            session_key("72d76fde-8bb3-4e00-8c23-a032dfb62e92"),
+            PINNED_UUID_KEY
+        );
+    }
+
+    const PINNED_UUID_KEY: u64 = 15_577_260_640_054_057_774;
+
+    #[test]
+    fn compact_sizes() {
+        assert_eq!(std::mem::size_of::<TinySet<u64>>(), 16);
+        assert_eq!(std::mem::size_of::<TinySet<i32>>(), 16);
+        assert_eq!(std::mem::size_of::<TinyCounter>(), 16);
+    }
+}

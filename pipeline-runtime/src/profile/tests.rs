@@ -1,0 +1,353 @@
+//! Profile arithmetic against hand-computed values and an independent naive model.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::event::{Event, EventType};
+use crate::time::parse_event_time;
+
+fn at(text: &str) -> i64 {
+    parse_event_time(text.as_bytes()).expect("valid time")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn event(
+    time: &str,
+    kind: EventType,
+    product: u64,
+    category: Option<&str>,
+    brand: Option<&str>,
+    cents: i64,
+    user: u64,
+    session: Option<&str>,
+) -> Event {
+    Event {
+        event_time: at(time),
+        event_type: kind,
+        product_id: product,
+        category_id: Some(2_053_013_555_631_882_655),
+        category_code: category.map(str::to_owned),
+        brand: brand.map(str::to_owned),
+        price_cents: cents,
+        user_id: user,
+        user_session: session.map(str::to_owned),
+    }
+}
+
+fn hand_example() -> Vec<Event> {
+    use EventType::*;
+    let phone = Some("electronics.smartphone");
+    let laptop = Some("computers.notebook");
+    vec![
+        event("2019-10-01 10:00:00 UTC", View, 100, phone, Some("apple"), 50_000, 1, Some("s1")),
+        event("2019-10-01 10:05:00 UTC", Cart, 100, phone, Some("apple"), 50_000, 1, Some("s1")),
+        event("2019-10-01 10:06:00 UTC", Purchase, 100, phone, Some("apple"), 50_000, 1, Some("s1")),
+        event("2019-10-03 09:00:00 UTC", View, 200, laptop, Some("asus"), 33_333, 1, Some("s2")),
+        event("2019-10-03 09:10:00 UTC", Purchase, 200, laptop, Some("asus"), 33_333, 1, Some("s2")),
+        event("2019-10-03 09:11:00 UTC", Purchase, 300, None, Some("asus"), 2, 1, None),
+        event("2019-10-04 00:00:00 UTC", RemoveFromCart, 100, phone, Some("apple"), 50_000, 1, Some("s2")),
+    ]
+}
+
+#[test]
+fn hand_computed_profile() {
+    let mut book = ProfileBook::new();
+    hand_example().iter().for_each(|e| book.apply(e));
+    let p = book.profile(1).expect("user 1");
+    let expected = Profile {
+        user_id: 1,
+        total_events: 7,
+        views: 2,
+        carts: 1,
+        removals: 1,
+        purchases: 3,
+        revenue_cents: 83_335,
+        // 833.35 / 3 = 277.7833.. -> 277.78
+        avg_order_value_cents: 27_778,
+        max_purchase_price_cents: Some(50_000),
+        distinct_sessions: 2,
+        distinct_products: 3,
+        active_days: 3,
+        first_seen: at("2019-10-01 10:00:00 UTC"),
+        last_seen: at("2019-10-04 00:00:00 UTC"),
+        favorite_category: Some("electronics.smartphone".into()),
+        favorite_brand: Some("apple".into()),
+        conversion_rate: 3.0 / 7.0,
+        cart_to_purchase_rate: 3.0,
+        segment: Segment::MediumValue,
+    };
+    assert_eq!(p, expected);
+    assert_eq!(book.len(), 1);
+    assert_eq!(book.profile(2), None);
+}
+
+#[test]
+fn user_without_purchases_carts_or_optional_fields() {
+    let mut book = ProfileBook::new();
+    book.apply(&event("2019-10-01 23:59:59 UTC", EventType::View, 5, None, None, 999, 9, None));
+    book.apply(&event("2019-10-02 00:00:00 UTC", EventType::View, 5, None, None, 999, 9, None));
+    let p = book.profile(9).unwrap();
+    assert_eq!(p.revenue_cents, 0);
+    assert_eq!(p.avg_order_value_cents, 0);
+    assert_eq!(p.max_purchase_price_cents, None);
+    assert_eq!(p.distinct_sessions, 0);
+    assert_eq!(p.distinct_products, 1);
+    assert_eq!(p.active_days, 2);
+    assert_eq!(p.favorite_category, None);
+    assert_eq!(p.favorite_brand, None);
+    assert_eq!(p.conversion_rate, 0.0);
+    assert_eq!(p.cart_to_purchase_rate, 0.0);
+    assert_eq!(p.segment, Segment::CasualVisitor);
+}
+
+#[test]
+fn average_order_value_rounds_half_away_from_zero() {
+    let mut book = ProfileBook::new();
+    // 0.01 + 0.02 = 0.03 over 2 purchases = 0.015 -> 0.02
+    for cents in [1, 2] {
+        book.apply(&event("2019-10-01 00:00:00 UTC", EventType::Purchase, 1, None, None, cents, 3, None));
+    }
+    assert_eq!(book.profile(3).unwrap().avg_order_value_cents, 2);
+}
+
+#[test]
+fn favorite_ties_are_lexicographically_smallest() {
+    let mut book = ProfileBook::new();
+    for (category, brand) in [("b.x", "Zeta"), ("a.y", "alpha"), ("b.x", "alpha"), ("a.y", "Zeta")] {
+        book.apply(&event(
+            "2019-10-01 00:00:00 UTC",
+            EventType::View,
+            1,
+            Some(category),
+            Some(brand),
+            100,
+            4,
+            Some("s"),
+        ));
+    }
+    let p = book.profile(4).unwrap();
+    assert_eq!(p.favorite_category.as_deref(), Some("a.y"));
+    // Byte order: uppercase sorts before lowercase.
+    assert_eq!(p.favorite_brand.as_deref(), Some("Zeta"));
+}
+
+/// Builds a user with the given counts and total revenue and returns its segment.
+fn segment_of(purchases: u64, revenue_cents: i64, carts: u64, views: u64) -> Segment {
+    let mut book = ProfileBook::new();
+    let mut add = |kind, cents| {
+        book.apply(&event("2019-10-01 00:00:00 UTC", kind, 1, None, None, cents, 8, None));
+    };
+    for i in 0..purchases {
+        // The first purchase carries the remainder so the total is exact.
+        let share = revenue_cents / purchases as i64;
+        let cents = if i == 0 { revenue_cents - share * (purchases as i64 - 1) } else { share };
+        add(EventType::Purchase, cents);
+    }
+    (0..carts).for_each(|_| add(EventType::Cart, 0));
+    (0..views).for_each(|_| add(EventType::View, 0));
+    book.profile(8).map(|p| p.segment).unwrap_or(Segment::CasualVisitor)
+}
+
+#[test]
+fn all_seven_segments_at_their_boundaries() {
+    use Segment::*;
+    assert_eq!(segment_of(10, 100_000, 0, 0), Vip);
+    assert_eq!(segment_of(10, 99_999, 0, 0), HighValue);
+    assert_eq!(segment_of(9, 500_000, 0, 0), HighValue);
+    assert_eq!(segment_of(5, 25_000, 0, 0), HighValue);
+    assert_eq!(segment_of(5, 24_999, 0, 0), MediumValue);
+    assert_eq!(segment_of(3, 10_000, 0, 0), MediumValue);
+    assert_eq!(segment_of(3, 9_999, 0, 0), ConvertingCustomer);
+    assert_eq!(segment_of(1, 0, 0, 0), ConvertingCustomer);
+    assert_eq!(segment_of(0, 0, 1, 100), InterestedShopper);
+    assert_eq!(segment_of(0, 0, 0, 10), ActiveBrowser);
+    assert_eq!(segment_of(0, 0, 0, 9), CasualVisitor);
+}
+
+#[test]
+fn records_round_trip_and_merge() {
+    let events = hand_example();
+    let mut whole = ProfileBook::new();
+    events.iter().for_each(|e| whole.apply(e));
+
+    let record = whole.record(1).unwrap();
+    let json = serde_json::to_string(&record).unwrap();
+    let back: StateRecord = serde_json::from_str(&json).unwrap();
+    let mut restored = ProfileBook::new();
+    restored.restore_record(&back);
+    assert_eq!(restored.profile(1), whole.profile(1));
+    assert_eq!(restored.record(1), Some(record));
+
+    let (left, right) = events.split_at(3);
+    let mut a = ProfileBook::new();
+    let mut b = ProfileBook::new();
+    left.iter().for_each(|e| a.apply(e));
+    right.iter().for_each(|e| b.apply(e));
+    a.merge_record(&b.record(1).unwrap());
+    assert_eq!(a.profile(1), whole.profile(1));
+}
+
+#[test]
+fn retain_keeps_only_chosen_users() {
+    let mut book = ProfileBook::new();
+    for user in 1..=5 {
+        book.apply(&event("2019-10-01 00:00:00 UTC", EventType::View, 1, Some("c"), None, 0, user, None));
+    }
+    book.retain(|id| id % 2 == 1);
+    assert_eq!(book.user_ids_sorted(), vec![1, 3, 5]);
+    assert_eq!(book.profile(3).unwrap().favorite_category.as_deref(), Some("c"));
+    assert!(book.profile(2).is_none());
+}
+
+#[test]
+fn state_is_compact() {
+    assert_eq!(std::mem::size_of::<ProfileState>(), 128);
+}
+
+/// The §4 definition computed the obvious way, sharing no code with ProfileState.
+fn naive_profiles(events: &[Event]) -> Vec<Profile> {
+    let mut by_user: BTreeMap<u64, Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        by_user.entry(e.user_id).or_default().push(e);
+    }
+    by_user
+        .into_iter()
+        .map(|(user_id, evs)| {
+            let count = |k| evs.iter().filter(|e| e.event_type == k).count() as u64;
+            let purchases: Vec<i64> = evs
+                .iter()
+                .filter(|e| e.event_type == EventType::Purchase)
+                .map(|e| e.price_cents)
+                .collect();
+            let revenue: i64 = purchases.iter().sum();
+            let favorite = |pick: fn(&Event) -> Option<&String>| {
+                let mut counts: BTreeMap<&String, u64> = BTreeMap::new();
+                evs.iter().filter_map(|e| pick(e)).for_each(|v| *counts.entry(v).or_default() += 1);
+                let max = counts.values().copied().max();
+                counts.into_iter().find(|(_, c)| Some(*c) == max).map(|(v, _)| v.clone())
+            };
+            let (total, views, carts, n_purchases) = (
+                evs.len() as u64,
+                count(EventType::View),
+                count(EventType::Cart),
+                purchases.len() as u64,
+            );
+            let aov = if n_purchases == 0 {
+                0
+            } else {
+                // Half away from zero via f64 is exact enough for these small test values.
+                ((revenue as f64) / (n_purchases as f64)).round() as i64
+            };
+            Profile {
+                user_id,
+                total_events: total,
+                views,
+                carts,
+                removals: count(EventType::RemoveFromCart),
+                purchases: n_purchases,
+                revenue_cents: revenue,
+                avg_order_value_cents: aov,
+                max_purchase_price_cents: purchases.iter().copied().max(),
+                distinct_sessions: evs
+                    .iter()
+                    .filter_map(|e| e.user_session.as_ref())
+                    .collect::<BTreeSet<_>>()
+                    .len() as u64,
+                distinct_products: evs.iter().map(|e| e.product_id).collect::<BTreeSet<_>>().len() as u64,
+                active_days: evs
+                    .iter()
+                    .map(|e| e.event_time.div_euclid(86_400_000_000))
+                    .collect::<BTreeSet<_>>()
+                    .len() as u64,
+                first_seen: evs.iter().map(|e| e.event_time).min().unwrap_or_default(),
+                last_seen: evs.iter().map(|e| e.event_time).max().unwrap_or_default(),
+                favorite_category: favorite(|e| e.category_code.as_ref()),
+                favorite_brand: favorite(|e| e.brand.as_ref()),
+                conversion_rate: n_purchases as f64 / total as f64,
+                cart_to_purchase_rate: if carts == 0 { 0.0 } else { n_purchases as f64 / carts as f64 },
+                segment: if n_purchases >= 10 && revenue >= 100_000 {
+                    Segment::Vip
+                } else if n_purchases >= 5 && revenue >= 25_000 {
+                    Segment::HighValue
+                } else if n_purchases >= 3 && revenue >= 10_000 {
+                    Segment::MediumValue
+                } else if n_purchases >= 1 {
+                    Segment::ConvertingCustomer
+                } else if carts >= 1 {
+                    Segment::InterestedShopper
+                } else if views >= 10 {
+                    Segment::ActiveBrowser
+                } else {
+                    Segment::CasualVisitor
+                },
+            }
+        })
+        .collect()
+}
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    let kinds = prop::sample::select(EventType::ALL.to_vec());
+    let text = |pool: &'static [&'static str]| {
+        prop::option::weighted(0.7, prop::sample::select(pool).prop_map(str::to_owned))
+    };
+    (
+        0i64..(5 * 86_400),
+        kinds,
+        1u64..20,
+        text(&["a", "b", "c", "electronics.smartphone"]),
+        text(&["apple", "Apple", "asus"]),
+        0i64..60_000,
+        1u64..6,
+        text(&["s1", "s2", "s3", "s4"]),
+    )
+        .prop_map(|(secs, kind, product, category, brand, cents, user, session)| Event {
+            event_time: 1_569_888_000_000_000 + secs * 1_000_000,
+            event_type: kind,
+            product_id: product,
+            category_id: None,
+            category_code: category,
+            brand,
+            price_cents: cents,
+            user_id: user,
+            user_session: session,
+        })
+}
+
+proptest! {
+    #[test]
+    fn profiles_match_the_naive_definition_in_any_order(
+        (events, shuffled) in prop::collection::vec(arb_event(), 1..120)
+            .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
+    ) {
+        let mut book = ProfileBook::new();
+        events.iter().for_each(|e| book.apply(e));
+        let mut other = ProfileBook::new();
+        shuffled.iter().for_each(|e| other.apply(e));
+        let profiles = book.profiles();
+        prop_assert_eq!(&profiles, &naive_profiles(&events));
+        prop_assert_eq!(&profiles, &other.profiles());
+        for id in book.user_ids_sorted() {
+            prop_assert_eq!(book.record(id), other.record(id));
+        }
+    }
+
+    #[test]
+    fn merging_partial_states_equals_applying_everything(
+        events in prop::collection::vec(arb_event(), 1..80),
+        cut in 0usize..80,
+    ) {
+        let cut = cut.min(events.len());
+        let mut whole = ProfileBook::new();
+        events.iter().for_each(|e| whole.apply(e));
+        let mut first = ProfileBook::new();
+        events[..cut].iter().for_each(|e| first.apply(e));
+        let mut second = ProfileBook::new();
+        events[cut..].iter().for_each(|e| second.apply(e));
+        for id in second.user_ids_sorted() {
+            first.merge_record(&second.record(id).unwrap());
+        }
+        prop_assert_eq!(first.profiles(), whole.profiles());
+    }
+}

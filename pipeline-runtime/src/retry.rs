@@ -1,0 +1,127 @@
+//! Whether a failure can be retried, and the backoff between attempts. Pure, except
+//! [`retry`] which sleeps between attempts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::Error;
+
+impl Error {
+    /// Whether repeating the failed operation can succeed (timeouts, throttling, 5xx,
+    /// broken connections) as opposed to needing a change (bad input, config, auth).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store { retryable, .. }
+            | Error::Kafka { retryable, .. }
+            | Error::Search { retryable, .. } => *retryable,
+            Error::Read { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Exponential backoff: `initial`, doubling, capped at `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self { next: initial, max }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+}
+
+/// Runs `op` until it succeeds, fails with a non-retryable error, or `attempts` attempts
+/// were made; sleeps with [`Backoff::default`] between attempts.
+pub async fn retry<T, F, Fut>(what: &str, attempts: u32, mut op: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut backoff = Backoff::default();
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(e) if e.is_retryable() && attempt < attempts => {
+                let delay = backoff.next_delay();
+                tracing::warn!(what, attempt, error = %e, delay_ms = delay.as_millis() as u64, "retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let delays: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, vec![100, 200, 400, 500, 500]);
+    }
+
+    fn store_error(retryable: bool) -> Error {
+        Error::Store {
+            op: "put",
+            key: "k".into(),
+            retryable,
+            message: "m".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_on_permanent_errors_and_after_the_attempts() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), Error> = retry("t", 5, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(store_error(false)) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let calls = AtomicU32::new(0);
+        let r: Result<(), Error> = retry("t", 3, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(store_error(true)) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        let calls = AtomicU32::new(0);
+        let r = retry("t", 3, || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(store_error(true))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 1);
+    }
+}

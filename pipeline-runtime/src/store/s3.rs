@@ -1,0 +1,234 @@
+//! The object store as an S3 bucket through aws-sdk-s3: AWS itself or any S3 server
+//! (MinIO, versitygw) with a custom endpoint, path-style addressing and static keys.
+//! Checksums are only computed and validated when an operation requires them: several
+//! non-AWS servers refuse the SDK's default checksum trailers. Does network I/O.
+
+use std::io::Read;
+use std::time::Duration;
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use super::ObjectInfo;
+use crate::config::S3Settings;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    region: String,
+}
+
+impl S3Store {
+    /// Builds the client (no request is made).
+    pub async fn connect(settings: &S3Settings) -> Self {
+        let region = Region::new(settings.region.clone());
+        let mut builder = match &settings.credentials {
+            Some(c) => aws_sdk_s3::config::Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(region)
+                .credentials_provider(Credentials::new(
+                    c.access_key_id.clone(),
+                    c.secret_access_key.expose().to_string(),
+                    None,
+                    None,
+                    "pipeline-runtime",
+                )),
+            None => {
+                // Web identity, instance profile, ...: what AWS users expect.
+                let shared = aws_config::defaults(BehaviorVersion::latest())
+                    .region(region)
+                    .load()
+                    .await;
+                aws_sdk_s3::config::Builder::from(&shared)
+            }
+        };
+        builder = builder
+            .force_path_style(settings.path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(120))
+                    .build(),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Self {
+            client: Client::from_conf(builder.build()),
+            bucket: settings.bucket.clone(),
+            region: settings.region.clone(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket when it does not exist.
+    pub async fn ensure_bucket(&self) -> Result<()> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => return Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() || e.raw().status().as_u16() == 404 => {}
+            Err(e) => return Err(s3_error("head-bucket", &self.bucket, e)),
+        }
+        let mut create = self.client.create_bucket().bucket(&self.bucket);
+        if self.region != "us-east-1" {
+            create = create.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        match create.send().await {
+            Ok(_) => Ok(()),
+            // Another member created it meanwhile.
+            Err(SdkError::ServiceError(e))
+                if e.err().is_bucket_already_owned_by_you() || e.err().is_bucket_already_exists() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(s3_error("create-bucket", &self.bucket, e)),
+        }
+    }
+
+    pub async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_error("put", key, e))?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let output = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(output) => output,
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() || e.raw().status().as_u16() == 404 => {
+                return Ok(None)
+            }
+            Err(e) => return Err(s3_error("get", key, e)),
+        };
+        let body = output.body.collect().await.map_err(|e| Error::Store {
+            op: "get",
+            key: key.to_string(),
+            retryable: true,
+            message: format!("reading the body: {e}"),
+        })?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    pub async fn open_reader(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("get", key, e))?;
+        let reader = Box::pin(output.body.into_async_read());
+        Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+            reader,
+            tokio::runtime::Handle::current(),
+        )))
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error("list", prefix, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                out.push(ObjectInfo {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    version_tag: object.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.client.delete_object().bucket(&self.bucket).key(key).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => Ok(()),
+            Err(e) => Err(s3_error("delete", key, e)),
+        }
+    }
+}
+
+/// Classifies an SDK error: transport failures, timeouts, throttling and 5xx can be
+/// retried; 4xx (auth, missing bucket, bad request) cannot.
+fn s3_error<E, R>(op: &'static str, key: &str, e: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    let retryable = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status_code();
+            retryable_status(status, se.err().code())
+        }
+        _ => false,
+    };
+    Error::Store {
+        op,
+        key: key.to_string(),
+        retryable,
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+/// The HTTP status of a raw response (a seam so [`s3_error`] stays generic).
+trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn retryable_status(status: u16, code: Option<&str>) -> bool {
+    status == 429
+        || status >= 500
+        || matches!(code, Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classification() {
+        assert!(retryable_status(503, None));
+        assert!(retryable_status(500, Some("InternalError")));
+        assert!(retryable_status(429, None));
+        assert!(retryable_status(400, Some("RequestTimeout")));
+        assert!(!retryable_status(403, Some("AccessDenied")));
+        assert!(!retryable_status(404, Some("NoSuchBucket")));
+    }
+}
