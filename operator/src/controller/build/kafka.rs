@@ -1,0 +1,511 @@
+//! Managed Kafka: a KRaft StatefulSet on the official `apache/kafka` image (every node both
+//! broker and controller, node id = pod ordinal), its headless and client Services, and the
+//! Job that creates the events and dead-letter topics. Pure.
+
+use std::collections::BTreeMap;
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use k8s_openapi::{
+    api::{
+        apps::v1::{StatefulSet, StatefulSetSpec},
+        batch::v1::{Job, JobSpec},
+        core::v1::{
+            Container, ContainerPort, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+            VolumeMount,
+        },
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+};
+use sha2::{Digest, Sha256};
+
+use super::{
+    at_most, container_security, data_claim, env, env_from_field, meta,
+    names::{labels, selector_labels, ChildNames, Role},
+    pod_security, short_hash, tcp_probe, tmp_volume,
+};
+use crate::{controller::validate::ValidatedPipeline, crd::ManagedKafka, error::Result};
+
+pub const CLIENT_PORT: i32 = 9092;
+pub const CONTROLLER_PORT: i32 = 9093;
+/// uid/gid of `appuser` in the apache/kafka image.
+const KAFKA_UID: i64 = 1000;
+const DATA_DIR: &str = "/var/lib/kafka/data";
+
+/// `host:port` of the client Service, as the runtime and the topic Job use it.
+pub fn bootstrap(p: &ValidatedPipeline) -> String {
+    format!(
+        "{}.{}.svc:{CLIENT_PORT}",
+        ChildNames::new(&p.name).kafka(),
+        p.namespace
+    )
+}
+
+/// Replication factor of the topics: 3 where there are enough nodes.
+pub fn replication_factor(kafka: &ManagedKafka) -> i32 {
+    at_most(3, kafka.replicas)
+}
+
+/// KRaft cluster id: 16 bytes derived from the pipeline's uid, so it is stable across
+/// reconciles and operator restarts without being stored anywhere.
+pub fn cluster_id(uid: &str) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(uid.as_bytes())[..16])
+}
+
+/// `id@host:port,...` of every controller, for a static KRaft quorum.
+pub fn quorum_voters(p: &ValidatedPipeline, replicas: i32) -> String {
+    let names = ChildNames::new(&p.name);
+    (0..replicas)
+        .map(|i| {
+            format!(
+                "{i}@{}-{i}.{}.{}.svc:{CONTROLLER_PORT}",
+                names.kafka(),
+                names.kafka_headless(),
+                p.namespace
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn ports() -> Vec<ServicePort> {
+    vec![
+        ServicePort {
+            name: Some("kafka".into()),
+            port: CLIENT_PORT,
+            ..ServicePort::default()
+        },
+        ServicePort {
+            name: Some("controller".into()),
+            port: CONTROLLER_PORT,
+            ..ServicePort::default()
+        },
+    ]
+}
+
+/// Gives each node a stable DNS name; lists not-ready pods so the quorum can form.
+pub fn headless_service(p: &ValidatedPipeline) -> Service {
+    Service {
+        metadata: meta(p, ChildNames::new(&p.name).kafka_headless(), Role::Kafka),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(&p.name, Role::Kafka)),
+            ports: Some(ports()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The bootstrap address of clients.
+pub fn client_service(p: &ValidatedPipeline) -> Service {
+    Service {
+        metadata: meta(p, ChildNames::new(&p.name).kafka(), Role::Kafka),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&p.name, Role::Kafka)),
+            ports: Some(vec![ServicePort {
+                name: Some("kafka".into()),
+                port: CLIENT_PORT,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
+    let names = ChildNames::new(&p.name);
+    let rf = replication_factor(kafka);
+    let min_isr = at_most(2, rf).to_string();
+    let (tmp, tmp_mount) = tmp_volume();
+    let container = Container {
+        name: "kafka".into(),
+        image: Some(kafka.image.clone()),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("kafka".into()),
+                container_port: CLIENT_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("controller".into()),
+                container_port: CONTROLLER_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        env: Some(vec![
+            env_from_field("POD_NAME", "metadata.name"),
+            env_from_field("POD_NAMESPACE", "metadata.namespace"),
+            // The StatefulSet controller labels each pod with its ordinal.
+            env_from_field(
+                "KAFKA_NODE_ID",
+                "metadata.labels['apps.kubernetes.io/pod-index']",
+            ),
+            env("CLUSTER_ID", cluster_id(&p.uid)),
+            env("KAFKA_PROCESS_ROLES", "broker,controller"),
+            env(
+                "KAFKA_LISTENERS",
+                format!("PLAINTEXT://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"),
+            ),
+            env(
+                "KAFKA_ADVERTISED_LISTENERS",
+                format!(
+                    "PLAINTEXT://$(POD_NAME).{}.$(POD_NAMESPACE).svc:{CLIENT_PORT}",
+                    names.kafka_headless()
+                ),
+            ),
+            env(
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ),
+            env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER"),
+            env("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT"),
+            env(
+                "KAFKA_CONTROLLER_QUORUM_VOTERS",
+                quorum_voters(p, kafka.replicas),
+            ),
+            // A subdirectory: the volume's root may hold lost+found.
+            env("KAFKA_LOG_DIRS", format!("{DATA_DIR}/logs")),
+            env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false"),
+            env("KAFKA_DEFAULT_REPLICATION_FACTOR", rf.to_string()),
+            env("KAFKA_MIN_INSYNC_REPLICAS", min_isr.clone()),
+            env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", rf.to_string()),
+            env(
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                rf.to_string(),
+            ),
+            env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", min_isr),
+            // Heap from the container's memory limit instead of the scripts' fixed 1 GiB.
+            env(
+                "KAFKA_HEAP_OPTS",
+                "-XX:MaxRAMPercentage=50.0 -XX:InitialRAMPercentage=50.0",
+            ),
+            env("LOG_DIR", "/tmp/kafka-logs"),
+        ]),
+        readiness_probe: Some(tcp_probe(CLIENT_PORT, 10, 10, 6)),
+        liveness_probe: Some(tcp_probe(CONTROLLER_PORT, 60, 20, 6)),
+        resources: kafka.resources.clone(),
+        // The image writes its generated server.properties under /opt/kafka at start.
+        security_context: Some(container_security(false)),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..VolumeMount::default()
+            },
+            tmp_mount,
+        ]),
+        ..Container::default()
+    };
+    StatefulSet {
+        metadata: meta(p, names.kafka(), Role::Kafka),
+        spec: Some(StatefulSetSpec {
+            service_name: Some(names.kafka_headless()),
+            replicas: Some(kafka.replicas),
+            // Every voter must run before any can become ready: start them together.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&p.name, Role::Kafka)),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&p.name, Role::Kafka)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![tmp]),
+                    security_context: Some(pod_security(KAFKA_UID, Some(KAFKA_UID))),
+                    // Service links would inject KAFKA_PORT etc., which the image reads as config.
+                    enable_service_links: Some(false),
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(60),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![data_claim(&kafka.storage)]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Creates (or grows) the events and dead-letter topics once the brokers answer, and sets
+/// their retention. Idempotent: safe to rerun.
+pub const TOPICS_SCRIPT: &str = r#"set -eu
+bin=/opt/kafka/bin
+until "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1; do
+  echo "waiting for Kafka at $BOOTSTRAP"
+  sleep 5
+done
+for topic in "$EVENTS_TOPIC" "$DLQ_TOPIC"; do
+  "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+    --topic "$topic" --partitions "$PARTITIONS" --replication-factor "$REPLICATION_FACTOR" \
+    --config "retention.ms=$RETENTION_MS"
+  current=$("$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --describe --topic "$topic" \
+    | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' | head -n 1)
+  if [ "$current" -lt "$PARTITIONS" ]; then
+    "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --alter --topic "$topic" --partitions "$PARTITIONS"
+  fi
+  "$bin/kafka-configs.sh" --bootstrap-server "$BOOTSTRAP" --alter --entity-type topics \
+    --entity-name "$topic" --add-config "retention.ms=$RETENTION_MS"
+  echo "topic $topic ready"
+done
+"#;
+
+pub fn topics_job(p: &ValidatedPipeline, kafka: &ManagedKafka) -> Result<Job> {
+    let (tmp, tmp_mount) = tmp_volume();
+    let retention_ms = p.kafka.retention_hours * 3_600_000;
+    let container = Container {
+        name: "create-topics".into(),
+        image: Some(kafka.image.clone()),
+        command: Some(vec!["/bin/bash".into(), "-c".into(), TOPICS_SCRIPT.into()]),
+        env: Some(vec![
+            env("BOOTSTRAP", bootstrap(p)),
+            env("EVENTS_TOPIC", p.names.events_topic()),
+            env("DLQ_TOPIC", p.names.dead_letter_topic()),
+            env("PARTITIONS", p.kafka.partitions.to_string()),
+            env("REPLICATION_FACTOR", replication_factor(kafka).to_string()),
+            env("RETENTION_MS", retention_ms.to_string()),
+            // kafka-run-class.sh creates its log directory even for tools.
+            env("LOG_DIR", "/tmp/kafka-logs"),
+        ]),
+        security_context: Some(container_security(true)),
+        volume_mounts: Some(vec![tmp_mount]),
+        ..Container::default()
+    };
+    let spec = JobSpec {
+        backoff_limit: Some(10),
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(labels(&p.name, Role::KafkaTopics)),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![container],
+                volumes: Some(vec![tmp]),
+                restart_policy: Some("OnFailure".into()),
+                security_context: Some(pod_security(KAFKA_UID, None)),
+                enable_service_links: Some(false),
+                automount_service_account_token: Some(false),
+                ..PodSpec::default()
+            }),
+        },
+        ..JobSpec::default()
+    };
+    let name = ChildNames::new(&p.name).kafka_topics_job(&short_hash(&spec.template)?);
+    Ok(Job {
+        metadata: meta(p, name, Role::KafkaTopics),
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+/// Environment of the runtime for a managed Kafka (no credentials: PLAINTEXT inside the
+/// namespace).
+pub fn runtime_config(p: &ValidatedPipeline, kafka: &ManagedKafka) -> BTreeMap<String, String> {
+    use pipeline_config::env as e;
+    BTreeMap::from([
+        (e::KAFKA_BOOTSTRAP.to_string(), bootstrap(p)),
+        (
+            e::KAFKA_SECURITY_PROTOCOL.to_string(),
+            "PLAINTEXT".to_string(),
+        ),
+        (
+            e::TOPIC_REPLICATION.to_string(),
+            replication_factor(kafka).to_string(),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::managed_plan;
+    use crate::controller::validate::KafkaMode;
+    use serde_json::json;
+
+    fn managed(replicas: i32) -> (ValidatedPipeline, ManagedKafka) {
+        let mut p = managed_plan();
+        let KafkaMode::Managed(kafka) = &mut p.kafka.mode else {
+            unreachable!("managed fixture")
+        };
+        kafka.replicas = replicas;
+        let kafka = kafka.clone();
+        (p, kafka)
+    }
+
+    fn env_of(value: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+        value["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| {
+                let name = e["name"].as_str().expect("name").to_string();
+                let v = e
+                    .get("value")
+                    .cloned()
+                    .unwrap_or_else(|| e["valueFrom"].clone());
+                (name, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cluster_id_is_stable_and_kafka_shaped() {
+        assert_eq!(
+            cluster_id("0b9f5f2e-2c1a-4d5e-9a35-1f4b3c2d1e0f"),
+            "l_Iz0X0PehyV88Eed_J98A"
+        );
+        assert_eq!(cluster_id("x").len(), 22);
+    }
+
+    #[test]
+    fn three_node_statefulset() {
+        let (p, kafka) = managed(3);
+        let sts = serde_json::to_value(statefulset(&p, &kafka)).expect("json");
+        assert_eq!(sts["metadata"]["name"], "shop-kafka");
+        assert_eq!(sts["spec"]["serviceName"], "shop-kafka-headless");
+        assert_eq!(sts["spec"]["replicas"], 3);
+        assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+        assert_eq!(
+            sts["spec"]["selector"]["matchLabels"],
+            json!({
+                "app.kubernetes.io/component": "kafka",
+                "app.kubernetes.io/instance": "shop",
+                "app.kubernetes.io/name": "kafka"
+            })
+        );
+        let env = env_of(&sts);
+        assert_eq!(
+            env["KAFKA_NODE_ID"],
+            json!({"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}})
+        );
+        assert_eq!(env["CLUSTER_ID"], "l_Iz0X0PehyV88Eed_J98A");
+        assert_eq!(
+            env["KAFKA_CONTROLLER_QUORUM_VOTERS"],
+            "0@shop-kafka-0.shop-kafka-headless.shops.svc:9093,1@shop-kafka-1.shop-kafka-headless.shops.svc:9093,2@shop-kafka-2.shop-kafka-headless.shops.svc:9093"
+        );
+        assert_eq!(
+            env["KAFKA_ADVERTISED_LISTENERS"],
+            "PLAINTEXT://$(POD_NAME).shop-kafka-headless.$(POD_NAMESPACE).svc:9092"
+        );
+        assert_eq!(env["KAFKA_PROCESS_ROLES"], "broker,controller");
+        assert_eq!(env["KAFKA_DEFAULT_REPLICATION_FACTOR"], "3");
+        assert_eq!(env["KAFKA_MIN_INSYNC_REPLICAS"], "2");
+        assert_eq!(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"], "3");
+        assert_eq!(env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"], "false");
+        // POD_NAME must precede the variables that expand it.
+        let order: Vec<&str> = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| e["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(&order[..2], &["POD_NAME", "POD_NAMESPACE"]);
+        let pod = &sts["spec"]["template"]["spec"];
+        assert_eq!(pod["enableServiceLinks"], false);
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(
+            pod["securityContext"],
+            json!({"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                   "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        assert_eq!(
+            pod["containers"][0]["securityContext"],
+            json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                   "readOnlyRootFilesystem": false, "runAsNonRoot": true})
+        );
+        assert_eq!(
+            pod["containers"][0]["resources"],
+            json!({"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}})
+        );
+        assert_eq!(
+            sts["spec"]["volumeClaimTemplates"],
+            json!([{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}}}])
+        );
+    }
+
+    #[test]
+    fn single_node_replicates_once() {
+        let (p, kafka) = managed(1);
+        let env = env_of(&serde_json::to_value(statefulset(&p, &kafka)).expect("json"));
+        assert_eq!(env["KAFKA_DEFAULT_REPLICATION_FACTOR"], "1");
+        assert_eq!(env["KAFKA_MIN_INSYNC_REPLICAS"], "1");
+        assert_eq!(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"], "1");
+        assert_eq!(
+            env["KAFKA_CONTROLLER_QUORUM_VOTERS"],
+            "0@shop-kafka-0.shop-kafka-headless.shops.svc:9093"
+        );
+    }
+
+    #[test]
+    fn services() {
+        let (p, _) = managed(3);
+        let headless = serde_json::to_value(headless_service(&p)).expect("json");
+        assert_eq!(headless["metadata"]["name"], "shop-kafka-headless");
+        assert_eq!(headless["spec"]["clusterIP"], "None");
+        assert_eq!(headless["spec"]["publishNotReadyAddresses"], true);
+        assert_eq!(
+            headless["spec"]["ports"],
+            json!([{"name": "kafka", "port": 9092}, {"name": "controller", "port": 9093}])
+        );
+        let client = serde_json::to_value(client_service(&p)).expect("json");
+        assert_eq!(client["metadata"]["name"], "shop-kafka");
+        assert_eq!(
+            client["spec"]["ports"],
+            json!([{"name": "kafka", "port": 9092}])
+        );
+        assert_eq!(
+            client["spec"]["selector"]["app.kubernetes.io/component"],
+            "kafka"
+        );
+        assert_eq!(bootstrap(&p), "shop-kafka.shops.svc:9092");
+    }
+
+    #[test]
+    fn topics_job_creates_both_topics_with_spec_partitions() {
+        let (mut p, kafka) = managed(3);
+        p.kafka.partitions = 12;
+        p.kafka.retention_hours = 24;
+        let job = topics_job(&p, &kafka).expect("job");
+        let json = serde_json::to_value(&job).expect("json");
+        let name = json["metadata"]["name"].as_str().expect("name");
+        assert!(name.starts_with("shop-kafka-topics-"), "{name}");
+        let env = env_of(&json);
+        assert_eq!(env["BOOTSTRAP"], "shop-kafka.shops.svc:9092");
+        assert_eq!(env["EVENTS_TOPIC"], "shop-events");
+        assert_eq!(env["DLQ_TOPIC"], "shop-events-dlq");
+        assert_eq!(env["PARTITIONS"], "12");
+        assert_eq!(env["REPLICATION_FACTOR"], "3");
+        assert_eq!(env["RETENTION_MS"], "86400000");
+        let pod = &json["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "OnFailure");
+        assert_eq!(
+            pod["containers"][0]["command"],
+            json!(["/bin/bash", "-c", TOPICS_SCRIPT])
+        );
+        assert_eq!(
+            pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+            true
+        );
+        assert_eq!(pod["containers"][0]["image"], "apache/kafka:4.1.0");
+        assert_eq!(
+            json["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"],
+            "kafka-topics"
+        );
+
+        // A changed spec gets a new Job (a Job's template cannot be updated).
+        let mut grown = p.clone();
+        grown.kafka.partitions = 24;
+        let other = topics_job(&grown, &kafka).expect("job");
+        assert_ne!(other.metadata.name, job.metadata.name);
+        assert_eq!(
+            topics_job(&p, &kafka).expect("job").metadata.name,
+            job.metadata.name
+        );
+    }
+}

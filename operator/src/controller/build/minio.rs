@@ -1,0 +1,320 @@
+//! Managed object store: a single-node MinIO StatefulSet with generated root credentials,
+//! its Service, and the Job that creates the bucket with `mc`. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{StatefulSet, StatefulSetSpec},
+        batch::v1::{Job, JobSpec},
+        core::v1::{
+            Container, ContainerPort, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+            VolumeMount,
+        },
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+};
+
+use super::{
+    container_security, data_claim, env, env_from_secret, http_probe, meta,
+    names::{labels, selector_labels, ChildNames, Role},
+    pod_security, short_hash, tmp_volume,
+};
+use crate::{
+    controller::{dereference::keys, validate::ValidatedPipeline},
+    crd::ManagedObjectStore,
+    error::Result,
+};
+
+pub const API_PORT: i32 = 9000;
+pub const CONSOLE_PORT: i32 = 9001;
+const MINIO_UID: i64 = 1000;
+/// MinIO serves one region; clients must sign for it.
+pub const REGION: &str = "us-east-1";
+
+/// URL of the S3 API inside the cluster.
+pub fn endpoint(p: &ValidatedPipeline) -> String {
+    format!(
+        "http://{}.{}.svc:{API_PORT}",
+        ChildNames::new(&p.name).minio(),
+        p.namespace
+    )
+}
+
+pub fn service(p: &ValidatedPipeline) -> Service {
+    Service {
+        metadata: meta(p, ChildNames::new(&p.name).minio(), Role::ObjectStore),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&p.name, Role::ObjectStore)),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("s3".into()),
+                    port: API_PORT,
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("console".into()),
+                    port: CONSOLE_PORT,
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn statefulset(p: &ValidatedPipeline, store: &ManagedObjectStore) -> StatefulSet {
+    let names = ChildNames::new(&p.name);
+    let credentials = names.minio_credentials();
+    let (tmp, tmp_mount) = tmp_volume();
+    let container = Container {
+        name: "minio".into(),
+        image: Some(store.image.clone()),
+        args: Some(
+            [
+                "server",
+                "/data",
+                "--address",
+                ":9000",
+                "--console-address",
+                ":9001",
+                "--certs-dir",
+                "/tmp/certs",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        env: Some(vec![
+            env_from_secret("MINIO_ROOT_USER", &credentials, keys::ACCESS_KEY_ID),
+            env_from_secret("MINIO_ROOT_PASSWORD", &credentials, keys::SECRET_ACCESS_KEY),
+            env("MINIO_REGION", REGION),
+            env("HOME", "/tmp"),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("s3".into()),
+                container_port: API_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("console".into()),
+                container_port: CONSOLE_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe("/minio/health/ready", "s3", 10, 3)),
+        liveness_probe: Some(http_probe("/minio/health/live", "s3", 20, 6)),
+        resources: store.resources.clone(),
+        security_context: Some(container_security(true)),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..VolumeMount::default()
+            },
+            tmp_mount,
+        ]),
+        ..Container::default()
+    };
+    StatefulSet {
+        metadata: meta(p, names.minio(), Role::ObjectStore),
+        spec: Some(StatefulSetSpec {
+            service_name: Some(names.minio()),
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&p.name, Role::ObjectStore)),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&p.name, Role::ObjectStore)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(vec![tmp]),
+                    security_context: Some(pod_security(MINIO_UID, Some(MINIO_UID))),
+                    enable_service_links: Some(false),
+                    automount_service_account_token: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![data_claim(&store.storage)]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Creates the bucket once MinIO answers. Idempotent.
+pub const BUCKET_SCRIPT: &str = r#"set -eu
+until mc alias set store "$S3_ENDPOINT" "$ACCESS_KEY_ID" "$SECRET_ACCESS_KEY" >/dev/null 2>&1 \
+  && mc mb --ignore-existing "store/$BUCKET"; do
+  echo "waiting for MinIO at $S3_ENDPOINT"
+  sleep 5
+done
+echo "bucket $BUCKET ready"
+"#;
+
+pub fn bucket_job(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Result<Job> {
+    let credentials = ChildNames::new(&p.name).minio_credentials();
+    let (tmp, tmp_mount) = tmp_volume();
+    let container = Container {
+        name: "create-bucket".into(),
+        image: Some(store.client_image.clone()),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), BUCKET_SCRIPT.into()]),
+        env: Some(vec![
+            env("S3_ENDPOINT", endpoint(p)),
+            env("BUCKET", p.object_store.bucket.clone()),
+            env_from_secret("ACCESS_KEY_ID", &credentials, keys::ACCESS_KEY_ID),
+            env_from_secret("SECRET_ACCESS_KEY", &credentials, keys::SECRET_ACCESS_KEY),
+            env("MC_CONFIG_DIR", "/tmp/.mc"),
+        ]),
+        security_context: Some(container_security(true)),
+        volume_mounts: Some(vec![tmp_mount]),
+        ..Container::default()
+    };
+    let spec = JobSpec {
+        backoff_limit: Some(10),
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(labels(&p.name, Role::Bucket)),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![container],
+                volumes: Some(vec![tmp]),
+                restart_policy: Some("OnFailure".into()),
+                security_context: Some(pod_security(MINIO_UID, None)),
+                enable_service_links: Some(false),
+                automount_service_account_token: Some(false),
+                ..PodSpec::default()
+            }),
+        },
+        ..JobSpec::default()
+    };
+    let name = ChildNames::new(&p.name).bucket_job(&short_hash(&spec.template)?);
+    Ok(Job {
+        metadata: meta(p, name, Role::Bucket),
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+/// Environment of the runtime for a managed MinIO (keys come from the Secret).
+pub fn runtime_config(p: &ValidatedPipeline) -> BTreeMap<String, String> {
+    use pipeline_config::env as e;
+    BTreeMap::from([
+        (e::S3_ENDPOINT.to_string(), endpoint(p)),
+        (e::S3_REGION.to_string(), REGION.to_string()),
+        (e::S3_PATH_STYLE.to_string(), "true".to_string()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::managed_plan;
+    use crate::controller::validate::ObjectStoreMode;
+    use serde_json::json;
+
+    fn plan() -> (ValidatedPipeline, ManagedObjectStore) {
+        let p = managed_plan();
+        let ObjectStoreMode::Managed(store) = &p.object_store.mode else {
+            unreachable!("managed fixture")
+        };
+        let store = store.clone();
+        (p, store)
+    }
+
+    #[test]
+    fn statefulset_reads_generated_credentials() {
+        let (p, store) = plan();
+        let sts = serde_json::to_value(statefulset(&p, &store)).expect("json");
+        assert_eq!(sts["metadata"]["name"], "shop-minio");
+        assert_eq!(sts["spec"]["replicas"], 1);
+        let container = &sts["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], crate::crd::DEFAULT_MINIO_IMAGE);
+        assert_eq!(
+            container["args"],
+            json!([
+                "server",
+                "/data",
+                "--address",
+                ":9000",
+                "--console-address",
+                ":9001",
+                "--certs-dir",
+                "/tmp/certs"
+            ])
+        );
+        assert_eq!(
+            container["env"],
+            json!([
+                {"name": "MINIO_ROOT_USER", "valueFrom": {"secretKeyRef": {"name": "shop-minio-credentials", "key": "accessKeyId", "optional": false}}},
+                {"name": "MINIO_ROOT_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "shop-minio-credentials", "key": "secretAccessKey", "optional": false}}},
+                {"name": "MINIO_REGION", "value": "us-east-1"},
+                {"name": "HOME", "value": "/tmp"}
+            ])
+        );
+        assert_eq!(
+            container["readinessProbe"],
+            json!({"httpGet": {"path": "/minio/health/ready", "port": "s3"}, "periodSeconds": 10, "failureThreshold": 3})
+        );
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            container["volumeMounts"],
+            json!([{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}])
+        );
+    }
+
+    #[test]
+    fn bucket_job_creates_the_spec_bucket() {
+        let (p, store) = plan();
+        let job = serde_json::to_value(bucket_job(&p, &store).expect("job")).expect("json");
+        assert!(job["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .starts_with("shop-minio-bucket-"));
+        let container = &job["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], crate::crd::DEFAULT_MC_IMAGE);
+        assert_eq!(
+            container["command"],
+            json!(["/bin/sh", "-c", BUCKET_SCRIPT])
+        );
+        assert_eq!(
+            container["env"][0],
+            json!({"name": "S3_ENDPOINT", "value": "http://shop-minio.shops.svc:9000"})
+        );
+        assert_eq!(
+            container["env"][1],
+            json!({"name": "BUCKET", "value": "shop-lake"})
+        );
+        assert_eq!(
+            container["env"][3],
+            json!({"name": "SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "shop-minio-credentials", "key": "secretAccessKey", "optional": false}}})
+        );
+    }
+
+    #[test]
+    fn service_exposes_s3_and_console() {
+        let (p, _) = plan();
+        let svc = serde_json::to_value(service(&p)).expect("json");
+        assert_eq!(
+            svc["spec"]["ports"],
+            json!([{"name": "s3", "port": 9000}, {"name": "console", "port": 9001}])
+        );
+        assert_eq!(
+            runtime_config(&p),
+            BTreeMap::from([
+                (
+                    "DP_S3_ENDPOINT".to_string(),
+                    "http://shop-minio.shops.svc:9000".to_string()
+                ),
+                ("DP_S3_REGION".to_string(), "us-east-1".to_string()),
+                ("DP_S3_PATH_STYLE".to_string(), "true".to_string()),
+            ])
+        );
+    }
+}

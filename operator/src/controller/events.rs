@@ -1,0 +1,192 @@
+//! Kubernetes Events on a DataPipeline for the transitions a user cares about: a phase
+//! change, and the appearance of a problem they must fix (missing Secret, invalid spec).
+//! `transition_notices` is pure; `publish` sends them and only logs failures, because an
+//! Event that cannot be written must not fail the reconcile.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    runtime::events::{Event, EventType, Recorder, Reporter},
+    Client,
+};
+
+use crate::crd::{
+    conditions::{events, reasons, types},
+    DataPipelineStatus, Phase,
+};
+
+/// An Event to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+fn ready_condition(status: &DataPipelineStatus) -> Option<(&str, &str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::READY)
+        .map(|c| (c.reason.as_str(), c.message.as_str()))
+}
+
+/// The Events that the change from `old` to `new` deserves.
+pub fn transition_notices(
+    old: Option<&DataPipelineStatus>,
+    new: &DataPipelineStatus,
+) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    let old_phase = old.and_then(|s| s.phase);
+    let new_ready = ready_condition(new);
+    if new.phase != old_phase {
+        if let Some(phase) = new.phase {
+            let from = old_phase.map_or("(none)", Phase::as_str);
+            let why = new_ready.map(|(_, m)| m).unwrap_or_default();
+            notices.push(Notice {
+                warning: matches!(phase, Phase::Degraded | Phase::Failed),
+                reason: events::PHASE_CHANGED.into(),
+                note: truncate(&format!("{from} -> {}: {why}", phase.as_str())),
+            });
+        }
+    }
+    let problems = [
+        reasons::SECRET_NOT_FOUND,
+        reasons::SECRET_KEY_NOT_FOUND,
+        reasons::INVALID_SPEC,
+    ];
+    if let Some((reason, message)) = new_ready {
+        let changed = old.and_then(ready_condition) != new_ready;
+        if problems.contains(&reason) && changed {
+            notices.push(Notice {
+                warning: true,
+                reason: reason.into(),
+                note: truncate(message),
+            });
+        }
+    }
+    notices
+}
+
+/// Event notes are limited to 1 kB.
+fn truncate(note: &str) -> String {
+    const LIMIT: usize = 1000;
+    if note.len() <= LIMIT {
+        return note.to_string();
+    }
+    let mut end = LIMIT;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
+}
+
+/// Publishes each notice as a new Event. A fresh `Recorder` per call on purpose: kube's
+/// recorder folds Events with the same reason into a series that keeps the first note,
+/// which would hide "Provisioning -> Running" behind "(none) -> Provisioning". Notices are
+/// only produced on transitions, so there is no flood to fold.
+pub async fn publish(
+    client: &Client,
+    reporter: &Reporter,
+    reference: &ObjectReference,
+    notices: Vec<Notice>,
+) {
+    let recorder = Recorder::new(client.clone(), reporter.clone());
+    for notice in notices {
+        let event = Event {
+            type_: if notice.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: notice.reason.clone(),
+            note: Some(notice.note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, reference).await {
+            tracing::warn!(reason = %notice.reason, %error, "could not publish a Kubernetes Event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::at;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn status(phase: Phase, reason: &str, message: &str) -> DataPipelineStatus {
+        DataPipelineStatus {
+            phase: Some(phase),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: reason.into(),
+                message: message.into(),
+                observed_generation: Some(1),
+                last_transition_time: at(1),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn phase_changes_are_announced() {
+        let provisioning = status(
+            Phase::Provisioning,
+            "ComponentsNotReady",
+            "waiting for Kafka",
+        );
+        assert_eq!(
+            transition_notices(None, &provisioning),
+            vec![Notice {
+                warning: false,
+                reason: "PhaseChanged".into(),
+                note: "(none) -> Provisioning: waiting for Kafka".into()
+            }]
+        );
+        let degraded = status(Phase::Degraded, "ComponentsNotReady", "waiting for search");
+        assert_eq!(
+            transition_notices(Some(&provisioning), &degraded),
+            vec![Notice {
+                warning: true,
+                reason: "PhaseChanged".into(),
+                note: "Provisioning -> Degraded: waiting for search".into()
+            }]
+        );
+        assert_eq!(transition_notices(Some(&degraded), &degraded), vec![]);
+    }
+
+    #[test]
+    fn a_missing_secret_is_announced_once() {
+        let pending = status(
+            Phase::Pending,
+            "SecretNotFound",
+            "Secret shops/x does not exist",
+        );
+        let notices = transition_notices(None, &pending);
+        assert_eq!(
+            notices[1],
+            Notice {
+                warning: true,
+                reason: "SecretNotFound".into(),
+                note: "Secret shops/x does not exist".into()
+            }
+        );
+        assert_eq!(transition_notices(Some(&pending), &pending), vec![]);
+        let other = status(
+            Phase::Pending,
+            "SecretNotFound",
+            "Secret shops/y does not exist",
+        );
+        assert_eq!(transition_notices(Some(&pending), &other).len(), 1);
+    }
+
+    #[test]
+    fn long_notes_are_cut() {
+        let long = "é".repeat(800);
+        let cut = truncate(&long);
+        assert!(cut.len() <= 1003);
+        assert!(cut.ends_with("..."));
+    }
+}

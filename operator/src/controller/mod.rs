@@ -1,0 +1,333 @@
+//! The DataPipeline controller: `reconcile` runs dereference (I/O) -> validate (pure) ->
+//! build (pure) -> apply (I/O) -> status (pure computation, one write), `error_policy`
+//! retries transient failures with backoff, and `run` wires the watches. The steps live in
+//! the submodules; this module only sequences them.
+
+pub mod apply;
+pub mod build;
+pub mod credentials;
+pub mod dereference;
+pub mod events;
+pub mod observe;
+pub mod observed;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        batch::v1::Job,
+        core::v1::Secret,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    api::ListParams,
+    runtime::{
+        controller::{Action, Controller},
+        events::Reporter,
+        reflector::ObjectRef,
+        watcher,
+    },
+    Api, Client, Resource, ResourceExt,
+};
+use tracing::{info, warn};
+
+use self::{
+    build::names::{selector_labels, selector_string, Role, LABEL_MANAGED_BY, MANAGER},
+    credentials::CredentialGenerator,
+    events::Notice,
+    observe::ThroughputObserver,
+    observed::{Observation, PipelineFacts},
+    validate::{KafkaMode, ObjectStoreMode, OperatorSettings, SearchMode, ValidatedPipeline},
+};
+use crate::{
+    crd::{conditions, DataPipeline},
+    error::{Error, Result},
+    metrics::{Metrics, Outcome},
+};
+
+/// Everything a reconcile needs besides the object.
+pub struct Context {
+    pub client: Client,
+    /// Identity of the operator in the Events it publishes.
+    pub reporter: Reporter,
+    pub metrics: Arc<Metrics>,
+    pub settings: OperatorSettings,
+    pub credentials: Arc<dyn CredentialGenerator>,
+    pub observer: Arc<dyn ThroughputObserver>,
+    /// Current time, whole seconds (what a status timestamp can hold).
+    pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
+    /// How often a healthy pipeline is reconciled again (repairs drift).
+    pub resync: Duration,
+    /// Consecutive failures per pipeline, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        settings: OperatorSettings,
+        credentials: Arc<dyn CredentialGenerator>,
+        observer: Arc<dyn ThroughputObserver>,
+        clock: Arc<dyn Fn() -> Time + Send + Sync>,
+        resync: Duration,
+    ) -> Self {
+        Self {
+            client,
+            reporter,
+            metrics,
+            settings,
+            credentials,
+            observer,
+            clock,
+            resync,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(key.to_string()).or_insert(0);
+        *count += 1;
+        *count
+    }
+
+    fn clear_failures(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// The wall clock, truncated to whole seconds.
+pub fn system_clock() -> Time {
+    let now = Timestamp::now();
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+fn key(dp: &DataPipeline) -> String {
+    format!("{}/{}", dp.namespace().unwrap_or_default(), dp.name_any())
+}
+
+/// Reconciles one DataPipeline and records the outcome in the metrics.
+pub async fn reconcile(dp: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_pipeline(&dp, &ctx).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    match result {
+        Ok((action, outcome)) => {
+            ctx.clear_failures(&key(&dp));
+            ctx.metrics.record(outcome, elapsed);
+            Ok(action)
+        }
+        Err(error) => {
+            ctx.metrics
+                .record(Outcome::Failed(error.category()), elapsed);
+            Err(error)
+        }
+    }
+}
+
+/// Backoff before retrying after the `attempt`-th consecutive failure: 5 s doubling to 5 min.
+pub fn backoff(attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(6);
+    Duration::from_secs((5u64 << exponent).min(300))
+}
+
+/// Transient failures (API errors) are retried with backoff.
+pub fn error_policy(dp: Arc<DataPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    let attempt = ctx.record_failure(&key(&dp));
+    let delay = backoff(attempt);
+    warn!(pipeline = %key(&dp), category = error.category(), %error, attempt, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn facts(plan: &ValidatedPipeline) -> PipelineFacts {
+    PipelineFacts {
+        paused: plan.paused,
+        kafka_external: match &plan.kafka.mode {
+            KafkaMode::External(k) => Some(k.bootstrap_servers.clone()),
+            KafkaMode::Managed(_) => None,
+        },
+        object_store_external: match &plan.object_store.mode {
+            ObjectStoreMode::External(s) => Some(
+                s.endpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("AWS S3 ({})", s.region)),
+            ),
+            ObjectStoreMode::Managed(_) => None,
+        },
+        search_external: match &plan.search.mode {
+            SearchMode::External(s) => Some(s.url.clone()),
+            SearchMode::Managed(_) => None,
+        },
+        runtime_selector: selector_string(&selector_labels(&plan.name, Role::Runtime)),
+        namespace: plan.namespace.clone(),
+    }
+}
+
+async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action, Outcome)> {
+    let namespace = dp
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = dp
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    info!(pipeline = %format!("{namespace}/{name}"), generation = dp.metadata.generation, "reconciling");
+
+    let mut notices = Vec::new();
+    let (observation, action, outcome) =
+        match dereference::dereference(&ctx.client, &namespace, &name, &dp.spec).await? {
+            Err(problem) => blocked(problem),
+            Ok(existing) => match validate::validate(dp, &ctx.settings) {
+                Err(problem) => blocked(problem),
+                Ok(plan) => {
+                    let credentials =
+                        credentials::complete(existing, &plan, ctx.credentials.as_ref())?;
+                    let children = build::desired_children(&plan, &credentials)?;
+                    let applied = apply::apply_children(&ctx.client, &namespace, &children).await?;
+                    let deleted =
+                        apply::delete_orphans(&ctx.client, &namespace, &name, &plan.uid, &children)
+                            .await?;
+                    notices.extend(deleted.into_iter().map(|object| Notice {
+                        warning: false,
+                        reason: conditions::events::ORPHAN_DELETED.into(),
+                        note: format!("deleted {object}: the spec no longer asks for it"),
+                    }));
+                    let throughput = ctx.observer.observe(&plan).await;
+                    let observation = Observation::Applied {
+                        children: Box::new(apply::children_state(&applied)?),
+                        facts: facts(&plan),
+                        throughput,
+                    };
+                    (observation, Action::requeue(ctx.resync), Outcome::Applied)
+                }
+            },
+        };
+
+    let old = dp.status.as_ref();
+    let new_status =
+        status::compute_status(old, dp.metadata.generation, &observation, &(ctx.clock)());
+    if old != Some(&new_status) {
+        status::write_status(&ctx.client, dp, &new_status).await?;
+    }
+    notices.extend(events::transition_notices(old, &new_status));
+    events::publish(&ctx.client, &ctx.reporter, &dp.object_ref(&()), notices).await;
+    Ok((action, outcome))
+}
+
+fn blocked(problem: observed::Problem) -> (Observation, Action, Outcome) {
+    let outcome = Outcome::Blocked(problem.category());
+    // Nothing changes until the user edits the pipeline or creates the Secret; both wake
+    // the controller.
+    (
+        Observation::Blocked(problem),
+        Action::await_change(),
+        outcome,
+    )
+}
+
+/// Settings of the running controller.
+pub struct RunConfig {
+    pub settings: OperatorSettings,
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    pub resync: Duration,
+    pub reporter: Reporter,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(), kube::Error> {
+    let namespace = config.namespace.as_deref();
+    let pipelines: Api<DataPipeline> = api(&client, namespace);
+    // Fail fast with a clear log line when the CRD is missing.
+    if let Err(error) = pipelines.list(&ListParams::default().limit(1)).await {
+        warn!(%error, "cannot list DataPipelines: is the CRD installed? (`datapipeline-operator crd | kubectl apply -f -`)");
+        return Err(error);
+    }
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.reporter,
+        metrics,
+        config.settings,
+        Arc::new(credentials::RandomCredentials),
+        Arc::new(observe::NoThroughput),
+        Arc::new(system_clock),
+        config.resync,
+    ));
+    let controller = Controller::new(pipelines, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    // Secrets a pipeline refers to wake it when they appear or change. Service-account
+    // tokens and Helm releases are never referenced: leave them out of the stream.
+    let referable = watcher::Config::default()
+        .fields("type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1");
+    controller
+        .owns(api::<StatefulSet>(&client, namespace), ours.clone())
+        .owns(api::<Deployment>(&client, namespace), ours.clone())
+        .owns(api::<Job>(&client, namespace), ours)
+        .watches(
+            api::<Secret>(&client, namespace),
+            referable,
+            move |secret| {
+                let secret_namespace = secret.namespace();
+                let secret_name = secret.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|dp| {
+                        dp.namespace() == secret_namespace
+                            && dereference::refers_to_secret(&dp.spec, &secret_name)
+                    })
+                    .map(|dp| ObjectRef::from_obj(dp.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "controller event");
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! What one reconcile found: either a problem that stops it before anything is applied
+//! (missing Secret, impossible spec) or the readiness of the children it applied. Pure data
+//! passed from the I/O steps to the pure status computation.
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    batch::v1::Job,
+};
+
+use crate::crd::{conditions::reasons, status::Phase, ThroughputStatus};
+
+/// The parts of a pipeline that have a condition of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Kafka,
+    ObjectStore,
+    Search,
+    Runtime,
+}
+
+impl Component {
+    pub fn condition_type(self) -> &'static str {
+        use crate::crd::conditions::types;
+        match self {
+            Self::Kafka => types::KAFKA_READY,
+            Self::ObjectStore => types::OBJECT_STORE_READY,
+            Self::Search => types::SEARCH_READY,
+            Self::Runtime => types::RUNTIME_READY,
+        }
+    }
+
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Kafka => "Kafka",
+            Self::ObjectStore => "object store",
+            Self::Search => "search",
+            Self::Runtime => "runtime",
+        }
+    }
+}
+
+/// Something the user must fix before the operator can do anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    SecretNotFound {
+        component: Component,
+        namespace: String,
+        name: String,
+        /// The spec field naming the Secret, e.g. `spec.kafka.external.secretRef`.
+        field: String,
+        /// Keys the Secret must hold.
+        keys: Vec<String>,
+    },
+    SecretKeyNotFound {
+        component: Component,
+        namespace: String,
+        name: String,
+        field: String,
+        key: String,
+    },
+    InvalidSpec {
+        field: String,
+        message: String,
+    },
+}
+
+impl Problem {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::SecretNotFound { .. } => reasons::SECRET_NOT_FOUND,
+            Self::SecretKeyNotFound { .. } => reasons::SECRET_KEY_NOT_FOUND,
+            Self::InvalidSpec { .. } => reasons::INVALID_SPEC,
+        }
+    }
+
+    /// A message that says what is wrong and what to do about it.
+    pub fn message(&self) -> String {
+        match self {
+            Self::SecretNotFound {
+                namespace,
+                name,
+                field,
+                keys,
+                ..
+            } => format!(
+                "Secret {namespace}/{name} (named by {field}) does not exist: create it with the keys {} or correct {field}",
+                keys.join(" and ")
+            ),
+            Self::SecretKeyNotFound {
+                namespace,
+                name,
+                field,
+                key,
+                ..
+            } => format!(
+                "Secret {namespace}/{name} (named by {field}) has no key {key:?}: add the key or name the right one in the spec"
+            ),
+            Self::InvalidSpec { field, message } => format!("{field}: {message}"),
+        }
+    }
+
+    /// The phase a pipeline with this problem is in: a missing Secret is expected to
+    /// appear (Pending); an impossible spec needs an edit (Failed).
+    pub fn phase(&self) -> Phase {
+        match self {
+            Self::SecretNotFound { .. } | Self::SecretKeyNotFound { .. } => Phase::Pending,
+            Self::InvalidSpec { .. } => Phase::Failed,
+        }
+    }
+
+    /// The component whose condition the problem belongs to, if any.
+    pub fn component(&self) -> Option<Component> {
+        match self {
+            Self::SecretNotFound { component, .. } | Self::SecretKeyNotFound { component, .. } => {
+                Some(*component)
+            }
+            Self::InvalidSpec { .. } => None,
+        }
+    }
+
+    /// Fixed metric label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::SecretNotFound { .. } => "secret_not_found",
+            Self::SecretKeyNotFound { .. } => "secret_key_not_found",
+            Self::InvalidSpec { .. } => "invalid_spec",
+        }
+    }
+}
+
+/// Readiness of a StatefulSet or Deployment as the API server returned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadState {
+    pub kind: &'static str,
+    pub name: String,
+    /// `spec.replicas`.
+    pub desired: i32,
+    /// `status.replicas`: pods that exist.
+    pub current: i32,
+    /// `status.readyReplicas`.
+    pub ready: i32,
+    /// The workload controller has seen the latest spec (`status.observedGeneration`).
+    pub up_to_date: bool,
+}
+
+impl WorkloadState {
+    pub fn is_ready(&self) -> bool {
+        self.up_to_date && self.ready >= self.desired
+    }
+
+    pub fn from_statefulset(sts: &StatefulSet) -> Self {
+        let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = sts.status.clone().unwrap_or_default();
+        Self {
+            kind: "StatefulSet",
+            name: sts.metadata.name.clone().unwrap_or_default(),
+            desired,
+            current: status.replicas,
+            ready: status.ready_replicas.unwrap_or(0),
+            up_to_date: status.observed_generation.unwrap_or(0)
+                >= sts.metadata.generation.unwrap_or(0),
+        }
+    }
+
+    pub fn from_deployment(deployment: &Deployment) -> Self {
+        let desired = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
+        let status = deployment.status.clone().unwrap_or_default();
+        Self {
+            kind: "Deployment",
+            name: deployment.metadata.name.clone().unwrap_or_default(),
+            desired,
+            current: status.replicas.unwrap_or(0),
+            ready: status.ready_replicas.unwrap_or(0),
+            up_to_date: status.observed_generation.unwrap_or(0)
+                >= deployment.metadata.generation.unwrap_or(0),
+        }
+    }
+}
+
+/// Progress of a Job as the API server returned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobState {
+    pub name: String,
+    pub outcome: JobOutcome,
+    /// `spec.suspend`.
+    pub suspended: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn from_job(job: &Job) -> Self {
+        let status = job.status.clone().unwrap_or_default();
+        let has_condition = |kind: &str| {
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == kind && c.status == "True")
+        };
+        let outcome = if has_condition("Complete") || status.succeeded.unwrap_or(0) > 0 {
+            JobOutcome::Succeeded
+        } else if has_condition("Failed") {
+            JobOutcome::Failed
+        } else {
+            JobOutcome::Running
+        };
+        Self {
+            name: job.metadata.name.clone().unwrap_or_default(),
+            outcome,
+            suspended: job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false),
+        }
+    }
+}
+
+/// How the ingest role runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestState {
+    /// Watching the landing prefix.
+    Deployment(WorkloadState),
+    /// Generating a fixed number of events.
+    Job(JobState),
+}
+
+/// Readiness of everything applied in one reconcile. `None` = external (not deployed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildrenState {
+    pub kafka: Option<WorkloadState>,
+    pub kafka_topics: Option<JobState>,
+    pub object_store: Option<WorkloadState>,
+    pub bucket: Option<JobState>,
+    pub search: Option<WorkloadState>,
+    pub runtime: WorkloadState,
+    pub ingest: IngestState,
+}
+
+/// Facts about the pipeline that the status reports but that are not children's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineFacts {
+    pub paused: bool,
+    /// Where an external service lives, for messages (`None` when managed).
+    pub kafka_external: Option<String>,
+    pub object_store_external: Option<String>,
+    pub search_external: Option<String>,
+    /// Label selector of the runtime processing pods.
+    pub runtime_selector: String,
+    pub namespace: String,
+}
+
+/// The outcome of one reconcile, input of `compute_status`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation {
+    /// Nothing was applied.
+    Blocked(Problem),
+    /// Every child was applied; their readiness and the pipeline's measured throughput.
+    Applied {
+        children: Box<ChildrenState>,
+        facts: PipelineFacts,
+        /// `None` = not measured this time; the previous measurement stays.
+        throughput: Option<ThroughputStatus>,
+    },
+}

@@ -1,0 +1,823 @@
+//! The status of a DataPipeline: `compute_status` is a pure function of the previous
+//! status, what this reconcile observed and the time; `write_status` is the one write
+//! (server-side apply of `.status`), skipped by the caller when nothing changed.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{
+    api::{Patch, PatchParams},
+    Api, Client,
+};
+use serde_json::json;
+
+use super::{
+    build::names::MANAGER,
+    observed::{
+        ChildrenState, Component, IngestState, JobOutcome, JobState, Observation, PipelineFacts,
+        Problem, WorkloadState,
+    },
+};
+use crate::{
+    crd::{
+        conditions::{reasons, types},
+        ComponentHealth, ComponentsStatus, DataPipeline, DataPipelineStatus, Phase,
+    },
+    error::{Error, Result},
+};
+
+const TRUE: &str = "True";
+const FALSE: &str = "False";
+const UNKNOWN: &str = "Unknown";
+
+/// The verdict on one component, from which its condition and health are derived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Assessment {
+    ready: bool,
+    reason: &'static str,
+    message: String,
+    managed: bool,
+    ready_replicas: Option<i32>,
+    desired_replicas: Option<i32>,
+}
+
+impl Assessment {
+    fn external(what: &str, address: &str) -> Self {
+        Self {
+            ready: true,
+            reason: reasons::EXTERNAL,
+            message: format!(
+                "external {what} at {address}; the operator does not probe external services, the runtime reports connection errors in its logs"
+            ),
+            managed: false,
+            ready_replicas: None,
+            desired_replicas: None,
+        }
+    }
+
+    fn health(&self) -> ComponentHealth {
+        ComponentHealth {
+            mode: if self.managed { "Managed" } else { "External" }.into(),
+            ready: self.ready,
+            ready_replicas: self.ready_replicas,
+            desired_replicas: self.desired_replicas,
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// Readiness of a managed workload, and whether its setup Job (if any) finished.
+fn assess_workload(
+    state: &WorkloadState,
+    setup: Option<&JobState>,
+    pods: &str,
+    setup_task: &str,
+    namespace: &str,
+) -> Assessment {
+    let replicas = (Some(state.ready), Some(state.desired));
+    let kind = state.kind.to_lowercase();
+    let not_ready = |reason, message| Assessment {
+        ready: false,
+        reason,
+        message,
+        managed: true,
+        ready_replicas: replicas.0,
+        desired_replicas: replicas.1,
+    };
+    if !state.up_to_date {
+        return not_ready(
+            reasons::REPLICAS_NOT_READY,
+            format!(
+                "{} {namespace}/{} is starting or rolling out its latest spec ({}/{} {pods} ready)",
+                state.kind, state.name, state.ready, state.desired
+            ),
+        );
+    }
+    if state.ready < state.desired {
+        return not_ready(
+            reasons::REPLICAS_NOT_READY,
+            format!(
+                "{}/{} {pods} ready ({} {namespace}/{}); if this persists, see `kubectl -n {namespace} describe {kind} {}` and its pods' events",
+                state.ready, state.desired, state.kind, state.name, state.name
+            ),
+        );
+    }
+    match setup {
+        Some(job) if job.outcome == JobOutcome::Failed => not_ready(
+            reasons::SETUP_JOB_FAILED,
+            format!(
+                "Job {namespace}/{} failed to {setup_task}: see `kubectl -n {namespace} logs job/{}`",
+                job.name, job.name
+            ),
+        ),
+        Some(job) if job.outcome == JobOutcome::Running => not_ready(
+            reasons::SETUP_JOB_RUNNING,
+            format!(
+                "{}/{} {pods} ready; Job {namespace}/{} is running to {setup_task}",
+                state.ready, state.desired, job.name
+            ),
+        ),
+        _ => Assessment {
+            ready: true,
+            reason: reasons::WORKLOAD_READY,
+            message: format!("{}/{} {pods} ready", state.ready, state.desired),
+            managed: true,
+            ready_replicas: replicas.0,
+            desired_replicas: replicas.1,
+        },
+    }
+}
+
+fn assess_managed_or_external(
+    workload: Option<&WorkloadState>,
+    setup: Option<&JobState>,
+    external: Option<&String>,
+    what: &str,
+    pods: &str,
+    setup_task: &str,
+    namespace: &str,
+) -> Assessment {
+    match (workload, external) {
+        (Some(state), _) => assess_workload(state, setup, pods, setup_task, namespace),
+        (None, Some(address)) => Assessment::external(what, address),
+        (None, None) => Assessment::external(what, "an address the spec gives"),
+    }
+}
+
+fn assess_runtime(children: &ChildrenState, facts: &PipelineFacts) -> Assessment {
+    let ns = &facts.namespace;
+    let runtime = &children.runtime;
+    let replicas = (Some(runtime.ready), Some(runtime.desired));
+    let verdict = |ready, reason, message| Assessment {
+        ready,
+        reason,
+        message,
+        managed: true,
+        ready_replicas: replicas.0,
+        desired_replicas: replicas.1,
+    };
+    if facts.paused {
+        return verdict(
+            false,
+            reasons::PAUSED,
+            "spec.paused is true: processing and ingest are stopped; set spec.paused to false to resume".into(),
+        );
+    }
+    if runtime.desired == 0 {
+        return verdict(
+            false,
+            reasons::SCALED_TO_ZERO,
+            format!(
+                "spec.runtime.replicas is 0: nothing processes events; scale up (`kubectl -n {ns} scale dp {} --replicas=1`) or use spec.paused",
+                runtime.name.trim_end_matches("-runtime")
+            ),
+        );
+    }
+    let processing = assess_workload(runtime, None, "runtime pods", "", ns);
+    if !processing.ready {
+        return processing;
+    }
+    match &children.ingest {
+        IngestState::Deployment(ingest) if !ingest.is_ready() => verdict(
+            false,
+            reasons::REPLICAS_NOT_READY,
+            format!(
+                "{}; the ingest pod is not ready (Deployment {ns}/{}): see `kubectl -n {ns} logs deployment/{}`",
+                processing.message, ingest.name, ingest.name
+            ),
+        ),
+        IngestState::Job(job) if job.outcome == JobOutcome::Failed => verdict(
+            false,
+            reasons::INGEST_FAILED,
+            format!(
+                "{}; the generator Job {ns}/{} failed: see `kubectl -n {ns} logs job/{}`",
+                processing.message, job.name, job.name
+            ),
+        ),
+        IngestState::Job(job) => verdict(
+            true,
+            reasons::WORKLOAD_READY,
+            format!(
+                "{}; generator Job {} {}",
+                processing.message,
+                job.name,
+                if job.outcome == JobOutcome::Succeeded {
+                    "completed"
+                } else {
+                    "running"
+                }
+            ),
+        ),
+        IngestState::Deployment(_) => verdict(
+            true,
+            reasons::WORKLOAD_READY,
+            format!("{}; ingest pod ready", processing.message),
+        ),
+    }
+}
+
+fn condition(
+    old: Option<&DataPipelineStatus>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    // The transition time moves only when the status itself changes, not on every new
+    // message or reason.
+    let last_transition_time = old
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The status after a reconcile that observed `observation` at `now`.
+pub fn compute_status(
+    old: Option<&DataPipelineStatus>,
+    generation: Option<i64>,
+    observation: &Observation,
+    now: &Time,
+) -> DataPipelineStatus {
+    match observation {
+        Observation::Blocked(problem) => blocked_status(old, generation, problem, now),
+        Observation::Applied {
+            children,
+            facts,
+            throughput,
+        } => {
+            let ns = &facts.namespace;
+            let kafka = assess_managed_or_external(
+                children.kafka.as_ref(),
+                children.kafka_topics.as_ref(),
+                facts.kafka_external.as_ref(),
+                "Kafka",
+                "Kafka nodes",
+                "create the topics",
+                ns,
+            );
+            let object_store = assess_managed_or_external(
+                children.object_store.as_ref(),
+                children.bucket.as_ref(),
+                facts.object_store_external.as_ref(),
+                "object store",
+                "MinIO pods",
+                "create the bucket",
+                ns,
+            );
+            let search = assess_managed_or_external(
+                children.search.as_ref(),
+                None,
+                facts.search_external.as_ref(),
+                "search engine",
+                "Elasticsearch nodes",
+                "",
+                ns,
+            );
+            let runtime = assess_runtime(children, facts);
+
+            let parts = [
+                (Component::Kafka, &kafka),
+                (Component::ObjectStore, &object_store),
+                (Component::Search, &search),
+                (Component::Runtime, &runtime),
+            ];
+            let mut conditions: Vec<Condition> = parts
+                .iter()
+                .map(|(component, a)| {
+                    condition(
+                        old,
+                        component.condition_type(),
+                        if a.ready { TRUE } else { FALSE },
+                        a.reason,
+                        a.message.clone(),
+                        generation,
+                        now,
+                    )
+                })
+                .collect();
+            let all_ready = parts.iter().all(|(_, a)| a.ready);
+            let (status, reason, message) = if all_ready {
+                (
+                    TRUE,
+                    reasons::ALL_COMPONENTS_READY,
+                    "Kafka, the object store, search and the runtime are ready".to_string(),
+                )
+            } else if facts.paused {
+                (FALSE, reasons::PAUSED, runtime.message.clone())
+            } else {
+                let waiting: Vec<String> = parts
+                    .iter()
+                    .filter(|(_, a)| !a.ready)
+                    .map(|(c, a)| format!("{}: {}", c.display_name(), a.message))
+                    .collect();
+                (
+                    FALSE,
+                    reasons::COMPONENTS_NOT_READY,
+                    format!("waiting for {}", waiting.join("; ")),
+                )
+            };
+            conditions.push(condition(
+                old,
+                types::READY,
+                status,
+                reason,
+                message,
+                generation,
+                now,
+            ));
+
+            let old_phase = old.and_then(|s| s.phase);
+            let phase = if facts.paused {
+                Phase::Paused
+            } else if all_ready {
+                Phase::Running
+            } else if matches!(old_phase, Some(Phase::Running | Phase::Degraded)) {
+                Phase::Degraded
+            } else {
+                Phase::Provisioning
+            };
+            let rt = &children.runtime;
+            DataPipelineStatus {
+                observed_generation: generation,
+                phase: Some(phase),
+                conditions,
+                components: Some(ComponentsStatus {
+                    kafka: kafka.health(),
+                    object_store: object_store.health(),
+                    search: search.health(),
+                    runtime: runtime.health(),
+                    ingest: ingest_health(&children.ingest),
+                }),
+                throughput: throughput
+                    .clone()
+                    .or_else(|| old.and_then(|s| s.throughput.clone())),
+                autoscaler: old.and_then(|s| s.autoscaler.clone()),
+                replicas: Some(rt.current),
+                ready_replicas: Some(rt.ready),
+                replicas_summary: Some(format!("{}/{}", rt.ready, rt.desired)),
+                selector: Some(facts.runtime_selector.clone()),
+            }
+        }
+    }
+}
+
+fn ingest_health(ingest: &IngestState) -> ComponentHealth {
+    match ingest {
+        IngestState::Deployment(d) => ComponentHealth {
+            mode: "Managed".into(),
+            ready: d.is_ready(),
+            ready_replicas: Some(d.ready),
+            desired_replicas: Some(d.desired),
+            message: format!("Deployment {} watching the landing prefix", d.name),
+        },
+        IngestState::Job(job) => ComponentHealth {
+            mode: "Managed".into(),
+            ready: job.outcome != JobOutcome::Failed,
+            ready_replicas: None,
+            desired_replicas: None,
+            message: format!(
+                "generator Job {} {}",
+                job.name,
+                match (job.outcome, job.suspended) {
+                    (JobOutcome::Succeeded, _) => "completed",
+                    (JobOutcome::Failed, _) => "failed",
+                    (JobOutcome::Running, true) => "suspended",
+                    (JobOutcome::Running, false) => "running",
+                }
+            ),
+        },
+    }
+}
+
+fn blocked_status(
+    old: Option<&DataPipelineStatus>,
+    generation: Option<i64>,
+    problem: &Problem,
+    now: &Time,
+) -> DataPipelineStatus {
+    let mut conditions: Vec<Condition> = [
+        Component::Kafka,
+        Component::ObjectStore,
+        Component::Search,
+        Component::Runtime,
+    ]
+    .into_iter()
+    .map(|component| {
+        let type_ = component.condition_type();
+        if problem.component() == Some(component) {
+            condition(
+                old,
+                type_,
+                FALSE,
+                problem.reason(),
+                problem.message(),
+                generation,
+                now,
+            )
+        } else {
+            // Not looked at this time: keep what was known, or say nothing is known yet.
+            old.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_).cloned())
+                .unwrap_or_else(|| {
+                    condition(
+                        old,
+                        type_,
+                        UNKNOWN,
+                        reasons::RECONCILING,
+                        format!(
+                            "not checked: the pipeline is blocked ({})",
+                            problem.reason()
+                        ),
+                        generation,
+                        now,
+                    )
+                })
+        }
+    })
+    .collect();
+    conditions.push(condition(
+        old,
+        types::READY,
+        FALSE,
+        problem.reason(),
+        problem.message(),
+        generation,
+        now,
+    ));
+    let kept = old.cloned().unwrap_or_default();
+    DataPipelineStatus {
+        observed_generation: generation,
+        phase: Some(problem.phase()),
+        conditions,
+        ..kept
+    }
+}
+
+/// Writes `.status` with server-side apply under the operator's field manager.
+pub async fn write_status(
+    client: &Client,
+    dp: &DataPipeline,
+    status: &DataPipelineStatus,
+) -> Result<()> {
+    let namespace = dp
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = dp
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let api: Api<DataPipeline> = Api::namespaced(client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": "datapipeline.io/v1alpha1",
+        "kind": "DataPipeline",
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::WriteStatus {
+        namespace,
+        name,
+        source: Box::new(source),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::{applied, at, managed_facts, ready_children};
+    use crate::crd::ThroughputStatus;
+
+    fn ready_condition(status: &DataPipelineStatus) -> &Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .expect("Ready condition")
+    }
+
+    #[test]
+    fn everything_ready_is_running() {
+        let status = compute_status(
+            None,
+            Some(3),
+            &applied(ready_children(), managed_facts()),
+            &at(100),
+        );
+        assert_eq!(status.phase, Some(Phase::Running));
+        assert_eq!(status.observed_generation, Some(3));
+        let summary: Vec<(&str, &str, &str)> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("KafkaReady", "True", "WorkloadReady"),
+                ("ObjectStoreReady", "True", "WorkloadReady"),
+                ("SearchReady", "True", "WorkloadReady"),
+                ("RuntimeReady", "True", "WorkloadReady"),
+                ("Ready", "True", "AllComponentsReady"),
+            ]
+        );
+        assert_eq!(
+            status.conditions[3].message,
+            "2/2 runtime pods ready; generator Job shop-generate-abcd1234 running"
+        );
+        assert!(status
+            .conditions
+            .iter()
+            .all(|c| c.last_transition_time == at(100)));
+        assert!(status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(3)));
+        assert_eq!(status.replicas, Some(2));
+        assert_eq!(status.ready_replicas, Some(2));
+        assert_eq!(status.replicas_summary.as_deref(), Some("2/2"));
+        assert_eq!(
+            status.selector.as_deref(),
+            Some("app.kubernetes.io/component=runtime,app.kubernetes.io/instance=shop,app.kubernetes.io/name=pipeline-runtime")
+        );
+        let components = status.components.expect("components");
+        assert_eq!(
+            components.kafka,
+            ComponentHealth {
+                mode: "Managed".into(),
+                ready: true,
+                ready_replicas: Some(1),
+                desired_replicas: Some(1),
+                message: "1/1 Kafka nodes ready".into()
+            }
+        );
+        assert_eq!(
+            components.ingest.message,
+            "generator Job shop-generate-abcd1234 running"
+        );
+    }
+
+    #[test]
+    fn first_reconcile_is_provisioning_with_actionable_messages() {
+        let mut children = ready_children();
+        children.kafka.as_mut().expect("kafka").ready = 0;
+        children.bucket.as_mut().expect("bucket").outcome = JobOutcome::Failed;
+        let status = compute_status(None, Some(1), &applied(children, managed_facts()), &at(5));
+        assert_eq!(status.phase, Some(Phase::Provisioning));
+        assert_eq!(status.conditions[0].reason, "ReplicasNotReady");
+        assert_eq!(
+            status.conditions[0].message,
+            "0/1 Kafka nodes ready (StatefulSet shops/shop-kafka); if this persists, see `kubectl -n shops describe statefulset shop-kafka` and its pods' events"
+        );
+        assert_eq!(status.conditions[1].reason, "SetupJobFailed");
+        assert_eq!(
+            status.conditions[1].message,
+            "Job shops/shop-minio-bucket-0000beef failed to create the bucket: see `kubectl -n shops logs job/shop-minio-bucket-0000beef`"
+        );
+        let ready = ready_condition(&status);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ComponentsNotReady")
+        );
+        assert_eq!(
+            ready.message,
+            format!(
+                "waiting for Kafka: {}; object store: {}",
+                status.conditions[0].message, status.conditions[1].message
+            )
+        );
+    }
+
+    #[test]
+    fn losing_a_component_after_running_is_degraded_and_recovers() {
+        let running = compute_status(
+            None,
+            Some(1),
+            &applied(ready_children(), managed_facts()),
+            &at(10),
+        );
+        let mut children = ready_children();
+        children.search.as_mut().expect("search").ready = 0;
+        let degraded = compute_status(
+            Some(&running),
+            Some(1),
+            &applied(children, managed_facts()),
+            &at(20),
+        );
+        assert_eq!(degraded.phase, Some(Phase::Degraded));
+        let search = &degraded.conditions[2];
+        assert_eq!(
+            (search.status.as_str(), search.last_transition_time.clone()),
+            ("False", at(20))
+        );
+        // Kafka did not change: its transition time stays.
+        assert_eq!(degraded.conditions[0].last_transition_time, at(10));
+        let recovered = compute_status(
+            Some(&degraded),
+            Some(1),
+            &applied(ready_children(), managed_facts()),
+            &at(30),
+        );
+        assert_eq!(recovered.phase, Some(Phase::Running));
+        assert_eq!(recovered.conditions[2].last_transition_time, at(30));
+        assert_eq!(recovered.conditions[0].last_transition_time, at(10));
+    }
+
+    #[test]
+    fn same_observation_gives_the_same_status() {
+        let first = compute_status(
+            None,
+            Some(1),
+            &applied(ready_children(), managed_facts()),
+            &at(10),
+        );
+        let second = compute_status(
+            Some(&first),
+            Some(1),
+            &applied(ready_children(), managed_facts()),
+            &at(99),
+        );
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn a_new_message_keeps_the_transition_time() {
+        let mut children = ready_children();
+        children.kafka.as_mut().expect("kafka").ready = 0;
+        let first = compute_status(
+            None,
+            Some(1),
+            &applied(children.clone(), managed_facts()),
+            &at(10),
+        );
+        children.kafka.as_mut().expect("kafka").up_to_date = false;
+        let second = compute_status(
+            Some(&first),
+            Some(2),
+            &applied(children, managed_facts()),
+            &at(20),
+        );
+        assert_ne!(first.conditions[0].message, second.conditions[0].message);
+        assert_eq!(second.conditions[0].last_transition_time, at(10));
+        assert_eq!(second.conditions[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn paused_pipeline() {
+        let mut children = ready_children();
+        children.runtime.desired = 0;
+        children.runtime.ready = 0;
+        children.runtime.current = 0;
+        let mut facts = managed_facts();
+        facts.paused = true;
+        let status = compute_status(None, Some(4), &applied(children, facts), &at(1));
+        assert_eq!(status.phase, Some(Phase::Paused));
+        let ready = ready_condition(&status);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Paused")
+        );
+        assert_eq!(
+            ready.message,
+            "spec.paused is true: processing and ingest are stopped; set spec.paused to false to resume"
+        );
+        assert_eq!(status.replicas_summary.as_deref(), Some("0/0"));
+    }
+
+    #[test]
+    fn missing_secret_blocks_with_the_secret_named() {
+        let running = compute_status(
+            None,
+            Some(1),
+            &applied(ready_children(), managed_facts()),
+            &at(10),
+        );
+        let problem = Problem::SecretNotFound {
+            component: Component::ObjectStore,
+            namespace: "shops".into(),
+            name: "shop-s3".into(),
+            field: "spec.objectStore.external.secretRef".into(),
+            keys: vec!["accessKeyId".into(), "secretAccessKey".into()],
+        };
+        let status = compute_status(
+            Some(&running),
+            Some(2),
+            &Observation::Blocked(problem),
+            &at(20),
+        );
+        assert_eq!(status.phase, Some(Phase::Pending));
+        let message = "Secret shops/shop-s3 (named by spec.objectStore.external.secretRef) does not exist: create it with the keys accessKeyId and secretAccessKey or correct spec.objectStore.external.secretRef";
+        let store = &status.conditions[1];
+        assert_eq!(
+            (
+                store.type_.as_str(),
+                store.status.as_str(),
+                store.reason.as_str(),
+                store.message.as_str()
+            ),
+            ("ObjectStoreReady", "False", "SecretNotFound", message)
+        );
+        assert_eq!(store.last_transition_time, at(20));
+        // Components not looked at keep their last known condition.
+        assert_eq!(status.conditions[0], running.conditions[0]);
+        let ready = ready_condition(&status);
+        assert_eq!(
+            (ready.reason.as_str(), ready.message.as_str()),
+            ("SecretNotFound", message)
+        );
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(status.replicas_summary, running.replicas_summary);
+    }
+
+    #[test]
+    fn invalid_spec_fails_and_first_time_components_are_unknown() {
+        let problem = Problem::InvalidSpec {
+            field: "spec.kafka".into(),
+            message: "set exactly one of managed and external".into(),
+        };
+        let status = compute_status(None, Some(1), &Observation::Blocked(problem), &at(7));
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert_eq!(status.conditions[0].status, "Unknown");
+        assert_eq!(status.conditions[0].reason, "Reconciling");
+        let ready = ready_condition(&status);
+        assert_eq!(ready.reason, "InvalidSpec");
+        assert_eq!(
+            ready.message,
+            "spec.kafka: set exactly one of managed and external"
+        );
+    }
+
+    #[test]
+    fn throughput_is_kept_until_measured_again() {
+        let mut first = compute_status(
+            None,
+            Some(1),
+            &applied(ready_children(), managed_facts()),
+            &at(1),
+        );
+        first.throughput = Some(ThroughputStatus {
+            consumer_lag: 42,
+            ..Default::default()
+        });
+        let second = compute_status(
+            Some(&first),
+            Some(1),
+            &applied(ready_children(), managed_facts()),
+            &at(2),
+        );
+        assert_eq!(second.throughput, first.throughput);
+        let measured = ThroughputStatus {
+            consumer_lag: 7,
+            ..Default::default()
+        };
+        let third = compute_status(
+            Some(&first),
+            Some(1),
+            &Observation::Applied {
+                children: Box::new(ready_children()),
+                facts: managed_facts(),
+                throughput: Some(measured.clone()),
+            },
+            &at(3),
+        );
+        assert_eq!(third.throughput, Some(measured));
+    }
+
+    #[test]
+    fn external_services_are_reported_as_such() {
+        let mut children = ready_children();
+        children.kafka = None;
+        children.kafka_topics = None;
+        let mut facts = managed_facts();
+        facts.kafka_external = Some("kafka.example.com:9093".into());
+        let status = compute_status(None, Some(1), &applied(children, facts), &at(1));
+        let kafka = &status.conditions[0];
+        assert_eq!(
+            (kafka.status.as_str(), kafka.reason.as_str()),
+            ("True", "ExternalService")
+        );
+        assert_eq!(
+            kafka.message,
+            "external Kafka at kafka.example.com:9093; the operator does not probe external services, the runtime reports connection errors in its logs"
+        );
+        assert_eq!(
+            status.components.expect("components").kafka.mode,
+            "External"
+        );
+    }
+}

@@ -1,0 +1,493 @@
+//! Controller tests against a mocked API server: each scenario lists every request a
+//! reconcile must make, in order, with its method, path and (where it matters) body, and
+//! what the "API server" answers. A missing request fails on the verifier's timeout; an
+//! unexpected one fails the reconcile.
+
+use std::{sync::Arc, time::Duration};
+
+use http::Method;
+use kube::runtime::controller::Action;
+use serde_json::{json, Value};
+
+use super::{
+    backoff,
+    build::{desired_children, Child},
+    error_policy,
+    fixtures::{
+        external_pipeline, fixed_credentials, managed_pipeline, managed_plan, Expect, Reply, Seen,
+    },
+    reconcile, Context,
+};
+use crate::crd::{DataPipeline, DataPipelineStatus, ExternalSearch, SearchSpec};
+use crate::error::Error;
+
+const NS: &str = "/namespaces/shops";
+const APPLY: &str = "?&force=true&fieldManager=datapipeline-operator";
+const SELECTOR: &str =
+    "labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddatapipeline-operator%2Capp.kubernetes.io%2Finstance%3Dshop";
+
+fn collection(kind: &str) -> String {
+    let (group, plural) = match kind {
+        "Secret" => ("/api/v1", "secrets"),
+        "ConfigMap" => ("/api/v1", "configmaps"),
+        "Service" => ("/api/v1", "services"),
+        "StatefulSet" => ("/apis/apps/v1", "statefulsets"),
+        "Deployment" => ("/apis/apps/v1", "deployments"),
+        "Job" => ("/apis/batch/v1", "jobs"),
+        "PodDisruptionBudget" => ("/apis/policy/v1", "poddisruptionbudgets"),
+        other => panic!("no path for {other}"),
+    };
+    format!("{group}{NS}/{plural}")
+}
+
+fn get_secret(name: &str, reply: Reply) -> Expect {
+    Expect::new(
+        Method::GET,
+        format!("{}/{name}", collection("Secret")),
+        reply,
+    )
+}
+
+fn apply(kind: &str, name: &str, status: Value) -> Expect {
+    Expect::new(
+        Method::PATCH,
+        format!("{}/{name}{APPLY}", collection(kind)),
+        Reply::EchoWithStatus(status),
+    )
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Expect {
+    Expect::new(
+        Method::GET,
+        format!("{}?&{SELECTOR}", collection(kind)),
+        Reply::Json(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": {}, "items": items
+        })),
+    )
+}
+
+/// Every kind the orphan cleanup lists, in its order (workloads first).
+const CLEANUP_ORDER: [&str; 7] = [
+    "Deployment",
+    "Job",
+    "StatefulSet",
+    "PodDisruptionBudget",
+    "Service",
+    "ConfigMap",
+    "Secret",
+];
+
+fn empty_lists() -> Vec<Expect> {
+    CLEANUP_ORDER.iter().map(|k| list(k, vec![])).collect()
+}
+
+fn status_patch() -> Expect {
+    Expect::new(
+        Method::PATCH,
+        format!("/apis/datapipeline.io/v1alpha1{NS}/datapipelines/shop/status{APPLY}"),
+        Reply::WithRequestStatus(serde_json::to_value(managed_pipeline()).expect("JSON")),
+    )
+}
+
+fn event() -> Expect {
+    Expect::new(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/shops/events?",
+        Reply::EchoWithStatus(Value::Null),
+    )
+}
+
+fn secret_json(name: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": name, "namespace": "shops"}, "data": data})
+}
+
+/// Names of the hashed Jobs, as the builders name them (their own tests check the hash).
+fn job_names() -> Vec<String> {
+    desired_children(&managed_plan(), &fixed_credentials())
+        .expect("built")
+        .iter()
+        .filter(|c| matches!(c, Child::Job(..)))
+        .map(|c| c.name().to_string())
+        .collect()
+}
+
+fn sts_status(ready: i32) -> Value {
+    json!({"replicas": 1, "readyReplicas": ready, "observedGeneration": 1})
+}
+
+/// The applies of the all-managed fixture, in order, with the given readiness.
+fn managed_applies(ready: bool) -> Vec<Expect> {
+    let r = i32::from(ready);
+    let jobs = job_names();
+    let job_status = |done: bool| {
+        if done {
+            json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+        } else {
+            json!({"active": 1})
+        }
+    };
+    vec![
+        apply("Secret", "shop-minio-credentials", Value::Null),
+        apply("Secret", "shop-es-elastic-user", Value::Null),
+        apply("Secret", "shop-es-transport", Value::Null),
+        apply("ConfigMap", "shop-runtime-config", Value::Null),
+        apply("Service", "shop-kafka-headless", Value::Null),
+        apply("Service", "shop-kafka", Value::Null),
+        apply("Service", "shop-minio", Value::Null),
+        apply("Service", "shop-es-headless", Value::Null),
+        apply("Service", "shop-es", Value::Null),
+        apply("StatefulSet", "shop-kafka", sts_status(r)),
+        apply("StatefulSet", "shop-minio", sts_status(r)),
+        apply("StatefulSet", "shop-es", sts_status(r)),
+        apply("PodDisruptionBudget", "shop-kafka", Value::Null),
+        apply("PodDisruptionBudget", "shop-es", Value::Null),
+        apply("PodDisruptionBudget", "shop-runtime", Value::Null),
+        apply("Job", &jobs[0], job_status(ready)),
+        apply("Job", &jobs[1], job_status(ready)),
+        apply(
+            "Deployment",
+            "shop-runtime",
+            json!({"replicas": 1, "readyReplicas": r, "observedGeneration": 1}),
+        ),
+        apply("Job", &jobs[2], job_status(false)),
+    ]
+}
+
+fn body_of<'a>(seen: &'a Seen, uri_part: &str) -> &'a Value {
+    &seen
+        .iter()
+        .find(|(_, uri, _)| uri.contains(uri_part))
+        .unwrap_or_else(|| panic!("no request to {uri_part}"))
+        .2
+}
+
+fn bodies_of<'a>(seen: &'a Seen, uri_part: &str) -> Vec<&'a Value> {
+    seen.iter()
+        .filter(|(_, uri, _)| uri.contains(uri_part))
+        .map(|(_, _, body)| body)
+        .collect()
+}
+
+async fn run(
+    dp: DataPipeline,
+    expectations: Vec<Expect>,
+) -> (Result<Action, Error>, Seen, Arc<Context>) {
+    let (ctx, server) = Context::test();
+    let scenario = server.run(expectations);
+    let result = reconcile(Arc::new(dp), ctx.clone()).await;
+    let seen = match tokio::time::timeout(Duration::from_secs(5), scenario).await {
+        Ok(joined) => joined.expect("scenario assertions hold"),
+        Err(_) => panic!(
+            "the reconcile made fewer requests than the scenario expects; it returned {result:?}"
+        ),
+    };
+    (result, seen, ctx)
+}
+
+#[tokio::test]
+async fn first_reconcile_creates_everything_in_order() {
+    let mut expectations = vec![
+        get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-es-elastic-user", Reply::Status(404)),
+        get_secret("shop-es-transport", Reply::Status(404)),
+    ];
+    expectations.extend(managed_applies(false));
+    expectations.extend(empty_lists());
+    expectations.push(status_patch());
+    expectations.push(event());
+
+    let (result, seen, ctx) = run(managed_pipeline(), expectations).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(300))
+    );
+
+    // New credentials were generated ("generated-password" from the fixed generator).
+    assert_eq!(
+        body_of(&seen, "secrets/shop-minio-credentials?")["data"],
+        json!({"accessKeyId": "c2hvcC1hZG1pbg==", "secretAccessKey": "Z2VuZXJhdGVkLXBhc3N3b3Jk"})
+    );
+    assert_eq!(
+        body_of(&seen, "secrets/shop-es-elastic-user?")["data"],
+        json!({"elastic": "Z2VuZXJhdGVkLXBhc3N3b3Jk"})
+    );
+    // Server-side apply bodies are full typed objects.
+    let sts = body_of(&seen, "statefulsets/shop-kafka?");
+    assert_eq!(
+        (sts["apiVersion"].as_str(), sts["kind"].as_str()),
+        (Some("apps/v1"), Some("StatefulSet"))
+    );
+
+    let status = body_of(&seen, "/status?");
+    assert_eq!(status["apiVersion"], "datapipeline.io/v1alpha1");
+    assert_eq!(status["kind"], "DataPipeline");
+    assert_eq!(status["status"]["phase"], "Provisioning");
+    assert_eq!(status["status"]["observedGeneration"], 1);
+    assert_eq!(status["status"]["replicasSummary"], "0/1");
+    let ready = status["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .expect("Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ComponentsNotReady");
+    assert_eq!(ready["lastTransitionTime"], "2026-01-01T00:16:40Z");
+
+    let event = body_of(&seen, "/events?");
+    assert_eq!(event["reason"], "PhaseChanged");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["regarding"]["name"], "shop");
+    assert!(event["note"]
+        .as_str()
+        .expect("note")
+        .starts_with("(none) -> Provisioning: waiting for Kafka"));
+
+    assert!(ctx
+        .metrics
+        .render()
+        .contains("datapipeline_operator_reconciles_total{result=\"applied\"} 1"));
+}
+
+/// Runs a reconcile of the all-managed pipeline whose generated Secrets exist and whose
+/// children are all ready; returns the status it wrote (if any) and what it sent.
+async fn ready_reconcile(
+    status: Option<DataPipelineStatus>,
+    writes_status: bool,
+) -> (Seen, Option<DataPipelineStatus>) {
+    let mut dp = managed_pipeline();
+    dp.status = status;
+    let mut expectations = vec![
+        get_secret(
+            "shop-minio-credentials",
+            Reply::Json(secret_json(
+                "shop-minio-credentials",
+                json!({"accessKeyId": "c2hvcC1hZG1pbg==", "secretAccessKey": "a2VwdA=="}),
+            )),
+        ),
+        get_secret(
+            "shop-es-elastic-user",
+            Reply::Json(secret_json(
+                "shop-es-elastic-user",
+                json!({"elastic": "a2VwdA=="}),
+            )),
+        ),
+        get_secret(
+            "shop-es-transport",
+            Reply::Json(secret_json(
+                "shop-es-transport",
+                json!({"ca.crt": "Y2E=", "tls.crt": "Y3J0", "tls.key": "a2V5"}),
+            )),
+        ),
+    ];
+    expectations.extend(managed_applies(true));
+    expectations.extend(empty_lists());
+    if writes_status {
+        expectations.push(status_patch());
+        expectations.push(event());
+    }
+    let (result, seen, _) = run(dp, expectations).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(300))
+    );
+    let written = seen
+        .iter()
+        .find(|(_, uri, _)| uri.contains("/status?"))
+        .map(|(_, _, body)| serde_json::from_value(body["status"].clone()).expect("status"));
+    (seen, written)
+}
+
+#[tokio::test]
+async fn existing_credentials_are_reused_and_a_steady_state_writes_nothing() {
+    let (seen, written) = ready_reconcile(None, true).await;
+    // "kept" (a2VwdA==) was read back and applied unchanged: never regenerated.
+    assert_eq!(
+        body_of(&seen, "secrets/shop-minio-credentials?")["data"]["secretAccessKey"],
+        "a2VwdA=="
+    );
+    assert_eq!(
+        body_of(&seen, "secrets/shop-es-elastic-user?")["data"]["elastic"],
+        "a2VwdA=="
+    );
+    assert_eq!(
+        body_of(&seen, "secrets/shop-es-transport?")["data"]["tls.key"],
+        "a2V5"
+    );
+    let status = written.expect("first reconcile writes the status");
+    assert_eq!(status.phase, Some(crate::crd::Phase::Running));
+    assert_eq!(
+        body_of(&seen, "/events?")["note"]
+            .as_str()
+            .map(|n| n.starts_with("(none) -> Running")),
+        Some(true)
+    );
+
+    // The same observation again: no status write, no Event (the scenario has neither).
+    let (seen, written) = ready_reconcile(Some(status), false).await;
+    assert_eq!(written, None);
+    assert!(bodies_of(&seen, "/events?").is_empty());
+}
+
+#[tokio::test]
+async fn missing_secret_sets_the_condition_and_awaits_a_change() {
+    let expectations = vec![
+        get_secret("shop-kafka-user", Reply::Status(404)),
+        status_patch(),
+        event(),
+        event(),
+    ];
+    let (result, seen, ctx) = run(external_pipeline(), expectations).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+    let status = &body_of(&seen, "/status?")["status"];
+    assert_eq!(status["phase"], "Pending");
+    let message = "Secret shops/shop-kafka-user (named by spec.kafka.external.secretRef) does not exist: create it with the keys username and password or correct spec.kafka.external.secretRef";
+    let conditions = status["conditions"].as_array().expect("conditions");
+    assert_eq!(
+        conditions[0],
+        json!({"type": "KafkaReady", "status": "False", "reason": "SecretNotFound", "message": message,
+               "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:16:40Z"})
+    );
+    assert_eq!(conditions[4]["reason"], "SecretNotFound");
+    let events = bodies_of(&seen, "/events?");
+    assert_eq!(events[0]["reason"], "PhaseChanged");
+    assert_eq!(events[1]["reason"], "SecretNotFound");
+    assert_eq!(events[1]["type"], "Warning");
+    assert_eq!(events[1]["note"], message);
+    assert!(ctx.metrics.render().contains(
+        "datapipeline_operator_reconcile_failures_total{category=\"secret_not_found\"} 1"
+    ));
+}
+
+#[tokio::test]
+async fn an_impossible_spec_fails_without_applying_anything() {
+    let mut dp = managed_pipeline();
+    dp.spec.object_store.bucket = "Not_A_Bucket".into();
+    let expectations = vec![
+        get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-es-elastic-user", Reply::Status(404)),
+        get_secret("shop-es-transport", Reply::Status(404)),
+        status_patch(),
+        event(),
+        event(),
+    ];
+    let (result, seen, _) = run(dp, expectations).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+    let status = &body_of(&seen, "/status?")["status"];
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(bodies_of(&seen, "/events?")[1]["reason"], "InvalidSpec");
+}
+
+#[tokio::test]
+async fn switching_search_to_external_deletes_the_managed_cluster() {
+    let mut dp = managed_pipeline();
+    dp.spec.search = SearchSpec {
+        managed: None,
+        external: Some(ExternalSearch {
+            url: "https://search.example.com".into(),
+            engine: Default::default(),
+            secret_ref: None,
+            ca_secret_ref: None,
+        }),
+        index: None,
+    };
+    let owned = |name: &str| {
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {
+            "name": name, "namespace": "shops",
+            "ownerReferences": [{"apiVersion": "datapipeline.io/v1alpha1", "kind": "DataPipeline",
+                                 "name": "shop", "uid": super::fixtures::UID, "controller": true}]
+        }})
+    };
+    let all = managed_applies(true);
+    // Without managed search: no ES Secrets, Services, StatefulSet or PDB.
+    let applies: Vec<Expect> = all
+        .into_iter()
+        .filter(|e| !e.uri.contains("shop-es"))
+        .collect();
+    let mut expectations = vec![get_secret(
+        "shop-minio-credentials",
+        Reply::Json(secret_json(
+            "shop-minio-credentials",
+            json!({"accessKeyId": "c2hvcC1hZG1pbg==", "secretAccessKey": "a2VwdA=="}),
+        )),
+    )];
+    assert_eq!(applies.len(), 19 - 6);
+    expectations.extend(applies);
+    expectations.push(list("Deployment", vec![owned("shop-runtime")]));
+    expectations.push(list("Job", vec![]));
+    expectations.push(list(
+        "StatefulSet",
+        vec![owned("shop-kafka"), owned("shop-es")],
+    ));
+    expectations.push(
+        Expect::new(
+            Method::DELETE,
+            format!("{}/shop-es?", collection("StatefulSet")),
+            Reply::Json(
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
+            ),
+        )
+        .checking(|body| assert_eq!(body["propagationPolicy"], "Background")),
+    );
+    expectations.push(list("PodDisruptionBudget", vec![]));
+    expectations.push(list("Service", vec![]));
+    expectations.push(list("ConfigMap", vec![]));
+    expectations.push(list("Secret", vec![]));
+    expectations.push(status_patch());
+    expectations.push(event());
+    expectations.push(event());
+    let (result, seen, _) = run(dp, expectations).await;
+    result.expect("reconciled");
+    let events = bodies_of(&seen, "/events?");
+    assert_eq!(events[0]["reason"], "OrphanDeleted");
+    assert_eq!(
+        events[0]["note"],
+        "deleted StatefulSet/shop-es: the spec no longer asks for it"
+    );
+    let status = &body_of(&seen, "/status?")["status"];
+    assert_eq!(status["conditions"][2]["reason"], "ExternalService");
+}
+
+#[tokio::test]
+async fn api_errors_fail_the_reconcile_and_back_off() {
+    let expectations = vec![
+        get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-es-elastic-user", Reply::Status(404)),
+        get_secret("shop-es-transport", Reply::Status(404)),
+        Expect::new(
+            Method::PATCH,
+            format!("{}/shop-minio-credentials{APPLY}", collection("Secret")),
+            Reply::Status(500),
+        ),
+    ];
+    let dp = Arc::new(managed_pipeline());
+    let (result, _, ctx) = run((*dp).clone(), expectations).await;
+    let error = result.expect_err("the apply failed");
+    assert_eq!(error.category(), "apply");
+    assert!(
+        error
+            .to_string()
+            .starts_with("applying Secret shops/shop-minio-credentials:"),
+        "{error}"
+    );
+    assert_eq!(
+        error_policy(dp.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        error_policy(dp.clone(), &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
+    assert!(ctx
+        .metrics
+        .render()
+        .contains("datapipeline_operator_reconcile_failures_total{category=\"apply\"} 1"));
+}
+
+#[test]
+fn backoff_doubles_up_to_five_minutes() {
+    let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+    assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+}

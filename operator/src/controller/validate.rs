@@ -1,0 +1,529 @@
+//! Turns a DataPipeline into a `ValidatedPipeline`: every default resolved, every choice
+//! (managed or external, landing or generator) made explicit, and the rules of the CRD
+//! checked again so a spec that bypassed them (an older CRD) fails with a clear message
+//! instead of producing broken children. Pure: no client, no clock, no randomness.
+
+use k8s_openapi::{
+    api::core::v1::ResourceRequirements, apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+use kube::Resource;
+use pipeline_config::PipelineNames;
+
+use super::observed::Problem;
+use crate::crd::{
+    AutoscalingSpec, DataPipeline, ExternalKafka, ExternalObjectStore, ExternalSearch,
+    ManagedKafka, ManagedObjectStore, ManagedSearch, MAX_NAME_LENGTH,
+};
+
+/// Operator-wide settings that fill gaps in a spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorSettings {
+    /// pipeline-runtime image used when `spec.runtime.image` is not set.
+    pub runtime_image: String,
+}
+
+/// A DataPipeline with every default resolved; the only input of the builders.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedPipeline {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub owner: OwnerReference,
+    pub names: PipelineNames,
+    pub source: SourcePlan,
+    pub kafka: KafkaPlan,
+    pub object_store: ObjectStorePlan,
+    pub search: SearchPlan,
+    pub runtime: RuntimePlan,
+    pub paused: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourcePlan {
+    Landing {
+        prefix: String,
+    },
+    Generator {
+        events: u64,
+        seed: u64,
+        rate_per_second: Option<u64>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaPlan {
+    pub mode: KafkaMode,
+    pub partitions: i32,
+    pub retention_hours: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum KafkaMode {
+    Managed(ManagedKafka),
+    External(ExternalKafka),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectStorePlan {
+    pub mode: ObjectStoreMode,
+    pub bucket: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ObjectStoreMode {
+    Managed(ManagedObjectStore),
+    External(ExternalObjectStore),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchPlan {
+    pub mode: SearchMode,
+    pub index: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SearchMode {
+    Managed(ManagedSearch),
+    External(ExternalSearch),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimePlan {
+    pub image: String,
+    /// Processing pods to run now: 0 when paused, the autoscaler's decision when
+    /// autoscaling, else `spec.runtime.replicas` (default 1).
+    pub replicas: i32,
+    pub resources: Option<ResourceRequirements>,
+    pub checkpoint_interval_ms: u64,
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// Checks the spec and resolves it.
+pub fn validate(
+    dp: &DataPipeline,
+    settings: &OperatorSettings,
+) -> Result<ValidatedPipeline, Problem> {
+    let name = dp.metadata.name.clone().unwrap_or_default();
+    check_name(&name)?;
+    let namespace = dp
+        .metadata
+        .namespace
+        .clone()
+        .ok_or_else(|| invalid("metadata.namespace", "a DataPipeline must be namespaced"))?;
+    let uid = dp.metadata.uid.clone().ok_or_else(|| {
+        invalid(
+            "metadata.uid",
+            "the object has no uid; it was not read from the API server",
+        )
+    })?;
+    let owner = dp
+        .controller_owner_ref(&())
+        .ok_or_else(|| invalid("metadata", "cannot reference the DataPipeline as owner"))?;
+    let spec = &dp.spec;
+    let names = PipelineNames::new(name.clone());
+
+    let source = match (&spec.source.landing_prefix, &spec.source.generator) {
+        (Some(prefix), None) => SourcePlan::Landing {
+            prefix: prefix.clone(),
+        },
+        (None, Some(generator)) => {
+            let events = positive(generator.events, "spec.source.generator.events")?;
+            let rate_per_second = generator
+                .rate_per_second
+                .map(|r| positive(r, "spec.source.generator.ratePerSecond"))
+                .transpose()?;
+            SourcePlan::Generator {
+                events,
+                seed: generator.seed as u64,
+                rate_per_second,
+            }
+        }
+        _ => return Err(exactly_one("spec.source", "landingPrefix", "generator")),
+    };
+
+    let kafka_mode = match (&spec.kafka.managed, &spec.kafka.external) {
+        (Some(managed), None) => {
+            if managed.replicas < 1 {
+                return Err(invalid("spec.kafka.managed.replicas", "must be at least 1"));
+            }
+            KafkaMode::Managed(managed.clone())
+        }
+        (None, Some(external)) => {
+            if external.bootstrap_servers.trim().is_empty() {
+                return Err(invalid(
+                    "spec.kafka.external.bootstrapServers",
+                    "must name at least one host:port",
+                ));
+            }
+            if external.security_protocol.uses_sasl()
+                && (external.secret_ref.is_none() || external.sasl_mechanism.is_none())
+            {
+                return Err(invalid(
+                    "spec.kafka.external",
+                    "SASL needs credentials: set secretRef and saslMechanism",
+                ));
+            }
+            KafkaMode::External(external.clone())
+        }
+        _ => return Err(exactly_one("spec.kafka", "managed", "external")),
+    };
+    if spec.kafka.partitions < 1 {
+        return Err(invalid("spec.kafka.partitions", "must be at least 1"));
+    }
+    if spec.kafka.retention_hours < 1 {
+        return Err(invalid("spec.kafka.retentionHours", "must be at least 1"));
+    }
+
+    let store_mode = match (&spec.object_store.managed, &spec.object_store.external) {
+        (Some(managed), None) => ObjectStoreMode::Managed(managed.clone()),
+        (None, Some(external)) => ObjectStoreMode::External(external.clone()),
+        _ => return Err(exactly_one("spec.objectStore", "managed", "external")),
+    };
+    check_bucket(&spec.object_store.bucket)?;
+
+    let search_mode = match (&spec.search.managed, &spec.search.external) {
+        (Some(managed), None) => {
+            if !(managed.replicas == 1 || managed.replicas >= 3) {
+                return Err(invalid(
+                    "spec.search.managed.replicas",
+                    "must be 1 or at least 3: two master-eligible nodes cannot survive the loss of either",
+                ));
+            }
+            SearchMode::Managed(managed.clone())
+        }
+        (None, Some(external)) => SearchMode::External(external.clone()),
+        _ => return Err(exactly_one("spec.search", "managed", "external")),
+    };
+    let index = spec
+        .search
+        .index
+        .clone()
+        .unwrap_or_else(|| names.profiles_index());
+    check_index(&index)?;
+
+    let runtime = &spec.runtime;
+    if let Some(autoscaling) = &runtime.autoscaling {
+        if autoscaling.min_replicas < 1 || autoscaling.min_replicas > autoscaling.max_replicas {
+            return Err(invalid(
+                "spec.runtime.autoscaling",
+                &format!(
+                    "minReplicas ({}) must be at least 1 and not exceed maxReplicas ({})",
+                    autoscaling.min_replicas, autoscaling.max_replicas
+                ),
+            ));
+        }
+    }
+    if runtime.replicas.is_some_and(|r| r < 0) {
+        return Err(invalid("spec.runtime.replicas", "must not be negative"));
+    }
+    let checkpoint_interval_ms = positive(
+        i64::from(runtime.checkpoint_interval_seconds),
+        "spec.runtime.checkpointIntervalSeconds",
+    )? * 1000;
+    let autoscaler_decision = dp
+        .status
+        .as_ref()
+        .and_then(|s| s.autoscaler.as_ref())
+        .map(|a| a.desired_replicas);
+
+    Ok(ValidatedPipeline {
+        name,
+        namespace,
+        uid,
+        owner,
+        names,
+        source,
+        kafka: KafkaPlan {
+            mode: kafka_mode,
+            partitions: spec.kafka.partitions,
+            retention_hours: spec.kafka.retention_hours,
+        },
+        object_store: ObjectStorePlan {
+            mode: store_mode,
+            bucket: spec.object_store.bucket.clone(),
+        },
+        search: SearchPlan {
+            mode: search_mode,
+            index,
+        },
+        runtime: RuntimePlan {
+            image: runtime
+                .image
+                .clone()
+                .unwrap_or_else(|| settings.runtime_image.clone()),
+            replicas: desired_runtime_replicas(
+                spec.paused,
+                runtime.replicas,
+                runtime.autoscaling.as_ref(),
+                autoscaler_decision,
+            ),
+            resources: runtime.resources.clone(),
+            checkpoint_interval_ms,
+            autoscaling: runtime.autoscaling.clone(),
+        },
+        paused: spec.paused,
+    })
+}
+
+/// Processing pods to run: none when paused; with autoscaling the autoscaler's last
+/// decision (its minimum before the first one), kept within the spec's bounds; otherwise
+/// the spec's replicas, 1 by default.
+pub fn desired_runtime_replicas(
+    paused: bool,
+    replicas: Option<i32>,
+    autoscaling: Option<&AutoscalingSpec>,
+    autoscaler_decision: Option<i32>,
+) -> i32 {
+    if paused {
+        return 0;
+    }
+    match autoscaling {
+        Some(a) => autoscaler_decision
+            .unwrap_or(a.min_replicas)
+            .clamp(a.min_replicas, a.max_replicas.max(a.min_replicas)),
+        None => replicas.unwrap_or(1),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Problem> {
+    if name.len() > MAX_NAME_LENGTH {
+        return Err(invalid(
+            "metadata.name",
+            &format!("must be at most {MAX_NAME_LENGTH} characters"),
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(invalid(
+            "metadata.name",
+            "must start with a lowercase letter",
+        ));
+    }
+    Ok(())
+}
+
+/// S3 bucket naming rules (the same as the CRD's CEL rule).
+pub fn is_valid_bucket_name(bucket: &str) -> bool {
+    let bytes = bucket.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'.' || *b == b'-';
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let looks_like_ip = bucket.split('.').count() == 4
+        && bucket
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+    (3..=63).contains(&bytes.len())
+        && bytes.iter().all(allowed)
+        && bytes.first().is_some_and(alnum)
+        && bytes.last().is_some_and(alnum)
+        && !bucket.contains("..")
+        && !looks_like_ip
+        && !bucket.starts_with("xn--")
+        && !bucket.ends_with("-s3alias")
+        && !bucket.ends_with("--ol-s3")
+}
+
+/// Elasticsearch/OpenSearch index naming rules (the same as the CRD's CEL rule).
+pub fn is_valid_index_name(index: &str) -> bool {
+    const FORBIDDEN: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':'];
+    !index.is_empty()
+        && index.len() <= 255
+        && !index
+            .chars()
+            .any(|c| c.is_ascii_uppercase() || FORBIDDEN.contains(&c))
+        && !index.starts_with(['-', '_', '+', '.'])
+}
+
+fn check_bucket(bucket: &str) -> Result<(), Problem> {
+    if is_valid_bucket_name(bucket) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "spec.objectStore.bucket",
+            "must be a valid S3 bucket name (3-63 lowercase letters, digits, '.' and '-')",
+        ))
+    }
+}
+
+fn check_index(index: &str) -> Result<(), Problem> {
+    if is_valid_index_name(index) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "spec.search.index",
+            "must be a valid index name (lowercase, none of \\ / * ? \" < > | , # : or spaces)",
+        ))
+    }
+}
+
+fn positive(value: i64, field: &str) -> Result<u64, Problem> {
+    u64::try_from(value)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| invalid(field, "must be at least 1"))
+}
+
+fn invalid(field: &str, message: &str) -> Problem {
+    Problem::InvalidSpec {
+        field: field.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn exactly_one(field: &str, a: &str, b: &str) -> Problem {
+    invalid(field, &format!("set exactly one of {a} and {b}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::{managed_pipeline, settings};
+    use crate::crd::{AutoscalerStatus, DataPipelineStatus};
+
+    #[test]
+    fn managed_pipeline_resolves_defaults() {
+        let plan = validate(&managed_pipeline(), &settings()).expect("valid");
+        assert_eq!(plan.name, "shop");
+        assert_eq!(plan.namespace, "shops");
+        assert_eq!(plan.search.index, "shop-profiles");
+        assert_eq!(plan.runtime.image, "pipeline-runtime:test");
+        assert_eq!(plan.runtime.replicas, 1);
+        assert_eq!(plan.runtime.checkpoint_interval_ms, 5_000);
+        assert_eq!(
+            plan.source,
+            SourcePlan::Generator {
+                events: 1000,
+                seed: 7,
+                rate_per_second: None
+            }
+        );
+        assert_eq!(plan.owner.kind, "DataPipeline");
+        assert_eq!(plan.owner.controller, Some(true));
+        assert_eq!(plan.owner.uid, "0b9f5f2e-2c1a-4d5e-9a35-1f4b3c2d1e0f");
+    }
+
+    #[test]
+    fn both_managed_and_external_is_refused() {
+        let mut dp = managed_pipeline();
+        dp.spec.kafka.external = Some(ExternalKafka {
+            bootstrap_servers: "kafka:9092".into(),
+            security_protocol: Default::default(),
+            sasl_mechanism: None,
+            secret_ref: None,
+            ca_secret_ref: None,
+        });
+        assert_eq!(
+            validate(&dp, &settings()),
+            Err(Problem::InvalidSpec {
+                field: "spec.kafka".into(),
+                message: "set exactly one of managed and external".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let mut dp = managed_pipeline();
+        dp.spec.object_store.bucket = "Bad_Bucket".into();
+        assert_eq!(
+            validate(&dp, &settings()).unwrap_err().reason(),
+            "InvalidSpec"
+        );
+        let mut dp = managed_pipeline();
+        dp.metadata.name = Some("9lives".into());
+        assert_eq!(
+            validate(&dp, &settings()),
+            Err(Problem::InvalidSpec {
+                field: "metadata.name".into(),
+                message: "must start with a lowercase letter".into()
+            })
+        );
+    }
+
+    #[test]
+    fn replicas_follow_pause_autoscaler_and_spec() {
+        let autoscaling = AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 5,
+            lag_per_replica: 1000,
+            scale_down_stabilization_seconds: 60,
+        };
+        assert_eq!(desired_runtime_replicas(true, Some(3), None, None), 0);
+        assert_eq!(
+            desired_runtime_replicas(true, None, Some(&autoscaling), Some(4)),
+            0
+        );
+        assert_eq!(desired_runtime_replicas(false, None, None, None), 1);
+        assert_eq!(desired_runtime_replicas(false, Some(3), None, Some(5)), 3);
+        assert_eq!(
+            desired_runtime_replicas(false, None, Some(&autoscaling), None),
+            2
+        );
+        assert_eq!(
+            desired_runtime_replicas(false, None, Some(&autoscaling), Some(4)),
+            4
+        );
+        assert_eq!(
+            desired_runtime_replicas(false, None, Some(&autoscaling), Some(9)),
+            5
+        );
+        assert_eq!(
+            desired_runtime_replicas(false, Some(3), Some(&autoscaling), Some(1)),
+            2
+        );
+    }
+
+    #[test]
+    fn autoscaler_decision_comes_from_status() {
+        let mut dp = managed_pipeline();
+        dp.spec.runtime.autoscaling = Some(AutoscalingSpec {
+            min_replicas: 1,
+            max_replicas: 6,
+            lag_per_replica: 1000,
+            scale_down_stabilization_seconds: 60,
+        });
+        dp.status = Some(DataPipelineStatus {
+            autoscaler: Some(AutoscalerStatus {
+                desired_replicas: 4,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            validate(&dp, &settings()).expect("valid").runtime.replicas,
+            4
+        );
+        dp.spec.paused = true;
+        assert_eq!(
+            validate(&dp, &settings()).expect("valid").runtime.replicas,
+            0
+        );
+    }
+
+    #[test]
+    fn bucket_and_index_rules_match_the_crd() {
+        for good in ["lake", "shop-lake.v2", "abc"] {
+            assert!(is_valid_bucket_name(good), "{good}");
+        }
+        for bad in [
+            "ab",
+            "Shop",
+            "shop_lake",
+            "-shop",
+            "shop-",
+            "shop..lake",
+            "192.168.1.10",
+            "xn--shop",
+            "a-s3alias",
+        ] {
+            assert!(!is_valid_bucket_name(bad), "{bad}");
+        }
+        for good in ["shop-profiles", "profiles_v2", "a.b"] {
+            assert!(is_valid_index_name(good), "{good}");
+        }
+        for bad in [
+            "", "Shop", "a b", "a\\b", "a/b", "a*", "a?", "a\"", "a<", "a>", "a|", "a,", "a#",
+            "a:", "-a", "_a", "+a", ".a",
+        ] {
+            assert!(!is_valid_index_name(bad), "{bad}");
+        }
+    }
+}

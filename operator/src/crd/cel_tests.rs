@@ -1,0 +1,217 @@
+//! Offline checks of the CRD's CEL rules (kube-cel evaluates them the way the API server
+//! does, defaults applied first): every `examples/invalid/*.yaml` is refused with exactly
+//! the message its header announces, and the valid examples pass. Tests only; reads files.
+
+use std::path::{Path, PathBuf};
+
+use kube_cel::{ValidationError, Validator};
+use serde_json::{json, Value};
+
+use super::{crd, DataPipeline};
+
+fn schema() -> Value {
+    let crd = crd();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("openAPIV3Schema");
+    serde_json::to_value(schema).expect("schema as JSON")
+}
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn yaml_documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let value: Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            value
+        })
+        .collect()
+}
+
+fn errors(object: &Value, old: Option<&Value>) -> Vec<ValidationError> {
+    match Validator::new().validate(&schema(), object, old) {
+        Ok(()) => vec![],
+        Err(errors) => errors.into_vec(),
+    }
+}
+
+/// The `# expect-field:` and `# expect-message:` header lines of an invalid example.
+fn expectation(path: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(path).expect("readable example");
+    let header = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{} lacks a `{key}` line", path.display()))
+            .to_string()
+    };
+    (header("# expect-field:"), header("# expect-message:"))
+}
+
+#[test]
+fn every_invalid_example_is_refused_with_its_message() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(examples_dir().join("invalid"))
+        .expect("examples/invalid exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        26,
+        "one invalid example per CEL rule (the transition rule is tested below)"
+    );
+    for file in files {
+        let (field, message) = expectation(&file);
+        let docs = yaml_documents(&file);
+        assert_eq!(docs.len(), 1, "{}", file.display());
+        // The example must be well-formed apart from the rule it breaks.
+        serde_json::from_value::<DataPipeline>(docs[0].clone())
+            .unwrap_or_else(|e| panic!("{} does not deserialise: {e}", file.display()));
+        let found: Vec<(String, String)> = errors(&docs[0], None)
+            .into_iter()
+            .map(|e| (e.field_path, e.message))
+            .collect();
+        let field = if field == "<root>" {
+            String::new()
+        } else {
+            field
+        };
+        assert_eq!(found, vec![(field, message)], "{}", file.display());
+    }
+}
+
+#[test]
+fn valid_examples_pass_every_rule() {
+    for name in ["shop-events.yaml", "external-services.yaml"] {
+        let path = examples_dir().join(name);
+        let pipelines: Vec<Value> = yaml_documents(&path)
+            .into_iter()
+            .filter(|d| d["kind"] == "DataPipeline")
+            .collect();
+        assert_eq!(pipelines.len(), 1, "{name}");
+        assert_eq!(errors(&pipelines[0], None), vec![], "{name}");
+        serde_json::from_value::<DataPipeline>(pipelines[0].clone()).expect(name);
+    }
+}
+
+fn minimal(name: &str) -> Value {
+    json!({
+        "apiVersion": "datapipeline.io/v1alpha1",
+        "kind": "DataPipeline",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"generator": {"events": 10, "seed": 1}},
+            "kafka": {"managed": {}},
+            "objectStore": {"managed": {}, "bucket": "lake"},
+            "search": {"managed": {}}
+        }
+    })
+}
+
+#[test]
+fn partitions_may_grow_but_not_shrink() {
+    let mut old = minimal("shop");
+    old["spec"]["kafka"]["partitions"] = json!(6);
+    let mut grown = old.clone();
+    grown["spec"]["kafka"]["partitions"] = json!(12);
+    assert_eq!(errors(&grown, Some(&old)), vec![]);
+
+    let mut shrunk = old.clone();
+    shrunk["spec"]["kafka"]["partitions"] = json!(3);
+    let found: Vec<String> = errors(&shrunk, Some(&old))
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(
+        found,
+        vec!["spec.kafka.partitions cannot decrease (Kafka cannot remove partitions): it is 6, requested 3"]
+    );
+}
+
+#[test]
+fn bucket_names_follow_s3_rules() {
+    let cases = [
+        ("lake", true),
+        ("shop-lake.v2", true),
+        ("abc", true),
+        (&"a".repeat(63), true),
+        ("ab", false),
+        (&"a".repeat(64), false),
+        ("Shop", false),
+        ("shop_lake", false),
+        ("-shop", false),
+        ("shop-", false),
+        ("shop..lake", false),
+        ("192.168.1.10", false),
+        ("xn--shop", false),
+        ("shop-s3alias", false),
+        ("shop--ol-s3", false),
+    ];
+    for (bucket, valid) in cases {
+        let mut dp = minimal("shop");
+        dp["spec"]["objectStore"]["bucket"] = json!(bucket);
+        // maxLength is enforced by the OpenAPI schema, not CEL; kube-cel checks only CEL.
+        if bucket.len() > 63 {
+            continue;
+        }
+        assert_eq!(errors(&dp, None).is_empty(), valid, "bucket {bucket:?}");
+    }
+}
+
+#[test]
+fn index_names_follow_elasticsearch_rules() {
+    let cases = [
+        ("shop-profiles", true),
+        ("profiles_v2", true),
+        ("shop.profiles", true),
+        ("Shop", false),
+        ("shop profiles", false),
+        ("shop\\profiles", false),
+        ("shop/profiles", false),
+        ("shop*", false),
+        ("shop?", false),
+        ("shop\"", false),
+        ("shop<", false),
+        ("shop|x", false),
+        ("shop,x", false),
+        ("shop#x", false),
+        ("shop:x", false),
+        ("-shop", false),
+        ("_shop", false),
+        ("+shop", false),
+        (".shop", false),
+    ];
+    for (index, valid) in cases {
+        let mut dp = minimal("shop");
+        dp["spec"]["search"]["index"] = json!(index);
+        assert_eq!(errors(&dp, None).is_empty(), valid, "index {index:?}");
+    }
+}
+
+#[test]
+fn replicas_within_autoscaling_bounds_are_accepted() {
+    let mut dp = minimal("shop");
+    dp["spec"]["runtime"] =
+        json!({"replicas": 3, "autoscaling": {"minReplicas": 2, "maxReplicas": 4}});
+    assert_eq!(errors(&dp, None), vec![]);
+    dp["spec"]["runtime"] = json!({"replicas": 5});
+    assert_eq!(errors(&dp, None), vec![]);
+}
+
+#[test]
+fn every_rule_compiles() {
+    let compiled = kube_cel::compile_schema(&schema());
+    let problems: Vec<String> = compiled
+        .compilation_errors()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(problems, Vec::<String>::new());
+}

@@ -1,0 +1,67 @@
+//! Condition types, reasons and phases of a DataPipeline's status, as constants so the
+//! controller, the tests and users' tooling agree on the exact strings. Pure data.
+
+/// Condition types, in the order they appear in `.status.conditions`.
+pub mod types {
+    pub const KAFKA_READY: &str = "KafkaReady";
+    pub const OBJECT_STORE_READY: &str = "ObjectStoreReady";
+    pub const SEARCH_READY: &str = "SearchReady";
+    pub const RUNTIME_READY: &str = "RuntimeReady";
+    /// True only when every other condition is True.
+    pub const READY: &str = "Ready";
+
+    /// All condition types, in display order.
+    pub const ALL: [&str; 5] = [
+        KAFKA_READY,
+        OBJECT_STORE_READY,
+        SEARCH_READY,
+        RUNTIME_READY,
+        READY,
+    ];
+}
+
+/// Reasons (CamelCase, as Kubernetes expects) explaining a condition's status.
+pub mod reasons {
+    // --- component conditions ---
+    /// The operator-managed workload has all its replicas ready.
+    pub const WORKLOAD_READY: &str = "WorkloadReady";
+    /// An external service is used; the operator does not probe it.
+    pub const EXTERNAL: &str = "ExternalService";
+    /// The workload exists but not all of its replicas are ready yet.
+    pub const REPLICAS_NOT_READY: &str = "ReplicasNotReady";
+    /// A setup Job (topics, bucket) has not completed yet.
+    pub const SETUP_JOB_RUNNING: &str = "SetupJobRunning";
+    /// A setup Job (topics, bucket) failed; its logs say why.
+    pub const SETUP_JOB_FAILED: &str = "SetupJobFailed";
+    /// The generator Job failed; its logs say why.
+    pub const INGEST_FAILED: &str = "IngestFailed";
+    /// `spec.paused` is true: the runtime runs no pods.
+    pub const PAUSED: &str = "Paused";
+    /// `spec.runtime.replicas` is 0 without `spec.paused`: nothing processes events.
+    pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+
+    // --- Ready ---
+    /// Every component is ready.
+    pub const ALL_COMPONENTS_READY: &str = "AllComponentsReady";
+    /// At least one component is not ready; the message lists them.
+    pub const COMPONENTS_NOT_READY: &str = "ComponentsNotReady";
+
+    // --- problems found before anything is applied (set on every condition) ---
+    /// A Secret named by the spec does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A Secret named by the spec lacks the key the spec names.
+    pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
+    /// The spec is impossible (the CRD's rules were bypassed or are older than the operator).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Nothing has been observed yet.
+    pub const RECONCILING: &str = "Reconciling";
+}
+
+/// Kubernetes Event reasons the operator emits on the DataPipeline.
+pub mod events {
+    pub const PHASE_CHANGED: &str = "PhaseChanged";
+    pub const SECRET_NOT_FOUND: &str = super::reasons::SECRET_NOT_FOUND;
+    pub const SECRET_KEY_NOT_FOUND: &str = super::reasons::SECRET_KEY_NOT_FOUND;
+    pub const INVALID_SPEC: &str = super::reasons::INVALID_SPEC;
+    pub const ORPHAN_DELETED: &str = "OrphanDeleted";
+}
