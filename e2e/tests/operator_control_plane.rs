@@ -1,0 +1,916 @@
+//! The operator against a real Kubernetes control plane (etcd, kube-apiserver,
+//! controller-manager, scheduler and kwok, from `e2e/services.sh up k8s`): the CRD installs,
+//! the API server refuses every invalid example with its message, the controller creates
+//! and keeps the children, garbage collection removes them, and the Helm chart installs.
+//! Each test works in a fresh namespace and fails when the API server is unreachable.
+//! Run: `e2e/services.sh up k8s && cargo test -p e2e --test operator_control_plane -- --test-threads=1`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context as _};
+use datapipeline_operator::crd::DataPipeline;
+use e2e::k8s::{self, RunningController, TestNamespace};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use sha2::{Digest, Sha256};
+
+// ------------------------------------------------------------------------------ helpers
+
+/// `examples/invalid/*.yaml`, sorted.
+fn invalid_examples() -> anyhow::Result<Vec<PathBuf>> {
+    let dir = k8s::repo_root().join("examples/invalid");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    Ok(files)
+}
+
+/// What an invalid example's header announces: the field the API server names (`<root>`
+/// for rules on the whole object) and the message.
+#[derive(Debug, PartialEq)]
+struct Expectation {
+    field: String,
+    message: String,
+}
+
+fn expectation(path: &Path) -> anyhow::Result<Expectation> {
+    let text = std::fs::read_to_string(path)?;
+    let header = |key: &str| {
+        text.lines()
+            .take_while(|l| l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .with_context(|| format!("{} has no `{key}` line in its top comment", path.display()))
+    };
+    Ok(Expectation {
+        field: header("# expect-field:")?,
+        message: header("# expect-message:")?,
+    })
+}
+
+/// The field path the API server reports for a rule's location: rules on the root object
+/// are reported at `<nil>`.
+fn server_field(expected_field: &str) -> &str {
+    if expected_field == "<root>" {
+        "<nil>"
+    } else {
+        expected_field
+    }
+}
+
+// -------------------------------------------------------------------------------- tests
+
+/// 1. `crds/datapipeline.yaml` installs by server-side apply, becomes Established, is
+///    served with the names, subresources and printer columns it declares, and
+///    `kubectl explain` shows its fields.
+#[tokio::test]
+async fn crd_installs_and_is_established() -> anyhow::Result<()> {
+    let client = k8s::client().await?;
+    let file: CustomResourceDefinition =
+        k8s::read_single(&k8s::repo_root().join("crds/datapipeline.yaml"))?;
+    let served = k8s::install_crd(&client).await?;
+
+    assert_eq!(served.spec.group, "datapipeline.io");
+    assert_eq!(served.spec.scope, "Namespaced");
+    assert_eq!(served.spec.names.kind, "DataPipeline");
+    assert_eq!(served.spec.names.plural, "datapipelines");
+    assert_eq!(served.spec.names.short_names, Some(vec!["dp".to_string()]));
+    let accepted = served
+        .status
+        .as_ref()
+        .and_then(|s| s.accepted_names.as_ref())
+        .map(|n| n.short_names.clone());
+    assert_eq!(accepted, Some(Some(vec!["dp".to_string()])), "accepted names");
+    assert_eq!(served.spec.versions.len(), 1);
+    let version = &served.spec.versions[0];
+    assert_eq!((version.name.as_str(), version.served, version.storage), ("v1alpha1", true, true));
+    let subresources = version.subresources.as_ref().context("subresources")?;
+    assert!(subresources.status.is_some(), "status subresource");
+    let scale = subresources.scale.as_ref().context("scale subresource")?;
+    assert_eq!(scale.spec_replicas_path, ".spec.runtime.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.replicas");
+    // The server keeps the schema and columns exactly as the file gives them.
+    assert_eq!(version.schema, file.spec.versions[0].schema, "schema as served");
+    assert_eq!(
+        version.additional_printer_columns,
+        file.spec.versions[0].additional_printer_columns
+    );
+    let columns: Vec<&str> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["Phase", "Ready", "Events/s", "Lag", "Replicas", "Age"]);
+
+    // The published OpenAPI lags Established by a moment; explain reads it.
+    let explain = k8s::poll_until("kubectl explain datapipeline.spec", Duration::from_secs(30), || async {
+        Ok(k8s::kubectl(&["explain", "datapipeline.spec"]).await.ok())
+    })
+    .await?;
+    let text = explain.stdout;
+    assert!(text.contains("KIND:       DataPipeline"), "{text}");
+    assert!(text.contains("VERSION:    v1alpha1"), "{text}");
+    let fields: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.contains('\t'))
+        .map(str::trim)
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "kafka\t<Object> -required-",
+        "objectStore\t<Object> -required-",
+        "paused\t<boolean>",
+        "runtime\t<Object>",
+        "search\t<Object> -required-",
+        "source\t<Object> -required-",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(fields, expected, "fields in `kubectl explain datapipeline.spec`:\n{text}");
+    // Doc comments are the user-facing text.
+    assert!(text.contains("The pipeline-runtime pods that process events into profiles."), "{text}");
+    Ok(())
+}
+
+/// 2. The API server refuses every `examples/invalid/*.yaml` with the field and message its
+///    top comment announces (one cause each: the example breaks only that rule), accepts
+///    both valid examples with the same defaults the operator's types apply, and refuses a
+///    decrease of the partition count (a transition rule).
+#[tokio::test]
+async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Result<()> {
+    let client = k8s::client().await?;
+    k8s::install_crd(&client).await?;
+    let ns = TestNamespace::create(&client, "e2e-cel").await?;
+
+    let files = invalid_examples()?;
+    ensure!(!files.is_empty(), "no examples/invalid/*.yaml");
+    let mut failures = Vec::new();
+    for file in &files {
+        let expected = expectation(file)?;
+        let mut docs = k8s::yaml_documents(file)?;
+        ensure!(docs.len() == 1, "{} holds {} documents", file.display(), docs.len());
+        let outcome = k8s::apply_raw(&client, &ns.name, docs.remove(0)).await?;
+        let name = file.display();
+        let status = match &outcome {
+            Ok(_) => {
+                failures.push(format!("{name}: ACCEPTED, expected `{}`", expected.message));
+                continue;
+            }
+            Err(e) => match k8s::api_status(e) {
+                Some(status) => status,
+                None => bail!("{name}: not an API refusal: {e}"),
+            },
+        };
+        if status.code != 422 || status.reason != "Invalid" {
+            failures.push(format!("{name}: {} {} ({})", status.code, status.reason, status.message));
+            continue;
+        }
+        if !status.message.contains(&expected.message) {
+            failures.push(format!(
+                "{name}: message\n    {}\n  does not contain\n    {}",
+                status.message, expected.message
+            ));
+            continue;
+        }
+        let causes: Vec<(String, String)> = status
+            .details
+            .iter()
+            .flat_map(|d| d.causes.iter())
+            .map(|c| (c.field.clone(), c.message.clone()))
+            .collect();
+        let want_field = server_field(&expected.field);
+        let want_message = format!("Invalid value: \"object\": {}", expected.message);
+        if causes != [(want_field.to_string(), want_message.clone())] {
+            failures.push(format!(
+                "{name}: causes {causes:?}, expected exactly [({want_field:?}, {want_message:?})]"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} invalid examples not refused as announced:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+    // Nothing of them was stored.
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    assert_eq!(pipelines.list(&Default::default()).await?.items.len(), 0);
+
+    // Valid examples: accepted, and the server's defaults equal the operator's serde defaults.
+    for example in ["examples/shop-events.yaml", "examples/external-services.yaml"] {
+        let path = k8s::repo_root().join(example);
+        let applied = k8s::apply_file(&client, &ns.name, &path).await?;
+        let raw = k8s::yaml_documents(&path)?
+            .into_iter()
+            .find(|d| d["kind"] == "DataPipeline")
+            .context("a DataPipeline in the example")?;
+        let local: DataPipeline = serde_json::from_value(raw)?;
+        let name = local.metadata.name.clone().context("example has a name")?;
+        ensure!(applied.iter().any(|o| o.metadata.name.as_deref() == Some(&name)));
+        let served = pipelines.get(&name).await?;
+        assert_eq!(served.spec, local.spec, "{example}: spec as stored by the API server");
+        pipelines.delete(&name, &Default::default()).await?;
+        k8s::poll_until(&format!("{example} deleted"), Duration::from_secs(30), || async {
+            Ok(pipelines.get_opt(&name).await?.is_none().then_some(()))
+        })
+        .await?;
+    }
+
+    // Transition rule: partitions may grow, never shrink.
+    let path = k8s::repo_root().join("examples/shop-events.yaml");
+    k8s::apply_file(&client, &ns.name, &path).await?;
+    let params = PatchParams::default();
+    let grow = serde_json::json!({"spec": {"kafka": {"partitions": 8}}});
+    pipelines.patch("shop", &params, &Patch::Merge(&grow)).await?;
+    let shrink = serde_json::json!({"spec": {"kafka": {"partitions": 3}}});
+    let refused = pipelines
+        .patch("shop", &params, &Patch::Merge(&shrink))
+        .await
+        .expect_err("decreasing partitions must be refused");
+    let status = k8s::api_status(&refused).context("an API refusal")?;
+    assert_eq!(status.code, 422, "{status:?}");
+    assert!(
+        status.message.contains(
+            "spec.kafka: Invalid value: \"object\": spec.kafka.partitions cannot decrease \
+             (Kafka cannot remove partitions): it is 8, requested 3"
+        ),
+        "{}",
+        status.message
+    );
+    Ok(())
+}
+
+// --------------------------------------------------------- the controller on a pipeline
+
+const SHOP: &str = "shop";
+/// Bound on reaching Running from nothing (kwok makes pods ready within seconds).
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One object of a kind the operator creates, as listed in the test namespace.
+#[derive(Clone, Debug, PartialEq)]
+struct Listed {
+    kind: &'static str,
+    name: String,
+    uid: String,
+    resource_version: String,
+    owners: Vec<OwnerReference>,
+    managers: Vec<String>,
+}
+
+async fn list_kind<K>(client: &Client, namespace: &str) -> anyhow::Result<Vec<Listed>>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let listed = api
+        .list_metadata(&Default::default())
+        .await
+        .with_context(|| format!("listing {kind} in {namespace}"))?;
+    Ok(listed
+        .items
+        .into_iter()
+        // Published into every namespace by the controller-manager, not by the operator.
+        .filter(|o| !(kind == "ConfigMap" && o.metadata.name.as_deref() == Some("kube-root-ca.crt")))
+        .map(|o| {
+            let meta = o.metadata;
+            Listed {
+                kind,
+                name: meta.name.unwrap_or_default(),
+                uid: meta.uid.unwrap_or_default(),
+                resource_version: meta.resource_version.unwrap_or_default(),
+                owners: meta.owner_references.unwrap_or_default(),
+                managers: meta
+                    .managed_fields
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|m| {
+                        format!(
+                            "{}/{}@{}",
+                            m.manager.unwrap_or_default(),
+                            m.operation.unwrap_or_default(),
+                            m.time.map(|t| t.0.to_string()).unwrap_or_default()
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+/// Every object of the kinds the operator creates in `namespace`, sorted by kind and name.
+async fn inventory(client: &Client, namespace: &str) -> anyhow::Result<Vec<Listed>> {
+    let mut all = Vec::new();
+    all.extend(list_kind::<Secret>(client, namespace).await?);
+    all.extend(list_kind::<ConfigMap>(client, namespace).await?);
+    all.extend(list_kind::<Service>(client, namespace).await?);
+    all.extend(list_kind::<StatefulSet>(client, namespace).await?);
+    all.extend(list_kind::<PodDisruptionBudget>(client, namespace).await?);
+    all.extend(list_kind::<Job>(client, namespace).await?);
+    all.extend(list_kind::<Deployment>(client, namespace).await?);
+    all.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    Ok(all)
+}
+
+/// Whether `name` is `expected`, or, for an `expected` ending in `-`, that prefix followed
+/// by the 8 hex digits of a spec hash (Job names).
+fn name_matches(name: &str, expected: &str) -> bool {
+    match expected.strip_suffix('-') {
+        Some(_) => name.strip_prefix(expected).is_some_and(|hash| {
+            hash.len() == 8 && hash.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        }),
+        None => name == expected,
+    }
+}
+
+/// Checks the listed objects are exactly `expected` (kind, name or Job-name prefix).
+fn assert_children(listed: &[Listed], expected: &[(&str, &str)]) {
+    let mut unmatched: Vec<(&str, &str)> = expected.to_vec();
+    let mut unexpected = Vec::new();
+    for object in listed {
+        match unmatched
+            .iter()
+            .position(|(kind, name)| *kind == object.kind && name_matches(&object.name, name))
+        {
+            Some(i) => {
+                unmatched.remove(i);
+            }
+            None => unexpected.push(format!("{}/{}", object.kind, object.name)),
+        }
+    }
+    assert!(
+        unmatched.is_empty() && unexpected.is_empty(),
+        "children differ from the builders' list:\n  missing: {unmatched:?}\n  unexpected: {unexpected:?}"
+    );
+}
+
+/// The children the builders (operator/src/controller/build/) make for the all-managed
+/// `examples/shop-events.yaml`; Job names end with a hash of their spec.
+const SHOP_MANAGED_CHILDREN: [(&str, &str); 19] = [
+    ("ConfigMap", "shop-runtime-config"),
+    ("Deployment", "shop-runtime"),
+    ("Job", "shop-generate-"),
+    ("Job", "shop-kafka-topics-"),
+    ("Job", "shop-minio-bucket-"),
+    ("PodDisruptionBudget", "shop-es"),
+    ("PodDisruptionBudget", "shop-kafka"),
+    ("PodDisruptionBudget", "shop-runtime"),
+    ("Secret", "shop-es-elastic-user"),
+    ("Secret", "shop-es-transport"),
+    ("Secret", "shop-minio-credentials"),
+    ("Service", "shop-es"),
+    ("Service", "shop-es-headless"),
+    ("Service", "shop-kafka"),
+    ("Service", "shop-kafka-headless"),
+    ("Service", "shop-minio"),
+    ("StatefulSet", "shop-es"),
+    ("StatefulSet", "shop-kafka"),
+    ("StatefulSet", "shop-minio"),
+];
+
+/// The one owner reference every child must carry: the pipeline, as controller.
+fn controller_owner(dp: &DataPipeline) -> OwnerReference {
+    OwnerReference {
+        api_version: "datapipeline.io/v1alpha1".into(),
+        kind: "DataPipeline".into(),
+        name: dp.name_any(),
+        uid: dp.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}
+
+fn assert_owned_by(listed: &[Listed], dp: &DataPipeline) {
+    let want = controller_owner(dp);
+    for object in listed {
+        let owners: Vec<OwnerReference> = object
+            .owners
+            .iter()
+            .cloned()
+            // blockOwnerDeletion only matters to foreground deletion; not asserted.
+            .map(|o| OwnerReference { block_owner_deletion: None, ..o })
+            .collect();
+        assert_eq!(owners, vec![want.clone()], "ownerReferences of {}/{}", object.kind, object.name);
+    }
+}
+
+/// A namespace with the in-process controller and a pipeline from `example` that reached
+/// Running (Ready=True).
+struct RunningPipeline {
+    client: Client,
+    pipelines: Api<DataPipeline>,
+    dp: DataPipeline,
+    // Dropped in declaration order: the controller stops before the namespace goes.
+    controller: RunningController,
+    ns: TestNamespace,
+}
+
+async fn running_pipeline(prefix: &str, example: &str) -> anyhow::Result<RunningPipeline> {
+    k8s::init_logging();
+    let client = k8s::client().await?;
+    k8s::install_crd(&client).await?;
+    let ns = TestNamespace::create(&client, prefix).await?;
+    let controller = RunningController::start(&client, &ns.name);
+    k8s::apply_file(&client, &ns.name, &k8s::repo_root().join(example)).await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let dp = k8s::wait_until_running(&pipelines, SHOP, READY_TIMEOUT)
+        .await
+        .map_err(|e| match controller.ensure_running() {
+            Ok(()) => e,
+            Err(stopped) => e.context(stopped),
+        })?;
+    Ok(RunningPipeline {
+        client,
+        pipelines,
+        dp,
+        controller,
+        ns,
+    })
+}
+
+/// Waits until the workload controllers have nothing left to write: StatefulSets and
+/// Deployments fully rolled out and available, Jobs complete, PDBs observed with their
+/// pods healthy. Before that, their status (and resourceVersion) still moves.
+async fn wait_until_settled(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+    k8s::poll_until("workloads, Jobs and PDBs to settle", Duration::from_secs(120), || async {
+        for sts in statefulsets.list(&Default::default()).await? {
+            let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let s = sts.status.clone().unwrap_or_default();
+            let settled = s.observed_generation == sts.metadata.generation
+                && s.ready_replicas.unwrap_or(0) == want
+                && s.available_replicas.unwrap_or(0) == want
+                && s.updated_replicas.unwrap_or(0) == want
+                && s.current_revision.is_some()
+                && s.current_revision == s.update_revision;
+            if !settled {
+                return Ok(None);
+            }
+        }
+        for deployment in deployments.list(&Default::default()).await? {
+            let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let s = deployment.status.clone().unwrap_or_default();
+            let progressed = s.conditions.iter().flatten().any(|c| {
+                c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+            });
+            let settled = s.observed_generation == deployment.metadata.generation
+                && s.ready_replicas.unwrap_or(0) == want
+                && s.available_replicas.unwrap_or(0) == want
+                && s.updated_replicas.unwrap_or(0) == want
+                && s.replicas.unwrap_or(0) == want
+                && progressed;
+            if !settled {
+                return Ok(None);
+            }
+        }
+        for job in jobs.list(&Default::default()).await? {
+            let s = job.status.clone().unwrap_or_default();
+            let complete =
+                s.conditions.iter().flatten().any(|c| c.type_ == "Complete" && c.status == "True");
+            if !complete || s.active.unwrap_or(0) != 0 {
+                return Ok(None);
+            }
+        }
+        for pdb in budgets.list(&Default::default()).await? {
+            let s = pdb.status.clone().unwrap_or_default();
+            if s.observed_generation != pdb.metadata.generation
+                || s.expected_pods == 0
+                || s.current_healthy != s.expected_pods
+            {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await
+}
+
+fn secret_text(secret: &Secret, key: &str) -> anyhow::Result<String> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .with_context(|| format!("Secret {} has no key {key}", secret.name_any()))?;
+    Ok(String::from_utf8(bytes.0.clone())?)
+}
+
+fn is_generated_password(value: &str) -> bool {
+    value.len() == 32 && value.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// 3. With the controller running in-process, `examples/shop-events.yaml` gets every child
+///    the builders make, each owned (controller=true) by the pipeline; credentials are
+///    generated into Secrets and reach pods only by reference; the config checksum
+///    annotation matches the ConfigMap; kwok makes the workloads ready and the pipeline
+///    reaches Running with every condition True.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Result<()> {
+    let run = running_pipeline("e2e-managed", "examples/shop-events.yaml").await?;
+    let (client, ns, dp) = (&run.client, run.ns.name.as_str(), &run.dp);
+
+    let children = inventory(client, ns).await?;
+    assert_children(&children, &SHOP_MANAGED_CHILDREN);
+    assert_owned_by(&children, dp);
+
+    // Status: every component ready, in the documented order, with exact reasons.
+    let status = dp.status.as_ref().context("status")?;
+    let conditions: Vec<(&str, &str, &str)> = status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("KafkaReady", "True", "WorkloadReady"),
+            ("ObjectStoreReady", "True", "WorkloadReady"),
+            ("SearchReady", "True", "WorkloadReady"),
+            ("RuntimeReady", "True", "WorkloadReady"),
+            ("Ready", "True", "AllComponentsReady"),
+        ]
+    );
+    let ready = k8s::pipeline_condition(dp, "Ready").context("Ready")?;
+    assert_eq!(ready.message, "Kafka, the object store, search and the runtime are ready");
+    assert_eq!(status.observed_generation, dp.metadata.generation);
+    assert_eq!(status.replicas_summary.as_deref(), Some("1/1"));
+    assert_eq!((status.replicas, status.ready_replicas), (Some(1), Some(1)));
+    assert_eq!(
+        status.selector.as_deref(),
+        Some("app.kubernetes.io/component=runtime,app.kubernetes.io/instance=shop,app.kubernetes.io/name=pipeline-runtime")
+    );
+    let components = status.components.as_ref().context("components")?;
+    for (name, health, replicas) in [
+        ("kafka", &components.kafka, Some(1)),
+        ("objectStore", &components.object_store, Some(1)),
+        ("search", &components.search, Some(1)),
+        ("runtime", &components.runtime, Some(1)),
+    ] {
+        assert_eq!(
+            (health.mode.as_str(), health.ready, health.ready_replicas, health.desired_replicas),
+            ("Managed", true, replicas, replicas),
+            "components.{name}: {health:?}"
+        );
+    }
+    assert!(components.ingest.ready, "{:?}", components.ingest);
+
+    // Workloads as kwok left them.
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    for name in ["shop-kafka", "shop-minio", "shop-es"] {
+        let sts = statefulsets.get(name).await?;
+        let ready = sts.status.as_ref().and_then(|s| s.ready_replicas);
+        assert_eq!(ready, Some(1), "{name} ready replicas");
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    for name in ["data-shop-kafka-0", "data-shop-minio-0", "data-shop-es-0"] {
+        let pvc = claims.get(name).await?;
+        let phase = pvc.status.as_ref().and_then(|s| s.phase.clone());
+        let size = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone());
+        assert_eq!((phase.as_deref(), size.as_deref()), (Some("Bound"), Some("5Gi")), "{name}");
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    for job in jobs.list(&Default::default()).await? {
+        let succeeded = job.status.as_ref().and_then(|s| s.succeeded);
+        assert_eq!(succeeded, Some(1), "Job {} (kwok completes Job pods)", job.name_any());
+    }
+
+    // Generated credentials: in Secrets, never as literals in a pod spec.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let minio = secrets.get("shop-minio-credentials").await?;
+    assert_eq!(secret_text(&minio, "accessKeyId")?, "shop-admin");
+    let minio_secret = secret_text(&minio, "secretAccessKey")?;
+    assert!(is_generated_password(&minio_secret), "MinIO secret key is 32 alphanumerics");
+    let elastic = secrets.get("shop-es-elastic-user").await?;
+    let elastic_password = secret_text(&elastic, "elastic")?;
+    assert!(is_generated_password(&elastic_password), "elastic password is 32 alphanumerics");
+    assert_ne!(minio_secret, elastic_password);
+    let transport = secrets.get("shop-es-transport").await?;
+    assert_eq!(transport.type_.as_deref(), Some("kubernetes.io/tls"));
+    for key in ["ca.crt", "tls.crt"] {
+        assert!(secret_text(&transport, key)?.starts_with("-----BEGIN CERTIFICATE-----"), "{key}");
+    }
+    assert!(secret_text(&transport, "tls.key")?.starts_with("-----BEGIN PRIVATE KEY-----"));
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let runtime = deployments.get("shop-runtime").await?;
+    let runtime_json = serde_json::to_string(&runtime)?;
+    let statefulsets_json = serde_json::to_string(&statefulsets.list(&Default::default()).await?)?;
+    let jobs_json = serde_json::to_string(&jobs.list(&Default::default()).await?)?;
+    for secret in [&minio_secret, &elastic_password] {
+        for (what, json) in [
+            ("runtime Deployment", &runtime_json),
+            ("StatefulSets", &statefulsets_json),
+            ("Jobs", &jobs_json),
+        ] {
+            assert!(!json.contains(secret.as_str()), "a generated credential appears in the {what}");
+        }
+    }
+    let pod = runtime.spec.as_ref().map(|s| &s.template).context("pod template")?;
+    let container = &pod.spec.as_ref().context("pod spec")?.containers[0];
+    assert_eq!(container.image.as_deref(), Some(k8s::TEST_RUNTIME_IMAGE));
+    let secret_refs: BTreeSet<(String, String)> = container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|v| v.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|r| (r.name.clone(), r.key.clone()))
+        .collect();
+    let want_refs: BTreeSet<(String, String)> = [
+        ("shop-minio-credentials", "accessKeyId"),
+        ("shop-minio-credentials", "secretAccessKey"),
+        ("shop-es-elastic-user", "elastic"),
+    ]
+    .into_iter()
+    .map(|(n, k)| (n.to_string(), k.to_string()))
+    .collect();
+    assert_eq!(secret_refs, want_refs, "secretKeyRefs of the runtime container");
+
+    // The config checksum annotation is the sha256 of the ConfigMap's `key=value\n` lines.
+    let config = Api::<ConfigMap>::namespaced(client.clone(), ns).get("shop-runtime-config").await?;
+    let rendered: String = config
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    let checksum: String =
+        Sha256::digest(rendered.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let annotation = pod
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("checksum/config"));
+    assert_eq!(annotation, Some(&checksum), "checksum/config of the runtime pods");
+    let data = config.data.as_ref().context("ConfigMap data")?;
+    assert_eq!(data.get(pipeline_config::env::S3_BUCKET).map(String::as_str), Some("shop-lake"));
+    assert_eq!(data.get(pipeline_config::env::SEARCH_INDEX).map(String::as_str), Some("shop-profiles"));
+    assert_eq!(data.get(pipeline_config::env::TOPIC_PARTITIONS).map(String::as_str), Some("6"));
+
+    // PodDisruptionBudgets select exactly their workload's pods.
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    for (pdb, selector) in [
+        ("shop-kafka", statefulsets.get("shop-kafka").await?.spec.map(|s| s.selector)),
+        ("shop-es", statefulsets.get("shop-es").await?.spec.map(|s| s.selector)),
+        ("shop-runtime", runtime.spec.clone().map(|s| s.selector)),
+    ] {
+        let spec = budgets.get(pdb).await?.spec.context("PDB spec")?;
+        assert_eq!(spec.selector, selector, "selector of PDB {pdb}");
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)), "PDB {pdb}");
+    }
+
+    // The phase change is announced as a Kubernetes Event on the pipeline.
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    let expected_note = "-> Running: Kafka, the object store, search and the runtime are ready";
+    k8s::poll_until("a PhaseChanged Event to Running", Duration::from_secs(30), || async {
+        let found = events.list(&Default::default()).await?.items.into_iter().any(|e| {
+            e.involved_object.name.as_deref() == Some(SHOP)
+                && e.reason.as_deref() == Some("PhaseChanged")
+                && e.message.as_deref().is_some_and(|m| m.ends_with(expected_note))
+        });
+        Ok(found.then_some(()))
+    })
+    .await?;
+    println!(
+        "reconciles to reach Running: applied={} blocked={} failed={}",
+        run.controller.reconciles("applied"),
+        run.controller.reconciles("blocked"),
+        run.controller.reconciles("failed")
+    );
+    Ok(())
+}
+
+/// 4. A second reconcile of a settled pipeline changes nothing: after a reconcile
+///    triggered by an annotation, every child keeps its resourceVersion and the status is
+///    unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_reconcile_changes_nothing() -> anyhow::Result<()> {
+    let run = running_pipeline("e2e-idem", "examples/shop-events.yaml").await?;
+    let (client, ns) = (&run.client, run.ns.name.as_str());
+    wait_until_settled(client, ns).await?;
+
+    let before = inventory(client, ns).await?;
+    assert_children(&before, &SHOP_MANAGED_CHILDREN);
+    let status_before = run.pipelines.get(SHOP).await?.status;
+    let applied_before = run.controller.reconciles("applied");
+    let poke = serde_json::json!({"metadata": {"annotations": {"e2e.datapipeline.io/poke": k8s::unique_name("poke")}}});
+    run.pipelines.patch(SHOP, &PatchParams::default(), &Patch::Merge(&poke)).await?;
+    k8s::poll_until("a reconcile after the annotation", Duration::from_secs(60), || async {
+        run.controller.ensure_running()?;
+        Ok((run.controller.reconciles("applied") > applied_before).then_some(()))
+    })
+    .await?;
+
+    let after = inventory(client, ns).await?;
+    let changed: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a)
+        .map(|(b, a)| {
+            format!(
+                "{}/{}: resourceVersion {} -> {}; managers now {:?}",
+                b.kind, b.name, b.resource_version, a.resource_version, a.managers
+            )
+        })
+        .collect();
+    assert_eq!(before.len(), after.len(), "children added or removed: {after:?}");
+    assert!(changed.is_empty(), "the second reconcile changed children:\n{}", changed.join("\n"));
+    let status_after = run.pipelines.get(SHOP).await?.status;
+    assert_eq!(status_after, status_before, "status after a no-op reconcile");
+    println!(
+        "reconciles: applied {} before the annotation, {} after",
+        applied_before,
+        run.controller.reconciles("applied")
+    );
+    Ok(())
+}
+
+/// 5. Deleting the pipeline removes its children: the real garbage collector follows the
+///    owner references (and the workloads' own pods and ReplicaSets go with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_pipeline_garbage_collects_children() -> anyhow::Result<()> {
+    let run = running_pipeline("e2e-gc", "examples/shop-events.yaml").await?;
+    let (client, ns) = (&run.client, run.ns.name.as_str());
+    let children = inventory(client, ns).await?;
+    assert_children(&children, &SHOP_MANAGED_CHILDREN);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pipeline_pods = ListParams::default().labels("app.kubernetes.io/instance=shop");
+    // kafka, minio, es, runtime, and one pod per Job (3).
+    assert_eq!(pods.list(&pipeline_pods).await?.items.len(), 7, "pods of the pipeline");
+
+    run.pipelines.delete(SHOP, &DeleteParams::default()).await?;
+    k8s::poll_until("the DataPipeline to be gone", Duration::from_secs(30), || async {
+        Ok(run.pipelines.get_opt(SHOP).await?.is_none().then_some(()))
+    })
+    .await?;
+    let remaining = k8s::poll_until("the garbage collector to delete every child", Duration::from_secs(120), || async {
+        let left = inventory(client, ns).await?;
+        let pods_left = pods.list(&pipeline_pods).await?.items.len();
+        Ok((left.is_empty() && pods_left == 0).then_some(()))
+    })
+    .await;
+    if let Err(e) = remaining {
+        let left: Vec<String> =
+            inventory(client, ns).await?.iter().map(|o| format!("{}/{}", o.kind, o.name)).collect();
+        bail!("{e:#}; still there: {left:?}");
+    }
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    assert_eq!(replica_sets.list(&Default::default()).await?.items.len(), 0, "ReplicaSets left");
+    // StatefulSet volume claims are not children (no owner): they keep the data.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let kept: Vec<String> = claims.list(&Default::default()).await?.iter().map(|c| c.name_any()).collect();
+    println!("PersistentVolumeClaims left after deleting the pipeline: {kept:?}");
+    Ok(())
+}
+
+/// 6. A pipeline on external services whose Secrets do not exist is blocked with a
+///    condition naming the first missing Secret, creates nothing, and proceeds as each
+///    Secret appears, to Running once all three exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_secret_blocks_until_it_is_created() -> anyhow::Result<()> {
+    k8s::init_logging();
+    let client = k8s::client().await?;
+    k8s::install_crd(&client).await?;
+    let ns = TestNamespace::create(&client, "e2e-secret").await?;
+    let controller = RunningController::start(&client, &ns.name);
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+
+    let docs = k8s::yaml_documents(&k8s::repo_root().join("examples/external-services.yaml"))?;
+    let (pipeline, secrets): (Vec<_>, Vec<_>) =
+        docs.into_iter().partition(|d| d["kind"] == "DataPipeline");
+    let secret_names: Vec<String> =
+        secrets.iter().filter_map(|s| s["metadata"]["name"].as_str().map(String::from)).collect();
+    assert_eq!(secret_names, ["shop-kafka-user", "shop-s3-credentials", "shop-opensearch-user"]);
+    let pipeline = pipeline.into_iter().next().context("the DataPipeline")?;
+    k8s::apply_raw(&client, &ns.name, pipeline).await??;
+
+    // Which Secret each step misses, the condition that names it, and the field naming it.
+    let steps = [
+        ("shop-kafka-user", "KafkaReady", "spec.kafka.external.secretRef", "username and password"),
+        ("shop-s3-credentials", "ObjectStoreReady", "spec.objectStore.external.secretRef", "accessKeyId and secretAccessKey"),
+        ("shop-opensearch-user", "SearchReady", "spec.search.external.secretRef", "username and password"),
+    ];
+    for (i, (missing, condition, field, keys)) in steps.iter().enumerate() {
+        let message = format!(
+            "Secret {}/{missing} (named by {field}) does not exist: create it with the keys {keys} or correct {field}",
+            ns.name
+        );
+        let dp = k8s::wait_for(
+            &pipelines,
+            SHOP,
+            &format!("Ready=False naming {missing}"),
+            Duration::from_secs(60),
+            |dp: Option<&DataPipeline>| {
+                dp.and_then(|dp| k8s::pipeline_condition(dp, "Ready"))
+                    .is_some_and(|c| c.status == "False" && c.message == message)
+            },
+        )
+        .await?;
+        let status = dp.status.as_ref().context("status")?;
+        assert_eq!(status.phase.map(|p| p.as_str()), Some("Pending"));
+        for type_ in ["Ready", condition] {
+            let c = k8s::pipeline_condition(&dp, type_).context("condition")?;
+            assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", "SecretNotFound", message.as_str()), "{type_}");
+        }
+        // Blocked before apply: nothing exists but the Secrets the test created.
+        let children = inventory(&client, &ns.name).await?;
+        let names: Vec<String> = children.iter().map(|o| format!("{}/{}", o.kind, o.name)).collect();
+        let created: Vec<String> = secret_names[..i].iter().map(|n| format!("Secret/{n}")).collect();
+        assert_eq!(names, created, "objects while blocked on {missing}");
+        // Creating the Secret wakes the controller (it watches referenced Secrets).
+        k8s::apply_raw(&client, &ns.name, secrets[i].clone()).await??;
+    }
+    let dp = k8s::wait_until_running(&pipelines, SHOP, READY_TIMEOUT)
+        .await
+        .map_err(|e| match controller.ensure_running() {
+            Ok(()) => e,
+            Err(stopped) => e.context(stopped),
+        })?;
+    let conditions: Vec<(&str, &str, &str)> = dp
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("KafkaReady", "True", "ExternalService"),
+            ("ObjectStoreReady", "True", "ExternalService"),
+            ("SearchReady", "True", "ExternalService"),
+            ("RuntimeReady", "True", "WorkloadReady"),
+            ("Ready", "True", "AllComponentsReady"),
+        ]
+    );
+    let status = dp.status.as_ref().context("status")?;
+    assert_eq!(status.replicas_summary.as_deref(), Some("3/3"));
+    let children = inventory(&client, &ns.name).await?;
+    let operator_made: Vec<Listed> =
+        children.into_iter().filter(|o| o.kind != "Secret").collect();
+    assert_children(
+        &operator_made,
+        &[
+            ("ConfigMap", "shop-runtime-config"),
+            ("Deployment", "shop-ingest"),
+            ("Deployment", "shop-runtime"),
+            ("PodDisruptionBudget", "shop-runtime"),
+        ],
+    );
+    assert_owned_by(&operator_made, &dp);
+    // The user's Secrets stay the user's: no owner reference was added to them.
+    for secret in list_kind::<Secret>(&client, &ns.name).await? {
+        assert!(secret.owners.is_empty(), "Secret {} got owners {:?}", secret.name, secret.owners);
+    }
+    Ok(())
+}
+
+/// 8. `kubectl get dp` on a Running pipeline prints the printer columns; the output is
+///    printed for the README.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_dp_prints_the_printer_columns() -> anyhow::Result<()> {
+    let run = running_pipeline("e2e-getdp", "examples/shop-events.yaml").await?;
+    let ns = run.ns.name.as_str();
+    let output = k8s::kubectl(&["-n", ns, "get", "dp"]).await?.stdout;
+    println!("$ kubectl get dp\n{output}");
+    let lines: Vec<Vec<&str>> = output.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines.len(), 2, "{output}");
+    assert_eq!(lines[0], ["NAME", "PHASE", "READY", "EVENTS/S", "LAG", "REPLICAS", "AGE"]);
+    let status = run.dp.status.as_ref().context("status")?;
+    // No throughput is measured yet (no Kafka behind kwok): those cells are empty.
+    let (events, lag) = match &status.throughput {
+        Some(t) => (t.processed_per_second.to_string(), t.consumer_lag.to_string()),
+        None => ("<none>".to_string(), "<none>".to_string()),
+    };
+    assert_eq!(lines[1][..6], ["shop", "Running", "True", events.as_str(), lag.as_str(), "1/1"], "{output}");
+    assert_eq!(lines[1].len(), 7, "{output}");
+    let wide = k8s::kubectl(&["-n", ns, "get", "datapipelines.datapipeline.io", "shop", "-o", "wide"]).await?.stdout;
+    println!("$ kubectl get datapipelines.datapipeline.io shop -o wide\n{wide}");
+    Ok(())
+}

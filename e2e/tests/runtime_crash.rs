@@ -1,0 +1,182 @@
+//! Crash test of the process role against real Kafka, S3 (versitygw) and OpenSearch: the
+//! `pipeline-runtime process` binary is killed with SIGKILL at random points of one run
+//! (each chosen after observing progress on its /metrics), restarted each time, and at
+//! the end everything it wrote equals the embedded `run` of the same file: every profile
+//! counted exactly once, every event exactly once in the lake.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use e2e::runtime::{
+    committed_offsets, end_offsets, expected_from_embedded_run, free_port, http_get, metric_value, open_bucket,
+    runtime_binary, unique_name, verify_distributed, wait_for, write_fixture, Endpoints,
+};
+use pipeline_runtime::config::IngestArgs;
+use pipeline_runtime::search::SearchIndex;
+
+#[derive(Parser)]
+struct IngestCli {
+    #[command(flatten)]
+    args: IngestArgs,
+}
+
+const PARTITIONS: i32 = 3;
+const KILLS: usize = 4;
+
+/// xorshift64*: enough randomness for kill points; the seed is printed to replay a run.
+struct Random(u64);
+
+impl Random {
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        low + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (high - low + 1)
+    }
+}
+
+struct Processor {
+    child: Child,
+    port: u16,
+}
+
+impl Processor {
+    fn start(binary: &std::path::Path, env: &[(String, String)], log: &std::path::Path) -> Result<Self> {
+        let port = free_port()?;
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = Command::new(binary)
+            .arg("process")
+            .args(["--checkpoint-interval-ms", "150", "--max-pending-events", "20000"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(pipeline_config::env::HTTP_PORT, port.to_string())
+            // The same static member id on every restart: the new process gets the
+            // partitions at once instead of after the killed one's session timeout.
+            .env(pipeline_config::env::KAFKA_GROUP_INSTANCE_ID, "crash-test-member")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("starting pipeline-runtime process")?;
+        Ok(Self { child, port })
+    }
+
+    async fn metrics(&self) -> Result<String> {
+        let (status, body) = http_get(self.port, "/metrics").await?;
+        anyhow::ensure!(status == 200, "/metrics answered {status}");
+        Ok(body)
+    }
+
+    /// Waits until the process has consumed at least `events` events and completed at
+    /// least one checkpoint.
+    async fn wait_for_progress(&mut self, events: u64) -> Result<()> {
+        let port = self.port;
+        let child = &mut self.child;
+        wait_for(&format!("{events} events consumed"), Duration::from_secs(300), || {
+            let exited = child.try_wait();
+            async move {
+                if let Some(status) = exited? {
+                    anyhow::bail!("the processor exited early with {status}");
+                }
+                let (status, text) = http_get(port, "/metrics").await?;
+                anyhow::ensure!(status == 200, "/metrics answered {status}");
+                let consumed = metric_value(&text, "datapipeline_process_events_in_total").unwrap_or(0.0);
+                let checkpoints = metric_value(&text, "datapipeline_process_checkpoints_total").unwrap_or(0.0);
+                Ok((consumed >= events as f64 && checkpoints >= 1.0).then_some(()))
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Result<()> {
+    let endpoints = Endpoints::from_env()?;
+    let binary = runtime_binary()?;
+    let dir = tempfile::tempdir()?;
+    let csv = write_fixture(dir.path(), 150_000, 23)?;
+    let expected = expected_from_embedded_run(&csv, &dir.path().join("embedded"))?;
+    let pipeline = unique_name("e2e-crash");
+    let credentials: &'static HashMap<String, String> = Box::leak(Box::new(
+        [
+            (pipeline_config::env::S3_ACCESS_KEY_ID.to_string(), endpoints.s3_access_key.clone()),
+            (pipeline_config::env::S3_SECRET_ACCESS_KEY.to_string(), endpoints.s3_secret_key.clone()),
+        ]
+        .into_iter()
+        .collect(),
+    ));
+
+    let argv = [
+        "ingest",
+        "--pipeline",
+        &pipeline,
+        "--http-port",
+        "0",
+        "--kafka-bootstrap",
+        &endpoints.kafka_bootstrap,
+        "--s3-bucket",
+        &pipeline,
+        "--s3-endpoint",
+        &endpoints.s3_endpoint,
+        "--input",
+        &csv.display().to_string(),
+        "--partitions",
+        &PARTITIONS.to_string(),
+    ]
+    .map(String::from);
+    pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, credentials).await?;
+    let kafka = endpoints.kafka(&pipeline);
+    let ends = end_offsets(&kafka.bootstrap, &kafka.events_topic, PARTITIONS)?;
+    let total: i64 = ends.values().sum();
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64
+        | 1;
+    println!("kill points seed: {seed}");
+    let mut random = Random(seed);
+    let env = endpoints.runtime_env(&pipeline, &pipeline);
+    let log = std::env::temp_dir().join(format!("{pipeline}-process.log"));
+    for round in 1..=KILLS {
+        let mut processor = Processor::start(&binary, &env, &log)?;
+        // Consumed events count replays too; aim somewhere in the first half of the work so
+        // each round kills mid-stream, at an arbitrary point relative to its checkpoints.
+        let target = random.between(2_000, (total as u64) / 2);
+        processor.wait_for_progress(target).await?;
+        processor.child.kill()?;
+        let status = processor.child.wait()?;
+        println!("round {round}: killed after >= {target} consumed events ({status})");
+    }
+
+    // The last run goes to the end and stops gracefully.
+    let mut processor = Processor::start(&binary, &env, &log)?;
+    let (bootstrap, group, topic) = (kafka.bootstrap.clone(), kafka.consumer_group.clone(), kafka.events_topic.clone());
+    wait_for("every partition committed to its end", Duration::from_secs(600), || {
+        let (bootstrap, group, topic, ends) = (bootstrap.clone(), group.clone(), topic.clone(), ends.clone());
+        async move {
+            let committed = tokio::task::spawn_blocking(move || committed_offsets(&bootstrap, &group, &topic, PARTITIONS)).await??;
+            Ok((committed == ends).then_some(()))
+        }
+    })
+    .await?;
+    let final_metrics = processor.metrics().await?;
+    let status = Command::new("kill")
+        .args(["-TERM", &processor.child.id().to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "sending SIGTERM failed");
+    let exit = processor.child.wait()?;
+    anyhow::ensure!(exit.success(), "the processor did not shut down cleanly: {exit}; log: {}", log.display());
+    println!(
+        "final run replayed {} events",
+        metric_value(&final_metrics, "datapipeline_process_events_replayed_total").unwrap_or(0.0)
+    );
+
+    let store = open_bucket(&endpoints, &pipeline).await?;
+    let search = SearchIndex::connect(&endpoints.search(&format!("{pipeline}-profiles")), None)?;
+    verify_distributed(&kafka, &store, &search, &expected)
+        .await
+        .with_context(|| format!("after {KILLS} kills (seed {seed}); processor log: {}", log.display()))?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The distributed roles end to end against real Kafka, S3 (versitygw) and OpenSearch:
+//! ingest a generated file with broken rows, process it, and compare everything written
+//! with the embedded `run` of the same file. Start the servers with
+//! `e2e/services.sh up kafka opensearch s3` and export `e2e/services.sh env`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use e2e::runtime::{
+    committed_offsets, end_offsets, expected_from_embedded_run, open_bucket, unique_name, verify_distributed,
+    wait_for, write_fixture, Endpoints,
+};
+use pipeline_runtime::config::{IngestArgs, ProcessArgs};
+use pipeline_runtime::search::SearchIndex;
+
+#[derive(Parser)]
+struct IngestCli {
+    #[command(flatten)]
+    args: IngestArgs,
+}
+
+#[derive(Parser)]
+struct ProcessCli {
+    #[command(flatten)]
+    args: ProcessArgs,
+}
+
+const PARTITIONS: i32 = 4;
+
+/// Credentials as the roles read them (a map, so the test never edits its environment).
+fn credentials(endpoints: &Endpoints) -> &'static HashMap<String, String> {
+    let map: HashMap<String, String> = [
+        (pipeline_config::env::S3_ACCESS_KEY_ID, endpoints.s3_access_key.clone()),
+        (pipeline_config::env::S3_SECRET_ACCESS_KEY, endpoints.s3_secret_key.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Box::leak(Box::new(map))
+}
+
+fn common_flags(endpoints: &Endpoints, pipeline: &str) -> Vec<String> {
+    [
+        "--pipeline",
+        pipeline,
+        "--http-port",
+        "0",
+        "--kafka-bootstrap",
+        &endpoints.kafka_bootstrap,
+        "--s3-bucket",
+        pipeline,
+        "--s3-endpoint",
+        &endpoints.s3_endpoint,
+        "--s3-region",
+        &endpoints.s3_region,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
+    let endpoints = Endpoints::from_env()?;
+    let dir = tempfile::tempdir()?;
+    let csv = write_fixture(dir.path(), 60_000, 11)?;
+    let expected = expected_from_embedded_run(&csv, &dir.path().join("embedded"))?;
+    assert!(expected.rejected.len() > 100, "the fixture has broken rows");
+    let pipeline = unique_name("e2e-pipe");
+    let lookup = credentials(&endpoints);
+
+    // Ingest the file.
+    let mut argv = vec!["ingest".to_string()];
+    argv.extend(common_flags(&endpoints, &pipeline));
+    argv.extend(["--input".into(), csv.display().to_string(), "--partitions".into(), PARTITIONS.to_string()]);
+    let summary = pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, lookup).await?;
+    assert_eq!(summary.rows_accepted, expected.events.len() as u64);
+    assert_eq!(summary.rows_rejected, expected.rejected.len() as u64);
+    assert_eq!(summary.rows_already_delivered, 0);
+
+    // Ingesting the same file again publishes nothing: its progress record says complete.
+    let again = pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, lookup).await?;
+    assert_eq!((again.sources, again.sources_skipped), (1, 1));
+
+    // Process until every partition's committed offset reaches its end.
+    let mut argv = vec!["process".to_string()];
+    argv.extend(common_flags(&endpoints, &pipeline));
+    argv.extend([
+        "--search-url".into(),
+        endpoints.opensearch_url.clone(),
+        "--checkpoint-interval-ms".into(),
+        "300".into(),
+    ]);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let process = tokio::spawn(pipeline_runtime::process::run_with(
+        ProcessCli::parse_from(&argv).args,
+        lookup,
+        shutdown.clone(),
+    ));
+    let kafka = endpoints.kafka(&pipeline);
+    let (bootstrap, group, topic) = (kafka.bootstrap.clone(), kafka.consumer_group.clone(), kafka.events_topic.clone());
+    let ends = end_offsets(&bootstrap, &topic, PARTITIONS)?;
+    wait_for("every partition committed to its end", Duration::from_secs(300), || {
+        let (bootstrap, group, topic, ends) = (bootstrap.clone(), group.clone(), topic.clone(), ends.clone());
+        async move {
+            let committed = tokio::task::spawn_blocking(move || committed_offsets(&bootstrap, &group, &topic, PARTITIONS)).await??;
+            Ok((committed == ends).then_some(()))
+        }
+    })
+    .await?;
+    shutdown.store(true, Ordering::SeqCst);
+    let processed = process.await??;
+    assert_eq!(processed.events_applied, expected.events.len() as u64);
+    assert_eq!(processed.events_replayed, 0);
+
+    let store = open_bucket(&endpoints, &pipeline).await?;
+    let search = SearchIndex::connect(&endpoints.search(&format!("{pipeline}-profiles")), None)?;
+    verify_distributed(&kafka, &store, &search, &expected).await?;
+
+    // The distributed report equals the embedded one on everything the index holds.
+    let from_search = pipeline_runtime::report::Report::from_profiles(&search.read_all().await?, None);
+    let embedded = pipeline_runtime::report::Report::from_profiles(&expected.profiles, None);
+    assert_eq!(from_search, embedded);
+    Ok(())
+}
