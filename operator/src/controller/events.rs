@@ -80,7 +80,7 @@ fn truncate(note: &str) -> String {
     format!("{}...", &note[..end])
 }
 
-/// Publishes each notice as a new Event. A fresh `Recorder` per call on purpose: kube's
+/// Publishes each notice as a new Event. A fresh `Recorder` per notice on purpose: kube's
 /// recorder folds Events with the same reason into a series that keeps the first note,
 /// which would hide "Provisioning -> Running" behind "(none) -> Provisioning". Notices are
 /// only produced on transitions, so there is no flood to fold.
@@ -90,8 +90,8 @@ pub async fn publish(
     reference: &ObjectReference,
     notices: Vec<Notice>,
 ) {
-    let recorder = Recorder::new(client.clone(), reporter.clone());
     for notice in notices {
+        let recorder = Recorder::new(client.clone(), reporter.clone());
         let event = Event {
             type_: if notice.warning {
                 EventType::Warning

@@ -11,11 +11,7 @@ use k8s_openapi::{
     jiff::Timestamp,
     ByteString,
 };
-use kube::{
-    client::Body,
-    runtime::events::Reporter,
-    Client,
-};
+use kube::{client::Body, runtime::events::Reporter, Client};
 use serde_json::{json, Value};
 
 use super::{
@@ -192,6 +188,7 @@ pub fn managed_facts() -> PipelineFacts {
         object_store_external: None,
         search_external: None,
         runtime_selector: "app.kubernetes.io/component=runtime,app.kubernetes.io/instance=shop,app.kubernetes.io/name=pipeline-runtime".into(),
+        name: "shop".into(),
         namespace: "shops".into(),
     }
 }
@@ -332,9 +329,9 @@ impl Context {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let reporter = Reporter {
-                controller: "datapipeline-operator".into(),
-                instance: None,
-            };
+            controller: "datapipeline-operator".into(),
+            instance: None,
+        };
         let context = Context::new(
             client,
             reporter,

@@ -178,6 +178,7 @@ fn facts(plan: &ValidatedPipeline) -> PipelineFacts {
             SearchMode::Managed(_) => None,
         },
         runtime_selector: selector_string(&selector_labels(&plan.name, Role::Runtime)),
+        name: plan.name.clone(),
         namespace: plan.namespace.clone(),
     }
 }
@@ -209,11 +210,16 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                     let deleted =
                         apply::delete_orphans(&ctx.client, &namespace, &name, &plan.uid, &children)
                             .await?;
-                    notices.extend(deleted.into_iter().map(|object| Notice {
-                        warning: false,
-                        reason: conditions::events::ORPHAN_DELETED.into(),
-                        note: format!("deleted {object}: the spec no longer asks for it"),
-                    }));
+                    if !deleted.is_empty() {
+                        notices.push(Notice {
+                            warning: false,
+                            reason: conditions::events::ORPHAN_DELETED.into(),
+                            note: format!(
+                                "deleted {}: the spec no longer asks for them",
+                                deleted.join(", ")
+                            ),
+                        });
+                    }
                     let throughput = ctx.observer.observe(&plan).await;
                     let observation = Observation::Applied {
                         children: Box::new(apply::children_state(&applied)?),
@@ -320,8 +326,13 @@ pub async fn run(
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "controller event");
+            match result {
+                Ok(_) => {}
+                // A child changed after its pipeline was deleted: nothing to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                    tracing::debug!(%object, "pipeline already deleted");
+                }
+                Err(error) => warn!(%error, "controller event"),
             }
         })
         .await;

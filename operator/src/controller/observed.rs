@@ -253,6 +253,7 @@ pub struct PipelineFacts {
     pub search_external: Option<String>,
     /// Label selector of the runtime processing pods.
     pub runtime_selector: String,
+    pub name: String,
     pub namespace: String,
 }
 

@@ -167,7 +167,7 @@ fn assess_runtime(children: &ChildrenState, facts: &PipelineFacts) -> Assessment
             reasons::SCALED_TO_ZERO,
             format!(
                 "spec.runtime.replicas is 0: nothing processes events; scale up (`kubectl -n {ns} scale dp {} --replicas=1`) or use spec.paused",
-                runtime.name.trim_end_matches("-runtime")
+                facts.name
             ),
         );
     }
@@ -336,11 +336,15 @@ pub fn compute_status(
             ));
 
             let old_phase = old.and_then(|s| s.phase);
+            // Degraded = lost readiness without being asked to change; a new generation
+            // being rolled out is provisioning.
+            let same_generation = old.and_then(|s| s.observed_generation) == generation;
             let phase = if facts.paused {
                 Phase::Paused
             } else if all_ready {
                 Phase::Running
-            } else if matches!(old_phase, Some(Phase::Running | Phase::Degraded)) {
+            } else if same_generation && matches!(old_phase, Some(Phase::Running | Phase::Degraded))
+            {
                 Phase::Degraded
             } else {
                 Phase::Provisioning
@@ -639,6 +643,29 @@ mod tests {
     }
 
     #[test]
+    fn rolling_out_a_new_generation_is_provisioning_not_degraded() {
+        let running = compute_status(
+            None,
+            Some(1),
+            &applied(ready_children(), managed_facts()),
+            &at(10),
+        );
+        let mut children = ready_children();
+        children.runtime.up_to_date = false;
+        let changed = compute_status(
+            Some(&running),
+            Some(2),
+            &applied(children, managed_facts()),
+            &at(20),
+        );
+        assert_eq!(changed.phase, Some(Phase::Provisioning));
+        assert_eq!(
+            changed.conditions[3].message,
+            "Deployment shops/shop-runtime is starting or rolling out its latest spec (2/2 runtime pods ready)"
+        );
+    }
+
+    #[test]
     fn same_observation_gives_the_same_status() {
         let first = compute_status(
             None,
@@ -697,6 +724,23 @@ mod tests {
             "spec.paused is true: processing and ingest are stopped; set spec.paused to false to resume"
         );
         assert_eq!(status.replicas_summary.as_deref(), Some("0/0"));
+    }
+
+    #[test]
+    fn zero_replicas_without_pause_is_not_ready() {
+        let mut children = ready_children();
+        children.runtime.desired = 0;
+        children.runtime.ready = 0;
+        let status = compute_status(None, Some(1), &applied(children, managed_facts()), &at(1));
+        let runtime = &status.conditions[3];
+        assert_eq!(
+            (runtime.status.as_str(), runtime.reason.as_str()),
+            ("False", "ScaledToZero")
+        );
+        assert_eq!(
+            runtime.message,
+            "spec.runtime.replicas is 0: nothing processes events; scale up (`kubectl -n shops scale dp shop --replicas=1`) or use spec.paused"
+        );
     }
 
     #[test]

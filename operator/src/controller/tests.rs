@@ -444,7 +444,7 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
     assert_eq!(events[0]["reason"], "OrphanDeleted");
     assert_eq!(
         events[0]["note"],
-        "deleted StatefulSet/shop-es: the spec no longer asks for it"
+        "deleted StatefulSet/shop-es: the spec no longer asks for them"
     );
     let status = &body_of(&seen, "/status?")["status"];
     assert_eq!(status["conditions"][2]["reason"], "ExternalService");

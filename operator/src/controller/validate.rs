@@ -132,9 +132,11 @@ pub fn validate(
                 .rate_per_second
                 .map(|r| positive(r, "spec.source.generator.ratePerSecond"))
                 .transpose()?;
+            let seed = u64::try_from(generator.seed)
+                .map_err(|_| invalid("spec.source.generator.seed", "must not be negative"))?;
             SourcePlan::Generator {
                 events,
-                seed: generator.seed as u64,
+                seed,
                 rate_per_second,
             }
         }

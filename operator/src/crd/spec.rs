@@ -111,6 +111,7 @@ pub struct SourceSpec {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.events >= 1", "message": "spec.source.generator.events must be at least 1"},
+    {"rule": "self.seed >= 0", "message": "spec.source.generator.seed must not be negative"},
     {
         "rule": "!has(self.ratePerSecond) || self.ratePerSecond >= 1",
         "message": "spec.source.generator.ratePerSecond must be at least 1 when set (omit it for full speed)"
