@@ -76,7 +76,10 @@ pub fn credential(lookup: &dyn Lookup, name: &str) -> Result<Option<Secret>, Err
         (Some(value), None) => Ok(Some(Secret(value))),
         (None, Some(path)) => {
             let content = std::fs::read_to_string(&path).map_err(|e| {
-                config_error(&file_var, format!("cannot read credential file {path}: {e}"))
+                config_error(
+                    &file_var,
+                    format!("cannot read credential file {path}: {e}"),
+                )
             })?;
             Ok(Some(Secret(strip_line_end(content))))
         }
@@ -304,10 +307,17 @@ pub struct Sasl {
 const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 impl KafkaArgs {
-    pub fn resolve(&self, names: &PipelineNames, lookup: &dyn Lookup) -> Result<KafkaSettings, Error> {
+    pub fn resolve(
+        &self,
+        names: &PipelineNames,
+        lookup: &dyn Lookup,
+    ) -> Result<KafkaSettings, Error> {
         let bootstrap = self.kafka_bootstrap.trim().to_string();
         if bootstrap.is_empty() {
-            return Err(config_error(env::KAFKA_BOOTSTRAP, "is empty; give host:port of a broker"));
+            return Err(config_error(
+                env::KAFKA_BOOTSTRAP,
+                "is empty; give host:port of a broker",
+            ));
         }
         let security_protocol = SecurityProtocol::parse(&self.kafka_security_protocol).ok_or_else(|| {
             config_error(
@@ -331,10 +341,16 @@ impl KafkaArgs {
                 ));
             }
             let username = plain_or_file(lookup, env::KAFKA_USERNAME)?.ok_or_else(|| {
-                config_error(env::KAFKA_USERNAME, "is required with a SASL security protocol")
+                config_error(
+                    env::KAFKA_USERNAME,
+                    "is required with a SASL security protocol",
+                )
             })?;
             let password = credential(lookup, env::KAFKA_PASSWORD)?.ok_or_else(|| {
-                config_error(env::KAFKA_PASSWORD, "is required with a SASL security protocol")
+                config_error(
+                    env::KAFKA_PASSWORD,
+                    "is required with a SASL security protocol",
+                )
             })?;
             Some(Sasl {
                 mechanism,
@@ -405,7 +421,11 @@ impl StoreArgs {
             .ok_or_else(|| {
                 config_error(
                     env::S3_BUCKET,
-                    format!("no object store configured: set {} or {}", env::S3_BUCKET, env::STORE_DIR),
+                    format!(
+                        "no object store configured: set {} or {}",
+                        env::S3_BUCKET,
+                        env::STORE_DIR
+                    ),
                 )
             })?
             .to_string();
@@ -456,7 +476,11 @@ pub struct SearchSettings {
 }
 
 impl SearchArgs {
-    pub fn resolve(&self, names: &PipelineNames, lookup: &dyn Lookup) -> Result<SearchSettings, Error> {
+    pub fn resolve(
+        &self,
+        names: &PipelineNames,
+        lookup: &dyn Lookup,
+    ) -> Result<SearchSettings, Error> {
         search_settings(
             &self.search_url,
             self.search_index.as_deref(),
@@ -538,7 +562,10 @@ pub struct CheckpointSettings {
 impl ProcessArgs {
     pub fn checkpoint_settings(&self) -> Result<CheckpointSettings, Error> {
         if self.checkpoint_interval_ms == 0 {
-            return Err(config_error(env::CHECKPOINT_INTERVAL_MS, "must be at least 1"));
+            return Err(config_error(
+                env::CHECKPOINT_INTERVAL_MS,
+                "must be at least 1",
+            ));
         }
         if self.max_pending_events == 0 {
             return Err(config_error(env::MAX_PENDING_EVENTS, "must be at least 1"));
@@ -564,7 +591,10 @@ mod tests {
     }
 
     fn lookup(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn parse(args: &[&str]) -> ProcessArgs {
@@ -606,8 +636,14 @@ mod tests {
             Some(Secret::new("s3cr3t"))
         );
         let direct = lookup(&[("DP_SEARCH_PASSWORD", "pw")]);
-        assert_eq!(credential(&direct, env::SEARCH_PASSWORD).unwrap(), Some(Secret::new("pw")));
-        assert_eq!(credential(&lookup(&[]), env::SEARCH_PASSWORD).unwrap(), None);
+        assert_eq!(
+            credential(&direct, env::SEARCH_PASSWORD).unwrap(),
+            Some(Secret::new("pw"))
+        );
+        assert_eq!(
+            credential(&lookup(&[]), env::SEARCH_PASSWORD).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -616,16 +652,23 @@ mod tests {
         let file = dir.path().join("pw");
         std::fs::write(&file, " a b \n\n").unwrap();
         let l = lookup(&[("DP_KAFKA_PASSWORD_FILE", file.to_str().unwrap())]);
-        assert_eq!(credential(&l, env::KAFKA_PASSWORD).unwrap(), Some(Secret::new(" a b \n")));
+        assert_eq!(
+            credential(&l, env::KAFKA_PASSWORD).unwrap(),
+            Some(Secret::new(" a b \n"))
+        );
     }
 
     #[test]
     fn credential_both_set_or_missing_file_is_an_error_naming_the_variable() {
         let both = lookup(&[("DP_KAFKA_PASSWORD", "a"), ("DP_KAFKA_PASSWORD_FILE", "/x")]);
-        let err = credential(&both, env::KAFKA_PASSWORD).unwrap_err().to_string();
+        let err = credential(&both, env::KAFKA_PASSWORD)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DP_KAFKA_PASSWORD_FILE"), "{err}");
         let missing = lookup(&[("DP_KAFKA_PASSWORD_FILE", "/nonexistent/pw")]);
-        let err = credential(&missing, env::KAFKA_PASSWORD).unwrap_err().to_string();
+        let err = credential(&missing, env::KAFKA_PASSWORD)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/pw"), "{err}");
         assert!(!err.contains("hunter"), "{err}");
     }
@@ -653,10 +696,19 @@ mod tests {
     #[test]
     fn kafka_sasl_needs_credentials_and_a_known_mechanism() {
         let mut argv = MINIMAL.to_vec();
-        argv.extend(["--kafka-security-protocol", "sasl_ssl", "--pipeline", "shop"]);
+        argv.extend([
+            "--kafka-security-protocol",
+            "sasl_ssl",
+            "--pipeline",
+            "shop",
+        ]);
         let args = parse(&argv);
         let names = PipelineNames::new("shop");
-        let err = args.kafka.resolve(&names, &lookup(&[])).unwrap_err().to_string();
+        let err = args
+            .kafka
+            .resolve(&names, &lookup(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DP_KAFKA_USERNAME"), "{err}");
         let creds = lookup(&[("DP_KAFKA_USERNAME", "u"), ("DP_KAFKA_PASSWORD", "p")]);
         let k = args.kafka.resolve(&names, &creds).unwrap();
@@ -672,7 +724,11 @@ mod tests {
         assert_eq!(k.events_topic, "shop-events");
 
         argv.extend(["--kafka-sasl-mechanism", "GSSAPI"]);
-        let err = parse(&argv).kafka.resolve(&names, &creds).unwrap_err().to_string();
+        let err = parse(&argv)
+            .kafka
+            .resolve(&names, &creds)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("GSSAPI"), "{err}");
     }
 
@@ -685,14 +741,20 @@ mod tests {
             .resolve(&PipelineNames::new("p"), &lookup(&[]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("DP_KAFKA_SECURITY_PROTOCOL") && err.contains("TLS"), "{err}");
+        assert!(
+            err.contains("DP_KAFKA_SECURITY_PROTOCOL") && err.contains("TLS"),
+            "{err}"
+        );
     }
 
     #[test]
     fn s3_settings_path_style_follows_endpoint_unless_given() {
         let mut argv = MINIMAL.to_vec();
         argv.extend(["--s3-endpoint", "http://127.0.0.1:9000"]);
-        let creds = lookup(&[("DP_S3_ACCESS_KEY_ID", "AK"), ("DP_S3_SECRET_ACCESS_KEY", "SK")]);
+        let creds = lookup(&[
+            ("DP_S3_ACCESS_KEY_ID", "AK"),
+            ("DP_S3_SECRET_ACCESS_KEY", "SK"),
+        ]);
         let s = parse(&argv).store.resolve(&creds).unwrap();
         assert_eq!(
             s,
@@ -708,16 +770,33 @@ mod tests {
             })
         );
         let aws = parse(&MINIMAL).store.resolve(&lookup(&[])).unwrap();
-        assert!(matches!(aws, StoreSettings::S3(S3Settings { path_style: false, credentials: None, .. })));
+        assert!(matches!(
+            aws,
+            StoreSettings::S3(S3Settings {
+                path_style: false,
+                credentials: None,
+                ..
+            })
+        ));
         argv.extend(["--s3-path-style", "false"]);
         let s = parse(&argv).store.resolve(&creds).unwrap();
-        assert!(matches!(s, StoreSettings::S3(S3Settings { path_style: false, .. })));
+        assert!(matches!(
+            s,
+            StoreSettings::S3(S3Settings {
+                path_style: false,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn half_given_s3_credentials_are_refused() {
         let only_key = lookup(&[("DP_S3_ACCESS_KEY_ID", "AK")]);
-        let err = parse(&MINIMAL).store.resolve(&only_key).unwrap_err().to_string();
+        let err = parse(&MINIMAL)
+            .store
+            .resolve(&only_key)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DP_S3_SECRET_ACCESS_KEY"), "{err}");
     }
 
@@ -725,8 +804,18 @@ mod tests {
     fn store_dir_or_bucket_is_required() {
         let args = parse(&["--kafka-bootstrap", "k:1", "--search-url", "http://s"]);
         let err = args.store.resolve(&lookup(&[])).unwrap_err().to_string();
-        assert!(err.contains("DP_S3_BUCKET") && err.contains("DP_STORE_DIR"), "{err}");
-        let local = parse(&["--kafka-bootstrap", "k:1", "--search-url", "http://s", "--store-dir", "/d"]);
+        assert!(
+            err.contains("DP_S3_BUCKET") && err.contains("DP_STORE_DIR"),
+            "{err}"
+        );
+        let local = parse(&[
+            "--kafka-bootstrap",
+            "k:1",
+            "--search-url",
+            "http://s",
+            "--store-dir",
+            "/d",
+        ]);
         assert_eq!(
             local.store.resolve(&lookup(&[])).unwrap(),
             StoreSettings::Local { root: "/d".into() }
@@ -739,7 +828,13 @@ mod tests {
         let names = PipelineNames::new("shop");
         let s = args
             .search
-            .resolve(&names, &lookup(&[("DP_SEARCH_USERNAME", "admin"), ("DP_SEARCH_PASSWORD", "pw")]))
+            .resolve(
+                &names,
+                &lookup(&[
+                    ("DP_SEARCH_USERNAME", "admin"),
+                    ("DP_SEARCH_PASSWORD", "pw"),
+                ]),
+            )
             .unwrap();
         assert_eq!(
             s,
@@ -755,7 +850,9 @@ mod tests {
     #[test]
     fn search_url_and_index_are_validated() {
         let names = PipelineNames::new("shop");
-        let err = search_settings("os:9200", None, None, &names, &lookup(&[])).unwrap_err().to_string();
+        let err = search_settings("os:9200", None, None, &names, &lookup(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DP_SEARCH_URL"), "{err}");
         let err = search_settings("http://os", Some("Bad Index"), None, &names, &lookup(&[]))
             .unwrap_err()
@@ -769,7 +866,12 @@ mod tests {
     #[test]
     fn checkpoint_settings_from_flags() {
         let mut argv = MINIMAL.to_vec();
-        argv.extend(["--checkpoint-interval-ms", "250", "--max-pending-events", "1000"]);
+        argv.extend([
+            "--checkpoint-interval-ms",
+            "250",
+            "--max-pending-events",
+            "1000",
+        ]);
         let c = parse(&argv).checkpoint_settings().unwrap();
         assert_eq!(
             c,

@@ -478,7 +478,11 @@ impl<R: Read> CsvEvents<R> {
 
 /// The raw row in a rejection, cut at 4 KiB for oversized rows.
 fn shown_raw(raw: &[u8]) -> &[u8] {
-    &raw[..raw.len().min(if raw.len() >= MAX_RECORD_BYTES { 4096 } else { raw.len() })]
+    &raw[..raw.len().min(if raw.len() >= MAX_RECORD_BYTES {
+        4096
+    } else {
+        raw.len()
+    })]
 }
 
 impl<R: Read> Iterator for CsvEvents<R> {
@@ -629,9 +633,10 @@ pub fn parse_record(record: &Record, columns: &Columns) -> std::result::Result<E
     let product_id = positive_id("product_id", &record[columns.product_id])?;
     let category_id = match columns.category_id.map(|c| &record[c]) {
         None | Some(b"") => None,
-        Some(bytes) => Some(parse_u64(bytes).ok_or_else(|| {
-            malformed("category_id", bytes, "is not an integer below 2^64")
-        })?),
+        Some(bytes) => Some(
+            parse_u64(bytes)
+                .ok_or_else(|| malformed("category_id", bytes, "is not an integer below 2^64"))?,
+        ),
     };
     let category_code = optional_text("category_code", record, columns.category_code)?;
     let brand = optional_text("brand", record, columns.brand)?;
@@ -650,7 +655,11 @@ pub fn parse_record(record: &Record, columns: &Columns) -> std::result::Result<E
                 return p;
             }
         }
-        problem("price", kind, format!("{}: {}", e.describe(), shown(price_bytes)))
+        problem(
+            "price",
+            kind,
+            format!("{}: {}", e.describe(), shown(price_bytes)),
+        )
     })?;
     let user_id = positive_id("user_id", &record[columns.user_id])?;
     let user_session = optional_text("user_session", record, columns.user_session)?;
@@ -747,7 +756,12 @@ mod tests {
         assert_eq!(event.event_type, EventType::Purchase);
         assert_eq!(event.event_time, 1_572_688_800_000_000);
         assert_eq!(
-            (&event.category_id, &event.category_code, &event.brand, &event.user_session),
+            (
+                &event.category_id,
+                &event.category_code,
+                &event.brand,
+                &event.user_session
+            ),
             (&None, &None, &None, &None)
         );
     }
@@ -816,7 +830,11 @@ mod tests {
 
     #[test]
     fn field_count_differs_from_header() {
-        assert_rejected("2019-10-01 00:00:00 UTC,view,1,2,,b,1.00,5", None, RejectKind::FieldCount);
+        assert_rejected(
+            "2019-10-01 00:00:00 UTC,view,1,2,,b,1.00,5",
+            None,
+            RejectKind::FieldCount,
+        );
         assert_rejected(
             "2019-10-01 00:00:00 UTC,view,1,2,,b,1.00,5,s,extra",
             None,
@@ -844,13 +862,25 @@ mod tests {
         let cases = [
             ("2019-10-01,view,1,2,,b,1.00,5,s", "event_time"),
             ("2019-02-30 00:00:00 UTC,view,1,2,,b,1.00,5,s", "event_time"),
-            ("2019-10-01 00:00:00 UTC,view,P1,2,,b,1.00,5,s", "product_id"),
+            (
+                "2019-10-01 00:00:00 UTC,view,P1,2,,b,1.00,5,s",
+                "product_id",
+            ),
             ("2019-10-01 00:00:00 UTC,view,0,2,,b,1.00,5,s", "product_id"),
-            ("2019-10-01 00:00:00 UTC,view,-3,2,,b,1.00,5,s", "product_id"),
-            ("2019-10-01 00:00:00 UTC,view,1,x2,,b,1.00,5,s", "category_id"),
+            (
+                "2019-10-01 00:00:00 UTC,view,-3,2,,b,1.00,5,s",
+                "product_id",
+            ),
+            (
+                "2019-10-01 00:00:00 UTC,view,1,x2,,b,1.00,5,s",
+                "category_id",
+            ),
             ("2019-10-01 00:00:00 UTC,view,1,2,,b,abc,5,s", "price"),
             ("2019-10-01 00:00:00 UTC,view,1,2,,b,1.005,5,s", "price"),
-            ("2019-10-01 00:00:00 UTC,view,1,2,,b,1.00,18446744073709551616,s", "user_id"),
+            (
+                "2019-10-01 00:00:00 UTC,view,1,2,,b,1.00,18446744073709551616,s",
+                "user_id",
+            ),
             ("2019-10-01 00:00:00 UTC,view,1,2,,b,1.00,1.5,s", "user_id"),
         ];
         for (row, field) in cases {
@@ -893,10 +923,22 @@ mod tests {
     #[test]
     fn invalid_utf8_in_used_fields() {
         let cases: [(&[u8], &str); 4] = [
-            (b"2019-10-01 00:00:00 UTC,view,1,2,elec\xFFtronics,b,1.00,5,s", "category_code"),
-            (b"2019-10-01 00:00:00 UTC,view,1,2,,br\xC3,1.00,5,s", "brand"),
-            (b"2019-10-01 00:00:00 UTC,view,1,2,,b,1.00,5,s\xFF", "user_session"),
-            (b"2019-10-01 00:00:00 UTC,vi\xFFew,1,2,,b,1.00,5,s", "event_type"),
+            (
+                b"2019-10-01 00:00:00 UTC,view,1,2,elec\xFFtronics,b,1.00,5,s",
+                "category_code",
+            ),
+            (
+                b"2019-10-01 00:00:00 UTC,view,1,2,,br\xC3,1.00,5,s",
+                "brand",
+            ),
+            (
+                b"2019-10-01 00:00:00 UTC,view,1,2,,b,1.00,5,s\xFF",
+                "user_session",
+            ),
+            (
+                b"2019-10-01 00:00:00 UTC,vi\xFFew,1,2,,b,1.00,5,s",
+                "event_type",
+            ),
         ];
         for (row, field) in cases {
             let mut text = HEADER.as_bytes().to_vec();
@@ -918,9 +960,8 @@ mod tests {
 
     #[test]
     fn rejections_never_stop_the_stream() {
-        let text = format!(
-            "{HEADER}{GOOD}bad\n{GOOD}2019-10-01 00:00:00 UTC,view,1,2,,b,NaN,5,s\n{GOOD}"
-        );
+        let text =
+            format!("{HEADER}{GOOD}bad\n{GOOD}2019-10-01 00:00:00 UTC,view,1,2,,b,NaN,5,s\n{GOOD}");
         let (accepted, rejected) = parse(text.as_bytes());
         let lines: Vec<u64> = accepted.iter().map(|(l, _)| *l).collect();
         assert_eq!(lines, vec![2, 4, 6]);
@@ -945,15 +986,22 @@ mod tests {
             err.to_string(),
             "in.csv: line 1: bad header: the input is empty (no header line)"
         );
-        let err = open("in.csv", &b"user_id,price\n1,2\n"[..]).err().expect("missing");
+        let err = open("in.csv", &b"user_id,price\n1,2\n"[..])
+            .err()
+            .expect("missing");
         assert_eq!(
             err.to_string(),
             "in.csv: line 1: bad header: required column(s) event_time, event_type, product_id not found in header \"user_id,price\""
         );
-        let err = open("in.csv", &b"user_id,user_id,event_type,product_id,price,timestamp\n"[..])
-            .err()
-            .expect("duplicate");
-        assert!(err.to_string().contains("column \"user_id\" appears more than once"));
+        let err = open(
+            "in.csv",
+            &b"user_id,user_id,event_type,product_id,price,timestamp\n"[..],
+        )
+        .err()
+        .expect("duplicate");
+        assert!(err
+            .to_string()
+            .contains("column \"user_id\" appears more than once"));
     }
 
     #[test]
@@ -975,9 +1023,8 @@ mod tests {
 
     #[test]
     fn a_stray_quote_costs_one_row() {
-        let text = format!(
-            "{HEADER}2019-10-01 00:00:00 UTC,view,1,2,,\"acme,1.00,5,s\n{GOOD}{GOOD}"
-        );
+        let text =
+            format!("{HEADER}2019-10-01 00:00:00 UTC,view,1,2,,\"acme,1.00,5,s\n{GOOD}{GOOD}");
         let (accepted, rejected) = parse(text.as_bytes());
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].line, 2);

@@ -99,7 +99,11 @@ struct Aggregate {
 /// Work for the encoder thread.
 enum Job {
     /// One events file.
-    Events { day: i32, part: u32, events: Vec<Event> },
+    Events {
+        day: i32,
+        part: u32,
+        events: Vec<Event>,
+    },
     /// The next profiles, in user_id order; appended to the current profiles file.
     Profiles(Vec<Profile>),
 }
@@ -114,15 +118,18 @@ pub fn run(options: &RunOptions) -> Result<RunSummary> {
     let reader = csv_input::open(source.clone(), input)?;
 
     let (events_tx, events_rx) = sync_channel::<Vec<Event>>(8);
+    // Emptied chunks go back to the parser, so chunk buffers are allocated once.
+    let (recycle_tx, recycle_rx) = sync_channel::<Vec<Event>>(16);
     let (jobs_tx, jobs_rx) = sync_channel::<Job>(4);
     let rows_per_file = options.rows_per_file.max(1);
     let out = options.out.clone();
 
     let (parsed, aggregate, files) = std::thread::scope(|scope| {
         let encoder = scope.spawn(move || encode_files(&out, jobs_rx));
-        let aggregator = scope.spawn(move || aggregate(events_rx, jobs_tx, rows_per_file));
+        let aggregator =
+            scope.spawn(move || aggregate(events_rx, recycle_tx, jobs_tx, rows_per_file));
         let progress = progress_bar(options.progress, input_len);
-        let parsed = parse_all(reader, &options.out, events_tx, &progress);
+        let parsed = parse_all(reader, &options.out, events_tx, recycle_rx, &progress);
         progress.finish_and_clear();
         let aggregate = join(aggregator);
         let files = join(encoder);
@@ -211,6 +218,7 @@ fn parse_all<R: std::io::Read>(
     mut reader: csv_input::CsvReader<R>,
     out: &Path,
     events: SyncSender<Vec<Event>>,
+    recycled: Receiver<Vec<Event>>,
     progress: &indicatif::ProgressBar,
 ) -> Result<ParseOutcome> {
     let rejected_path = out.join("rejected.jsonl");
@@ -227,7 +235,10 @@ fn parse_all<R: std::io::Read>(
                 chunk.push(event);
                 if chunk.len() == PARSE_CHUNK {
                     outcome.accepted += chunk.len() as u64;
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(PARSE_CHUNK));
+                    let empty = recycled
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(PARSE_CHUNK));
+                    let full = std::mem::replace(&mut chunk, empty);
                     if events.send(full).is_err() {
                         // The aggregator stopped; its error is reported by its join.
                         break;
@@ -259,6 +270,7 @@ fn write_rejected(out: &mut impl Write, rejected: &Rejected) -> std::io::Result<
 
 fn aggregate(
     events: Receiver<Vec<Event>>,
+    recycle: SyncSender<Vec<Event>>,
     jobs: SyncSender<Job>,
     rows_per_file: usize,
 ) -> Result<Aggregate> {
@@ -278,16 +290,18 @@ fn aggregate(
         *part += 1;
         jobs.send(job).map_err(|_| stopped())
     };
-    for chunk in events {
-        for event in chunk {
+    for mut chunk in events {
+        for event in chunk.drain(..) {
             book.apply(&event);
             tally.add(&event);
             let day = event.utc_day();
-            let buffer = buffers.entry(day).or_default();
+            let buffer = buffers
+                .entry(day)
+                .or_insert_with(|| Vec::with_capacity(rows_per_file.min(MAX_BUFFERED_EVENTS)));
             buffer.push(event);
             buffered += 1;
             if buffer.len() >= rows_per_file {
-                let full = std::mem::take(buffer);
+                let full = std::mem::replace(buffer, Vec::with_capacity(rows_per_file));
                 buffered -= full.len();
                 send(day, full, &mut parts)?;
             } else if buffered >= MAX_BUFFERED_EVENTS {
@@ -301,6 +315,8 @@ fn aggregate(
                 send(largest, full, &mut parts)?;
             }
         }
+        // The parser may have finished; then nobody wants the buffer back.
+        let _ = recycle.try_send(chunk);
     }
     for (day, rest) in std::mem::take(&mut buffers) {
         if !rest.is_empty() {
@@ -375,7 +391,10 @@ impl ProfileFiles {
         if self.current.is_none() {
             let path = self.dir.join(format!("part-{:05}.parquet", self.next_part));
             self.next_part += 1;
-            self.current = Some((pq::ParquetFileWriter::create(&path, pq::profiles_schema())?, 0));
+            self.current = Some((
+                pq::ParquetFileWriter::create(&path, pq::profiles_schema())?,
+                0,
+            ));
         }
         if let Some((writer, rows)) = &mut self.current {
             writer.write(&pq::profiles_to_batch(profiles)?)?;
@@ -538,15 +557,15 @@ mod tests {
         assert_eq!(profiles, vec![user1, user2]);
 
         // Events Parquet: by day, in input order, duplicates kept.
-        let day1 = pq::read_parquet_file(&out.join("events/dt=2019-10-01/part-00000.parquet"))
-            .unwrap();
+        let day1 =
+            pq::read_parquet_file(&out.join("events/dt=2019-10-01/part-00000.parquet")).unwrap();
         let day1 = pq::batch_to_events(&day1[0]).unwrap();
         assert_eq!(
             day1.iter().map(|e| e.event_type).collect::<Vec<_>>(),
             vec![EventType::View, EventType::Purchase]
         );
-        let day2 = pq::read_parquet_file(&out.join("events/dt=2019-10-02/part-00000.parquet"))
-            .unwrap();
+        let day2 =
+            pq::read_parquet_file(&out.join("events/dt=2019-10-02/part-00000.parquet")).unwrap();
         let day2 = pq::batch_to_events(&day2[0]).unwrap();
         assert_eq!(day2.len(), 3);
         assert_eq!(day2[0], day2[1]);
@@ -608,8 +627,11 @@ mod tests {
     #[test]
     fn a_missing_input_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let err = run(&RunOptions::new(dir.path().join("nope.csv"), dir.path().join("o")))
-            .unwrap_err();
+        let err = run(&RunOptions::new(
+            dir.path().join("nope.csv"),
+            dir.path().join("o"),
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("nope.csv"), "{err}");
     }
 }

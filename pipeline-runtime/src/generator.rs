@@ -142,11 +142,10 @@ const CATEGORY_CODES: [&str; 40] = [
 ];
 
 const BRANDS: [&str; 40] = [
-    "samsung", "apple", "xiaomi", "huawei", "lg", "sony", "lenovo", "acer", "asus", "hp",
-    "bosch", "philips", "oppo", "vivo", "indesit", "beko", "respect", "artel", "redmond",
-    "midea", "canon", "nikon", "jbl", "dell", "msi", "polaris", "tefal", "haier", "elenberg",
-    "ariston", "janome", "nokia", "honor", "realme", "gorenje", "kitfort", "lucente",
-    "cordiant", "casio", "vitek",
+    "samsung", "apple", "xiaomi", "huawei", "lg", "sony", "lenovo", "acer", "asus", "hp", "bosch",
+    "philips", "oppo", "vivo", "indesit", "beko", "respect", "artel", "redmond", "midea", "canon",
+    "nikon", "jbl", "dell", "msi", "polaris", "tefal", "haier", "elenberg", "ariston", "janome",
+    "nokia", "honor", "realme", "gorenje", "kitfort", "lucente", "cordiant", "casio", "vitek",
 ];
 
 /// Number of categories (category ids); about 30 % of them have no category_code.
@@ -550,14 +549,26 @@ mod tests {
         let share = |k| kinds.get(&k).copied().unwrap_or(0) as f64 / n as f64;
         assert!((0.86..0.90).contains(&share(EventType::View)), "{kinds:?}");
         assert!((0.05..0.07).contains(&share(EventType::Cart)), "{kinds:?}");
-        assert!((0.015..0.03).contains(&share(EventType::RemoveFromCart)), "{kinds:?}");
-        assert!((0.03..0.05).contains(&share(EventType::Purchase)), "{kinds:?}");
+        assert!(
+            (0.015..0.03).contains(&share(EventType::RemoveFromCart)),
+            "{kinds:?}"
+        );
+        assert!(
+            (0.03..0.05).contains(&share(EventType::Purchase)),
+            "{kinds:?}"
+        );
         let per_user = n as f64 / sessions_per_user.len() as f64;
         assert!((2.0..2.5).contains(&per_user), "{per_user} events per user");
         let multi_session = sessions_per_user.values().filter(|s| s.len() > 1).count();
         assert!(multi_session as f64 / sessions_per_user.len() as f64 > 0.1);
-        assert!((0.2..0.4).contains(&(no_category as f64 / n as f64)), "{no_category}");
-        assert!((0.1..0.2).contains(&(no_brand as f64 / n as f64)), "{no_brand}");
+        assert!(
+            (0.2..0.4).contains(&(no_category as f64 / n as f64)),
+            "{no_category}"
+        );
+        assert!(
+            (0.1..0.2).contains(&(no_brand as f64 / n as f64)),
+            "{no_brand}"
+        );
         assert!(duplicates > 100, "{duplicates} duplicates");
         // Skew: the most viewed 1% of products get far more than 1% of the events.
         let mut counts: Vec<u64> = product_events.into_values().collect();
@@ -583,7 +594,10 @@ mod tests {
         }
         assert_eq!(rows, 20_000);
         for kind in RejectKind::ALL {
-            assert!(kinds.get(&kind).copied().unwrap_or(0) > 0, "{kind}: {kinds:?}");
+            assert!(
+                kinds.get(&kind).copied().unwrap_or(0) > 0,
+                "{kind}: {kinds:?}"
+            );
         }
     }
 }

@@ -72,7 +72,11 @@ mod tests {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         let status = response[9..12].parse().unwrap();
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         (status, body)
     }
 
@@ -88,6 +92,9 @@ mod tests {
         metrics.events_in.inc_by(5);
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, 200);
-        assert!(body.contains("datapipeline_process_events_in_total 5"), "{body}");
+        assert!(
+            body.contains("datapipeline_process_events_in_total 5"),
+            "{body}"
+        );
     }
 }

@@ -96,7 +96,10 @@ pub fn source_id(name: &str, version_tag: &str) -> String {
 
 /// Key of a source's progress record.
 pub fn progress_key(source_id: &str) -> String {
-    format!("{}/{source_id}.json", pipeline_config::layout::INGEST_STATE_PREFIX)
+    format!(
+        "{}/{source_id}.json",
+        pipeline_config::layout::INGEST_STATE_PREFIX
+    )
 }
 
 /// Whether an object under the landing prefix is an input file.
@@ -163,7 +166,11 @@ impl IngestProgress {
 
     /// Records a barrier: everything sent so far is acknowledged; `sent` holds the largest
     /// line sent per partition, `ends` the partitions' end offsets right after the flush.
-    pub fn barrier(&mut self, sent: &BTreeMap<(TopicKind, i32), u64>, ends: &[(TopicKind, i32, i64)]) {
+    pub fn barrier(
+        &mut self,
+        sent: &BTreeMap<(TopicKind, i32), u64>,
+        ends: &[(TopicKind, i32, i64)],
+    ) {
         for &(topic, partition, end) in ends {
             let line = sent.get(&(topic, partition)).copied().unwrap_or(0);
             match self
@@ -191,7 +198,11 @@ impl IngestProgress {
     pub fn add_missing_partitions(&mut self, counts: &[(TopicKind, i32)]) {
         for &(topic, count) in counts {
             for partition in 0..count {
-                if !self.partitions.iter().any(|p| p.topic == topic && p.partition == partition) {
+                if !self
+                    .partitions
+                    .iter()
+                    .any(|p| p.topic == topic && p.partition == partition)
+                {
                     self.partitions.push(PartitionProgress {
                         topic,
                         partition,
@@ -251,7 +262,11 @@ impl Resume {
         line: u64,
         fingerprint: impl FnOnce() -> u64,
     ) -> std::result::Result<Decision, String> {
-        if self.delivered_lines.get(&(topic, partition)).is_some_and(|&max| line <= max) {
+        if self
+            .delivered_lines
+            .get(&(topic, partition))
+            .is_some_and(|&max| line <= max)
+        {
             return Ok(Decision::AlreadyDelivered);
         }
         let Some(found) = self.found_after.get_mut(&(topic, partition)) else {
@@ -346,7 +361,10 @@ pub async fn run_with(args: IngestArgs, lookup: &dyn Lookup) -> Result<IngestSum
 
 async fn list_sources(args: &IngestArgs, store: &ObjectStore) -> Result<Vec<Source>> {
     if let Some(events) = args.generate {
-        return Ok(vec![Source::Generator { events, seed: args.seed }]);
+        return Ok(vec![Source::Generator {
+            events,
+            seed: args.seed,
+        }]);
     }
     if let Some(path) = &args.input {
         let meta = std::fs::metadata(path).map_err(|e| Error::file(path, e))?;
@@ -401,8 +419,14 @@ async fn publish(
         return Ok(None);
     }
     let counts = [
-        (TopicKind::Events, producer.partition_count(TopicKind::Events)?),
-        (TopicKind::DeadLetters, producer.partition_count(TopicKind::DeadLetters)?),
+        (
+            TopicKind::Events,
+            producer.partition_count(TopicKind::Events)?,
+        ),
+        (
+            TopicKind::DeadLetters,
+            producer.partition_count(TopicKind::DeadLetters)?,
+        ),
     ];
     let ends = partition_ends(producer, &counts)?;
     let (progress, resume) = match previous {
@@ -449,7 +473,10 @@ async fn publish(
 
 async fn put_progress(store: &ObjectStore, key: &str, progress: &IngestProgress) -> Result<()> {
     let body = serde_json::to_vec_pretty(progress)?;
-    crate::retry::retry("write ingest progress", 8, || store.put(key, Bytes::from(body.clone()))).await
+    crate::retry::retry("write ingest progress", 8, || {
+        store.put(key, Bytes::from(body.clone()))
+    })
+    .await
 }
 
 async fn open_source(source: &Source, store: &ObjectStore) -> Result<Box<dyn Read + Send>> {
@@ -574,12 +601,19 @@ impl PublishJob {
         self.producer.flush(Duration::from_secs(300))?;
         let ends = partition_ends(&self.producer, &self.counts)?;
         self.progress.barrier(sent, &ends);
-        self.handle
-            .block_on(put_progress(&self.store, &self.progress_key, &self.progress))
+        self.handle.block_on(put_progress(
+            &self.store,
+            &self.progress_key,
+            &self.progress,
+        ))
     }
 }
 
-fn sent_lines(sent_events: &[u64], dlq_partition: i32, sent_dlq: u64) -> BTreeMap<(TopicKind, i32), u64> {
+fn sent_lines(
+    sent_events: &[u64],
+    dlq_partition: i32,
+    sent_dlq: u64,
+) -> BTreeMap<(TopicKind, i32), u64> {
     let mut sent: BTreeMap<(TopicKind, i32), u64> = sent_events
         .iter()
         .enumerate()
@@ -607,7 +641,10 @@ fn read_rows(
     let mut rows = crate::csv_input::open(source_name, reader)?;
     while let Some(row) = rows.next_row()? {
         match row.outcome {
-            Ok(event) => on_row(Row::Accepted { line: row.line, event })?,
+            Ok(event) => on_row(Row::Accepted {
+                line: row.line,
+                event,
+            })?,
             Err(rejected) => on_row(Row::Rejected(rejected))?,
         }
     }
@@ -615,7 +652,10 @@ fn read_rows(
 }
 
 /// The current end offset of every partition of both topics.
-fn partition_ends(producer: &IngestProducer, counts: &[(TopicKind, i32)]) -> Result<Vec<(TopicKind, i32, i64)>> {
+fn partition_ends(
+    producer: &IngestProducer,
+    counts: &[(TopicKind, i32)],
+) -> Result<Vec<(TopicKind, i32, i64)>> {
     let mut ends = Vec::new();
     for &(topic, count) in counts {
         for partition in 0..count {
@@ -671,14 +711,19 @@ fn scan_after_barrier_blocking(
     if remaining.is_empty() {
         return Ok(found);
     }
-    consumer.assign(&tpl).map_err(|e| kafka_error("scan assign", e))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka_error("scan assign", e))?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while !remaining.is_empty() {
         if Instant::now() > deadline {
             return Err(Error::Kafka {
                 step: "scan",
                 retryable: true,
-                message: format!("reading what the last run delivered did not finish; {} partitions left", remaining.len()),
+                message: format!(
+                    "reading what the last run delivered did not finish; {} partitions left",
+                    remaining.len()
+                ),
             });
         }
         let Some(result) = consumer.poll(Duration::from_millis(500)) else {
@@ -689,10 +734,14 @@ fn scan_after_barrier_blocking(
             Err(rdkafka::error::KafkaError::PartitionEOF(_)) => {
                 // The end of some partition (the error does not say of which topic):
                 // drop every partition whose position reached the end captured above.
-                let positions = consumer.position().map_err(|e| kafka_error("scan position", e))?;
+                let positions = consumer
+                    .position()
+                    .map_err(|e| kafka_error("scan position", e))?;
                 for element in positions.elements() {
                     let key = (element.topic().to_string(), element.partition());
-                    if let (Some(&(_, high)), Offset::Offset(position)) = (remaining.get(&key), element.offset()) {
+                    if let (Some(&(_, high)), Offset::Offset(position)) =
+                        (remaining.get(&key), element.offset())
+                    {
                         if position >= high {
                             remaining.remove(&key);
                         }
@@ -710,7 +759,10 @@ fn scan_after_barrier_blocking(
             found
                 .entry((topic, message.partition()))
                 .or_default()
-                .push_back(fingerprint(message.key().unwrap_or_default(), message.payload().unwrap_or_default()));
+                .push_back(fingerprint(
+                    message.key().unwrap_or_default(),
+                    message.payload().unwrap_or_default(),
+                ));
         }
         if message.offset() + 1 >= high {
             remaining.remove(&key);
@@ -755,33 +807,77 @@ mod tests {
     fn fresh_progress_scans_from_the_current_ends() {
         let p = IngestProgress::fresh(
             &source(),
-            &[(TopicKind::Events, 0, 10), (TopicKind::Events, 1, 0), (TopicKind::DeadLetters, 0, 3)],
+            &[
+                (TopicKind::Events, 0, 10),
+                (TopicKind::Events, 1, 0),
+                (TopicKind::DeadLetters, 0, 3),
+            ],
         );
         assert!(!p.complete);
         assert_eq!(
             p.partitions,
             vec![
-                PartitionProgress { topic: TopicKind::Events, partition: 0, scan_from: 10, max_line: 0 },
-                PartitionProgress { topic: TopicKind::Events, partition: 1, scan_from: 0, max_line: 0 },
-                PartitionProgress { topic: TopicKind::DeadLetters, partition: 0, scan_from: 3, max_line: 0 },
+                PartitionProgress {
+                    topic: TopicKind::Events,
+                    partition: 0,
+                    scan_from: 10,
+                    max_line: 0
+                },
+                PartitionProgress {
+                    topic: TopicKind::Events,
+                    partition: 1,
+                    scan_from: 0,
+                    max_line: 0
+                },
+                PartitionProgress {
+                    topic: TopicKind::DeadLetters,
+                    partition: 0,
+                    scan_from: 3,
+                    max_line: 0
+                },
             ]
         );
     }
 
     #[test]
     fn a_barrier_moves_lines_and_scan_offsets_forward_only() {
-        let mut p = IngestProgress::fresh(&source(), &[(TopicKind::Events, 0, 10), (TopicKind::Events, 1, 5)]);
+        let mut p = IngestProgress::fresh(
+            &source(),
+            &[(TopicKind::Events, 0, 10), (TopicKind::Events, 1, 5)],
+        );
         let mut sent = BTreeMap::new();
         sent.insert((TopicKind::Events, 0), 40u64);
-        p.barrier(&sent, &[(TopicKind::Events, 0, 20), (TopicKind::Events, 1, 5), (TopicKind::DeadLetters, 2, 1)]);
+        p.barrier(
+            &sent,
+            &[
+                (TopicKind::Events, 0, 20),
+                (TopicKind::Events, 1, 5),
+                (TopicKind::DeadLetters, 2, 1),
+            ],
+        );
         // A later barrier that saw less (nothing sent to partition 0 since) keeps the line.
         p.barrier(&BTreeMap::new(), &[(TopicKind::Events, 0, 20)]);
         assert_eq!(
             p.partitions,
             vec![
-                PartitionProgress { topic: TopicKind::Events, partition: 0, scan_from: 20, max_line: 40 },
-                PartitionProgress { topic: TopicKind::Events, partition: 1, scan_from: 5, max_line: 0 },
-                PartitionProgress { topic: TopicKind::DeadLetters, partition: 2, scan_from: 1, max_line: 0 },
+                PartitionProgress {
+                    topic: TopicKind::Events,
+                    partition: 0,
+                    scan_from: 20,
+                    max_line: 40
+                },
+                PartitionProgress {
+                    topic: TopicKind::Events,
+                    partition: 1,
+                    scan_from: 5,
+                    max_line: 0
+                },
+                PartitionProgress {
+                    topic: TopicKind::DeadLetters,
+                    partition: 2,
+                    scan_from: 1,
+                    max_line: 0
+                },
             ]
         );
     }
@@ -790,11 +886,18 @@ mod tests {
     fn new_partitions_are_scanned_from_the_start() {
         let mut p = IngestProgress::fresh(&source(), &[(TopicKind::Events, 0, 10)]);
         p.add_missing_partitions(&[(TopicKind::Events, 2), (TopicKind::DeadLetters, 1)]);
-        let keys: Vec<(TopicKind, i32, i64)> =
-            p.partitions.iter().map(|x| (x.topic, x.partition, x.scan_from)).collect();
+        let keys: Vec<(TopicKind, i32, i64)> = p
+            .partitions
+            .iter()
+            .map(|x| (x.topic, x.partition, x.scan_from))
+            .collect();
         assert_eq!(
             keys,
-            vec![(TopicKind::Events, 0, 10), (TopicKind::Events, 1, 0), (TopicKind::DeadLetters, 0, 0)]
+            vec![
+                (TopicKind::Events, 0, 10),
+                (TopicKind::Events, 1, 0),
+                (TopicKind::DeadLetters, 0, 0)
+            ]
         );
     }
 
@@ -803,8 +906,14 @@ mod tests {
         lines.insert((TopicKind::Events, 0), 100u64);
         let mut found = BTreeMap::new();
         // Partition 0 received two more rows after the barrier, partition 1 one.
-        found.insert((TopicKind::Events, 0), VecDeque::from(vec![fingerprint(b"7", b"a"), fingerprint(b"8", b"b")]));
-        found.insert((TopicKind::Events, 1), VecDeque::from(vec![fingerprint(b"9", b"c")]));
+        found.insert(
+            (TopicKind::Events, 0),
+            VecDeque::from(vec![fingerprint(b"7", b"a"), fingerprint(b"8", b"b")]),
+        );
+        found.insert(
+            (TopicKind::Events, 1),
+            VecDeque::from(vec![fingerprint(b"9", b"c")]),
+        );
         Resume::new(lines, found)
     }
 
@@ -812,25 +921,57 @@ mod tests {
     fn rows_up_to_the_barrier_and_then_the_found_ones_are_not_resent() {
         let mut r = resume();
         let unused = || panic!("no fingerprint needed below the barrier line");
-        assert_eq!(r.decide(TopicKind::Events, 0, 3, unused), Ok(Decision::AlreadyDelivered));
-        assert_eq!(r.decide(TopicKind::Events, 0, 100, unused), Ok(Decision::AlreadyDelivered));
+        assert_eq!(
+            r.decide(TopicKind::Events, 0, 3, unused),
+            Ok(Decision::AlreadyDelivered)
+        );
+        assert_eq!(
+            r.decide(TopicKind::Events, 0, 100, unused),
+            Ok(Decision::AlreadyDelivered)
+        );
         // After the barrier line: the next rows of partition 0 are the two found messages.
-        assert_eq!(r.decide(TopicKind::Events, 0, 101, || fingerprint(b"7", b"a")), Ok(Decision::AlreadyDelivered));
-        assert_eq!(r.decide(TopicKind::Events, 1, 102, || fingerprint(b"9", b"c")), Ok(Decision::AlreadyDelivered));
-        assert_eq!(r.decide(TopicKind::Events, 0, 105, || fingerprint(b"8", b"b")), Ok(Decision::AlreadyDelivered));
+        assert_eq!(
+            r.decide(TopicKind::Events, 0, 101, || fingerprint(b"7", b"a")),
+            Ok(Decision::AlreadyDelivered)
+        );
+        assert_eq!(
+            r.decide(TopicKind::Events, 1, 102, || fingerprint(b"9", b"c")),
+            Ok(Decision::AlreadyDelivered)
+        );
+        assert_eq!(
+            r.decide(TopicKind::Events, 0, 105, || fingerprint(b"8", b"b")),
+            Ok(Decision::AlreadyDelivered)
+        );
         assert_eq!(r.unmatched(), 0);
         // Then everything is new.
-        assert_eq!(r.decide(TopicKind::Events, 0, 106, || 0), Ok(Decision::Send));
-        assert_eq!(r.decide(TopicKind::Events, 1, 107, || 0), Ok(Decision::Send));
-        assert_eq!(r.decide(TopicKind::DeadLetters, 0, 108, || 0), Ok(Decision::Send));
-        assert_eq!(r.decide(TopicKind::Events, 5, 109, || 0), Ok(Decision::Send));
+        assert_eq!(
+            r.decide(TopicKind::Events, 0, 106, || 0),
+            Ok(Decision::Send)
+        );
+        assert_eq!(
+            r.decide(TopicKind::Events, 1, 107, || 0),
+            Ok(Decision::Send)
+        );
+        assert_eq!(
+            r.decide(TopicKind::DeadLetters, 0, 108, || 0),
+            Ok(Decision::Send)
+        );
+        assert_eq!(
+            r.decide(TopicKind::Events, 5, 109, || 0),
+            Ok(Decision::Send)
+        );
     }
 
     #[test]
     fn a_foreign_message_after_the_barrier_stops_the_resume() {
         let mut r = resume();
-        let err = r.decide(TopicKind::Events, 0, 101, || fingerprint(b"7", b"other")).unwrap_err();
-        assert!(err.contains("partition 0") && err.contains("line 101"), "{err}");
+        let err = r
+            .decide(TopicKind::Events, 0, 101, || fingerprint(b"7", b"other"))
+            .unwrap_err();
+        assert!(
+            err.contains("partition 0") && err.contains("line 101"),
+            "{err}"
+        );
         // Unmatched leftovers are visible at the end.
         assert_eq!(resume().unmatched(), 3);
     }

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use pipeline_runtime::{embedded, generator, report};
 
 #[derive(Debug, Parser)]
-#[command(name = "pipeline-runtime", version, about = "E-commerce event pipeline runtime")]
+#[command(
+    name = "pipeline-runtime",
+    version,
+    about = "E-commerce event pipeline runtime"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +69,11 @@ struct RunArgs {
 #[derive(Debug, Args)]
 struct ReportArgs {
     /// A local lake directory (as written by `run`).
-    #[arg(long = "from", required_unless_present = "from_search", conflicts_with = "from_search")]
+    #[arg(
+        long = "from",
+        required_unless_present = "from_search",
+        conflicts_with = "from_search"
+    )]
     from: Option<PathBuf>,
     /// Read the profiles from this Elasticsearch/OpenSearch URL instead (credentials from
     /// DP_SEARCH_USERNAME / DP_SEARCH_PASSWORD or their _FILE variants).

@@ -120,13 +120,21 @@ impl Metrics {
         let sink_errors = Family::<SinkErrorLabels, Counter>::default();
         let profiles_indexed = Counter::default();
         let r = registry.sub_registry_with_prefix(role);
-        r.register("events_in", "Rows read (ingest) or events consumed (process)", events_in.clone());
+        r.register(
+            "events_in",
+            "Rows read (ingest) or events consumed (process)",
+            events_in.clone(),
+        );
         r.register(
             "events_out",
             "Events published (ingest) or written to the lake (process)",
             events_out.clone(),
         );
-        r.register("events_rejected", "Rows sent to the dead-letter topic", events_rejected.clone());
+        r.register(
+            "events_rejected",
+            "Rows sent to the dead-letter topic",
+            events_rejected.clone(),
+        );
         r.register(
             "events_replayed",
             "Events skipped because the restored state already counts them",
@@ -148,13 +156,21 @@ impl Metrics {
             "Log end offset minus committed offset, per partition",
             lag.clone(),
         );
-        r.register("assigned_partitions", "Partitions assigned to this member", assigned_partitions.clone());
+        r.register(
+            "assigned_partitions",
+            "Partitions assigned to this member",
+            assigned_partitions.clone(),
+        );
         r.register(
             "sink_errors",
             "Sink errors by sink and kind (rejected, retried, failed)",
             sink_errors.clone(),
         );
-        r.register("profiles_indexed", "Profiles written to the search index", profiles_indexed.clone());
+        r.register(
+            "profiles_indexed",
+            "Profiles written to the search index",
+            profiles_indexed.clone(),
+        );
         Self {
             events_in,
             events_out,
@@ -173,7 +189,9 @@ impl Metrics {
     }
 
     pub fn sink_error(&self, sink: Sink, kind: SinkErrorKind, count: u64) {
-        self.sink_errors.get_or_create(&SinkErrorLabels { sink, kind }).inc_by(count);
+        self.sink_errors
+            .get_or_create(&SinkErrorLabels { sink, kind })
+            .inc_by(count);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -206,14 +224,24 @@ mod tests {
         let m = Metrics::new("process");
         m.events_in.inc_by(3);
         m.sink_error(Sink::Search, SinkErrorKind::Rejected, 2);
-        m.lag.get_or_create(&PartitionLabels { partition: 4 }).set(17);
+        m.lag
+            .get_or_create(&PartitionLabels { partition: 4 })
+            .set(17);
         let text = m.encode();
-        assert!(text.contains("datapipeline_process_events_in_total 3"), "{text}");
         assert!(
-            text.contains("datapipeline_process_sink_errors_total{sink=\"search\",kind=\"rejected\"} 2"),
+            text.contains("datapipeline_process_events_in_total 3"),
             "{text}"
         );
-        assert!(text.contains("datapipeline_process_consumer_lag{partition=\"4\"} 17"), "{text}");
+        assert!(
+            text.contains(
+                "datapipeline_process_sink_errors_total{sink=\"search\",kind=\"rejected\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("datapipeline_process_consumer_lag{partition=\"4\"} 17"),
+            "{text}"
+        );
     }
 
     #[test]

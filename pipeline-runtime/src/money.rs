@@ -90,7 +90,10 @@ fn parse_unsigned_cents(body: &[u8]) -> Result<i64, PriceError> {
     let Some(first) = (0..total).find(|&i| digit_at(i) != b'0') else {
         return Ok(0);
     };
-    let last = (0..total).rev().find(|&i| digit_at(i) != b'0').unwrap_or(first);
+    let last = (0..total)
+        .rev()
+        .find(|&i| digit_at(i) != b'0')
+        .unwrap_or(first);
     if weight(last) < 0 {
         return Err(PriceError::TooPrecise);
     }
@@ -188,7 +191,16 @@ mod tests {
             parse_price_cents(b"9999999999999999.99"),
             Ok(MAX_PRICE_CENTS)
         );
-        for bad in [&b"abc"[..], b"1.2.3", b"", b".", b"1e", b"1,5", b"$3", b"1e99999"] {
+        for bad in [
+            &b"abc"[..],
+            b"1.2.3",
+            b"",
+            b".",
+            b"1e",
+            b"1,5",
+            b"$3",
+            b"1e99999",
+        ] {
             assert_eq!(
                 parse_price_cents(bad),
                 Err(PriceError::Malformed),

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Decimal128Array, Float64Array, Int32Array, Int64Array, ListArray,
-    RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, Decimal128Array, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch,
+    StringArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -127,14 +127,23 @@ pub fn events_to_batch(events: &[Event]) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter_values(
             events.iter().map(|e| e.event_type.as_str()),
         )),
-        Arc::new(UInt64Array::from_iter_values(events.iter().map(|e| e.product_id))),
+        Arc::new(UInt64Array::from_iter_values(
+            events.iter().map(|e| e.product_id),
+        )),
         Arc::new(UInt64Array::from_iter(events.iter().map(|e| e.category_id))),
         Arc::new(StringArray::from_iter(
             events.iter().map(|e| e.category_code.as_deref()),
         )),
-        Arc::new(StringArray::from_iter(events.iter().map(|e| e.brand.as_deref()))),
-        decimal(events.iter().map(|e| i128::from(e.price_cents)).collect(), 18)?,
-        Arc::new(UInt64Array::from_iter_values(events.iter().map(|e| e.user_id))),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|e| e.brand.as_deref()),
+        )),
+        decimal(
+            events.iter().map(|e| i128::from(e.price_cents)).collect(),
+            18,
+        )?,
+        Arc::new(UInt64Array::from_iter_values(
+            events.iter().map(|e| e.user_id),
+        )),
         Arc::new(StringArray::from_iter(
             events.iter().map(|e| e.user_session.as_deref()),
         )),
@@ -154,7 +163,13 @@ pub fn profiles_to_batch(profiles: &[Profile]) -> Result<RecordBatch> {
         u64s(|p| p.carts),
         u64s(|p| p.removals),
         u64s(|p| p.purchases),
-        decimal(profiles.iter().map(|p| i128::from(p.revenue_cents)).collect(), 20)?,
+        decimal(
+            profiles
+                .iter()
+                .map(|p| i128::from(p.revenue_cents))
+                .collect(),
+            20,
+        )?,
         decimal(
             profiles
                 .iter()
@@ -193,7 +208,11 @@ pub fn profiles_to_batch(profiles: &[Profile]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(profiles_schema(), columns)?)
 }
 
-fn list_array<T>(rows: impl Iterator<Item = Vec<T>>, values: impl FnOnce(Vec<T>) -> ArrayRef, item: DataType) -> Result<ArrayRef> {
+fn list_array<T>(
+    rows: impl Iterator<Item = Vec<T>>,
+    values: impl FnOnce(Vec<T>) -> ArrayRef,
+    item: DataType,
+) -> Result<ArrayRef> {
     let mut lengths = Vec::new();
     let mut flat = Vec::new();
     for row in rows {
@@ -240,15 +259,25 @@ pub fn states_to_batch(records: &[StateRecord]) -> Result<RecordBatch> {
         )
     };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(records.iter().map(|r| r.user_id))),
+        Arc::new(UInt64Array::from_iter_values(
+            records.iter().map(|r| r.user_id),
+        )),
         u32s(|r| r.views),
         u32s(|r| r.carts),
         u32s(|r| r.removals),
         u32s(|r| r.purchases),
-        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.revenue_cents))),
-        Arc::new(Int64Array::from_iter(records.iter().map(|r| r.max_purchase_cents))),
-        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.first_seen))),
-        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.last_seen))),
+        Arc::new(Int64Array::from_iter_values(
+            records.iter().map(|r| r.revenue_cents),
+        )),
+        Arc::new(Int64Array::from_iter(
+            records.iter().map(|r| r.max_purchase_cents),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            records.iter().map(|r| r.first_seen),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            records.iter().map(|r| r.last_seen),
+        )),
         u64_list(|r| &r.session_keys)?,
         u64_list(|r| &r.products)?,
         list_array(
@@ -407,7 +436,9 @@ pub fn batch_to_states(batch: &RecordBatch) -> Result<Vec<StateRecord>> {
         let names = typed_list(names, row, |a: &StringArray, i| a.value(i).to_owned())?;
         let counts = typed_list(counts, row, |a: &UInt32Array, i| a.value(i))?;
         if names.len() != counts.len() {
-            return Err(Error::Schema("name and count lists differ in length".into()));
+            return Err(Error::Schema(
+                "name and count lists differ in length".into(),
+            ));
         }
         Ok(names.into_iter().zip(counts).collect())
     };
@@ -643,7 +674,10 @@ mod tests {
             .filter_map(|id| book.record(id))
             .collect();
         assert_eq!(records.len(), 3);
-        assert_eq!(decode_states(encode_states(&records).unwrap()).unwrap(), records);
+        assert_eq!(
+            decode_states(encode_states(&records).unwrap()).unwrap(),
+            records
+        );
         assert_eq!(decode_states(encode_states(&[]).unwrap()).unwrap(), vec![]);
     }
 
@@ -651,7 +685,10 @@ mod tests {
     fn partitions_by_utc_day() {
         assert_eq!(events_partition(18_170), "events/dt=2019-10-01");
         let days = group_by_day(events());
-        assert_eq!(days.keys().copied().collect::<Vec<_>>(), vec![18_170, 18_171]);
+        assert_eq!(
+            days.keys().copied().collect::<Vec<_>>(),
+            vec![18_170, 18_171]
+        );
     }
 
     #[test]

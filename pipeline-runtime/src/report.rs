@@ -228,7 +228,11 @@ impl Report {
         let _ = writeln!(out, "===============");
         let _ = writeln!(out, "Customers            {:>14}", self.customers);
         let _ = writeln!(out, "Events               {:>14}", self.events);
-        let _ = writeln!(out, "Revenue              {:>14}", format_cents(self.revenue_cents));
+        let _ = writeln!(
+            out,
+            "Revenue              {:>14}",
+            format_cents(self.revenue_cents)
+        );
         let _ = writeln!(out, "Purchases            {:>14}", self.purchases);
         let _ = writeln!(out, "Conversion           {:>14}", pct(self.conversion));
         let _ = writeln!(
@@ -370,7 +374,10 @@ pub fn read_purchase_tally(dir: &Path) -> Result<RevenueTally> {
                 brands.as_any().downcast_ref::<StringArray>(),
                 prices.as_any().downcast_ref::<Decimal128Array>(),
             ) else {
-                return Err(Error::Schema(format!("{}: unexpected column types", file.display())));
+                return Err(Error::Schema(format!(
+                    "{}: unexpected column types",
+                    file.display()
+                )));
             };
             for row in 0..batch.num_rows() {
                 if kinds.value(row) != EventType::Purchase.as_str() {
@@ -400,7 +407,13 @@ pub fn report_from_lake(dir: &Path) -> Result<Report> {
 mod tests {
     use super::*;
 
-    fn profile(user_id: u64, views: u64, carts: u64, purchases: u64, revenue_cents: i64) -> Profile {
+    fn profile(
+        user_id: u64,
+        views: u64,
+        carts: u64,
+        purchases: u64,
+        revenue_cents: i64,
+    ) -> Profile {
         let total_events = views + carts + purchases;
         Profile {
             user_id,
@@ -428,11 +441,11 @@ mod tests {
     #[test]
     fn report_numbers() {
         let profiles = vec![
-            profile(1, 3, 1, 1, 1_000),       // one-time buyer
-            profile(2, 1, 2, 0, 0),           // abandoned cart
-            profile(3, 12, 0, 0, 0),          // active browser
-            profile(4, 0, 0, 10, 150_000),    // VIP, no views
-            profile(5, 1, 0, 0, 0),           // casual
+            profile(1, 3, 1, 1, 1_000),    // one-time buyer
+            profile(2, 1, 2, 0, 0),        // abandoned cart
+            profile(3, 12, 0, 0, 0),       // active browser
+            profile(4, 0, 0, 10, 150_000), // VIP, no views
+            profile(5, 1, 0, 0, 0),        // casual
         ];
         let mut tally = RevenueTally::default();
         tally.add_purchase(Some("b"), Some("z"), 500);
@@ -450,7 +463,10 @@ mod tests {
         assert_eq!(report.abandoned_carts, 1);
         assert_eq!(report.one_time_buyers, 1);
         let vip = &report.segments[0];
-        assert_eq!((vip.segment, vip.customers, vip.revenue_cents), (Segment::Vip, 1, 150_000));
+        assert_eq!(
+            (vip.segment, vip.customers, vip.revenue_cents),
+            (Segment::Vip, 1, 150_000)
+        );
         assert_eq!(vip.customer_share, 0.2);
         assert_eq!(vip.revenue_share, 150_000.0 / 151_000.0);
         let counts: Vec<u64> = report.segments.iter().map(|s| s.customers).collect();
@@ -464,9 +480,15 @@ mod tests {
             .collect();
         // Ties on revenue go by name.
         assert_eq!(top, vec![("c", 150_000), ("a", 500), ("b", 500)]);
-        assert_eq!(report.top_brands.as_ref().unwrap()[0].revenue_cents, 150_500);
+        assert_eq!(
+            report.top_brands.as_ref().unwrap()[0].revenue_cents,
+            150_500
+        );
         let text = report.render();
-        assert!(text.contains("Revenue                     1510.00"), "{text}");
+        assert!(
+            text.contains("Revenue                     1510.00"),
+            "{text}"
+        );
         assert!(text.contains("VIP"));
     }
 

@@ -182,7 +182,9 @@ pub struct SearchIndex {
 
 impl std::fmt::Debug for SearchIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SearchIndex").field("index", &self.index).finish()
+        f.debug_struct("SearchIndex")
+            .field("index", &self.index)
+            .finish()
     }
 }
 
@@ -197,7 +199,10 @@ impl SearchIndex {
             .disable_proxy()
             .timeout(Duration::from_secs(60));
         if let Some((user, password)) = &settings.credentials {
-            builder = builder.auth(Credentials::Basic(user.clone(), password.expose().to_string()));
+            builder = builder.auth(Credentials::Basic(
+                user.clone(),
+                password.expose().to_string(),
+            ));
         }
         if let Some(ca) = &settings.ca_file {
             let pem = std::fs::read(ca).map_err(|e| Error::Config {
@@ -235,7 +240,10 @@ impl SearchIndex {
     ) -> Result<(u16, bytes::Bytes)> {
         let mut headers = HeaderMap::new();
         if ndjson {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
         }
         let response = self
             .client
@@ -272,21 +280,29 @@ impl SearchIndex {
     /// member creating it first is fine.
     pub async fn ensure_index(&self) -> Result<()> {
         let path = format!("/{}", self.index);
-        let (status, body) = self.request("index exists", Method::Head, &path, None, false).await?;
+        let (status, body) = self
+            .request("index exists", Method::Head, &path, None, false)
+            .await?;
         match status {
             200 => return Ok(()),
             404 => {}
             _ => return Err(Self::status_error("index exists", status, &body)),
         }
         let mapping = serde_json::to_vec(&index_mapping())?;
-        let (status, body) = self.request("create index", Method::Put, &path, Some(mapping), false).await?;
+        let (status, body) = self
+            .request("create index", Method::Put, &path, Some(mapping), false)
+            .await?;
         if disposition(status) == Disposition::Done {
             tracing::info!(index = %self.index, "created search index");
             return Ok(());
         }
         let already = serde_json::from_slice::<Value>(&body)
             .ok()
-            .and_then(|v| v.pointer("/error/type").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| {
+                v.pointer("/error/type")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .is_some_and(|t| t == "resource_already_exists_exception");
         if already {
             Ok(())
@@ -306,11 +322,14 @@ impl SearchIndex {
         // Chunk starts rather than slices: a closure over borrowed chunks would not be
         // `Send` for every lifetime, which spawned checkpoint tasks need.
         let docs = &docs;
-        let reports: Vec<Result<IndexReport>> = futures::stream::iter((0..docs.len()).step_by(BULK_DOCS))
-            .map(|start| self.bulk_with_retries(&docs[start..(start + BULK_DOCS).min(docs.len())]))
-            .buffer_unordered(BULK_CONCURRENCY)
-            .collect()
-            .await;
+        let reports: Vec<Result<IndexReport>> =
+            futures::stream::iter((0..docs.len()).step_by(BULK_DOCS))
+                .map(|start| {
+                    self.bulk_with_retries(&docs[start..(start + BULK_DOCS).min(docs.len())])
+                })
+                .buffer_unordered(BULK_CONCURRENCY)
+                .collect()
+                .await;
         let mut total = IndexReport::default();
         for report in reports {
             let report = report?;
@@ -331,7 +350,10 @@ impl SearchIndex {
         let mut attempt = 1;
         loop {
             let body = bulk_body(pending.iter().map(|&i| (docs[i].0, docs[i].1.as_slice())));
-            let retry: Vec<usize> = match self.request("bulk", Method::Post, &path, Some(body), true).await {
+            let retry: Vec<usize> = match self
+                .request("bulk", Method::Post, &path, Some(body), true)
+                .await
+            {
                 Ok((status, body)) => match disposition(status) {
                     Disposition::Done => {
                         let outcome = classify_bulk_response(&body, pending.len());
@@ -367,7 +389,10 @@ impl SearchIndex {
                 return Err(Error::Search {
                     step: "bulk",
                     retryable: true,
-                    message: format!("{} documents still failing after {attempt} attempts", retry.len()),
+                    message: format!(
+                        "{} documents still failing after {attempt} attempts",
+                        retry.len()
+                    ),
                 });
             }
             pending = retry;
@@ -402,22 +427,28 @@ impl SearchIndex {
     /// Number of documents (as of the last refresh).
     pub async fn count(&self) -> Result<u64> {
         let path = format!("/{}/_count", self.index);
-        let (status, body) = self.request("count", Method::Get, &path, None, false).await?;
+        let (status, body) = self
+            .request("count", Method::Get, &path, None, false)
+            .await?;
         if disposition(status) != Disposition::Done {
             return Err(Self::status_error("count", status, &body));
         }
         let v: Value = serde_json::from_slice(&body)?;
-        v.get("count").and_then(Value::as_u64).ok_or_else(|| Error::Search {
-            step: "count",
-            retryable: false,
-            message: "response without a count".into(),
-        })
+        v.get("count")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::Search {
+                step: "count",
+                retryable: false,
+                message: "response without a count".into(),
+            })
     }
 
     /// Makes everything indexed so far visible to searches.
     pub async fn refresh(&self) -> Result<()> {
         let path = format!("/{}/_refresh", self.index);
-        let (status, body) = self.request("refresh", Method::Post, &path, None, false).await?;
+        let (status, body) = self
+            .request("refresh", Method::Post, &path, None, false)
+            .await?;
         if disposition(status) != Disposition::Done {
             return Err(Self::status_error("refresh", status, &body));
         }
@@ -441,7 +472,9 @@ impl SearchIndex {
                 query["search_after"] = json!([after]);
             }
             let body = serde_json::to_vec(&query)?;
-            let (status, response) = self.request("search", Method::Post, &path, Some(body), false).await?;
+            let (status, response) = self
+                .request("search", Method::Post, &path, Some(body), false)
+                .await?;
             if disposition(status) != Disposition::Done {
                 return Err(Self::status_error("search", status, &response));
             }
@@ -485,7 +518,11 @@ pub fn parse_search_page(body: &[u8]) -> Result<SearchPage> {
         sort: Vec<Value>,
     }
     let response: Response = serde_json::from_slice(body)?;
-    let last_sort = response.hits.hits.last().and_then(|h| h.sort.first().cloned());
+    let last_sort = response
+        .hits
+        .hits
+        .last()
+        .and_then(|h| h.sort.first().cloned());
     Ok(SearchPage {
         profiles: response.hits.hits.into_iter().map(|h| h.source).collect(),
         last_sort,

@@ -189,7 +189,10 @@ mod tests {
 
     #[test]
     fn rees46_form() {
-        assert_eq!(parse_event_time(b"2019-10-01 00:00:00 UTC"), Some(OCT1_2019));
+        assert_eq!(
+            parse_event_time(b"2019-10-01 00:00:00 UTC"),
+            Some(OCT1_2019)
+        );
         assert_eq!(
             parse_event_time(b"2019-10-01 01:02:03 UTC"),
             Some(OCT1_2019 + 3_723_000_000)
@@ -199,7 +202,10 @@ mod tests {
     #[test]
     fn rfc3339_forms_convert_to_utc() {
         assert_eq!(parse_event_time(b"2019-10-01T00:00:00Z"), Some(OCT1_2019));
-        assert_eq!(parse_event_time(b"2019-10-01T02:00:00+02:00"), Some(OCT1_2019));
+        assert_eq!(
+            parse_event_time(b"2019-10-01T02:00:00+02:00"),
+            Some(OCT1_2019)
+        );
         assert_eq!(
             parse_event_time(b"2019-10-01T00:00:00.5Z"),
             Some(OCT1_2019 + 500_000)
@@ -217,7 +223,12 @@ mod tests {
             b"2019-10-01 00:00:00 CET",
             b"yesterday",
         ] {
-            assert_eq!(parse_event_time(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse_event_time(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -25,14 +25,50 @@ fn generate_run_and_report() {
     let out = dir.path().join("lake");
     let events = 40_000u64;
 
-    run_ok(binary().args(["generate", "--events", &events.to_string(), "--seed", "9", "--output"]).arg(&csv));
+    run_ok(
+        binary()
+            .args([
+                "generate",
+                "--events",
+                &events.to_string(),
+                "--seed",
+                "9",
+                "--output",
+            ])
+            .arg(&csv),
+    );
     let first = std::fs::read(&csv).unwrap();
     let again = dir.path().join("again.csv");
-    run_ok(binary().args(["generate", "--events", &events.to_string(), "--seed", "9", "--output"]).arg(&again));
-    assert_eq!(first, std::fs::read(&again).unwrap(), "same seed, same bytes");
-    assert_eq!(first.iter().filter(|&&b| b == b'\n').count() as u64, events + 1);
+    run_ok(
+        binary()
+            .args([
+                "generate",
+                "--events",
+                &events.to_string(),
+                "--seed",
+                "9",
+                "--output",
+            ])
+            .arg(&again),
+    );
+    assert_eq!(
+        first,
+        std::fs::read(&again).unwrap(),
+        "same seed, same bytes"
+    );
+    assert_eq!(
+        first.iter().filter(|&&b| b == b'\n').count() as u64,
+        events + 1
+    );
 
-    let output = run_ok(binary().arg("run").arg("--input").arg(&csv).arg("--out").arg(&out));
+    let output = run_ok(
+        binary()
+            .arg("run")
+            .arg("--input")
+            .arg(&csv)
+            .arg("--out")
+            .arg(&out),
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("Customer report"), "{stdout}");
 
@@ -42,7 +78,10 @@ fn generate_run_and_report() {
     assert_eq!(summary["events_rejected"], 0);
     let profiles = summary["profiles"].as_u64().unwrap();
     // About 2.2 events per user.
-    assert!((events / 3..events / 2).contains(&profiles), "{profiles} profiles");
+    assert!(
+        (events / 3..events / 2).contains(&profiles),
+        "{profiles} profiles"
+    );
     assert_eq!(summary["report"]["customers"], profiles);
     assert!(out.join("profiles/part-00000.parquet").exists());
     assert!(out.join("events/dt=2019-10-01/part-00000.parquet").exists());
@@ -50,7 +89,11 @@ fn generate_run_and_report() {
     assert_eq!(std::fs::read(out.join("rejected.jsonl")).unwrap().len(), 0);
 
     let report = run_ok(binary().arg("report").arg("--from").arg(&out));
-    assert_eq!(String::from_utf8(report.stdout).unwrap(), stdout, "report from the lake equals run's");
+    assert_eq!(
+        String::from_utf8(report.stdout).unwrap(),
+        stdout,
+        "report from the lake equals run's"
+    );
 }
 
 #[test]
@@ -60,10 +103,27 @@ fn bad_rows_are_counted_not_fatal() {
     let out = dir.path().join("lake");
     run_ok(
         binary()
-            .args(["generate", "--events", "10000", "--seed", "2", "--bad-rows-per-million", "50000", "--output"])
+            .args([
+                "generate",
+                "--events",
+                "10000",
+                "--seed",
+                "2",
+                "--bad-rows-per-million",
+                "50000",
+                "--output",
+            ])
             .arg(&csv),
     );
-    run_ok(binary().arg("run").arg("--quiet").arg("--input").arg(&csv).arg("--out").arg(&out));
+    run_ok(
+        binary()
+            .arg("run")
+            .arg("--quiet")
+            .arg("--input")
+            .arg(&csv)
+            .arg("--out")
+            .arg(&out),
+    );
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let accepted = summary["events_accepted"].as_u64().unwrap();

@@ -64,13 +64,22 @@ impl<H: PartitionHandler> RebalanceContext<H> {
 
 impl<H: PartitionHandler> ClientContext for RebalanceContext<H> {
     fn stats(&self, statistics: Statistics) {
-        self.handler.on_lag(&lag_from_statistics(&statistics, &self.topic));
+        self.handler
+            .on_lag(&lag_from_statistics(&statistics, &self.topic));
     }
 }
 
 impl<H: PartitionHandler> ConsumerContext for RebalanceContext<H> {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         let partitions = partitions_of(tpl, &self.topic);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -78,8 +87,11 @@ impl<H: PartitionHandler> ConsumerContext for RebalanceContext<H> {
                     Ok(starts) => {
                         for (partition, start) in starts {
                             let offset = start.map_or(Offset::Beginning, Offset::Offset);
-                            if let Err(e) = tpl.set_partition_offset(&self.topic, partition, offset) {
-                                self.set_fatal(format!("setting the start of partition {partition}: {e}"));
+                            if let Err(e) = tpl.set_partition_offset(&self.topic, partition, offset)
+                            {
+                                self.set_fatal(format!(
+                                    "setting the start of partition {partition}: {e}"
+                                ));
                             }
                         }
                     }
@@ -98,7 +110,9 @@ impl<H: PartitionHandler> ConsumerContext for RebalanceContext<H> {
                 let lost = consumer.assignment_lost();
                 let commits = self.handler.on_revoke(&partitions, lost);
                 if !lost && !commits.is_empty() {
-                    if let Err(e) = commit_offsets(consumer, &self.topic, &commits, CommitMode::Sync) {
+                    if let Err(e) =
+                        commit_offsets(consumer, &self.topic, &commits, CommitMode::Sync)
+                    {
                         tracing::warn!(error = %e, "commit on revoke failed; the state files still hold the offsets");
                     }
                 }

@@ -24,7 +24,10 @@ pub fn client_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig 
     config
         .set("bootstrap.servers", &settings.bootstrap)
         .set("client.id", client_id)
-        .set("security.protocol", settings.security_protocol.as_librdkafka());
+        .set(
+            "security.protocol",
+            settings.security_protocol.as_librdkafka(),
+        );
     if let Some(sasl) = &settings.sasl {
         config
             .set("sasl.mechanism", &sasl.mechanism)
@@ -159,9 +162,10 @@ pub async fn ensure_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(settings, "pipeline-runtime-admin")
-        .create()
-        .map_err(|e| kafka_error("create admin client", e))?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(settings, "pipeline-runtime-admin")
+            .create()
+            .map_err(|e| kafka_error("create admin client", e))?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
@@ -309,7 +313,10 @@ mod tests {
         assert_eq!(c.get("group.id"), Some("shop-profiles"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
-        assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
     }
 
     #[test]
@@ -320,7 +327,10 @@ mod tests {
             ("foobar", -790_332_482),
             ("a-little-bit-long-string", -985_981_536),
             ("a-little-bit-longer-string", -1_486_304_829),
-            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
             ("abc", 479_470_107),
         ];
         for (input, expected) in cases {

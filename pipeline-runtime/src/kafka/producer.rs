@@ -15,7 +15,9 @@ use crate::config::KafkaSettings;
 use crate::error::{Error, Result};
 
 /// Which of the two ingest topics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TopicKind {
     Events,
@@ -78,7 +80,11 @@ impl IngestProducer {
 
     /// Partition count of a topic.
     pub fn partition_count(&self, topic: TopicKind) -> Result<i32> {
-        super::partition_count(self.producer.client(), self.topic_name(topic), Duration::from_secs(30))
+        super::partition_count(
+            self.producer.client(),
+            self.topic_name(topic),
+            Duration::from_secs(30),
+        )
     }
 
     /// The high watermark (offset after the last committed message) of a partition.
@@ -114,7 +120,13 @@ impl IngestProducer {
 
     /// A delivery failure reported by the poll thread, if any.
     pub fn check_failure(&self) -> Result<()> {
-        let failure = self.producer.context().failure.lock().ok().and_then(|f| f.clone());
+        let failure = self
+            .producer
+            .context()
+            .failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone());
         match failure {
             Some(reason) => Err(Error::Kafka {
                 step: "deliver",
@@ -127,7 +139,9 @@ impl IngestProducer {
 
     /// Waits until every queued message is delivered; fails if any delivery failed.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.producer.flush(timeout).map_err(|e| kafka_error("flush", e))?;
+        self.producer
+            .flush(timeout)
+            .map_err(|e| kafka_error("flush", e))?;
         self.check_failure()
     }
 }

@@ -63,7 +63,10 @@ pub fn state_key(partition: i32) -> String {
 }
 
 pub fn intent_key(partition: i32) -> String {
-    format!("{}/p{partition:04}.intent.json", layout::PROCESS_STATE_PREFIX)
+    format!(
+        "{}/p{partition:04}.intent.json",
+        layout::PROCESS_STATE_PREFIX
+    )
 }
 
 /// What a checkpoint is about to write.
@@ -138,17 +141,25 @@ pub fn decode_state(key: &str, partition: i32, bytes: &[u8]) -> Result<(i64, Vec
     let header_bytes = bytes
         .get(12..12 + header_len)
         .ok_or_else(|| bad("truncated header".into()))?;
-    let header: StateHeader = serde_json::from_slice(header_bytes).map_err(|e| bad(format!("header: {e}")))?;
+    let header: StateHeader =
+        serde_json::from_slice(header_bytes).map_err(|e| bad(format!("header: {e}")))?;
     if header.version != STATE_VERSION {
         return Err(bad(format!("unknown state version {}", header.version)));
     }
     if header.partition != partition {
-        return Err(bad(format!("state of partition {} found under partition {partition}", header.partition)));
+        return Err(bad(format!(
+            "state of partition {} found under partition {partition}",
+            header.partition
+        )));
     }
     let records = crate::parquet::decode_states(Bytes::copy_from_slice(&bytes[12 + header_len..]))
         .map_err(|e| bad(format!("records: {e}")))?;
     if records.len() != header.users {
-        return Err(bad(format!("{} records, header says {}", records.len(), header.users)));
+        return Err(bad(format!(
+            "{} records, header says {}",
+            records.len(),
+            header.users
+        )));
     }
     Ok((header.offset, records))
 }
@@ -168,13 +179,19 @@ fn encode_batch(batch: &Batch) -> Result<EncodedBatch> {
         // The common case: no copy.
         if let Some(&day) = days.keys().next() {
             let bytes = crate::parquet::encode_events(&batch.events)?;
-            lake.push((events_key(day, batch.partition, batch.start), Bytes::from(bytes)));
+            lake.push((
+                events_key(day, batch.partition, batch.start),
+                Bytes::from(bytes),
+            ));
         }
     } else {
         for (day, events) in days {
             let owned: Vec<Event> = events.into_iter().cloned().collect();
             let bytes = crate::parquet::encode_events(&owned)?;
-            lake.push((events_key(day, batch.partition, batch.start), Bytes::from(bytes)));
+            lake.push((
+                events_key(day, batch.partition, batch.start),
+                Bytes::from(bytes),
+            ));
         }
     }
     let snapshot = Bytes::from(crate::parquet::encode_profiles(&batch.snapshot)?);
@@ -194,23 +211,46 @@ fn encode_batch(batch: &Batch) -> Result<EncodedBatch> {
 
 /// Writes one checkpoint (steps 1-5 above). Idempotent: running it again with the same
 /// batch writes the same objects and documents.
-pub async fn write_checkpoint(store: &ObjectStore, search: &SearchIndex, batch: std::sync::Arc<Batch>) -> Result<()> {
+pub async fn write_checkpoint(
+    store: &ObjectStore,
+    search: &SearchIndex,
+    batch: std::sync::Arc<Batch>,
+) -> Result<()> {
+    let started = std::time::Instant::now();
     let encode_input = batch.clone();
     let encoded = tokio::task::spawn_blocking(move || encode_batch(&encode_input))
         .await
         .map_err(|e| Error::Worker(format!("checkpoint encoder: {e}")))??;
+    let encoded_at = started.elapsed();
     let partition = batch.partition;
     store
-        .put(&intent_key(partition), Bytes::from(serde_json::to_vec(&encoded.intent)?))
+        .put(
+            &intent_key(partition),
+            Bytes::from(serde_json::to_vec(&encoded.intent)?),
+        )
         .await?;
     futures::stream::iter(encoded.lake.into_iter().map(Ok::<_, Error>))
-        .try_for_each_concurrent(PUT_CONCURRENCY, |(key, bytes)| async move { store.put(&key, bytes).await })
+        .try_for_each_concurrent(PUT_CONCURRENCY, |(key, bytes)| async move {
+            store.put(&key, bytes).await
+        })
         .await?;
+    let lake_at = started.elapsed();
     if !batch.changed.is_empty() {
         search.index_profiles(&batch.changed).await?;
     }
-    store.put(&profiles_key(partition), encoded.snapshot).await?;
+    let search_at = started.elapsed();
+    store
+        .put(&profiles_key(partition), encoded.snapshot)
+        .await?;
     store.put(&state_key(partition), encoded.state).await?;
+    tracing::debug!(
+        partition,
+        encode_ms = encoded_at.as_millis() as u64,
+        lake_ms = (lake_at - encoded_at).as_millis() as u64,
+        search_ms = (search_at - lake_at).as_millis() as u64,
+        snapshot_ms = (started.elapsed() - search_at).as_millis() as u64,
+        "checkpoint steps"
+    );
     Ok(())
 }
 
@@ -223,9 +263,11 @@ pub async fn recover(store: &ObjectStore, partition: i32) -> Result<(ProfileBook
             let bytes_for_decode = bytes.clone();
             let key_for_decode = key.clone();
             Some(
-                tokio::task::spawn_blocking(move || decode_state(&key_for_decode, partition, &bytes_for_decode))
-                    .await
-                    .map_err(|e| Error::Worker(format!("state decoder: {e}")))??,
+                tokio::task::spawn_blocking(move || {
+                    decode_state(&key_for_decode, partition, &bytes_for_decode)
+                })
+                .await
+                .map_err(|e| Error::Worker(format!("state decoder: {e}")))??,
             )
         }
         None => None,
@@ -246,7 +288,11 @@ pub async fn recover(store: &ObjectStore, partition: i32) -> Result<(ProfileBook
         .try_collect::<Vec<()>>()
         .await?;
     if !stale.is_empty() {
-        tracing::info!(partition, objects = stale.len(), "removed lake objects of an unfinished checkpoint");
+        tracing::info!(
+            partition,
+            objects = stale.len(),
+            "removed lake objects of an unfinished checkpoint"
+        );
     }
     let mut book = ProfileBook::new();
     if let Some((_, records)) = &state {
@@ -264,7 +310,10 @@ mod tests {
     #[test]
     fn object_keys() {
         // 2019-10-01 is day 18170.
-        assert_eq!(events_key(18_170, 3, 1234), "events/dt=2019-10-01/p0003-o00000000000000001234.parquet");
+        assert_eq!(
+            events_key(18_170, 3, 1234),
+            "events/dt=2019-10-01/p0003-o00000000000000001234.parquet"
+        );
         assert_eq!(profiles_key(12), "profiles/p0012.parquet");
         assert_eq!(state_key(0), "_state/process/p0000.state");
         assert_eq!(intent_key(7), "_state/process/p0007.intent.json");
@@ -283,9 +332,15 @@ mod tests {
     fn unfinished_checkpoint_is_cleaned_finished_one_is_not() {
         // Crash between the intent and the state write: the state is still at the
         // intent's start.
-        assert_eq!(keys_to_clean(Some(100), Some(&intent(100))), intent(100).keys);
+        assert_eq!(
+            keys_to_clean(Some(100), Some(&intent(100))),
+            intent(100).keys
+        );
         // The checkpoint completed: the state moved past the intent's start.
-        assert_eq!(keys_to_clean(Some(110), Some(&intent(100))), Vec::<String>::new());
+        assert_eq!(
+            keys_to_clean(Some(110), Some(&intent(100))),
+            Vec::<String>::new()
+        );
         // The very first checkpoint crashed: no state at all.
         assert_eq!(keys_to_clean(None, Some(&intent(0))), intent(0).keys);
         assert_eq!(keys_to_clean(Some(5), None), Vec::<String>::new());
@@ -315,7 +370,10 @@ mod tests {
         let records = vec![record(1), record(2)];
         let bytes = encode_state(4, 77, &records).unwrap();
         assert_eq!(decode_state("k", 4, &bytes).unwrap(), (77, records));
-        assert_eq!(decode_state("k", 4, &encode_state(4, 0, &[]).unwrap()).unwrap(), (0, vec![]));
+        assert_eq!(
+            decode_state("k", 4, &encode_state(4, 0, &[]).unwrap()).unwrap(),
+            (0, vec![])
+        );
     }
 
     #[test]
@@ -343,7 +401,11 @@ mod tests {
             user_session: None,
         };
         let day = crate::time::MICROS_PER_DAY;
-        let events = vec![at(day * 18_170 + 5, 1), at(day * 18_171, 2), at(day * 18_170 + 1, 3)];
+        let events = vec![
+            at(day * 18_170 + 5, 1),
+            at(day * 18_171, 2),
+            at(day * 18_170 + 1, 3),
+        ];
         let grouped = events_by_day(&events);
         let shape: Vec<(i32, Vec<u64>)> = grouped
             .iter()

@@ -58,7 +58,11 @@ pub async fn run(args: ProcessArgs) -> Result<ProcessSummary> {
 }
 
 /// [`run`] with credentials from `lookup`, stopping when `shutdown` becomes true.
-pub async fn run_with(args: ProcessArgs, lookup: &dyn Lookup, shutdown: Arc<AtomicBool>) -> Result<ProcessSummary> {
+pub async fn run_with(
+    args: ProcessArgs,
+    lookup: &dyn Lookup,
+    shutdown: Arc<AtomicBool>,
+) -> Result<ProcessSummary> {
     let names = pipeline_config::PipelineNames::new(&args.common.pipeline);
     let kafka = args.kafka.resolve(&names, lookup)?;
     let search_settings = args.search.resolve(&names, lookup)?;
@@ -164,12 +168,16 @@ impl Shared {
     /// Writes a checkpoint now, retrying a few times (revoke and shutdown).
     fn checkpoint_now(&self, batch: Arc<Batch>) -> Result<()> {
         let started = Instant::now();
-        let result = self.handle.block_on(crate::retry::retry("final checkpoint", FINAL_ATTEMPTS, || {
-            checkpoint::write_checkpoint(&self.store, &self.search, batch.clone())
-        }));
+        let result = self.handle.block_on(crate::retry::retry(
+            "final checkpoint",
+            FINAL_ATTEMPTS,
+            || checkpoint::write_checkpoint(&self.store, &self.search, batch.clone()),
+        ));
         match &result {
             Ok(()) => self.checkpoint_done(&batch, started),
-            Err(_) => self.metrics.sink_error(Sink::ObjectStore, SinkErrorKind::Failed, 1),
+            Err(_) => self
+                .metrics
+                .sink_error(Sink::ObjectStore, SinkErrorKind::Failed, 1),
         }
         result
     }
@@ -182,8 +190,12 @@ impl Shared {
                     self.checkpoint_done(&in_flight.batch, in_flight.started);
                     return Ok(());
                 }
-                Ok(Err(e)) => tracing::warn!(partition = in_flight.batch.partition, error = %e, "checkpoint failed; retrying"),
-                Err(e) => tracing::warn!(partition = in_flight.batch.partition, error = %e, "checkpoint task died; retrying"),
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = in_flight.batch.partition, error = %e, "checkpoint failed; retrying")
+                }
+                Err(e) => {
+                    tracing::warn!(partition = in_flight.batch.partition, error = %e, "checkpoint task died; retrying")
+                }
             }
         }
         self.checkpoint_now(in_flight.batch)
@@ -191,7 +203,8 @@ impl Shared {
 
     fn checkpoint_done(&self, batch: &Batch, started: Instant) {
         let m = &self.metrics;
-        m.checkpoint_duration.observe(started.elapsed().as_secs_f64());
+        m.checkpoint_duration
+            .observe(started.elapsed().as_secs_f64());
         m.checkpoints.inc();
         m.events_out.inc_by(batch.events.len() as u64);
         let now = std::time::SystemTime::now()
@@ -215,14 +228,21 @@ impl Shared {
 struct Handler(Arc<Shared>);
 
 impl PartitionHandler for Handler {
-    fn on_assign(&self, partitions: &[i32]) -> std::result::Result<Vec<(i32, Option<i64>)>, String> {
+    fn on_assign(
+        &self,
+        partitions: &[i32],
+    ) -> std::result::Result<Vec<(i32, Option<i64>)>, String> {
         let shared = &self.0;
         let mut starts = Vec::new();
         for &partition in partitions {
-            let recovered = shared.handle.block_on(crate::retry::retry("recover partition", 10, || {
-                checkpoint::recover(&shared.store, partition)
-            }));
-            let (book, offset) = recovered.map_err(|e| format!("partition {partition}: cannot load its state: {e}"))?;
+            let recovered =
+                shared
+                    .handle
+                    .block_on(crate::retry::retry("recover partition", 10, || {
+                        checkpoint::recover(&shared.store, partition)
+                    }));
+            let (book, offset) = recovered
+                .map_err(|e| format!("partition {partition}: cannot load its state: {e}"))?;
             tracing::info!(partition, offset = ?offset, users = book.len(), "partition assigned");
             shared.slots().insert(
                 partition,
@@ -234,7 +254,10 @@ impl PartitionHandler for Handler {
             );
             starts.push((partition, offset));
         }
-        shared.metrics.assigned_partitions.set(shared.slots().len() as i64);
+        shared
+            .metrics
+            .assigned_partitions
+            .set(shared.slots().len() as i64);
         Ok(starts)
     }
 
@@ -252,7 +275,10 @@ impl PartitionHandler for Handler {
                 if let Some(task) = slot.in_flight.and_then(|f| f.task) {
                     task.abort();
                 }
-                tracing::warn!(partition, "partition lost; its unfinished checkpoint is abandoned");
+                tracing::warn!(
+                    partition,
+                    "partition lost; its unfinished checkpoint is abandoned"
+                );
                 continue;
             }
             if let Some(in_flight) = slot.in_flight.take() {
@@ -276,7 +302,10 @@ impl PartitionHandler for Handler {
             }
             tracing::info!(partition, "partition revoked after its final checkpoint");
         }
-        shared.metrics.assigned_partitions.set(shared.slots().len() as i64);
+        shared
+            .metrics
+            .assigned_partitions
+            .set(shared.slots().len() as i64);
         commits
     }
 
@@ -310,11 +339,14 @@ impl Worker {
     fn run(self) -> Result<ProcessSummary> {
         let topic = self.kafka.events_topic.clone();
         let context = RebalanceContext::new(topic.clone(), Handler(self.shared.clone()));
-        let consumer: ProcessConsumer = crate::kafka::consumer_config(&self.kafka, &self.kafka.consumer_group)
-            .create_with_context(context)
-            .map_err(|e| kafka_error("create consumer", e))?;
+        let consumer: ProcessConsumer =
+            crate::kafka::consumer_config(&self.kafka, &self.kafka.consumer_group)
+                .create_with_context(context)
+                .map_err(|e| kafka_error("create consumer", e))?;
         crate::kafka::partition_count(consumer.client(), &topic, Duration::from_secs(30))?;
-        consumer.subscribe(&[&topic]).map_err(|e| kafka_error("subscribe", e))?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|e| kafka_error("subscribe", e))?;
         self.shared.metrics.set_ready(true);
 
         let result = self.consume(&consumer, &topic);
@@ -422,7 +454,9 @@ impl Worker {
         let mut commits = Vec::new();
         let mut slots = shared.slots();
         for (&partition, slot) in slots.iter_mut() {
-            let Some(in_flight) = slot.in_flight.as_mut() else { continue };
+            let Some(in_flight) = slot.in_flight.as_mut() else {
+                continue;
+            };
             if let Some(retry_at) = in_flight.retry_at {
                 if Instant::now() >= retry_at {
                     in_flight.retry_at = None;
@@ -434,7 +468,9 @@ impl Worker {
             if !finished {
                 continue;
             }
-            let Some(task) = in_flight.task.take() else { continue };
+            let Some(task) = in_flight.task.take() else {
+                continue;
+            };
             let outcome = match shared.handle.block_on(task) {
                 Ok(result) => result,
                 Err(e) => Err(Error::Worker(format!("checkpoint task: {e}"))),
@@ -463,7 +499,9 @@ impl Worker {
             if let Err(e) = commit_offsets(consumer, topic, &commits, CommitMode::Async) {
                 // The state files hold the offsets; the commit only feeds lag metrics.
                 tracing::warn!(error = %e, "offset commit failed");
-                shared.metrics.sink_error(Sink::Kafka, SinkErrorKind::Retried, 1);
+                shared
+                    .metrics
+                    .sink_error(Sink::Kafka, SinkErrorKind::Retried, 1);
             }
         }
         finished
@@ -474,14 +512,18 @@ impl Worker {
     fn start_checkpoints(&self, consumer: &ProcessConsumer, topic: &str, due: bool) {
         let shared = &self.shared;
         let mut slots = shared.slots();
-        let share = (self.settings.max_pending_events / slots.len().max(1)).max(MIN_PARTITION_PENDING);
+        let share =
+            (self.settings.max_pending_events / slots.len().max(1)).max(MIN_PARTITION_PENDING);
         let total_pending: usize = slots.values().map(|s| s.state.pending_events()).sum();
         let over_total = total_pending >= self.settings.max_pending_events;
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         for (&partition, slot) in slots.iter_mut() {
             let over_share = slot.state.pending_events() >= share;
-            if slot.in_flight.is_none() && slot.state.has_pending() && (due || over_share || over_total) {
+            if slot.in_flight.is_none()
+                && slot.state.has_pending()
+                && (due || over_share || over_total)
+            {
                 let batch = Arc::new(slot.state.take_batch());
                 slot.in_flight = Some(InFlight {
                     task: Some(shared.spawn_checkpoint(batch.clone())),
@@ -518,10 +560,16 @@ impl Worker {
     fn idle_and_caught_up(&self, consumer: &ProcessConsumer, topic: &str) -> bool {
         let positions: Vec<(i32, i64)> = {
             let slots = self.shared.slots();
-            if slots.values().any(|s| s.state.has_pending() || s.in_flight.is_some()) {
+            if slots
+                .values()
+                .any(|s| s.state.has_pending() || s.in_flight.is_some())
+            {
                 return false;
             }
-            slots.iter().map(|(&p, s)| (p, s.state.next_offset())).collect()
+            slots
+                .iter()
+                .map(|(&p, s)| (p, s.state.next_offset()))
+                .collect()
         };
         positions.iter().all(|&(partition, next)| {
             consumer
@@ -560,7 +608,8 @@ impl Worker {
             }
         }
         if !commits.is_empty() {
-            commit_offsets(consumer, topic, &commits, CommitMode::Sync).map_err(|e| kafka_error("final commit", e))?;
+            commit_offsets(consumer, topic, &commits, CommitMode::Sync)
+                .map_err(|e| kafka_error("final commit", e))?;
         }
         shared.metrics.assigned_partitions.set(0);
         match failure {

@@ -145,11 +145,20 @@ mod tests {
     #[test]
     fn events_below_the_restored_offset_are_replays() {
         let mut p = PartitionState::restored(3, ProfileBook::new(), 10);
-        assert_eq!(p.apply(9, event(1, EventType::View, 100)), Applied::Replayed);
+        assert_eq!(
+            p.apply(9, event(1, EventType::View, 100)),
+            Applied::Replayed
+        );
         assert!(!p.has_pending());
-        assert_eq!(p.apply(10, event(1, EventType::View, 100)), Applied::Applied);
+        assert_eq!(
+            p.apply(10, event(1, EventType::View, 100)),
+            Applied::Applied
+        );
         // The same offset again (a re-delivery after a seek) is a replay too.
-        assert_eq!(p.apply(10, event(1, EventType::View, 100)), Applied::Replayed);
+        assert_eq!(
+            p.apply(10, event(1, EventType::View, 100)),
+            Applied::Replayed
+        );
         assert_eq!(p.next_offset(), 11);
         assert_eq!(p.pending_events(), 1);
     }
@@ -163,7 +172,10 @@ mod tests {
         let first = p.take_batch();
         assert_eq!((first.start, first.end), (0, 3));
         assert_eq!(first.events.len(), 2);
-        assert_eq!(first.changed.iter().map(|x| x.user_id).collect::<Vec<_>>(), vec![2, 5]);
+        assert_eq!(
+            first.changed.iter().map(|x| x.user_id).collect::<Vec<_>>(),
+            vec![2, 5]
+        );
         assert_eq!(first.snapshot.len(), 2);
         assert_eq!(first.state.len(), 2);
         assert!(!p.has_pending());
@@ -171,7 +183,10 @@ mod tests {
         p.apply(3, event(5, EventType::Cart, 100));
         let second = p.take_batch();
         assert_eq!((second.start, second.end), (3, 4));
-        assert_eq!(second.changed.iter().map(|x| x.user_id).collect::<Vec<_>>(), vec![5]);
+        assert_eq!(
+            second.changed.iter().map(|x| x.user_id).collect::<Vec<_>>(),
+            vec![5]
+        );
         assert_eq!(second.changed[0].total_events, 2);
         assert_eq!(second.snapshot.len(), 2);
     }

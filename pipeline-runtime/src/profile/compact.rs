@@ -1,133 +1,21 @@
-//! Compact containers for per-user state: most users have one to three events, so a set
-//! keeps its first element inline and only spills to the heap from the second distinct
-//! element on. Also the string interner and the stable session hash. Pure, no I/O.
+//! Helpers of the compact per-user state: the string interner, the stable session hash and
+//! a fast hasher for ids. Pure, no I/O.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-
-/// A value type with a reserved "no value" bit pattern, so a set needs no extra flag.
-pub trait Sentinel: Copy + Ord {
-    const EMPTY: Self;
-}
-
-impl Sentinel for u64 {
-    // Product ids are positive and session keys are never 0 (see `session_key`).
-    const EMPTY: u64 = 0;
-}
-
-impl Sentinel for i32 {
-    const EMPTY: i32 = i32::MIN;
-}
-
-/// A set of distinct values: 16 bytes inline for `u64`, the rest sorted on the heap.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TinySet<T: Sentinel> {
-    first: T,
-    rest: Option<Box<Vec<T>>>,
-}
-
-impl<T: Sentinel> Default for TinySet<T> {
-    fn default() -> Self {
-        TinySet {
-            first: T::EMPTY,
-            rest: None,
-        }
-    }
-}
-
-impl<T: Sentinel> TinySet<T> {
-    pub fn insert(&mut self, value: T) {
-        debug_assert!(value != T::EMPTY);
-        if self.first == T::EMPTY {
-            self.first = value;
-            return;
-        }
-        if self.first == value {
-            return;
-        }
-        let rest = self.rest.get_or_insert_with(Default::default);
-        if let Err(at) = rest.binary_search(&value) {
-            rest.insert(at, value);
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        usize::from(self.first != T::EMPTY) + self.rest.as_ref().map_or(0, |r| r.len())
-    }
-
-    /// The elements in ascending order.
-    pub fn sorted(&self) -> Vec<T> {
-        let mut all: Vec<T> = self.iter().collect();
-        all.sort_unstable();
-        all
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        let first = (self.first != T::EMPTY).then_some(self.first);
-        first
-            .into_iter()
-            .chain(self.rest.iter().flat_map(|r| r.iter().copied()))
-    }
-}
 
 /// An interned string: an index into an [`Interner`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sym(u32);
 
 impl Sym {
-    const NONE: Sym = Sym(u32::MAX);
-}
-
-/// Occurrence counts per interned string: one entry inline, the rest sorted by symbol.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TinyCounter {
-    first: (Sym, u32),
-    rest: Option<Box<Vec<(Sym, u32)>>>,
-}
-
-impl Default for TinyCounter {
-    fn default() -> Self {
-        TinyCounter {
-            first: (Sym::NONE, 0),
-            rest: None,
-        }
-    }
-}
-
-impl TinyCounter {
-    pub fn add(&mut self, sym: Sym, count: u32) {
-        if self.first.0 == Sym::NONE {
-            self.first = (sym, count);
-        } else if self.first.0 == sym {
-            self.first.1 = self.first.1.saturating_add(count);
-        } else {
-            let rest = self.rest.get_or_insert_with(Default::default);
-            match rest.binary_search_by_key(&sym, |&(s, _)| s) {
-                Ok(at) => rest[at].1 = rest[at].1.saturating_add(count),
-                Err(at) => rest.insert(at, (sym, count)),
-            }
-        }
+    pub fn index(self) -> u32 {
+        self.0
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Sym, u32)> + '_ {
-        let first = (self.first.0 != Sym::NONE).then_some(self.first);
-        first
-            .into_iter()
-            .chain(self.rest.iter().flat_map(|r| r.iter().copied()))
-    }
-
-    /// The most frequent string; ties go to the lexicographically smallest.
-    pub fn favorite<'a>(&self, names: &'a Interner) -> Option<&'a str> {
-        let mut best: Option<(u32, &str)> = None;
-        for (sym, count) in self.iter() {
-            let name = names.resolve(sym);
-            best = match best {
-                Some((c, n)) if c > count || (c == count && n <= name) => Some((c, n)),
-                _ => Some((count, name)),
-            };
-        }
-        best.map(|(_, name)| name)
+    pub fn from_index(index: u32) -> Sym {
+        Sym(index)
     }
 }
 
@@ -241,31 +129,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tiny_set_counts_distinct() {
-        let mut set = TinySet::<u64>::default();
-        assert_eq!(set.len(), 0);
-        for v in [5, 3, 5, 9, 3, 1] {
-            set.insert(v);
-        }
-        assert_eq!(set.len(), 4);
-        assert_eq!(set.sorted(), vec![1, 3, 5, 9]);
-    }
-
-    #[test]
-    fn favorite_ties_go_to_smallest_name() {
-        let mut names = Interner::default();
-        let (b, a, c) = (names.intern("b"), names.intern("a"), names.intern("c"));
-        let mut counter = TinyCounter::default();
-        assert_eq!(counter.favorite(&names), None);
-        counter.add(c, 2);
-        counter.add(b, 1);
-        counter.add(a, 2);
-        assert_eq!(counter.favorite(&names), Some("a"));
-        counter.add(b, 2);
-        assert_eq!(counter.favorite(&names), Some("b"));
-    }
-
-    #[test]
     fn session_key_is_stable() {
         // Pinned: snapshots persist these keys, so the function must never change.
         assert_eq!(session_key(""), session_key(""));
@@ -278,11 +141,4 @@ mod tests {
     }
 
     const PINNED_UUID_KEY: u64 = 15_577_260_640_054_057_774;
-
-    #[test]
-    fn compact_sizes() {
-        assert_eq!(std::mem::size_of::<TinySet<u64>>(), 16);
-        assert_eq!(std::mem::size_of::<TinySet<i32>>(), 16);
-        assert_eq!(std::mem::size_of::<TinyCounter>(), 16);
-    }
 }

@@ -20,13 +20,13 @@ const CHUNK: usize = 1 << 16;
 /// The profile state of many users, with the interner their category and brand symbols
 /// refer to.
 ///
-/// Memory is about 150 bytes per user (128 of state, the rest index) for the common one to
-/// three event users; states live in fixed-size chunks so growing the book never copies
-/// (and never doubles) the whole state.
+/// Memory is about 160 bytes per user for the common one to three event users (128 of
+/// state, the rest index), plus 8 bytes per further distinct session, product, day,
+/// category or brand. States live in fixed-size chunks so growing the book never copies
+/// (and never doubles) all states at once.
 #[derive(Debug, Default, Clone)]
 pub struct ProfileBook {
     index: HashMap<u64, u32, IdBuildHasher>,
-    user_ids: Vec<u64>,
     chunks: Vec<Vec<ProfileState>>,
     names: Interner,
 }
@@ -37,19 +37,18 @@ impl ProfileBook {
     }
 
     pub fn len(&self) -> usize {
-        self.user_ids.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.user_ids.is_empty()
+        self.index.is_empty()
     }
 
     /// The slot of a user, created empty when new.
     fn slot_of(&mut self, user_id: u64) -> usize {
-        let next = self.user_ids.len() as u32;
+        let next = self.index.len() as u32;
         let slot = *self.index.entry(user_id).or_insert(next);
         if slot == next {
-            self.user_ids.push(user_id);
             if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
                 self.chunks.push(Vec::with_capacity(CHUNK));
             }
@@ -91,7 +90,7 @@ impl ProfileBook {
 
     /// User ids in ascending order.
     pub fn user_ids_sorted(&self) -> Vec<u64> {
-        let mut ids = self.user_ids.clone();
+        let mut ids: Vec<u64> = self.index.keys().copied().collect();
         ids.sort_unstable();
         ids
     }
@@ -104,12 +103,7 @@ impl ProfileBook {
     /// (user_id, slot) of every user, ordered by user_id: walk it in chunks with
     /// [`ProfileBook::profiles_of`] to produce sorted profiles without holding them all.
     pub fn slots_by_user_id(&self) -> Vec<(u64, u32)> {
-        let mut order: Vec<(u64, u32)> = self
-            .user_ids
-            .iter()
-            .enumerate()
-            .map(|(slot, &id)| (id, slot as u32))
-            .collect();
+        let mut order: Vec<(u64, u32)> = self.index.iter().map(|(&id, &slot)| (id, slot)).collect();
         order.sort_unstable();
         order
     }
@@ -147,9 +141,9 @@ impl ProfileBook {
             names: std::mem::take(&mut self.names),
             ..ProfileBook::default()
         };
-        for (position, &user_id) in self.user_ids.iter().enumerate() {
+        for (user_id, slot) in self.slots_by_user_id() {
             if keep(user_id) {
-                let state = self.state_at(position as u32).clone();
+                let state = self.state_at(slot).clone();
                 *kept.slot_mut(user_id) = state;
             }
         }
@@ -161,12 +155,18 @@ impl ProfileBook {
         &self.names
     }
 
-    /// Iterates (user_id, state) in insertion order.
+    /// Iterates (user_id, state) in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &ProfileState)> + '_ {
-        self.user_ids
+        self.index
             .iter()
-            .enumerate()
-            .map(|(slot, &id)| (id, self.state_at(slot as u32)))
+            .map(|(&id, &slot)| (id, self.state_at(slot)))
+    }
+
+    /// Approximate bytes held: states, spilled elements and the index.
+    pub fn approximate_bytes(&self) -> usize {
+        let states = self.chunks.len() * CHUNK * std::mem::size_of::<ProfileState>();
+        let spills: usize = self.iter().map(|(_, s)| s.heap_bytes()).sum();
+        states + spills + self.index.capacity() * 17
     }
 }
 

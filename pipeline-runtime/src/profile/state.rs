@@ -7,14 +7,28 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::compact::{session_key, Interner, TinyCounter, TinySet};
+use super::compact::{session_key, Interner, Sym};
 use super::segment::Segment;
 use crate::event::{Event, EventType};
 use crate::money;
 use crate::time;
 
-/// The running aggregate of one user's events: 128 bytes plus heap only for users with
-/// more than one distinct session, product, day, category or brand.
+/// The five distinct-value collections of a state, by position in `firsts`/`spilled`.
+const SESSIONS: usize = 0;
+const PRODUCTS: usize = 1;
+const DAYS: usize = 2;
+const CATEGORIES: usize = 3;
+const BRANDS: usize = 4;
+
+/// The running aggregate of one user's events, 128 bytes inline.
+///
+/// Each of the five collections (session keys, products, days, and the per-category and
+/// per-brand counts) keeps its first element inline; further distinct elements go to one
+/// shared, exactly sized heap slice, sorted within each collection's segment. A typical
+/// user (one to three events) needs no heap at all, and a user who needs some pays one
+/// allocation, not one per collection. Every element is a non-zero `u64`, so 0 marks "none":
+/// sessions are [`session_key`]s (never 0), products are positive ids, days are shifted by
+/// [`encode_day`], and counters are packed as `(symbol + 1) << 32 | count`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileState {
     /// Sum of purchase prices in cents. Saturates at i64::MAX, i.e. 92 million billion
@@ -27,11 +41,10 @@ pub struct ProfileState {
     max_purchase_cents: i64,
     /// Indexed by `type_index`.
     counts: [u32; 4],
-    sessions: TinySet<u64>,
-    products: TinySet<u64>,
-    days: TinySet<i32>,
-    categories: TinyCounter,
-    brands: TinyCounter,
+    firsts: [u64; 5],
+    /// Elements of each collection held in `spill`.
+    spilled: [u32; 5],
+    spill: Option<Box<[u64]>>,
 }
 
 fn type_index(event_type: EventType) -> usize {
@@ -43,6 +56,28 @@ fn type_index(event_type: EventType) -> usize {
     }
 }
 
+/// A UTC day number as a non-zero, order-preserving u64.
+fn encode_day(day: i32) -> u64 {
+    (i64::from(day) - i64::from(i32::MIN) + 1) as u64
+}
+
+fn decode_day(value: u64) -> i32 {
+    (value as i64 - 1 + i64::from(i32::MIN)) as i32
+}
+
+fn pack(sym: Sym, count: u32) -> u64 {
+    (u64::from(sym.index()) + 1) << 32 | u64::from(count)
+}
+
+fn unpack(value: u64) -> (Sym, u32) {
+    (Sym::from_index(((value >> 32) - 1) as u32), value as u32)
+}
+
+fn add_count(value: u64, count: u32) -> u64 {
+    let total = (value as u32).saturating_add(count);
+    (value & !0xFFFF_FFFF) | u64::from(total)
+}
+
 impl Default for ProfileState {
     fn default() -> Self {
         ProfileState {
@@ -51,16 +86,104 @@ impl Default for ProfileState {
             last_seen: i64::MIN,
             max_purchase_cents: -1,
             counts: [0; 4],
-            sessions: TinySet::default(),
-            products: TinySet::default(),
-            days: TinySet::default(),
-            categories: TinyCounter::default(),
-            brands: TinyCounter::default(),
+            firsts: [0; 5],
+            spilled: [0; 5],
+            spill: None,
         }
     }
 }
 
 impl ProfileState {
+    fn segment(&self, which: usize) -> std::ops::Range<usize> {
+        let start: u32 = self.spilled[..which].iter().sum();
+        start as usize..(start + self.spilled[which]) as usize
+    }
+
+    fn spilled_values(&self, which: usize) -> &[u64] {
+        match &self.spill {
+            Some(spill) => &spill[self.segment(which)],
+            None => &[],
+        }
+    }
+
+    /// Inserts `value` at `at` (an absolute index into the spill) for collection `which`.
+    fn spill_insert(&mut self, which: usize, at: usize, value: u64) {
+        let old = self.spill.take().unwrap_or_default();
+        let mut grown = Vec::with_capacity(old.len() + 1);
+        grown.extend_from_slice(&old[..at]);
+        grown.push(value);
+        grown.extend_from_slice(&old[at..]);
+        self.spill = Some(grown.into_boxed_slice());
+        self.spilled[which] += 1;
+    }
+
+    fn insert(&mut self, which: usize, value: u64) {
+        debug_assert!(value != 0);
+        if self.firsts[which] == 0 {
+            self.firsts[which] = value;
+        } else if self.firsts[which] != value {
+            let range = self.segment(which);
+            if let Err(pos) = self.spilled_values(which).binary_search(&value) {
+                self.spill_insert(which, range.start + pos, value);
+            }
+        }
+    }
+
+    fn count_into(&mut self, which: usize, sym: Sym, count: u32) {
+        let packed = pack(sym, count);
+        let key = packed >> 32;
+        if self.firsts[which] == 0 {
+            self.firsts[which] = packed;
+        } else if self.firsts[which] >> 32 == key {
+            self.firsts[which] = add_count(self.firsts[which], count);
+        } else {
+            let range = self.segment(which);
+            match self
+                .spilled_values(which)
+                .binary_search_by_key(&key, |v| v >> 32)
+            {
+                Ok(pos) => {
+                    if let Some(spill) = &mut self.spill {
+                        let slot = &mut spill[range.start + pos];
+                        *slot = add_count(*slot, count);
+                    }
+                }
+                Err(pos) => self.spill_insert(which, range.start + pos, packed),
+            }
+        }
+    }
+
+    /// The elements of one collection (first inline element, then the spilled ones).
+    fn values(&self, which: usize) -> impl Iterator<Item = u64> + '_ {
+        let first = (self.firsts[which] != 0).then_some(self.firsts[which]);
+        first
+            .into_iter()
+            .chain(self.spilled_values(which).iter().copied())
+    }
+
+    fn distinct(&self, which: usize) -> u64 {
+        u64::from(self.firsts[which] != 0) + u64::from(self.spilled[which])
+    }
+
+    fn sorted(&self, which: usize) -> Vec<u64> {
+        let mut all: Vec<u64> = self.values(which).collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// The most frequent string of a counter; ties go to the lexicographically smallest.
+    fn favorite<'a>(&self, which: usize, names: &'a Interner) -> Option<&'a str> {
+        let mut best: Option<(u32, &str)> = None;
+        for (sym, count) in self.values(which).map(unpack) {
+            let name = names.resolve(sym);
+            best = match best {
+                Some((c, n)) if c > count || (c == count && n <= name) => Some((c, n)),
+                _ => Some((count, name)),
+            };
+        }
+        best.map(|(_, name)| name)
+    }
+
     /// Folds one event in. `names` interns category and brand strings.
     pub fn apply(&mut self, event: &Event, names: &mut Interner) {
         let slot = &mut self.counts[type_index(event.event_type)];
@@ -72,19 +195,19 @@ impl ProfileState {
         self.first_seen = self.first_seen.min(event.event_time);
         self.last_seen = self.last_seen.max(event.event_time);
         if let Some(session) = &event.user_session {
-            self.sessions.insert(session_key(session));
+            self.insert(SESSIONS, session_key(session));
         }
-        self.products.insert(event.product_id);
-        self.days.insert(time::utc_day(event.event_time));
+        self.insert(PRODUCTS, event.product_id);
+        self.insert(DAYS, encode_day(time::utc_day(event.event_time)));
         if let Some(code) = &event.category_code {
-            self.categories.add(names.intern(code), 1);
+            self.count_into(CATEGORIES, names.intern(code), 1);
         }
         if let Some(brand) = &event.brand {
-            self.brands.add(names.intern(brand), 1);
+            self.count_into(BRANDS, names.intern(brand), 1);
         }
     }
 
-    /// Folds another state of the same user in (both interned in `names`).
+    /// Folds another state of the same user in (both interned in the same `Interner`).
     pub fn merge(&mut self, other: &ProfileState) {
         for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
             *mine = mine.saturating_add(theirs);
@@ -93,14 +216,15 @@ impl ProfileState {
         self.max_purchase_cents = self.max_purchase_cents.max(other.max_purchase_cents);
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
-        other.sessions.iter().for_each(|s| self.sessions.insert(s));
-        other.products.iter().for_each(|p| self.products.insert(p));
-        other.days.iter().for_each(|d| self.days.insert(d));
-        other
-            .categories
-            .iter()
-            .for_each(|(s, c)| self.categories.add(s, c));
-        other.brands.iter().for_each(|(s, c)| self.brands.add(s, c));
+        for which in [SESSIONS, PRODUCTS, DAYS] {
+            other.values(which).for_each(|v| self.insert(which, v));
+        }
+        for which in [CATEGORIES, BRANDS] {
+            other
+                .values(which)
+                .map(unpack)
+                .for_each(|(sym, count)| self.count_into(which, sym, count));
+        }
     }
 
     pub fn total_events(&self) -> u64 {
@@ -121,7 +245,13 @@ impl ProfileState {
         let views = self.count(EventType::View);
         let carts = self.count(EventType::Cart);
         let purchases = self.count(EventType::Purchase);
-        let ratio = |num: u64, den: u64| if den == 0 { 0.0 } else { num as f64 / den as f64 };
+        let ratio = |num: u64, den: u64| {
+            if den == 0 {
+                0.0
+            } else {
+                num as f64 / den as f64
+            }
+        };
         Profile {
             user_id,
             total_events,
@@ -136,13 +266,13 @@ impl ProfileState {
             ) as i64,
             max_purchase_price_cents: (self.max_purchase_cents >= 0)
                 .then_some(self.max_purchase_cents),
-            distinct_sessions: self.sessions.len() as u64,
-            distinct_products: self.products.len() as u64,
-            active_days: self.days.len() as u64,
+            distinct_sessions: self.distinct(SESSIONS),
+            distinct_products: self.distinct(PRODUCTS),
+            active_days: self.distinct(DAYS),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
-            favorite_category: self.categories.favorite(names).map(str::to_owned),
-            favorite_brand: self.brands.favorite(names).map(str::to_owned),
+            favorite_category: self.favorite(CATEGORIES, names).map(str::to_owned),
+            favorite_brand: self.favorite(BRANDS, names).map(str::to_owned),
             conversion_rate: ratio(purchases, total_events),
             cart_to_purchase_rate: ratio(purchases, carts),
             segment: Segment::classify(purchases, self.revenue_cents, carts, views),
@@ -151,14 +281,17 @@ impl ProfileState {
 
     /// The self-contained serializable form (strings instead of symbols, sorted sets).
     pub fn to_record(&self, user_id: u64, names: &Interner) -> StateRecord {
-        let named = |counter: &TinyCounter| {
-            let mut pairs: Vec<(String, u32)> = counter
-                .iter()
+        let named = |which: usize| {
+            let mut pairs: Vec<(String, u32)> = self
+                .values(which)
+                .map(unpack)
                 .map(|(s, c)| (names.resolve(s).to_owned(), c))
                 .collect();
             pairs.sort();
             pairs
         };
+        let mut days: Vec<i32> = self.values(DAYS).map(decode_day).collect();
+        days.sort_unstable();
         StateRecord {
             user_id,
             views: self.counts[0],
@@ -169,46 +302,51 @@ impl ProfileState {
             max_purchase_cents: (self.max_purchase_cents >= 0).then_some(self.max_purchase_cents),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
-            session_keys: self.sessions.sorted(),
-            products: self.products.sorted(),
-            days: self.days.sorted(),
-            categories: named(&self.categories),
-            brands: named(&self.brands),
+            session_keys: self.sorted(SESSIONS),
+            products: self.sorted(PRODUCTS),
+            days,
+            categories: named(CATEGORIES),
+            brands: named(BRANDS),
         }
     }
 
-    /// Rebuilds a state from its record, interning its strings into `names`.
+    /// Rebuilds a state from its record, interning its strings into `names`. Zero session
+    /// keys and product ids (impossible in a record we wrote) are skipped.
     pub fn from_record(record: &StateRecord, names: &mut Interner) -> ProfileState {
         let mut state = ProfileState {
             revenue_cents: record.revenue_cents,
             first_seen: record.first_seen,
             last_seen: record.last_seen,
             max_purchase_cents: record.max_purchase_cents.unwrap_or(-1),
-            counts: [record.views, record.carts, record.removals, record.purchases],
+            counts: [
+                record.views,
+                record.carts,
+                record.removals,
+                record.purchases,
+            ],
             ..ProfileState::default()
         };
-        record
-            .session_keys
-            .iter()
-            .filter(|&&k| k != 0)
-            .for_each(|&k| state.sessions.insert(k));
-        record
-            .products
-            .iter()
-            .filter(|&&p| p != 0)
-            .for_each(|&p| state.products.insert(p));
-        record
-            .days
-            .iter()
-            .filter(|&&d| d != i32::MIN)
-            .for_each(|&d| state.days.insert(d));
+        for &key in record.session_keys.iter().filter(|&&k| k != 0) {
+            state.insert(SESSIONS, key);
+        }
+        for &product in record.products.iter().filter(|&&p| p != 0) {
+            state.insert(PRODUCTS, product);
+        }
+        for &day in &record.days {
+            state.insert(DAYS, encode_day(day));
+        }
         for (name, count) in &record.categories {
-            state.categories.add(names.intern(name), *count);
+            state.count_into(CATEGORIES, names.intern(name), *count);
         }
         for (name, count) in &record.brands {
-            state.brands.add(names.intern(name), *count);
+            state.count_into(BRANDS, names.intern(name), *count);
         }
         state
+    }
+
+    /// Heap bytes owned by this state (beyond its 128 inline bytes).
+    pub fn heap_bytes(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.len() * 8)
     }
 }
 

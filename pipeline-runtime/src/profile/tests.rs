@@ -41,13 +41,76 @@ fn hand_example() -> Vec<Event> {
     let phone = Some("electronics.smartphone");
     let laptop = Some("computers.notebook");
     vec![
-        event("2019-10-01 10:00:00 UTC", View, 100, phone, Some("apple"), 50_000, 1, Some("s1")),
-        event("2019-10-01 10:05:00 UTC", Cart, 100, phone, Some("apple"), 50_000, 1, Some("s1")),
-        event("2019-10-01 10:06:00 UTC", Purchase, 100, phone, Some("apple"), 50_000, 1, Some("s1")),
-        event("2019-10-03 09:00:00 UTC", View, 200, laptop, Some("asus"), 33_333, 1, Some("s2")),
-        event("2019-10-03 09:10:00 UTC", Purchase, 200, laptop, Some("asus"), 33_333, 1, Some("s2")),
-        event("2019-10-03 09:11:00 UTC", Purchase, 300, None, Some("asus"), 2, 1, None),
-        event("2019-10-04 00:00:00 UTC", RemoveFromCart, 100, phone, Some("apple"), 50_000, 1, Some("s2")),
+        event(
+            "2019-10-01 10:00:00 UTC",
+            View,
+            100,
+            phone,
+            Some("apple"),
+            50_000,
+            1,
+            Some("s1"),
+        ),
+        event(
+            "2019-10-01 10:05:00 UTC",
+            Cart,
+            100,
+            phone,
+            Some("apple"),
+            50_000,
+            1,
+            Some("s1"),
+        ),
+        event(
+            "2019-10-01 10:06:00 UTC",
+            Purchase,
+            100,
+            phone,
+            Some("apple"),
+            50_000,
+            1,
+            Some("s1"),
+        ),
+        event(
+            "2019-10-03 09:00:00 UTC",
+            View,
+            200,
+            laptop,
+            Some("asus"),
+            33_333,
+            1,
+            Some("s2"),
+        ),
+        event(
+            "2019-10-03 09:10:00 UTC",
+            Purchase,
+            200,
+            laptop,
+            Some("asus"),
+            33_333,
+            1,
+            Some("s2"),
+        ),
+        event(
+            "2019-10-03 09:11:00 UTC",
+            Purchase,
+            300,
+            None,
+            Some("asus"),
+            2,
+            1,
+            None,
+        ),
+        event(
+            "2019-10-04 00:00:00 UTC",
+            RemoveFromCart,
+            100,
+            phone,
+            Some("apple"),
+            50_000,
+            1,
+            Some("s2"),
+        ),
     ]
 }
 
@@ -86,8 +149,26 @@ fn hand_computed_profile() {
 #[test]
 fn user_without_purchases_carts_or_optional_fields() {
     let mut book = ProfileBook::new();
-    book.apply(&event("2019-10-01 23:59:59 UTC", EventType::View, 5, None, None, 999, 9, None));
-    book.apply(&event("2019-10-02 00:00:00 UTC", EventType::View, 5, None, None, 999, 9, None));
+    book.apply(&event(
+        "2019-10-01 23:59:59 UTC",
+        EventType::View,
+        5,
+        None,
+        None,
+        999,
+        9,
+        None,
+    ));
+    book.apply(&event(
+        "2019-10-02 00:00:00 UTC",
+        EventType::View,
+        5,
+        None,
+        None,
+        999,
+        9,
+        None,
+    ));
     let p = book.profile(9).unwrap();
     assert_eq!(p.revenue_cents, 0);
     assert_eq!(p.avg_order_value_cents, 0);
@@ -107,7 +188,16 @@ fn average_order_value_rounds_half_away_from_zero() {
     let mut book = ProfileBook::new();
     // 0.01 + 0.02 = 0.03 over 2 purchases = 0.015 -> 0.02
     for cents in [1, 2] {
-        book.apply(&event("2019-10-01 00:00:00 UTC", EventType::Purchase, 1, None, None, cents, 3, None));
+        book.apply(&event(
+            "2019-10-01 00:00:00 UTC",
+            EventType::Purchase,
+            1,
+            None,
+            None,
+            cents,
+            3,
+            None,
+        ));
     }
     assert_eq!(book.profile(3).unwrap().avg_order_value_cents, 2);
 }
@@ -115,7 +205,12 @@ fn average_order_value_rounds_half_away_from_zero() {
 #[test]
 fn favorite_ties_are_lexicographically_smallest() {
     let mut book = ProfileBook::new();
-    for (category, brand) in [("b.x", "Zeta"), ("a.y", "alpha"), ("b.x", "alpha"), ("a.y", "Zeta")] {
+    for (category, brand) in [
+        ("b.x", "Zeta"),
+        ("a.y", "alpha"),
+        ("b.x", "alpha"),
+        ("a.y", "Zeta"),
+    ] {
         book.apply(&event(
             "2019-10-01 00:00:00 UTC",
             EventType::View,
@@ -137,17 +232,32 @@ fn favorite_ties_are_lexicographically_smallest() {
 fn segment_of(purchases: u64, revenue_cents: i64, carts: u64, views: u64) -> Segment {
     let mut book = ProfileBook::new();
     let mut add = |kind, cents| {
-        book.apply(&event("2019-10-01 00:00:00 UTC", kind, 1, None, None, cents, 8, None));
+        book.apply(&event(
+            "2019-10-01 00:00:00 UTC",
+            kind,
+            1,
+            None,
+            None,
+            cents,
+            8,
+            None,
+        ));
     };
     for i in 0..purchases {
         // The first purchase carries the remainder so the total is exact.
         let share = revenue_cents / purchases as i64;
-        let cents = if i == 0 { revenue_cents - share * (purchases as i64 - 1) } else { share };
+        let cents = if i == 0 {
+            revenue_cents - share * (purchases as i64 - 1)
+        } else {
+            share
+        };
         add(EventType::Purchase, cents);
     }
     (0..carts).for_each(|_| add(EventType::Cart, 0));
     (0..views).for_each(|_| add(EventType::View, 0));
-    book.profile(8).map(|p| p.segment).unwrap_or(Segment::CasualVisitor)
+    book.profile(8)
+        .map(|p| p.segment)
+        .unwrap_or(Segment::CasualVisitor)
 }
 
 #[test]
@@ -193,11 +303,23 @@ fn records_round_trip_and_merge() {
 fn retain_keeps_only_chosen_users() {
     let mut book = ProfileBook::new();
     for user in 1..=5 {
-        book.apply(&event("2019-10-01 00:00:00 UTC", EventType::View, 1, Some("c"), None, 0, user, None));
+        book.apply(&event(
+            "2019-10-01 00:00:00 UTC",
+            EventType::View,
+            1,
+            Some("c"),
+            None,
+            0,
+            user,
+            None,
+        ));
     }
     book.retain(|id| id % 2 == 1);
     assert_eq!(book.user_ids_sorted(), vec![1, 3, 5]);
-    assert_eq!(book.profile(3).unwrap().favorite_category.as_deref(), Some("c"));
+    assert_eq!(
+        book.profile(3).unwrap().favorite_category.as_deref(),
+        Some("c")
+    );
     assert!(book.profile(2).is_none());
 }
 
@@ -224,9 +346,14 @@ fn naive_profiles(events: &[Event]) -> Vec<Profile> {
             let revenue: i64 = purchases.iter().sum();
             let favorite = |pick: fn(&Event) -> Option<&String>| {
                 let mut counts: BTreeMap<&String, u64> = BTreeMap::new();
-                evs.iter().filter_map(|e| pick(e)).for_each(|v| *counts.entry(v).or_default() += 1);
+                evs.iter()
+                    .filter_map(|e| pick(e))
+                    .for_each(|v| *counts.entry(v).or_default() += 1);
                 let max = counts.values().copied().max();
-                counts.into_iter().find(|(_, c)| Some(*c) == max).map(|(v, _)| v.clone())
+                counts
+                    .into_iter()
+                    .find(|(_, c)| Some(*c) == max)
+                    .map(|(v, _)| v.clone())
             };
             let (total, views, carts, n_purchases) = (
                 evs.len() as u64,
@@ -255,7 +382,11 @@ fn naive_profiles(events: &[Event]) -> Vec<Profile> {
                     .filter_map(|e| e.user_session.as_ref())
                     .collect::<BTreeSet<_>>()
                     .len() as u64,
-                distinct_products: evs.iter().map(|e| e.product_id).collect::<BTreeSet<_>>().len() as u64,
+                distinct_products: evs
+                    .iter()
+                    .map(|e| e.product_id)
+                    .collect::<BTreeSet<_>>()
+                    .len() as u64,
                 active_days: evs
                     .iter()
                     .map(|e| e.event_time.div_euclid(86_400_000_000))
@@ -266,7 +397,11 @@ fn naive_profiles(events: &[Event]) -> Vec<Profile> {
                 favorite_category: favorite(|e| e.category_code.as_ref()),
                 favorite_brand: favorite(|e| e.brand.as_ref()),
                 conversion_rate: n_purchases as f64 / total as f64,
-                cart_to_purchase_rate: if carts == 0 { 0.0 } else { n_purchases as f64 / carts as f64 },
+                cart_to_purchase_rate: if carts == 0 {
+                    0.0
+                } else {
+                    n_purchases as f64 / carts as f64
+                },
                 segment: if n_purchases >= 10 && revenue >= 100_000 {
                     Segment::Vip
                 } else if n_purchases >= 5 && revenue >= 25_000 {
@@ -302,17 +437,19 @@ fn arb_event() -> impl Strategy<Value = Event> {
         1u64..6,
         text(&["s1", "s2", "s3", "s4"]),
     )
-        .prop_map(|(secs, kind, product, category, brand, cents, user, session)| Event {
-            event_time: 1_569_888_000_000_000 + secs * 1_000_000,
-            event_type: kind,
-            product_id: product,
-            category_id: None,
-            category_code: category,
-            brand,
-            price_cents: cents,
-            user_id: user,
-            user_session: session,
-        })
+        .prop_map(
+            |(secs, kind, product, category, brand, cents, user, session)| Event {
+                event_time: 1_569_888_000_000_000 + secs * 1_000_000,
+                event_type: kind,
+                product_id: product,
+                category_id: None,
+                category_code: category,
+                brand,
+                price_cents: cents,
+                user_id: user,
+                user_session: session,
+            },
+        )
 }
 
 proptest! {
@@ -350,4 +487,36 @@ proptest! {
         }
         prop_assert_eq!(first.profiles(), whole.profiles());
     }
+}
+
+#[test]
+fn a_heavy_user_spills_and_still_matches_the_naive_definition() {
+    // Many distinct products, sessions, days, categories and brands, inserted in an order
+    // that exercises inserts at the front, middle and end of each spilled segment.
+    let mut events = Vec::new();
+    for i in 0..3000u64 {
+        let k = (i * 7919) % 3000;
+        events.push(Event {
+            event_time: 1_569_888_000_000_000 + (k % 61) as i64 * 86_400_000_000,
+            event_type: EventType::ALL[(k % 4) as usize],
+            product_id: 1 + k % 1500,
+            category_id: None,
+            category_code: Some(format!("cat{}", k % 37)),
+            brand: Some(format!("brand{}", k % 101)),
+            price_cents: (k % 997) as i64,
+            user_id: 42,
+            user_session: Some(format!("session-{}", k % 400)),
+        });
+    }
+    let mut book = ProfileBook::new();
+    events.iter().for_each(|e| book.apply(e));
+    assert_eq!(book.profiles(), naive_profiles(&events));
+    let p = book.profile(42).unwrap();
+    assert_eq!(
+        (p.distinct_products, p.distinct_sessions, p.active_days),
+        (1500, 400, 61)
+    );
+    let mut restored = ProfileBook::new();
+    restored.restore_record(&book.record(42).unwrap());
+    assert_eq!(restored.profile(42), Some(p));
 }

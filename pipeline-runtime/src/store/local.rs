@@ -23,7 +23,8 @@ pub struct LocalStore {
 
 impl LocalStore {
     pub fn new(root: PathBuf) -> Result<Self> {
-        std::fs::create_dir_all(&root).map_err(|e| store_io("open", &root.display().to_string(), e))?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| store_io("open", &root.display().to_string(), e))?;
         Ok(Self {
             root,
             counter: Arc::new(AtomicU64::new(0)),
@@ -45,7 +46,10 @@ impl LocalStore {
         blocking(move || {
             let dir = target.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(dir).map_err(|e| store_io("put", &key, e))?;
-            let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let temp = dir.join(format!("{name}{TEMP_MARKER}{}-{n}", std::process::id()));
             let write = || -> std::io::Result<()> {
                 use std::io::Write;
@@ -148,12 +152,14 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> std
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Store {
-        op: "io",
-        key: String::new(),
-        retryable: false,
-        message: format!("blocking task failed: {e}"),
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store {
+            op: "io",
+            key: String::new(),
+            retryable: false,
+            message: format!("blocking task failed: {e}"),
+        })?
 }
 
 /// Local I/O errors: a full disk or a permission problem will not fix itself, an

@@ -112,13 +112,17 @@ fn check_key(key: &str) -> Result<()> {
         || key.starts_with('/')
         || key.ends_with('/')
         || key.contains('\\')
-        || key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
+        || key
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..");
     if bad {
         return Err(Error::Store {
             op: "validate",
             key: key.to_string(),
             retryable: false,
-            message: "object keys are relative, '/'-separated paths without empty, '.' or '..' segments".into(),
+            message:
+                "object keys are relative, '/'-separated paths without empty, '.' or '..' segments"
+                    .into(),
         });
     }
     Ok(())
@@ -130,7 +134,11 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        for good in ["a", "events/dt=2019-10-01/p0-o0.parquet", "_state/process/p3.state"] {
+        for good in [
+            "a",
+            "events/dt=2019-10-01/p0-o0.parquet",
+            "_state/process/p3.state",
+        ] {
             assert!(check_key(good).is_ok(), "{good}");
         }
         for bad in ["", "/a", "a/", "a//b", "a/../b", "./a", "a\\b"] {
@@ -143,12 +151,30 @@ mod tests {
         assert_eq!(store.get("x/missing").await.unwrap(), None);
         store.put("p/b", Bytes::from_static(b"two")).await.unwrap();
         store.put("p/a", Bytes::from_static(b"one")).await.unwrap();
-        store.put("q/c", Bytes::from_static(b"three")).await.unwrap();
+        store
+            .put("q/c", Bytes::from_static(b"three"))
+            .await
+            .unwrap();
         store.put("p/a", Bytes::from_static(b"uno")).await.unwrap();
-        assert_eq!(store.get("p/a").await.unwrap(), Some(Bytes::from_static(b"uno")));
-        let keys: Vec<String> = store.list("p/").await.unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(
+            store.get("p/a").await.unwrap(),
+            Some(Bytes::from_static(b"uno"))
+        );
+        let keys: Vec<String> = store
+            .list("p/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys, vec!["p/a".to_string(), "p/b".to_string()]);
-        let sizes: Vec<u64> = store.list("").await.unwrap().into_iter().map(|o| o.size).collect();
+        let sizes: Vec<u64> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.size)
+            .collect();
         assert_eq!(sizes, vec![3, 3, 5]);
         let mut text = String::new();
         let key = "q/c".to_string();
@@ -163,7 +189,13 @@ mod tests {
         store.delete("p/a").await.unwrap();
         store.delete("p/a").await.unwrap();
         assert_eq!(store.get("p/a").await.unwrap(), None);
-        let keys: Vec<String> = store.list("p").await.unwrap().into_iter().map(|o| o.key).collect();
+        let keys: Vec<String> = store
+            .list("p")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys, vec!["p/b".to_string()]);
     }
 

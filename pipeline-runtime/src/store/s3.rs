@@ -78,7 +78,8 @@ impl S3Store {
     pub async fn ensure_bucket(&self) -> Result<()> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => return Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_not_found() || e.raw().status().as_u16() == 404 => {}
+            Err(SdkError::ServiceError(e))
+                if e.err().is_not_found() || e.raw().status().as_u16() == 404 => {}
             Err(e) => return Err(s3_error("head-bucket", &self.bucket, e)),
         }
         let mut create = self.client.create_bucket().bucket(&self.bucket);
@@ -93,7 +94,8 @@ impl S3Store {
             Ok(_) => Ok(()),
             // Another member created it meanwhile.
             Err(SdkError::ServiceError(e))
-                if e.err().is_bucket_already_owned_by_you() || e.err().is_bucket_already_exists() =>
+                if e.err().is_bucket_already_owned_by_you()
+                    || e.err().is_bucket_already_exists() =>
             {
                 Ok(())
             }
@@ -114,9 +116,18 @@ impl S3Store {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let output = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(output) => output,
-            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() || e.raw().status().as_u16() == 404 => {
+            Err(SdkError::ServiceError(e))
+                if e.err().is_no_such_key() || e.raw().status().as_u16() == 404 =>
+            {
                 return Ok(None)
             }
             Err(e) => return Err(s3_error("get", key, e)),
@@ -162,7 +173,11 @@ impl S3Store {
                 out.push(ObjectInfo {
                     key: key.to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
-                    version_tag: object.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+                    version_tag: object
+                        .e_tag()
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_string(),
                 });
             }
         }
@@ -170,7 +185,14 @@ impl S3Store {
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
-        match self.client.delete_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => Ok(()),
             Err(e) => Err(s3_error("delete", key, e)),
@@ -186,7 +208,9 @@ where
     R: std::fmt::Debug + HasStatus,
 {
     let retryable = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
         SdkError::ServiceError(se) => {
             let status = se.raw().status_code();
             retryable_status(status, se.err().code())
@@ -215,7 +239,10 @@ impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
 fn retryable_status(status: u16, code: Option<&str>) -> bool {
     status == 429
         || status >= 500
-        || matches!(code, Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable"))
+        || matches!(
+            code,
+            Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+        )
 }
 
 #[cfg(test)]
