@@ -125,6 +125,19 @@ def main():
         ratios.append(f"| embedded run: DuckDB time / our time (medians; > 1 = we are faster) | x | >= 1 | {r:.2f} | | | | | {'met' if r >= 1 else '**missed**'} |")
     out.extend(ratios)
     out.append("")
+    cpu = sorted(k for k in values if k[1].startswith("cpu_"))
+    if cpu:
+        out.append("### CPU seconds used during each measured run (what bounds the stage)\n")
+        out.append("Runtime: user+system CPU of our process(es) (or the Python producer); servers: CPU "
+                   "ticks of the broker, OpenSearch and versitygw processes over the same interval. "
+                   "CPU seconds / wall seconds close to 2 means the 2 cores were the limit.\n")
+        out.append("| stage | run of | CPU s: median | min | max | runs |")
+        out.append("|---|---|---|---|---|---|")
+        for key in cpu:
+            vs = values[key]
+            _, who = key[1].split("_", 1)
+            out.append(f"| {key[0]} | {who.replace('_', ': ', 1)} | {statistics.median(vs):.2f} | {min(vs):.2f} | {max(vs):.2f} | {len(vs)} |")
+        out.append("")
     if notes:
         out.append("## Checks\n")
         for stage, text in notes:

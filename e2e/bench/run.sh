@@ -28,7 +28,7 @@
 #            created and status written, for one pipeline (RUNS times) and for 50 at once;
 #            then idle CPU over 60 s and RSS with the 50 applied.
 #
-# Environment: RUNS (3), STAGES, WORK (/tmp/datapipeline-bench: data and scratch),
+# Environment: KEEP=1 keeps the run's topics and indices; RUNS (3), STAGES, WORK (/tmp/datapipeline-bench: data and scratch),
 # LOAD_TARGET (1.5) and LOAD_WAIT_MAX (120 s): before each stage the script waits up to
 # LOAD_WAIT_MAX for the 1-minute load to fall below LOAD_TARGET (the machine is shared);
 # CARGO_TARGET_DIR (~/.cache/datapipeline/cargo-target); BENCH_BIN_DIR: take the release
@@ -116,6 +116,28 @@ setup() {
   log "reference: $EXPECTED_EVENTS events, $EXPECTED_PROFILES profiles"
 }
 
+# CPU accounting, to show what bounds a stage: CPU seconds used by each server during it.
+DP_RUN=${DATAPIPELINE_RUN:-/tmp/datapipeline-services}
+HZ=$(getconf CLK_TCK)
+pid_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+svc_ticks() { # -> "kafka opensearch s3" ticks
+  local s pid out=()
+  for s in kafka opensearch s3; do
+    pid=$(cat "$DP_RUN/$s/$s.pid" 2>/dev/null)
+    out+=("$( [[ -n $pid ]] && pid_ticks "$pid" || echo 0)")
+  done
+  echo "${out[*]}"
+}
+# record_svc_cpu STAGE PREFIX RUN "TICKS_BEFORE" LOAD
+record_svc_cpu() {
+  local after i names=(kafka opensearch s3) before
+  read -r -a before <<<"$4"
+  read -r -a after <<<"$(svc_ticks)"
+  for i in 0 1 2; do
+    record "$1" "cpu_${2}_${names[$i]}" "$3" "$(awk -v a="${before[$i]}" -v b="${after[$i]}" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }')" "$5"
+  done
+}
+
 offset_watch() { "$JAVA" -cp "$WORK/classes:$KAFKA_LIB/*" OffsetWatch "$@" 2>/dev/null; }
 
 kafka_topic_create() { # NAME PARTITIONS
@@ -139,8 +161,7 @@ except Exception: print(-1)'
 # ingest_file PIPELINE CSV -> prints events/s; progress records in bucket = PIPELINE
 ingest_file() {
   local p=$1 csv=$2 log_file=$WORK/logs/ingest-$1.log out
-  pipeline_topics "$p"
-  out=$("$PR" ingest --pipeline "$p" --s3-bucket "$p" --input "$csv" 2>"$log_file") || {
+  out=$(/usr/bin/time -o "$WORK/logs/ingest-$p.time" -f '%U %S %M' "$PR" ingest --pipeline "$p" --s3-bucket "$p" --input "$csv" 2>"$log_file") || {
     tail -5 "$log_file" >&2; return 1; }
   "$PY" -c 'import json,sys; s=json.loads(sys.argv[1]); print(round((s["rows_accepted"]+s["rows_rejected"])/s["seconds"],1), s["rows_accepted"], s["seconds"])' "$out"
 }
@@ -149,21 +170,26 @@ ingest_file() {
 
 stage_ingest() {
   wait_for_low_load
-  local i p line eps l
+  local i p line eps l ticks secs
   for ((i = 1; i <= RUNS; i++)); do
     p=bench-ing-$RUN_ID-$i
-    l=$(load1)
+    pipeline_topics "$p"
+    l=$(load1); ticks=$(svc_ticks)
     line=$(ingest_file "$p" "$CSV") || { not_measured ingest "ingest run $i failed: $(first_error "$WORK/logs/ingest-$p.log")"; return; }
+    record_svc_cpu ingest ours "$i" "$ticks" "$l"
     read -r eps _ secs <<<"$line"
     log "ingest ours run $i: $eps ev/s (${secs}s, load $l)"
     record ingest ours_eps "$i" "$eps" "$l"
     record ingest ours_seconds "$i" "$secs" "$l"
+    record ingest cpu_ours_runtime "$i" "$(awk '{ printf "%.2f", $1 + $2 }' "$WORK/logs/ingest-$p.time")" "$l"
   done
   for ((i = 1; i <= RUNS; i++)); do
     p=bench-py-$RUN_ID-$i
     kafka_topic_create "$p" 6
-    l=$(load1)
-    line=$("$PY" "$BENCH_DIR/producer.py" "$KAFKA_BOOTSTRAP" "$p" "$CSV") || { not_measured ingest "python run $i failed"; return; }
+    l=$(load1); ticks=$(svc_ticks)
+    line=$(/usr/bin/time -o "$WORK/logs/python-$p.time" -f '%U %S %M' "$PY" "$BENCH_DIR/producer.py" "$KAFKA_BOOTSTRAP" "$p" "$CSV") || { not_measured ingest "python run $i failed"; return; }
+    record_svc_cpu ingest python "$i" "$ticks" "$l"
+    record ingest cpu_python_producer "$i" "$(awk '{ printf "%.2f", $1 + $2 }' "$WORK/logs/python-$p.time")" "$l"
     eps=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["events_per_second"])' "$line")
     secs=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["seconds"])' "$line")
     log "ingest python run $i: $eps ev/s (${secs}s, load $l)"
@@ -175,7 +201,7 @@ stage_ingest() {
 # process_run PIPELINE GROUP_TAG MEMBERS -> seconds until committed == end (pre-filled topic)
 process_run() {
   local p=$1 tag=$2 members=$3 group=$1-g-$2 watch_out=$WORK/logs/watch-$1-$2.txt t0 done_ms j pids=()
-  offset_watch "$KAFKA_BOOTSTRAP" "$group" "$p-events" 600 >"$watch_out" &
+  offset_watch "$KAFKA_BOOTSTRAP" "$group" "$p-events" 300 >"$watch_out" &
   local watch_pid=$!
   while ! grep -q '^end=' "$watch_out" 2>/dev/null; do
     kill -0 $watch_pid 2>/dev/null || { log "offset watch failed"; return 1; }
@@ -187,8 +213,18 @@ process_run() {
       --s3-bucket "$p-$tag" --exit-when-idle >/dev/null 2>"$WORK/logs/process-$p-$tag-$j.log" &
     pids+=($!)
   done
+  # Stop waiting when every member has exited (a member that gives up would otherwise
+  # leave the watch running until its timeout).
+  while kill -0 $watch_pid 2>/dev/null; do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    if ((alive == 0)); then sleep 2; kill $watch_pid 2>/dev/null; break; fi
+    sleep 0.2
+  done
   wait $watch_pid
-  local rc=$?
+  local rc=$? ticks=0
+  for pid in "${pids[@]}"; do ticks=$((ticks + $(pid_ticks "$pid"))); done
+  echo "$ticks" >"$WORK/logs/process-$p-$tag.ticks"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
   ((rc == 0)) || { log "committed offsets did not reach the end: $(cat "$watch_out")"; return 1; }
@@ -197,19 +233,22 @@ process_run() {
 }
 
 stage_process() {
-  local p=bench-proc-$RUN_ID line members i secs l eps
+  local p=bench-proc-$RUN_ID line members i secs l eps ticks
+  pipeline_topics "$p"
   line=$(ingest_file "$p" "$CSV") || { not_measured process "pre-filling the topic failed"; return; }
   for members in 1 2; do
     wait_for_low_load
     for ((i = 1; i <= RUNS; i++)); do
-      l=$(load1)
+      l=$(load1); ticks=$(svc_ticks)
       secs=$(process_run "$p" "m$members-r$i" "$members") || {
-        not_measured process "$members member(s), run $i: $(grep -h -m2 -E 'ERROR|error' "$WORK"/logs/process-"$p"-m"$members"-r"$i"-*.log | cut -c1-300 | tr '\t\n' '  ')"
+        not_measured process "$members member(s), run $i: the group's committed offsets never reached the end ($(tr '\n' ' ' <"$WORK/logs/watch-$p-m$members-r$i.txt")) and the members exited; first warning: $(grep -h -m1 -E 'WARN|ERROR' "$WORK"/logs/process-"$p"-m"$members"-r"$i"-*.log | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-260 | tr '\t\n' '  ')"
         continue 2; }
       eps=$(awk -v n="$EXPECTED_EVENTS" -v s="$secs" 'BEGIN { printf "%.1f", n / s }')
       log "process $members member(s) run $i: ${secs}s = $eps ev/s (load $l)"
       record process "eps_${members}" "$i" "$eps" "$l"
       record process "seconds_${members}" "$i" "$secs" "$l"
+      record_svc_cpu process "m${members}" "$i" "$ticks" "$l"
+      record process "cpu_m${members}_runtime" "$i" "$(awk -v t="$(cat "$WORK/logs/process-$p-m$members-r$i.ticks")" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')" "$l"
     done
   done
 }
@@ -406,6 +445,17 @@ stage_operator() {
   k delete namespace "$ns" --wait=false >/dev/null
 }
 
+# ------------------------------------------------------------------ cleanup
+
+# Removes what this run created on the shared servers (topics and indices carry RUN_ID;
+# buckets are left: versitygw keeps them as directories, small). KEEP=1 keeps everything.
+cleanup() {
+  [[ ${KEEP:-0} == 1 ]] && return
+  "$JAVA" -cp "$KAFKA_LIB/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
+    --delete --topic "bench-.*-$RUN_ID.*" >/dev/null 2>&1
+  curl -s -X DELETE "$OPENSEARCH_URL/bench-*-$RUN_ID*?expand_wildcards=open" >/dev/null
+}
+
 # ------------------------------------------------------------------ main
 
 main() {
@@ -415,8 +465,10 @@ main() {
   for stage in $STAGES; do
     log "stage $stage (load $(load1))"
     "stage_$stage" || not_measured "$stage" "stage exited with an error (see $WORK/logs)"
+    # After every stage, so an interrupted run still leaves what it measured.
+    "$PY" "$BENCH_DIR/report.py" "$RESULTS" "$REPO/BENCHMARKS.md" "$STAGES"
   done
-  "$PY" "$BENCH_DIR/report.py" "$RESULTS" "$REPO/BENCHMARKS.md" "$STAGES"
+  cleanup
   log "wrote $REPO/BENCHMARKS.md"
 }
 

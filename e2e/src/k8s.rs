@@ -85,6 +85,13 @@ pub fn kubeconfig_path() -> anyhow::Result<PathBuf> {
 /// A client for the test control plane. Fails (the test fails, it is never skipped) when
 /// the kubeconfig is missing or the API server does not answer within 10 s.
 pub async fn client() -> anyhow::Result<Client> {
+    client_as(None).await
+}
+
+/// Like [`client`], acting as `user` (impersonation, e.g.
+/// `system:serviceaccount:NS:NAME`) when given: the API server then authorizes every
+/// request with that user's RBAC.
+pub async fn client_as(user: Option<&str>) -> anyhow::Result<Client> {
     // aws-sdk (aws-lc-rs) and kube (ring) both enable a rustls provider in this crate, so
     // rustls cannot pick one itself; the first installed wins, later calls are no-ops.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -95,6 +102,8 @@ pub async fn client() -> anyhow::Result<Client> {
     let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    let mut config = config;
+    config.auth_info.impersonate = user.map(str::to_string);
     let url = config.cluster_url.clone();
     let client = Client::try_from(config).context("building the kube client")?;
     let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
@@ -172,7 +181,6 @@ pub fn unique_name(prefix: &str) -> String {
 /// A namespace of its own for one test, deleted when dropped (also when the test panics).
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -189,25 +197,23 @@ impl TestNamespace {
             .create(&Default::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
-        Ok(Self {
-            name,
-            client: client.clone(),
-        })
+        Ok(Self { name })
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Drop cannot await and may run inside the test's runtime: delete from a thread
-        // with a runtime of its own. The namespace controller removes the contents.
+        // Drop cannot await and may run inside the test's runtime (also while a panic
+        // unwinds): delete from a thread with a runtime and a client of its own. A clone of
+        // the test's client would deadlock: its request buffer is a task of the blocked
+        // runtime. The namespace controller removes the contents.
         let name = self.name.clone();
-        let client = self.client.clone();
         let deleted = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                let namespaces: Api<Namespace> = Api::all(client);
+                let namespaces: Api<Namespace> = Api::all(client().await?);
                 match namespaces.delete(&name, &DeleteParams::background()).await {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
@@ -417,6 +423,7 @@ impl RunningController {
                 controller: "datapipeline-operator".into(),
                 instance: Some("e2e".into()),
             },
+            observe_interval: controller::DEFAULT_OBSERVE_INTERVAL,
         };
         let task = tokio::spawn(controller::run(client.clone(), config, metrics.clone()));
         Self { metrics, task }

@@ -9,7 +9,10 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pipeline_runtime::config::{KafkaSettings, S3Credentials, S3Settings, SearchSettings, Secret, SecurityProtocol, StoreSettings};
+use pipeline_runtime::config::{
+    KafkaSettings, S3Credentials, S3Settings, SearchSettings, Secret, SecurityProtocol,
+    StoreSettings,
+};
 use pipeline_runtime::store::ObjectStore;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -141,7 +144,10 @@ pub async fn open_bucket(endpoints: &Endpoints, bucket: &str) -> Result<ObjectSt
 
 /// Every message of a topic from the beginning to its current end, per partition in
 /// offset order: (partition, offset, key, value).
-pub fn read_topic(bootstrap: &str, topic: &str) -> Result<Vec<(i32, i64, Option<Vec<u8>>, Vec<u8>)>> {
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+) -> Result<Vec<(i32, i64, Option<Vec<u8>>, Vec<u8>)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "e2e-reader")
@@ -194,7 +200,12 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Result<Vec<(i32, i64, Option<
 }
 
 /// Committed offset per partition of a consumer group (partitions without one left out).
-pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Result<BTreeMap<i32, i64>> {
+pub fn committed_offsets(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<i32, i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -302,14 +313,22 @@ pub struct Expected {
 }
 
 /// Runs the embedded job on `csv` into `out` and reads back what it wrote.
-pub fn expected_from_embedded_run(csv: &std::path::Path, out: &std::path::Path) -> Result<Expected> {
-    let summary = pipeline_runtime::embedded::run(&pipeline_runtime::embedded::RunOptions::new(csv, out))?;
+pub fn expected_from_embedded_run(
+    csv: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<Expected> {
+    let summary =
+        pipeline_runtime::embedded::run(&pipeline_runtime::embedded::RunOptions::new(csv, out))?;
     let mut profiles = pipeline_runtime::report::read_profiles(out)?;
     profiles.sort_by_key(|p| p.user_id);
     let mut events = Vec::new();
     for file in pipeline_runtime::report::parquet_files(&out.join("events"))? {
         for batch in pipeline_runtime::parquet::read_parquet_file(&file)? {
-            events.extend(pipeline_runtime::parquet::batch_to_events(&batch)?.iter().map(json));
+            events.extend(
+                pipeline_runtime::parquet::batch_to_events(&batch)?
+                    .iter()
+                    .map(json),
+            );
         }
     }
     events.sort();
@@ -318,9 +337,18 @@ pub fn expected_from_embedded_run(csv: &std::path::Path, out: &std::path::Path) 
         .map(serde_json::from_str)
         .collect::<std::result::Result<_, _>>()?;
     rejected.sort_by_key(|r| r.line);
-    anyhow::ensure!(events.len() as u64 == summary.events_accepted, "embedded run: events files disagree with its summary");
-    anyhow::ensure!(rejected.len() as u64 == summary.events_rejected, "embedded run: rejected.jsonl disagrees with its summary");
-    anyhow::ensure!(profiles.len() as u64 == summary.profiles, "embedded run: profiles disagree with its summary");
+    anyhow::ensure!(
+        events.len() as u64 == summary.events_accepted,
+        "embedded run: events files disagree with its summary"
+    );
+    anyhow::ensure!(
+        rejected.len() as u64 == summary.events_rejected,
+        "embedded run: rejected.jsonl disagrees with its summary"
+    );
+    anyhow::ensure!(
+        profiles.len() as u64 == summary.profiles,
+        "embedded run: profiles disagree with its summary"
+    );
     Ok(Expected {
         profiles,
         events,
@@ -333,7 +361,11 @@ fn json(event: &pipeline_runtime::event::Event) -> String {
 }
 
 /// First difference of two sorted lists, for readable failures.
-fn first_difference<T: std::fmt::Debug + PartialEq>(what: &str, actual: &[T], expected: &[T]) -> Result<()> {
+fn first_difference<T: std::fmt::Debug + PartialEq>(
+    what: &str,
+    actual: &[T],
+    expected: &[T],
+) -> Result<()> {
     if actual == expected {
         return Ok(());
     }
@@ -367,25 +399,43 @@ pub async fn verify_distributed(
 
     let mut snapshot = Vec::new();
     for object in store.list("profiles/").await? {
-        let bytes = store.get(&object.key).await?.context("listed object vanished")?;
+        let bytes = store
+            .get(&object.key)
+            .await?
+            .context("listed object vanished")?;
         snapshot.extend(pipeline_runtime::parquet::decode_profiles(bytes)?);
     }
     snapshot.sort_by_key(|p| p.user_id);
-    first_difference("profiles in the Parquet snapshot", &snapshot, &expected.profiles)?;
+    first_difference(
+        "profiles in the Parquet snapshot",
+        &snapshot,
+        &expected.profiles,
+    )?;
 
     let mut lake = Vec::new();
     for object in store.list("events/").await? {
-        let bytes = store.get(&object.key).await?.context("listed object vanished")?;
+        let bytes = store
+            .get(&object.key)
+            .await?
+            .context("listed object vanished")?;
         let events = pipeline_runtime::parquet::decode_events(bytes)?;
         // Each object holds one UTC day, the one its key names.
         for event in &events {
             let day = pipeline_runtime::parquet::events_partition(event.utc_day());
-            anyhow::ensure!(object.key.starts_with(&format!("{day}/")), "{} holds an event of {day}", object.key);
+            anyhow::ensure!(
+                object.key.starts_with(&format!("{day}/")),
+                "{} holds an event of {day}",
+                object.key
+            );
         }
         lake.extend(events.iter().map(json));
     }
     lake.sort();
-    first_difference("events in the lake (each exactly once)", &lake, &expected.events)?;
+    first_difference(
+        "events in the lake (each exactly once)",
+        &lake,
+        &expected.events,
+    )?;
 
     verify_topics(kafka, expected).await
 }
@@ -397,7 +447,10 @@ pub async fn verify_topics(kafka: &KafkaSettings, expected: &Expected) -> Result
     let events_topic = kafka.events_topic.clone();
     let dlq_topic = kafka.dlq_topic.clone();
     let (topic_events, dead_letters) = tokio::task::spawn_blocking(move || -> Result<_> {
-        Ok((read_topic(&bootstrap, &events_topic)?, read_topic(&bootstrap, &dlq_topic)?))
+        Ok((
+            read_topic(&bootstrap, &events_topic)?,
+            read_topic(&bootstrap, &dlq_topic)?,
+        ))
     })
     .await??;
     let mut published: Vec<String> = topic_events
@@ -405,7 +458,11 @@ pub async fn verify_topics(kafka: &KafkaSettings, expected: &Expected) -> Result
         .map(|(_, _, _, v)| String::from_utf8_lossy(&v).into_owned())
         .collect();
     published.sort();
-    first_difference("events in the events topic (each exactly once)", &published, &expected.events)?;
+    first_difference(
+        "events in the events topic (each exactly once)",
+        &published,
+        &expected.events,
+    )?;
     let mut rejected: Vec<Rejected> = dead_letters
         .iter()
         .map(|(_, _, _, v)| serde_json::from_slice(v))
@@ -422,16 +479,30 @@ pub async fn verify_topics(kafka: &KafkaSettings, expected: &Expected) -> Result
 /// run, so this nested build does not wait on it.
 pub fn runtime_binary() -> Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipeline-runtime/Cargo.toml");
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../pipeline-runtime/Cargo.toml"
+    );
     let output = std::process::Command::new(cargo)
-        .args(["build", "--manifest-path", manifest, "--bin", "pipeline-runtime", "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--manifest-path",
+            manifest,
+            "--bin",
+            "pipeline-runtime",
+            "--message-format=json-render-diagnostics",
+        ])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running cargo build for pipeline-runtime")?;
     anyhow::ensure!(output.status.success(), "building pipeline-runtime failed");
     for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if message["reason"] == "compiler-artifact" && message["target"]["name"] == "pipeline-runtime" {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == "pipeline-runtime"
+        {
             if let Some(exe) = message["executable"].as_str() {
                 return Ok(exe.into());
             }
@@ -442,7 +513,9 @@ pub fn runtime_binary() -> Result<std::path::PathBuf> {
 
 /// A TCP port nothing listens on right now.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// GET `http://127.0.0.1:<port><path>`: (status, body).
@@ -450,18 +523,32 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).context("malformed HTTP response")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP response")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
 /// The value of an unlabelled sample `name` in Prometheus text.
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use e2e::runtime::{
-    committed_offsets, end_offsets, expected_from_embedded_run, free_port, http_get, metric_value, open_bucket,
-    runtime_binary, unique_name, verify_distributed, wait_for, write_fixture, Endpoints,
+    committed_offsets, end_offsets, expected_from_embedded_run, free_port, http_get, metric_value,
+    open_bucket, runtime_binary, unique_name, verify_distributed, wait_for, write_fixture,
+    Endpoints,
 };
 use pipeline_runtime::config::IngestArgs;
 use pipeline_runtime::search::SearchIndex;
@@ -44,17 +45,32 @@ struct Processor {
 }
 
 impl Processor {
-    fn start(binary: &std::path::Path, env: &[(String, String)], log: &std::path::Path) -> Result<Self> {
+    fn start(
+        binary: &std::path::Path,
+        env: &[(String, String)],
+        log: &std::path::Path,
+    ) -> Result<Self> {
         let port = free_port()?;
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = Command::new(binary)
             .arg("process")
-            .args(["--checkpoint-interval-ms", "150", "--max-pending-events", "20000"])
+            .args([
+                "--checkpoint-interval-ms",
+                "150",
+                "--max-pending-events",
+                "20000",
+            ])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(pipeline_config::env::HTTP_PORT, port.to_string())
             // The same static member id on every restart: the new process gets the
             // partitions at once instead of after the killed one's session timeout.
-            .env(pipeline_config::env::KAFKA_GROUP_INSTANCE_ID, "crash-test-member")
+            .env(
+                pipeline_config::env::KAFKA_GROUP_INSTANCE_ID,
+                "crash-test-member",
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -74,19 +90,25 @@ impl Processor {
     async fn wait_for_progress(&mut self, events: u64) -> Result<()> {
         let port = self.port;
         let child = &mut self.child;
-        wait_for(&format!("{events} events consumed"), Duration::from_secs(300), || {
-            let exited = child.try_wait();
-            async move {
-                if let Some(status) = exited? {
-                    anyhow::bail!("the processor exited early with {status}");
+        wait_for(
+            &format!("{events} events consumed"),
+            Duration::from_secs(300),
+            || {
+                let exited = child.try_wait();
+                async move {
+                    if let Some(status) = exited? {
+                        anyhow::bail!("the processor exited early with {status}");
+                    }
+                    let (status, text) = http_get(port, "/metrics").await?;
+                    anyhow::ensure!(status == 200, "/metrics answered {status}");
+                    let consumed =
+                        metric_value(&text, "datapipeline_process_events_in_total").unwrap_or(0.0);
+                    let checkpoints = metric_value(&text, "datapipeline_process_checkpoints_total")
+                        .unwrap_or(0.0);
+                    Ok((consumed >= events as f64 && checkpoints >= 1.0).then_some(()))
                 }
-                let (status, text) = http_get(port, "/metrics").await?;
-                anyhow::ensure!(status == 200, "/metrics answered {status}");
-                let consumed = metric_value(&text, "datapipeline_process_events_in_total").unwrap_or(0.0);
-                let checkpoints = metric_value(&text, "datapipeline_process_checkpoints_total").unwrap_or(0.0);
-                Ok((consumed >= events as f64 && checkpoints >= 1.0).then_some(()))
-            }
-        })
+            },
+        )
         .await
     }
 }
@@ -101,8 +123,14 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
     let pipeline = unique_name("e2e-crash");
     let credentials: &'static HashMap<String, String> = Box::leak(Box::new(
         [
-            (pipeline_config::env::S3_ACCESS_KEY_ID.to_string(), endpoints.s3_access_key.clone()),
-            (pipeline_config::env::S3_SECRET_ACCESS_KEY.to_string(), endpoints.s3_secret_key.clone()),
+            (
+                pipeline_config::env::S3_ACCESS_KEY_ID.to_string(),
+                endpoints.s3_access_key.clone(),
+            ),
+            (
+                pipeline_config::env::S3_SECRET_ACCESS_KEY.to_string(),
+                endpoints.s3_secret_key.clone(),
+            ),
         ]
         .into_iter()
         .collect(),
@@ -152,14 +180,30 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
 
     // The last run goes to the end and stops gracefully.
     let mut processor = Processor::start(&binary, &env, &log)?;
-    let (bootstrap, group, topic) = (kafka.bootstrap.clone(), kafka.consumer_group.clone(), kafka.events_topic.clone());
-    wait_for("every partition committed to its end", Duration::from_secs(600), || {
-        let (bootstrap, group, topic, ends) = (bootstrap.clone(), group.clone(), topic.clone(), ends.clone());
-        async move {
-            let committed = tokio::task::spawn_blocking(move || committed_offsets(&bootstrap, &group, &topic, PARTITIONS)).await??;
-            Ok((committed == ends).then_some(()))
-        }
-    })
+    let (bootstrap, group, topic) = (
+        kafka.bootstrap.clone(),
+        kafka.consumer_group.clone(),
+        kafka.events_topic.clone(),
+    );
+    wait_for(
+        "every partition committed to its end",
+        Duration::from_secs(600),
+        || {
+            let (bootstrap, group, topic, ends) = (
+                bootstrap.clone(),
+                group.clone(),
+                topic.clone(),
+                ends.clone(),
+            );
+            async move {
+                let committed = tokio::task::spawn_blocking(move || {
+                    committed_offsets(&bootstrap, &group, &topic, PARTITIONS)
+                })
+                .await??;
+                Ok((committed == ends).then_some(()))
+            }
+        },
+    )
     .await?;
     let final_metrics = processor.metrics().await?;
     let status = Command::new("kill")
@@ -167,7 +211,11 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
         .status()?;
     anyhow::ensure!(status.success(), "sending SIGTERM failed");
     let exit = processor.child.wait()?;
-    anyhow::ensure!(exit.success(), "the processor did not shut down cleanly: {exit}; log: {}", log.display());
+    anyhow::ensure!(
+        exit.success(),
+        "the processor did not shut down cleanly: {exit}; log: {}",
+        log.display()
+    );
     println!(
         "final run replayed {} events",
         metric_value(&final_metrics, "datapipeline_process_events_replayed_total").unwrap_or(0.0)
@@ -177,6 +225,11 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
     let search = SearchIndex::connect(&endpoints.search(&format!("{pipeline}-profiles")), None)?;
     verify_distributed(&kafka, &store, &search, &expected)
         .await
-        .with_context(|| format!("after {KILLS} kills (seed {seed}); processor log: {}", log.display()))?;
+        .with_context(|| {
+            format!(
+                "after {KILLS} kills (seed {seed}); processor log: {}",
+                log.display()
+            )
+        })?;
     Ok(())
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Parser;
 use e2e::runtime::{
-    committed_offsets, end_offsets, expected_from_embedded_run, open_bucket, unique_name, verify_distributed,
-    wait_for, write_fixture, Endpoints,
+    committed_offsets, end_offsets, expected_from_embedded_run, open_bucket, unique_name,
+    verify_distributed, wait_for, write_fixture, Endpoints,
 };
 use pipeline_runtime::config::{IngestArgs, ProcessArgs};
 use pipeline_runtime::search::SearchIndex;
@@ -34,8 +34,14 @@ const PARTITIONS: i32 = 4;
 /// Credentials as the roles read them (a map, so the test never edits its environment).
 fn credentials(endpoints: &Endpoints) -> &'static HashMap<String, String> {
     let map: HashMap<String, String> = [
-        (pipeline_config::env::S3_ACCESS_KEY_ID, endpoints.s3_access_key.clone()),
-        (pipeline_config::env::S3_SECRET_ACCESS_KEY, endpoints.s3_secret_key.clone()),
+        (
+            pipeline_config::env::S3_ACCESS_KEY_ID,
+            endpoints.s3_access_key.clone(),
+        ),
+        (
+            pipeline_config::env::S3_SECRET_ACCESS_KEY,
+            endpoints.s3_secret_key.clone(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -76,14 +82,21 @@ async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
     // Ingest the file.
     let mut argv = vec!["ingest".to_string()];
     argv.extend(common_flags(&endpoints, &pipeline));
-    argv.extend(["--input".into(), csv.display().to_string(), "--partitions".into(), PARTITIONS.to_string()]);
-    let summary = pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, lookup).await?;
+    argv.extend([
+        "--input".into(),
+        csv.display().to_string(),
+        "--partitions".into(),
+        PARTITIONS.to_string(),
+    ]);
+    let summary =
+        pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, lookup).await?;
     assert_eq!(summary.rows_accepted, expected.events.len() as u64);
     assert_eq!(summary.rows_rejected, expected.rejected.len() as u64);
     assert_eq!(summary.rows_already_delivered, 0);
 
     // Ingesting the same file again publishes nothing: its progress record says complete.
-    let again = pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, lookup).await?;
+    let again =
+        pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, lookup).await?;
     assert_eq!((again.sources, again.sources_skipped), (1, 1));
 
     // Process until every partition's committed offset reaches its end.
@@ -102,15 +115,31 @@ async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
         shutdown.clone(),
     ));
     let kafka = endpoints.kafka(&pipeline);
-    let (bootstrap, group, topic) = (kafka.bootstrap.clone(), kafka.consumer_group.clone(), kafka.events_topic.clone());
+    let (bootstrap, group, topic) = (
+        kafka.bootstrap.clone(),
+        kafka.consumer_group.clone(),
+        kafka.events_topic.clone(),
+    );
     let ends = end_offsets(&bootstrap, &topic, PARTITIONS)?;
-    wait_for("every partition committed to its end", Duration::from_secs(300), || {
-        let (bootstrap, group, topic, ends) = (bootstrap.clone(), group.clone(), topic.clone(), ends.clone());
-        async move {
-            let committed = tokio::task::spawn_blocking(move || committed_offsets(&bootstrap, &group, &topic, PARTITIONS)).await??;
-            Ok((committed == ends).then_some(()))
-        }
-    })
+    wait_for(
+        "every partition committed to its end",
+        Duration::from_secs(300),
+        || {
+            let (bootstrap, group, topic, ends) = (
+                bootstrap.clone(),
+                group.clone(),
+                topic.clone(),
+                ends.clone(),
+            );
+            async move {
+                let committed = tokio::task::spawn_blocking(move || {
+                    committed_offsets(&bootstrap, &group, &topic, PARTITIONS)
+                })
+                .await??;
+                Ok((committed == ends).then_some(()))
+            }
+        },
+    )
     .await?;
     shutdown.store(true, Ordering::SeqCst);
     let processed = process.await??;
@@ -122,7 +151,8 @@ async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
     verify_distributed(&kafka, &store, &search, &expected).await?;
 
     // The distributed report equals the embedded one on everything the index holds.
-    let from_search = pipeline_runtime::report::Report::from_profiles(&search.read_all().await?, None);
+    let from_search =
+        pipeline_runtime::report::Report::from_profiles(&search.read_all().await?, None);
     let embedded = pipeline_runtime::report::Report::from_profiles(&expected.profiles, None);
     assert_eq!(from_search, embedded);
     Ok(())

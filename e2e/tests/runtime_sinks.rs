@@ -1,7 +1,6 @@
 //! The runtime's sinks against the real servers: the S3 object store (versitygw) and the
 //! search index (OpenSearch). Start them with `e2e/services.sh up s3 opensearch`.
 
-
 use e2e::runtime::{open_bucket, unique_name, Endpoints};
 use pipeline_runtime::event::{Event, EventType};
 use pipeline_runtime::metrics::{Metrics, Sink, SinkErrorKind, SinkErrorLabels};
@@ -20,11 +19,21 @@ async fn s3_store_put_get_list_delete_and_stream() -> anyhow::Result<()> {
     assert_eq!(store.get("a/missing").await?, None);
     store.put("a/2", Bytes::from_static(b"two")).await?;
     store.put("a/1", Bytes::from_static(b"one")).await?;
-    store.put("b/1", Bytes::from(vec![7u8; 3 * 1024 * 1024])).await?;
+    store
+        .put("b/1", Bytes::from(vec![7u8; 3 * 1024 * 1024]))
+        .await?;
     store.put("a/1", Bytes::from_static(b"uno")).await?;
-    assert_eq!(store_again.get("a/1").await?, Some(Bytes::from_static(b"uno")));
+    assert_eq!(
+        store_again.get("a/1").await?,
+        Some(Bytes::from_static(b"uno"))
+    );
 
-    let listed: Vec<(String, u64)> = store.list("a/").await?.into_iter().map(|o| (o.key, o.size)).collect();
+    let listed: Vec<(String, u64)> = store
+        .list("a/")
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
     assert_eq!(listed, vec![("a/1".to_string(), 3), ("a/2".to_string(), 3)]);
     let all = store.list("").await?;
     assert_eq!(all.len(), 3);
@@ -133,7 +142,10 @@ async fn opensearch_refused_documents_are_counted_and_not_retried() -> anyhow::R
     let count = |kind| {
         metrics
             .sink_errors
-            .get_or_create(&SinkErrorLabels { sink: Sink::Search, kind })
+            .get_or_create(&SinkErrorLabels {
+                sink: Sink::Search,
+                kind,
+            })
             .get()
     };
     assert_eq!(count(SinkErrorKind::Rejected), with_brand as u64);

@@ -56,6 +56,15 @@ struct RunArgs {
     /// Seconds between reconciles of a healthy pipeline (drift repair).
     #[arg(long, env = "DATAPIPELINE_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Seconds between readings of each pipeline's Kafka offsets (status throughput and
+    /// lag-driven autoscaling); rates average over four intervals.
+    #[arg(
+        long = "observe-interval",
+        env = "DATAPIPELINE_OBSERVE_INTERVAL_SECONDS",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    observe_interval_seconds: u64,
     /// Log format.
     #[arg(long, env = "DATAPIPELINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -89,6 +98,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         namespace: args.watch_namespace,
         resync: Duration::from_secs(args.resync_seconds),
+        observe_interval: Duration::from_secs(args.observe_interval_seconds),
         reporter: Reporter {
             controller: "datapipeline-operator".into(),
             instance: std::env::var("POD_NAME").ok(),

@@ -120,7 +120,8 @@ pub fn run(options: &RunOptions) -> Result<RunSummary> {
     let (events_tx, events_rx) = sync_channel::<Vec<Event>>(8);
     // Emptied chunks go back to the parser, so chunk buffers are allocated once.
     let (recycle_tx, recycle_rx) = sync_channel::<Vec<Event>>(16);
-    let (jobs_tx, jobs_rx) = sync_channel::<Job>(4);
+    // One file waiting while one is encoded: each holds up to ROWS_PER_FILE events.
+    let (jobs_tx, jobs_rx) = sync_channel::<Job>(1);
     let rows_per_file = options.rows_per_file.max(1);
     let out = options.out.clone();
 

@@ -165,13 +165,20 @@ impl IngestProgress {
     }
 
     /// Records a barrier: everything sent so far is acknowledged; `sent` holds the largest
-    /// line sent per partition, `ends` the partitions' end offsets right after the flush.
+    /// line sent (or found delivered) per partition, `ends` the partitions' end offsets
+    /// right after the flush. Partitions for which `held` is true are left as they are:
+    /// a resumed run has not yet matched every message an earlier run delivered there, and
+    /// moving their scan start past those messages would lose track of them.
     pub fn barrier(
         &mut self,
         sent: &BTreeMap<(TopicKind, i32), u64>,
         ends: &[(TopicKind, i32, i64)],
+        held: impl Fn(TopicKind, i32) -> bool,
     ) {
         for &(topic, partition, end) in ends {
+            if held(topic, partition) {
+                continue;
+            }
             let line = sent.get(&(topic, partition)).copied().unwrap_or(0);
             match self
                 .partitions
@@ -283,6 +290,13 @@ impl Resume {
                  another producer wrote to the topic while the source was half published"
             )),
         }
+    }
+
+    /// Whether messages found in this partition still wait for their rows.
+    pub fn has_unmatched(&self, topic: TopicKind, partition: i32) -> bool {
+        self.found_after
+            .get(&(topic, partition))
+            .is_some_and(|found| !found.is_empty())
     }
 
     /// Messages found after the barrier that no row matched (must be none at the end).
@@ -600,7 +614,10 @@ impl PublishJob {
     fn barrier(&mut self, sent: &BTreeMap<(TopicKind, i32), u64>) -> Result<()> {
         self.producer.flush(Duration::from_secs(300))?;
         let ends = partition_ends(&self.producer, &self.counts)?;
-        self.progress.barrier(sent, &ends);
+        let resume = &self.resume;
+        self.progress.barrier(sent, &ends, |topic, partition| {
+            resume.has_unmatched(topic, partition)
+        });
         self.handle.block_on(put_progress(
             &self.store,
             &self.progress_key,
@@ -854,9 +871,12 @@ mod tests {
                 (TopicKind::Events, 1, 5),
                 (TopicKind::DeadLetters, 2, 1),
             ],
+            |_, _| false,
         );
         // A later barrier that saw less (nothing sent to partition 0 since) keeps the line.
-        p.barrier(&BTreeMap::new(), &[(TopicKind::Events, 0, 20)]);
+        p.barrier(&BTreeMap::new(), &[(TopicKind::Events, 0, 20)], |_, _| {
+            false
+        });
         assert_eq!(
             p.partitions,
             vec![
@@ -880,6 +900,48 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_barrier_leaves_partitions_with_unmatched_found_messages_alone() {
+        let mut p = IngestProgress::fresh(
+            &source(),
+            &[(TopicKind::Events, 0, 10), (TopicKind::Events, 1, 10)],
+        );
+        let mut sent = BTreeMap::new();
+        sent.insert((TopicKind::Events, 0), 50u64);
+        sent.insert((TopicKind::Events, 1), 60u64);
+        // Partition 1 still has messages of the earlier run to match: its record stays.
+        p.barrier(
+            &sent,
+            &[(TopicKind::Events, 0, 30), (TopicKind::Events, 1, 40)],
+            |_, partition| partition == 1,
+        );
+        assert_eq!(
+            p.partitions,
+            vec![
+                PartitionProgress {
+                    topic: TopicKind::Events,
+                    partition: 0,
+                    scan_from: 30,
+                    max_line: 50
+                },
+                PartitionProgress {
+                    topic: TopicKind::Events,
+                    partition: 1,
+                    scan_from: 10,
+                    max_line: 0
+                },
+            ]
+        );
+        let mut r = resume();
+        assert!(r.has_unmatched(TopicKind::Events, 0));
+        r.decide(TopicKind::Events, 0, 101, || fingerprint(b"7", b"a"))
+            .unwrap();
+        r.decide(TopicKind::Events, 0, 102, || fingerprint(b"8", b"b"))
+            .unwrap();
+        assert!(!r.has_unmatched(TopicKind::Events, 0));
+        assert!(!r.has_unmatched(TopicKind::DeadLetters, 0));
     }
 
     #[test]

@@ -315,17 +315,15 @@ impl SearchIndex {
     /// (and logged) but not retried; 429/5xx items are retried with backoff, resending only
     /// those. Fails, retryably, when retries run out.
     pub async fn index_profiles(&self, profiles: &[Profile]) -> Result<IndexReport> {
-        let mut docs: Vec<(u64, Vec<u8>)> = Vec::with_capacity(profiles.len());
-        for profile in profiles {
-            docs.push((profile.user_id, serde_json::to_vec(profile)?));
-        }
         // Chunk starts rather than slices: a closure over borrowed chunks would not be
-        // `Send` for every lifetime, which spawned checkpoint tasks need.
-        let docs = &docs;
+        // `Send` for every lifetime, which spawned checkpoint tasks need. Documents are
+        // serialized per chunk, so only the chunks in flight are held as JSON.
         let reports: Vec<Result<IndexReport>> =
-            futures::stream::iter((0..docs.len()).step_by(BULK_DOCS))
+            futures::stream::iter((0..profiles.len()).step_by(BULK_DOCS))
                 .map(|start| {
-                    self.bulk_with_retries(&docs[start..(start + BULK_DOCS).min(docs.len())])
+                    self.bulk_with_retries(
+                        &profiles[start..(start + BULK_DOCS).min(profiles.len())],
+                    )
                 })
                 .buffer_unordered(BULK_CONCURRENCY)
                 .collect()
@@ -342,7 +340,11 @@ impl SearchIndex {
         Ok(total)
     }
 
-    async fn bulk_with_retries(&self, docs: &[(u64, Vec<u8>)]) -> Result<IndexReport> {
+    async fn bulk_with_retries(&self, profiles: &[Profile]) -> Result<IndexReport> {
+        let mut docs: Vec<(u64, Vec<u8>)> = Vec::with_capacity(profiles.len());
+        for profile in profiles {
+            docs.push((profile.user_id, serde_json::to_vec(profile)?));
+        }
         let path = format!("/{}/_bulk", self.index);
         let mut pending: Vec<usize> = (0..docs.len()).collect();
         let mut report = IndexReport::default();

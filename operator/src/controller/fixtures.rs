@@ -198,6 +198,8 @@ pub fn applied(children: ChildrenState, facts: PipelineFacts) -> Observation {
         children: Box::new(children),
         facts,
         throughput: None,
+        autoscaler: None,
+        flow: Default::default(),
     }
 }
 

@@ -4,10 +4,12 @@
 //! the submodules; this module only sequences them.
 
 pub mod apply;
+pub mod autoscale;
 pub mod build;
 pub mod credentials;
 pub mod dereference;
 pub mod events;
+pub mod kafka;
 pub mod observe;
 pub mod observed;
 pub mod status;
@@ -45,10 +47,11 @@ use kube::{
 use tracing::{info, warn};
 
 use self::{
+    autoscale::PipelineMemory,
     build::names::{selector_labels, selector_string, Role, LABEL_MANAGED_BY, MANAGER},
     credentials::CredentialGenerator,
     events::Notice,
-    observe::ThroughputObserver,
+    observe::{Measurement, ThroughputObserver},
     observed::{Observation, PipelineFacts},
     validate::{KafkaMode, ObjectStoreMode, OperatorSettings, SearchMode, ValidatedPipeline},
 };
@@ -71,8 +74,13 @@ pub struct Context {
     pub clock: Arc<dyn Fn() -> Time + Send + Sync>,
     /// How often a healthy pipeline is reconciled again (repairs drift).
     pub resync: Duration,
+    /// How often the pipelines' offsets are read (and healthy pipelines reconciled).
+    pub observe_interval: Duration,
     /// Consecutive failures per pipeline, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Per pipeline (`namespace/name`): the throughput window and the autoscaler's
+    /// recommendation history. In memory only: rebuilt within one window after a restart.
+    memory: Mutex<HashMap<String, PipelineMemory>>,
 }
 
 impl Context {
@@ -96,8 +104,69 @@ impl Context {
             observer,
             clock,
             resync,
+            observe_interval: DEFAULT_OBSERVE_INTERVAL,
             failures: Mutex::new(HashMap::new()),
+            memory: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets how often offsets are read.
+    pub fn with_observe_interval(mut self, interval: Duration) -> Self {
+        self.observe_interval = interval.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The throughput window: four observation intervals, so rates average over several
+    /// checkpoints and lag growth needs a sustained trend.
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.observe_interval.as_millis() * 4).unwrap_or(i64::MAX)
+    }
+
+    /// Reads the pipeline's offsets, or reuses the last reading when reconciles come
+    /// faster than half the observation interval.
+    /// Returns the measurement and whether it was read now (a reused one adds no sample).
+    async fn measure(
+        &self,
+        key: &str,
+        plan: &ValidatedPipeline,
+        now_s: i64,
+    ) -> (Measurement, bool) {
+        let half_interval = i64::try_from(self.observe_interval.as_secs() / 2).unwrap_or(0);
+        let recent = self
+            .memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .and_then(|m| m.last_measurement.clone())
+            .filter(|(at, _)| now_s - at < half_interval.max(1) && now_s >= *at);
+        if let Some((_, measurement)) = recent {
+            return (measurement, false);
+        }
+        let measurement = self.observer.observe(plan).await;
+        if let Measurement::Measured(_) = measurement {
+            let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            memory
+                .entry(key.to_string())
+                .or_insert_with(|| PipelineMemory::new(self.window_ms()))
+                .last_measurement = Some((now_s, measurement.clone()));
+        }
+        (measurement, true)
+    }
+
+    fn evaluate(
+        &self,
+        key: &str,
+        measurement: &Measurement,
+        fresh: bool,
+        plan: &ValidatedPipeline,
+        old: Option<&crate::crd::DataPipelineStatus>,
+        now: &Time,
+    ) -> autoscale::Evaluation {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = memory
+            .entry(key.to_string())
+            .or_insert_with(|| PipelineMemory::new(self.window_ms()));
+        autoscale::evaluate(entry, measurement, fresh, plan, old, now)
     }
 
     fn record_failure(&self, key: &str) -> u32 {
@@ -114,6 +183,9 @@ impl Context {
             .remove(key);
     }
 }
+
+/// Default of `--observe-interval`.
+pub const DEFAULT_OBSERVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The wall clock, truncated to whole seconds.
 pub fn system_clock() -> Time {
@@ -202,7 +274,27 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
             Err(problem) => blocked(problem),
             Ok(existing) => match validate::validate(dp, &ctx.settings) {
                 Err(problem) => blocked(problem),
-                Ok(plan) => {
+                Ok(mut plan) => {
+                    let now = (ctx.clock)();
+                    let pipeline_key = key(dp);
+                    // Offsets are read once Kafka has been seen ready (external Kafka
+                    // always is): a cluster still starting would only time out.
+                    let (measurement, fresh) = if kafka_was_ready(dp) {
+                        ctx.measure(&pipeline_key, &plan, now.0.as_second()).await
+                    } else {
+                        (Measurement::Skipped, false)
+                    };
+                    let evaluation = ctx.evaluate(
+                        &pipeline_key,
+                        &measurement,
+                        fresh,
+                        &plan,
+                        dp.status.as_ref(),
+                        &now,
+                    );
+                    // The decision is the builder's input for the runtime Deployment.
+                    plan.runtime.replicas = evaluation.replicas;
+                    notices.extend(evaluation.notice.clone());
                     let credentials =
                         credentials::complete(existing, &plan, ctx.credentials.as_ref())?;
                     let children = build::desired_children(&plan, &credentials)?;
@@ -220,13 +312,21 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                             ),
                         });
                     }
-                    let throughput = ctx.observer.observe(&plan).await;
                     let observation = Observation::Applied {
                         children: Box::new(apply::children_state(&applied)?),
                         facts: facts(&plan),
-                        throughput,
+                        throughput: evaluation.throughput,
+                        autoscaler: evaluation.autoscaler,
+                        flow: evaluation.health,
                     };
-                    (observation, Action::requeue(ctx.resync), Outcome::Applied)
+                    // Measured pipelines come back every observation interval; the
+                    // rest only to repair drift.
+                    let requeue = if measurement == Measurement::Skipped {
+                        ctx.resync
+                    } else {
+                        ctx.resync.min(ctx.observe_interval)
+                    };
+                    (observation, Action::requeue(requeue), Outcome::Applied)
                 }
             },
         };
@@ -240,6 +340,14 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
     notices.extend(events::transition_notices(old, &new_status));
     events::publish(&ctx.client, &ctx.reporter, &dp.object_ref(&()), notices).await;
     Ok((action, outcome))
+}
+
+fn kafka_was_ready(dp: &DataPipeline) -> bool {
+    dp.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == conditions::types::KAFKA_READY && c.status == "True")
+    })
 }
 
 fn blocked(problem: observed::Problem) -> (Observation, Action, Outcome) {
@@ -260,6 +368,8 @@ pub struct RunConfig {
     pub namespace: Option<String>,
     pub resync: Duration,
     pub reporter: Reporter,
+    /// How often offsets are read from Kafka (throughput, autoscaling).
+    pub observe_interval: Duration,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -285,16 +395,21 @@ pub async fn run(
         warn!(%error, "cannot list DataPipelines: is the CRD installed? (`datapipeline-operator crd | kubectl apply -f -`)");
         return Err(error);
     }
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config.reporter,
-        metrics,
-        config.settings,
-        Arc::new(credentials::RandomCredentials),
-        Arc::new(observe::NoThroughput),
-        Arc::new(system_clock),
-        config.resync,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            config.reporter,
+            metrics,
+            config.settings,
+            Arc::new(credentials::RandomCredentials),
+            Arc::new(kafka::KafkaOffsets {
+                client: client.clone(),
+            }),
+            Arc::new(system_clock),
+            config.resync,
+        )
+        .with_observe_interval(config.observe_interval),
+    );
     let controller = Controller::new(pipelines, watcher::Config::default().any_semantic());
     let store = controller.store();
     let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));

@@ -1,30 +1,47 @@
-//! The seam through which measured throughput reaches the status: the reconciler asks an
-//! observer, the status keeps the previous measurement when it answers `None`. The Kafka
-//! offset reader of the throughput/autoscaling work implements it; until then
-//! `NoThroughput` measures nothing.
+//! The seam through which Kafka offsets reach the reconciler: the reconciler asks an
+//! observer for a snapshot of the pipeline's topics. `kafka::KafkaOffsets` reads them from
+//! the brokers; `NoThroughput` measures nothing (unit tests, and the mocked-API tests
+//! that must not touch a network).
 
 use futures::future::BoxFuture;
 
 use super::validate::ValidatedPipeline;
-use crate::crd::ThroughputStatus;
+use crate::throughput::OffsetsSnapshot;
 
-/// Measures a pipeline's throughput (events/s, lag, totals) from outside the runtime.
-pub trait ThroughputObserver: Send + Sync {
-    /// The latest measurement, or `None` when there is nothing new to report.
-    fn observe<'a>(
-        &'a self,
-        pipeline: &'a ValidatedPipeline,
-    ) -> BoxFuture<'a, Option<ThroughputStatus>>;
+/// The outcome of one attempt to measure a pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Measurement {
+    /// Not attempted: the status keeps its previous throughput.
+    Skipped,
+    Measured(OffsetsSnapshot),
+    /// Kafka could not be read; the message says why (and is shown in the status).
+    Failed(String),
 }
 
-/// Measures nothing: the status's throughput block stays as it is.
+/// Measures a pipeline's topics from outside the runtime.
+pub trait ThroughputObserver: Send + Sync {
+    fn observe<'a>(&'a self, pipeline: &'a ValidatedPipeline) -> BoxFuture<'a, Measurement>;
+}
+
+/// Measures nothing.
 pub struct NoThroughput;
 
 impl ThroughputObserver for NoThroughput {
-    fn observe<'a>(
-        &'a self,
-        _pipeline: &'a ValidatedPipeline,
-    ) -> BoxFuture<'a, Option<ThroughputStatus>> {
-        Box::pin(async { None })
+    fn observe<'a>(&'a self, _pipeline: &'a ValidatedPipeline) -> BoxFuture<'a, Measurement> {
+        Box::pin(async { Measurement::Skipped })
+    }
+}
+
+/// Returns a fixed measurement (tests).
+pub struct FixedMeasurement(pub std::sync::Mutex<Measurement>);
+
+impl ThroughputObserver for FixedMeasurement {
+    fn observe<'a>(&'a self, _pipeline: &'a ValidatedPipeline) -> BoxFuture<'a, Measurement> {
+        let measurement = self
+            .0
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or(Measurement::Skipped);
+        Box::pin(async move { measurement })
     }
 }

@@ -7,7 +7,8 @@ use k8s_openapi::api::{
     batch::v1::Job,
 };
 
-use crate::crd::{conditions::reasons, status::Phase, ThroughputStatus};
+use super::autoscale::FlowHealth;
+use crate::crd::{conditions::reasons, status::Phase, AutoscalerStatus, ThroughputStatus};
 
 /// The parts of a pipeline that have a condition of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -258,6 +259,8 @@ pub struct PipelineFacts {
 }
 
 /// The outcome of one reconcile, input of `compute_status`.
+// One value per reconcile, passed by reference and never stored: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observation {
     /// Nothing was applied.
@@ -268,5 +271,9 @@ pub enum Observation {
         facts: PipelineFacts,
         /// `None` = not measured this time; the previous measurement stays.
         throughput: Option<ThroughputStatus>,
+        /// The autoscaler's decision; `None` when autoscaling is off.
+        autoscaler: Option<AutoscalerStatus>,
+        /// Lag growth and Kafka reachability.
+        flow: FlowHealth,
     },
 }

@@ -9,7 +9,10 @@ use kube::{
 };
 use serde_json::json;
 
+use pipeline_config::PipelineNames;
+
 use super::{
+    autoscale::FlowHealth,
     build::names::MANAGER,
     observed::{
         ChildrenState, Component, IngestState, JobOutcome, JobState, Observation, PipelineFacts,
@@ -19,7 +22,8 @@ use super::{
 use crate::{
     crd::{
         conditions::{reasons, types},
-        ComponentHealth, ComponentsStatus, DataPipeline, DataPipelineStatus, Phase,
+        AutoscalerStatus, ComponentHealth, ComponentsStatus, DataPipeline, DataPipelineStatus,
+        Phase,
     },
     error::{Error, Result},
 };
@@ -253,6 +257,8 @@ pub fn compute_status(
             children,
             facts,
             throughput,
+            autoscaler,
+            flow,
         } => {
             let ns = &facts.namespace;
             let kafka = assess_managed_or_external(
@@ -305,7 +311,26 @@ pub fn compute_status(
                 })
                 .collect();
             let all_ready = parts.iter().all(|(_, a)| a.ready);
-            let (status, reason, message) = if all_ready {
+            let throughput = throughput
+                .clone()
+                .or_else(|| old.and_then(|s| s.throughput.clone()));
+            let lag_growth = flow.lag_growth.filter(|_| !facts.paused);
+            let (status, reason, message) = if all_ready && lag_growth.is_some() {
+                let growth = lag_growth.unwrap_or_default();
+                let rates = throughput.clone().unwrap_or_default();
+                (
+                    FALSE,
+                    reasons::LAG_GROWING,
+                    format!(
+                        "consumer lag grew from {} to {} over the last {}s: processing ({}/s) is slower than ingest ({}/s); raise spec.runtime.autoscaling.maxReplicas (up to the partition count) or the partitions, or look for sink errors in the runtime's logs",
+                        growth.from,
+                        growth.to,
+                        growth.seconds,
+                        rates.processed_per_second,
+                        rates.ingested_per_second
+                    ),
+                )
+            } else if all_ready {
                 (
                     TRUE,
                     reasons::ALL_COMPONENTS_READY,
@@ -339,8 +364,13 @@ pub fn compute_status(
             // Degraded = lost readiness without being asked to change; a new generation
             // being rolled out is provisioning.
             let same_generation = old.and_then(|s| s.observed_generation) == generation;
+            if let Some(measured) = measured_condition(old, flow, facts, generation, now) {
+                conditions.push(measured);
+            }
             let phase = if facts.paused {
                 Phase::Paused
+            } else if all_ready && lag_growth.is_some() {
+                Phase::Degraded
             } else if all_ready {
                 Phase::Running
             } else if same_generation && matches!(old_phase, Some(Phase::Running | Phase::Degraded))
@@ -361,10 +391,11 @@ pub fn compute_status(
                     runtime: runtime.health(),
                     ingest: ingest_health(&children.ingest),
                 }),
-                throughput: throughput
-                    .clone()
-                    .or_else(|| old.and_then(|s| s.throughput.clone())),
-                autoscaler: old.and_then(|s| s.autoscaler.clone()),
+                throughput,
+                autoscaler: autoscaler.clone().map(|a| AutoscalerStatus {
+                    current_replicas: rt.current,
+                    ..a
+                }),
                 replicas: Some(rt.current),
                 ready_replicas: Some(rt.ready),
                 replicas_summary: Some(format!("{}/{}", rt.ready, rt.desired)),
@@ -372,6 +403,53 @@ pub fn compute_status(
             }
         }
     }
+}
+
+/// ThroughputMeasured: reported once a measurement was attempted, kept as it was when
+/// this reconcile did not try.
+fn measured_condition(
+    old: Option<&DataPipelineStatus>,
+    flow: &FlowHealth,
+    facts: &PipelineFacts,
+    generation: Option<i64>,
+    now: &Time,
+) -> Option<Condition> {
+    if !flow.measured {
+        return old.and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == types::THROUGHPUT_MEASURED)
+                .cloned()
+        });
+    }
+    let names = PipelineNames::new(facts.name.clone());
+    let (status, reason, message) = match &flow.kafka_error {
+        None => (
+            TRUE,
+            reasons::OFFSETS_READ,
+            format!(
+                "offsets of topic {} and consumer group {} read from Kafka",
+                names.events_topic(),
+                names.consumer_group()
+            ),
+        ),
+        Some(error) => (
+            FALSE,
+            reasons::KAFKA_UNREACHABLE,
+            format!(
+                "{error}; status.throughput shows the last measurement and the autoscaler keeps the current replicas until Kafka can be read"
+            ),
+        ),
+    };
+    Some(condition(
+        old,
+        types::THROUGHPUT_MEASURED,
+        status,
+        reason,
+        message,
+        generation,
+        now,
+    ))
 }
 
 fn ingest_health(ingest: &IngestState) -> ComponentHealth {
@@ -836,10 +914,154 @@ mod tests {
                 children: Box::new(ready_children()),
                 facts: managed_facts(),
                 throughput: Some(measured.clone()),
+                autoscaler: None,
+                flow: Default::default(),
             },
             &at(3),
         );
         assert_eq!(third.throughput, Some(measured));
+    }
+
+    fn measured(
+        old: Option<&DataPipelineStatus>,
+        throughput: Option<ThroughputStatus>,
+        autoscaler: Option<AutoscalerStatus>,
+        flow: FlowHealth,
+        now: i64,
+    ) -> DataPipelineStatus {
+        compute_status(
+            old,
+            Some(1),
+            &Observation::Applied {
+                children: Box::new(ready_children()),
+                facts: managed_facts(),
+                throughput,
+                autoscaler,
+                flow,
+            },
+            &at(now),
+        )
+    }
+
+    #[test]
+    fn growing_lag_degrades_a_ready_pipeline_and_clears() {
+        let throughput = ThroughputStatus {
+            ingested_per_second: 100.0,
+            processed_per_second: 50.0,
+            consumer_lag: 3000,
+            ..Default::default()
+        };
+        let healthy = FlowHealth {
+            measured: true,
+            ..FlowHealth::default()
+        };
+        let running = measured(None, Some(throughput.clone()), None, healthy.clone(), 10);
+        assert_eq!(running.phase, Some(Phase::Running));
+        let growing = FlowHealth {
+            lag_growth: Some(crate::throughput::LagGrowth {
+                from: 0,
+                to: 3000,
+                seconds: 60,
+            }),
+            ..healthy.clone()
+        };
+        let degraded = measured(Some(&running), Some(throughput.clone()), None, growing, 20);
+        assert_eq!(degraded.phase, Some(Phase::Degraded));
+        let ready = ready_condition(&degraded);
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.last_transition_time.clone()
+            ),
+            ("False", "LagGrowing", at(20))
+        );
+        assert_eq!(
+            ready.message,
+            "consumer lag grew from 0 to 3000 over the last 60s: processing (50/s) is slower than ingest (100/s); raise spec.runtime.autoscaling.maxReplicas (up to the partition count) or the partitions, or look for sink errors in the runtime's logs"
+        );
+        // Components themselves stay ready.
+        assert!(degraded.conditions[..4].iter().all(|c| c.status == "True"));
+        let cleared = measured(Some(&degraded), Some(throughput), None, healthy, 30);
+        assert_eq!(cleared.phase, Some(Phase::Running));
+        assert_eq!(ready_condition(&cleared).reason, "AllComponentsReady");
+    }
+
+    #[test]
+    fn throughput_measured_condition_says_when_kafka_cannot_be_read() {
+        let ok = measured(
+            None,
+            None,
+            None,
+            FlowHealth {
+                measured: true,
+                ..FlowHealth::default()
+            },
+            10,
+        );
+        let condition = ok.conditions.last().expect("condition");
+        assert_eq!(
+            (
+                condition.type_.as_str(),
+                condition.status.as_str(),
+                condition.reason.as_str(),
+                condition.message.as_str()
+            ),
+            (
+                "ThroughputMeasured",
+                "True",
+                "OffsetsRead",
+                "offsets of topic shop-events and consumer group shop-profiles read from Kafka"
+            )
+        );
+        let failed = measured(
+            Some(&ok),
+            None,
+            None,
+            FlowHealth {
+                measured: true,
+                kafka_error: Some(
+                    "cannot reach Kafka at shop-kafka.shops.svc:9092: timed out".into(),
+                ),
+                lag_growth: None,
+            },
+            20,
+        );
+        // Unreadable offsets do not make the pipeline unready.
+        assert_eq!(failed.phase, Some(Phase::Running));
+        let condition = failed.conditions.last().expect("condition");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("False", "KafkaUnreachable")
+        );
+        assert_eq!(
+            condition.message,
+            "cannot reach Kafka at shop-kafka.shops.svc:9092: timed out; status.throughput shows the last measurement and the autoscaler keeps the current replicas until Kafka can be read"
+        );
+        // Not measured this time: the condition stays as it was.
+        let kept = measured(Some(&failed), None, None, FlowHealth::default(), 30);
+        assert_eq!(kept.conditions.last(), failed.conditions.last());
+    }
+
+    #[test]
+    fn autoscaler_block_reports_the_deployments_replicas() {
+        let decision = AutoscalerStatus {
+            desired_replicas: 3,
+            current_replicas: 0,
+            reason: "scale up".into(),
+            ..Default::default()
+        };
+        let status = measured(None, None, Some(decision.clone()), FlowHealth::default(), 1);
+        assert_eq!(
+            status.autoscaler,
+            Some(AutoscalerStatus {
+                current_replicas: 2,
+                ..decision
+            })
+        );
+        // Autoscaling turned off: the block goes away.
+        let off = measured(Some(&status), None, None, FlowHealth::default(), 2);
+        assert_eq!(off.autoscaler, None);
     }
 
     #[test]

@@ -491,3 +491,101 @@ fn backoff_doubles_up_to_five_minutes() {
     let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
     assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
 }
+
+#[tokio::test]
+async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
+    use crate::{
+        controller::observe::{FixedMeasurement, Measurement},
+        crd::{AutoscalerStatus, AutoscalingSpec},
+        throughput::{OffsetsSnapshot, PartitionOffsets},
+    };
+    let mut dp = managed_pipeline();
+    dp.spec.runtime.autoscaling = Some(AutoscalingSpec {
+        min_replicas: 1,
+        max_replicas: 5,
+        lag_per_replica: 1000,
+        scale_down_stabilization_seconds: 300,
+    });
+    dp.status = Some(DataPipelineStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "KafkaReady".into(),
+            status: "True".into(),
+            reason: "WorkloadReady".into(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: super::fixtures::at(1),
+        }],
+        autoscaler: Some(AutoscalerStatus {
+            desired_replicas: 1,
+            ..AutoscalerStatus::default()
+        }),
+        ..DataPipelineStatus::default()
+    });
+    // 3 partitions with 2500 events of lag each: ceil(7500 / 1000) = 8, capped at 3.
+    let backlog = Measurement::Measured(OffsetsSnapshot {
+        events: (0..3)
+            .map(|partition| PartitionOffsets {
+                partition,
+                low: 0,
+                log_end: 3000,
+                committed: Some(500),
+            })
+            .collect(),
+        dead_letters: 2,
+    });
+    let (mut ctx, server) = Context::test();
+    Arc::get_mut(&mut ctx).expect("unique").observer =
+        Arc::new(FixedMeasurement(std::sync::Mutex::new(backlog)));
+    let mut expectations = vec![
+        get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-es-elastic-user", Reply::Status(404)),
+        get_secret("shop-es-transport", Reply::Status(404)),
+    ];
+    expectations.extend(managed_applies(true));
+    expectations.extend(empty_lists());
+    expectations.push(status_patch());
+    expectations.push(event());
+    expectations.push(event());
+    let scenario = server.run(expectations);
+    let result = reconcile(Arc::new(dp), ctx.clone()).await;
+    let seen = tokio::time::timeout(Duration::from_secs(5), scenario)
+        .await
+        .expect("all requests made")
+        .expect("scenario assertions hold");
+    // Measured pipelines come back every observation interval.
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(15))
+    );
+    assert_eq!(
+        body_of(&seen, "deployments/shop-runtime?")["spec"]["replicas"],
+        3
+    );
+    let status: DataPipelineStatus =
+        serde_json::from_value(body_of(&seen, "/status?")["status"].clone()).expect("status");
+    let autoscaler = status.autoscaler.expect("autoscaler");
+    assert_eq!(autoscaler.desired_replicas, 3);
+    assert_eq!(autoscaler.current_replicas, 1);
+    assert_eq!(
+        autoscaler.reason,
+        "lag 7500 at 1000 per replica asks for 8, capped at 3 partitions: scale up at 3"
+    );
+    assert_eq!(autoscaler.last_scale_time, Some(super::fixtures::at(1000)));
+    let throughput = status.throughput.expect("throughput");
+    assert_eq!(
+        (
+            throughput.consumer_lag,
+            throughput.events_ingested,
+            throughput.events_processed,
+            throughput.dead_letters
+        ),
+        (7500, 9000, 1500, 2)
+    );
+    let events = bodies_of(&seen, "/events?");
+    assert_eq!(events[0]["reason"], "ScaledUp");
+    assert_eq!(
+        events[0]["note"],
+        "runtime replicas 1 -> 3: lag 7500 at 1000 per replica asks for 8, capped at 3 partitions: scale up at 3"
+    );
+    assert_eq!(events[1]["reason"], "PhaseChanged");
+}

@@ -9,6 +9,9 @@ pub mod types {
     pub const RUNTIME_READY: &str = "RuntimeReady";
     /// True only when every other condition is True.
     pub const READY: &str = "Ready";
+    /// Whether the operator could read the pipeline's offsets from Kafka (throughput and
+    /// autoscaling depend on it). Reported once the operator has tried.
+    pub const THROUGHPUT_MEASURED: &str = "ThroughputMeasured";
 
     /// All condition types, in display order.
     pub const ALL: [&str; 5] = [
@@ -55,6 +58,15 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Nothing has been observed yet.
     pub const RECONCILING: &str = "Reconciling";
+
+    // --- data flow ---
+    /// Every component is ready but the consumer lag kept growing over the measurement
+    /// window: processing is slower than ingest.
+    pub const LAG_GROWING: &str = "LagGrowing";
+    /// The operator read the offsets of the pipeline's topics.
+    pub const OFFSETS_READ: &str = "OffsetsRead";
+    /// The operator could not read the offsets of the pipeline's topics.
+    pub const KAFKA_UNREACHABLE: &str = "KafkaUnreachable";
 }
 
 /// Kubernetes Event reasons the operator emits on the DataPipeline.
@@ -64,4 +76,8 @@ pub mod events {
     pub const SECRET_KEY_NOT_FOUND: &str = super::reasons::SECRET_KEY_NOT_FOUND;
     pub const INVALID_SPEC: &str = super::reasons::INVALID_SPEC;
     pub const ORPHAN_DELETED: &str = "OrphanDeleted";
+    /// The autoscaler raised the runtime's replicas.
+    pub const SCALED_UP: &str = "ScaledUp";
+    /// The autoscaler lowered the runtime's replicas.
+    pub const SCALED_DOWN: &str = "ScaledDown";
 }

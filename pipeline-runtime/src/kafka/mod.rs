@@ -77,7 +77,7 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
         .set("max.poll.interval.ms", "300000")
         .set("isolation.level", "read_committed")
         // Bounds the prefetched bytes per partition.
-        .set("queued.max.messages.kbytes", "32768")
+        .set("queued.max.messages.kbytes", "8192")
         .set("fetch.max.bytes", "52428800")
         .set("statistics.interval.ms", "5000");
     if let Some(id) = &settings.group_instance_id {
@@ -92,7 +92,11 @@ pub struct ReaderContext;
 
 impl rdkafka::ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let end_of_partition = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end_of_partition {
             tracing::warn!(error = %error, reason, "kafka reader error");
         }
     }

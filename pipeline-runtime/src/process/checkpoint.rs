@@ -1,7 +1,7 @@
 //! The checkpoint of one partition and its recovery: what the process role writes, in
 //! which order, under which names, and how a new owner of a partition undoes a checkpoint
 //! that did not finish. Key naming, the intent record and the recovery decision are pure;
-//! [`write_checkpoint`] and [`recover`] do object-store and search I/O.
+//! [`CheckpointJob::write`] and [`recover`] do object-store and search I/O.
 //!
 //! A checkpoint of partition P covering offsets `[start, end)`:
 //! 1. intent `_state/process/p<P>.intent.json`: the batch's range and the lake objects
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::partition::Batch;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::profile::{ProfileBook, StateRecord};
+use crate::profile::{Profile, ProfileBook, StateRecord};
 use crate::search::SearchIndex;
 use crate::store::ObjectStore;
 use pipeline_config::layout;
@@ -209,49 +209,104 @@ fn encode_batch(batch: &Batch) -> Result<EncodedBatch> {
     })
 }
 
-/// Writes one checkpoint (steps 1-5 above). Idempotent: running it again with the same
-/// batch writes the same objects and documents.
-pub async fn write_checkpoint(
-    store: &ObjectStore,
-    search: &SearchIndex,
-    batch: std::sync::Arc<Batch>,
-) -> Result<()> {
-    let started = std::time::Instant::now();
-    let encode_input = batch.clone();
-    let encoded = tokio::task::spawn_blocking(move || encode_batch(&encode_input))
-        .await
-        .map_err(|e| Error::Worker(format!("checkpoint encoder: {e}")))??;
-    let encoded_at = started.elapsed();
-    let partition = batch.partition;
-    store
-        .put(
-            &intent_key(partition),
-            Bytes::from(serde_json::to_vec(&encoded.intent)?),
-        )
-        .await?;
-    futures::stream::iter(encoded.lake.into_iter().map(Ok::<_, Error>))
-        .try_for_each_concurrent(PUT_CONCURRENCY, |(key, bytes)| async move {
-            store.put(&key, bytes).await
-        })
-        .await?;
-    let lake_at = started.elapsed();
-    if !batch.changed.is_empty() {
-        search.index_profiles(&batch.changed).await?;
+/// One partition's checkpoint: written by [`CheckpointJob::write`], and rewritten
+/// unchanged when a write fails. The batch's events, snapshot and state are encoded once,
+/// after which only their bytes are kept.
+pub struct CheckpointJob {
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+    pub events: usize,
+    changed: Vec<Profile>,
+    raw: std::sync::Mutex<Option<Batch>>,
+    encoded: tokio::sync::OnceCell<EncodedBatch>,
+}
+
+impl CheckpointJob {
+    pub fn new(mut batch: Batch) -> Self {
+        Self {
+            partition: batch.partition,
+            start: batch.start,
+            end: batch.end,
+            events: batch.events.len(),
+            changed: std::mem::take(&mut batch.changed),
+            raw: std::sync::Mutex::new(Some(batch)),
+            encoded: tokio::sync::OnceCell::new(),
+        }
     }
-    let search_at = started.elapsed();
-    store
-        .put(&profiles_key(partition), encoded.snapshot)
-        .await?;
-    store.put(&state_key(partition), encoded.state).await?;
-    tracing::debug!(
-        partition,
-        encode_ms = encoded_at.as_millis() as u64,
-        lake_ms = (lake_at - encoded_at).as_millis() as u64,
-        search_ms = (search_at - lake_at).as_millis() as u64,
-        snapshot_ms = (started.elapsed() - search_at).as_millis() as u64,
-        "checkpoint steps"
-    );
-    Ok(())
+
+    /// Profiles this checkpoint indexes.
+    pub fn changed_profiles(&self) -> usize {
+        self.changed.len()
+    }
+
+    async fn encoded(&self) -> Result<&EncodedBatch> {
+        self.encoded
+            .get_or_try_init(|| async {
+                let batch = self
+                    .raw
+                    .lock()
+                    .ok()
+                    .and_then(|mut raw| raw.take())
+                    .ok_or_else(|| Error::Worker("checkpoint batch already consumed".into()))?;
+                let (result, batch) = tokio::task::spawn_blocking(move || {
+                    let result = encode_batch(&batch);
+                    // Keep the batch only if encoding failed (to try again); otherwise its
+                    // events and states are dropped here, leaving only their bytes.
+                    let keep = result.is_err().then_some(batch);
+                    (result, keep)
+                })
+                .await
+                .map_err(|e| Error::Worker(format!("checkpoint encoder: {e}")))?;
+                if let (Err(_), Some(batch)) = (&result, batch) {
+                    if let Ok(mut raw) = self.raw.lock() {
+                        *raw = Some(batch);
+                    }
+                }
+                result
+            })
+            .await
+    }
+
+    /// Writes the checkpoint (steps 1-5 above). Idempotent: running it again writes the
+    /// same objects and documents.
+    pub async fn write(&self, store: &ObjectStore, search: &SearchIndex) -> Result<()> {
+        let started = std::time::Instant::now();
+        let encoded = self.encoded().await?;
+        let encoded_at = started.elapsed();
+        let partition = self.partition;
+        store
+            .put(
+                &intent_key(partition),
+                Bytes::from(serde_json::to_vec(&encoded.intent)?),
+            )
+            .await?;
+        futures::stream::iter(encoded.lake.iter().map(Ok::<_, Error>))
+            .try_for_each_concurrent(PUT_CONCURRENCY, |(key, bytes)| async move {
+                store.put(key, bytes.clone()).await
+            })
+            .await?;
+        let lake_at = started.elapsed();
+        if !self.changed.is_empty() {
+            search.index_profiles(&self.changed).await?;
+        }
+        let search_at = started.elapsed();
+        store
+            .put(&profiles_key(partition), encoded.snapshot.clone())
+            .await?;
+        store
+            .put(&state_key(partition), encoded.state.clone())
+            .await?;
+        tracing::debug!(
+            partition,
+            encode_ms = encoded_at.as_millis() as u64,
+            lake_ms = (lake_at - encoded_at).as_millis() as u64,
+            search_ms = (search_at - lake_at).as_millis() as u64,
+            snapshot_ms = (started.elapsed() - search_at).as_millis() as u64,
+            "checkpoint steps"
+        );
+        Ok(())
+    }
 }
 
 /// Restores a partition: cleans up an unfinished checkpoint, loads the state. Returns the

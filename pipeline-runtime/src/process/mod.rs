@@ -34,7 +34,8 @@ use crate::metrics::{Metrics, PartitionLabels, Sink, SinkErrorKind};
 use crate::retry::Backoff;
 use crate::search::SearchIndex;
 use crate::store::ObjectStore;
-use partition::{Applied, Batch, PartitionState};
+use checkpoint::CheckpointJob;
+use partition::{Applied, PartitionState};
 
 /// Attempts of a checkpoint that must finish now (revoke, shutdown) before giving up.
 const FINAL_ATTEMPTS: u32 = 6;
@@ -143,7 +144,7 @@ struct Slot {
 
 /// A checkpoint being written (or waiting to be retried).
 struct InFlight {
-    batch: Arc<Batch>,
+    job: Arc<CheckpointJob>,
     task: Option<JoinHandle<Result<()>>>,
     started: Instant,
     retry_at: Option<Instant>,
@@ -158,23 +159,23 @@ impl Shared {
         }
     }
 
-    fn spawn_checkpoint(&self, batch: Arc<Batch>) -> JoinHandle<Result<()>> {
+    fn spawn_checkpoint(&self, job: Arc<CheckpointJob>) -> JoinHandle<Result<()>> {
         let store = self.store.clone();
         let search = self.search.clone();
         self.handle
-            .spawn(async move { checkpoint::write_checkpoint(&store, &search, batch).await })
+            .spawn(async move { job.write(&store, &search).await })
     }
 
     /// Writes a checkpoint now, retrying a few times (revoke and shutdown).
-    fn checkpoint_now(&self, batch: Arc<Batch>) -> Result<()> {
+    fn checkpoint_now(&self, job: Arc<CheckpointJob>) -> Result<()> {
         let started = Instant::now();
         let result = self.handle.block_on(crate::retry::retry(
             "final checkpoint",
             FINAL_ATTEMPTS,
-            || checkpoint::write_checkpoint(&self.store, &self.search, batch.clone()),
+            || job.write(&self.store, &self.search),
         ));
         match &result {
-            Ok(()) => self.checkpoint_done(&batch, started),
+            Ok(()) => self.checkpoint_done(&job, started),
             Err(_) => self
                 .metrics
                 .sink_error(Sink::ObjectStore, SinkErrorKind::Failed, 1),
@@ -187,37 +188,37 @@ impl Shared {
         if let Some(task) = in_flight.task {
             match self.handle.block_on(task) {
                 Ok(Ok(())) => {
-                    self.checkpoint_done(&in_flight.batch, in_flight.started);
+                    self.checkpoint_done(&in_flight.job, in_flight.started);
                     return Ok(());
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(partition = in_flight.batch.partition, error = %e, "checkpoint failed; retrying")
+                    tracing::warn!(partition = in_flight.job.partition, error = %e, "checkpoint failed; retrying")
                 }
                 Err(e) => {
-                    tracing::warn!(partition = in_flight.batch.partition, error = %e, "checkpoint task died; retrying")
+                    tracing::warn!(partition = in_flight.job.partition, error = %e, "checkpoint task died; retrying")
                 }
             }
         }
-        self.checkpoint_now(in_flight.batch)
+        self.checkpoint_now(in_flight.job)
     }
 
-    fn checkpoint_done(&self, batch: &Batch, started: Instant) {
+    fn checkpoint_done(&self, job: &CheckpointJob, started: Instant) {
         let m = &self.metrics;
         m.checkpoint_duration
             .observe(started.elapsed().as_secs_f64());
         m.checkpoints.inc();
-        m.events_out.inc_by(batch.events.len() as u64);
+        m.events_out.inc_by(job.events as u64);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         m.last_checkpoint.set(now);
         tracing::debug!(
-            partition = batch.partition,
-            start = batch.start,
-            end = batch.end,
-            events = batch.events.len(),
-            profiles = batch.changed.len(),
+            partition = job.partition,
+            start = job.start,
+            end = job.end,
+            events = job.events,
+            profiles = job.changed_profiles(),
             ms = started.elapsed().as_millis() as u64,
             "checkpoint written"
         );
@@ -282,7 +283,7 @@ impl PartitionHandler for Handler {
                 continue;
             }
             if let Some(in_flight) = slot.in_flight.take() {
-                let end = in_flight.batch.end;
+                let end = in_flight.job.end;
                 if let Err(e) = shared.finish_in_flight(in_flight) {
                     tracing::error!(partition, error = %e, "checkpoint abandoned on revoke; the next owner replays");
                     continue;
@@ -290,9 +291,9 @@ impl PartitionHandler for Handler {
                 commits.push((partition, end));
             }
             if slot.state.has_pending() {
-                let batch = Arc::new(slot.state.take_batch());
-                let end = batch.end;
-                match shared.checkpoint_now(batch) {
+                let job = Arc::new(CheckpointJob::new(slot.state.take_batch()));
+                let end = job.end;
+                match shared.checkpoint_now(job) {
                     Ok(()) => commits.push((partition, end)),
                     Err(e) => {
                         tracing::error!(partition, error = %e, "checkpoint abandoned on revoke; the next owner replays");
@@ -460,7 +461,7 @@ impl Worker {
             if let Some(retry_at) = in_flight.retry_at {
                 if Instant::now() >= retry_at {
                     in_flight.retry_at = None;
-                    in_flight.task = Some(shared.spawn_checkpoint(in_flight.batch.clone()));
+                    in_flight.task = Some(shared.spawn_checkpoint(in_flight.job.clone()));
                 }
                 continue;
             }
@@ -477,8 +478,8 @@ impl Worker {
             };
             match outcome {
                 Ok(()) => {
-                    shared.checkpoint_done(&in_flight.batch, in_flight.started);
-                    commits.push((partition, in_flight.batch.end));
+                    shared.checkpoint_done(&in_flight.job, in_flight.started);
+                    commits.push((partition, in_flight.job.end));
                     slot.in_flight = None;
                 }
                 Err(e) => {
@@ -524,10 +525,10 @@ impl Worker {
                 && slot.state.has_pending()
                 && (due || over_share || over_total)
             {
-                let batch = Arc::new(slot.state.take_batch());
+                let job = Arc::new(CheckpointJob::new(slot.state.take_batch()));
                 slot.in_flight = Some(InFlight {
-                    task: Some(shared.spawn_checkpoint(batch.clone())),
-                    batch,
+                    task: Some(shared.spawn_checkpoint(job.clone())),
+                    job,
                     started: Instant::now(),
                     retry_at: None,
                     backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
@@ -587,7 +588,7 @@ impl Worker {
         let mut failure = None;
         for (partition, mut slot) in slots {
             if let Some(in_flight) = slot.in_flight.take() {
-                let end = in_flight.batch.end;
+                let end = in_flight.job.end;
                 match shared.finish_in_flight(in_flight) {
                     Ok(()) => commits.push((partition, end)),
                     Err(e) => {
@@ -597,9 +598,9 @@ impl Worker {
                 }
             }
             if slot.state.has_pending() {
-                let batch = Arc::new(slot.state.take_batch());
-                let end = batch.end;
-                match shared.checkpoint_now(batch) {
+                let job = Arc::new(CheckpointJob::new(slot.state.take_batch()));
+                let end = job.end;
+                match shared.checkpoint_now(job) {
                     Ok(()) => commits.push((partition, end)),
                     Err(e) => {
                         failure.get_or_insert(e);
@@ -616,5 +617,153 @@ impl Worker {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rebalance bookkeeping, with the local object store (a temp directory) and a
+    //! search index nothing reaches: these batches change no profile, so no search
+    //! request is made.
+    use super::*;
+    use crate::config::SearchSettings;
+    use crate::profile::{ProfileBook, StateRecord};
+    use crate::store::{Bytes, LocalStore};
+
+    fn shared(dir: &std::path::Path, runtime: &tokio::runtime::Runtime) -> Arc<Shared> {
+        let search = SearchIndex::connect(
+            &SearchSettings {
+                url: "http://127.0.0.1:9".into(),
+                index: "unused".into(),
+                credentials: None,
+                ca_file: None,
+            },
+            None,
+        )
+        .unwrap();
+        Arc::new(Shared {
+            store: ObjectStore::Local(LocalStore::new(dir.to_path_buf()).unwrap()),
+            search,
+            metrics: Metrics::new("process"),
+            handle: runtime.handle().clone(),
+            slots: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn record(user_id: u64) -> StateRecord {
+        let mut book = ProfileBook::new();
+        book.apply(&crate::event::Event {
+            event_time: 1_569_888_000_000_000,
+            event_type: crate::event::EventType::View,
+            product_id: 1,
+            category_id: None,
+            category_code: None,
+            brand: None,
+            price_cents: 100,
+            user_id,
+            user_session: None,
+        });
+        book.record(user_id).unwrap()
+    }
+
+    #[test]
+    fn assign_restores_state_and_cleans_an_unfinished_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let shared = shared(dir.path(), &runtime);
+        let store = shared.store.clone();
+        // Partition 1: state at offset 42, and an intent of a checkpoint starting there
+        // whose lake object was written before the crash.
+        let stale = checkpoint::events_key(18_170, 1, 42);
+        runtime.block_on(async {
+            let state = checkpoint::encode_state(1, 42, &[record(7)]).unwrap();
+            store
+                .put(&checkpoint::state_key(1), Bytes::from(state))
+                .await
+                .unwrap();
+            let intent = checkpoint::Intent {
+                partition: 1,
+                start: 42,
+                end: 50,
+                keys: vec![stale.clone()],
+            };
+            store
+                .put(
+                    &checkpoint::intent_key(1),
+                    Bytes::from(serde_json::to_vec(&intent).unwrap()),
+                )
+                .await
+                .unwrap();
+            store
+                .put(&stale, Bytes::from_static(b"half a checkpoint"))
+                .await
+                .unwrap();
+        });
+
+        let handler = Handler(shared.clone());
+        let starts = handler.on_assign(&[0, 1]).unwrap();
+        assert_eq!(starts, vec![(0, None), (1, Some(42))]);
+        assert_eq!(runtime.block_on(store.get(&stale)).unwrap(), None);
+        let slots = shared.slots();
+        assert_eq!(slots[&0].state.next_offset(), 0);
+        assert_eq!(slots[&1].state.next_offset(), 42);
+        assert_eq!(slots[&1].state.users(), 1);
+        assert_eq!(shared.metrics.assigned_partitions.get(), 2);
+    }
+
+    #[test]
+    fn revoke_checkpoints_and_returns_the_offset_to_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let shared = shared(dir.path(), &runtime);
+        let handler = Handler(shared.clone());
+        handler.on_assign(&[0, 3]).unwrap();
+        {
+            let mut slots = shared.slots();
+            let slot = slots.get_mut(&0).unwrap();
+            for offset in 0..3 {
+                slot.state.skip(offset);
+            }
+        }
+        let commits = handler.on_revoke(&[0], false);
+        assert_eq!(commits, vec![(0, 3)]);
+        assert!(!shared.slots().contains_key(&0));
+        let state = runtime
+            .block_on(shared.store.get(&checkpoint::state_key(0)))
+            .unwrap()
+            .unwrap();
+        let (offset, records) = checkpoint::decode_state("k", 0, &state).unwrap();
+        assert_eq!((offset, records.len()), (3, 0));
+        // Nothing pending: revoking writes nothing and commits nothing.
+        assert_eq!(handler.on_revoke(&[3], false), vec![]);
+        assert_eq!(
+            runtime
+                .block_on(shared.store.get(&checkpoint::state_key(3)))
+                .unwrap(),
+            None
+        );
+        assert_eq!(shared.metrics.assigned_partitions.get(), 0);
+    }
+
+    #[test]
+    fn a_lost_partition_is_dropped_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let shared = shared(dir.path(), &runtime);
+        let handler = Handler(shared.clone());
+        handler.on_assign(&[2]).unwrap();
+        shared.slots().get_mut(&2).unwrap().state.skip(0);
+        assert_eq!(handler.on_revoke(&[2], true), vec![]);
+        assert!(shared.slots().is_empty());
+        assert_eq!(
+            runtime
+                .block_on(shared.store.get(&checkpoint::state_key(2)))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            runtime.block_on(shared.store.list("_state/")).unwrap(),
+            vec![]
+        );
     }
 }

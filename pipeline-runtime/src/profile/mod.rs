@@ -5,13 +5,11 @@ mod compact;
 mod segment;
 mod state;
 
-use std::collections::HashMap;
-
 pub use compact::{session_key, Interner};
 pub use segment::Segment;
 pub use state::{Profile, ProfileState, StateRecord, PROFILE_COLUMNS};
 
-use compact::IdBuildHasher;
+use compact::mix64;
 
 use crate::event::Event;
 
@@ -20,15 +18,23 @@ const CHUNK: usize = 1 << 16;
 /// The profile state of many users, with the interner their category and brand symbols
 /// refer to.
 ///
-/// Memory is about 160 bytes per user for the common one to three event users (128 of
-/// state, the rest index), plus 8 bytes per further distinct session, product, day,
-/// category or brand. States live in fixed-size chunks so growing the book never copies
-/// (and never doubles) all states at once.
+/// Memory is about 145 bytes per user (128 of state, 8 of user id, about 9 of index), plus
+/// 8 bytes per further distinct session, product, day, category or brand of a user. The
+/// index holds only 4-byte slots (the ids live beside the states), and states live in
+/// fixed-size chunks, so growing the book never copies all states at once.
 #[derive(Debug, Default, Clone)]
 pub struct ProfileBook {
-    index: HashMap<u64, u32, IdBuildHasher>,
+    /// Slots, hashed by the user id stored at that slot.
+    index: hashbrown::HashTable<u32>,
+    /// User id of each slot, chunked like the states.
+    ids: Vec<Vec<u64>>,
     chunks: Vec<Vec<ProfileState>>,
     names: Interner,
+}
+
+fn id_at(ids: &[Vec<u64>], slot: u32) -> u64 {
+    let slot = slot as usize;
+    ids[slot / CHUNK][slot % CHUNK]
 }
 
 impl ProfileBook {
@@ -44,19 +50,30 @@ impl ProfileBook {
         self.index.is_empty()
     }
 
+    fn find(&self, user_id: u64) -> Option<u32> {
+        self.index
+            .find(mix64(user_id), |&slot| id_at(&self.ids, slot) == user_id)
+            .copied()
+    }
+
     /// The slot of a user, created empty when new.
     fn slot_of(&mut self, user_id: u64) -> usize {
-        let next = self.index.len() as u32;
-        let slot = *self.index.entry(user_id).or_insert(next);
-        if slot == next {
-            if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-                self.chunks.push(Vec::with_capacity(CHUNK));
-            }
-            if let Some(chunk) = self.chunks.last_mut() {
-                chunk.push(ProfileState::default());
-            }
+        if let Some(slot) = self.find(user_id) {
+            return slot as usize;
         }
-        slot as usize
+        let slot = self.index.len();
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+            self.ids.push(Vec::with_capacity(CHUNK));
+        }
+        if let (Some(states), Some(ids)) = (self.chunks.last_mut(), self.ids.last_mut()) {
+            states.push(ProfileState::default());
+            ids.push(user_id);
+        }
+        let ids = &self.ids;
+        self.index
+            .insert_unique(mix64(user_id), slot as u32, |&s| mix64(id_at(ids, s)));
+        slot
     }
 
     fn slot_mut(&mut self, user_id: u64) -> &mut ProfileState {
@@ -69,6 +86,15 @@ impl ProfileBook {
         &self.chunks[slot / CHUNK][slot % CHUNK]
     }
 
+    /// (user_id, slot) of every user, in slot order.
+    fn entries(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.ids
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(slot, &id)| (id, slot as u32))
+    }
+
     /// Folds one event into its user's state.
     pub fn apply(&mut self, event: &Event) {
         let slot = self.slot_of(event.user_id);
@@ -76,11 +102,11 @@ impl ProfileBook {
     }
 
     pub fn get(&self, user_id: u64) -> Option<&ProfileState> {
-        self.index.get(&user_id).map(|&slot| self.state_at(slot))
+        self.find(user_id).map(|slot| self.state_at(slot))
     }
 
     pub fn contains(&self, user_id: u64) -> bool {
-        self.index.contains_key(&user_id)
+        self.find(user_id).is_some()
     }
 
     /// The profile of one user, if it has any event.
@@ -90,7 +116,7 @@ impl ProfileBook {
 
     /// User ids in ascending order.
     pub fn user_ids_sorted(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.index.keys().copied().collect();
+        let mut ids: Vec<u64> = self.ids.iter().flatten().copied().collect();
         ids.sort_unstable();
         ids
     }
@@ -103,7 +129,7 @@ impl ProfileBook {
     /// (user_id, slot) of every user, ordered by user_id: walk it in chunks with
     /// [`ProfileBook::profiles_of`] to produce sorted profiles without holding them all.
     pub fn slots_by_user_id(&self) -> Vec<(u64, u32)> {
-        let mut order: Vec<(u64, u32)> = self.index.iter().map(|(&id, &slot)| (id, slot)).collect();
+        let mut order: Vec<(u64, u32)> = self.entries().collect();
         order.sort_unstable();
         order
     }
@@ -155,18 +181,16 @@ impl ProfileBook {
         &self.names
     }
 
-    /// Iterates (user_id, state) in no particular order.
+    /// Iterates (user_id, state) in the order users were first seen.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &ProfileState)> + '_ {
-        self.index
-            .iter()
-            .map(|(&id, &slot)| (id, self.state_at(slot)))
+        self.entries().map(|(id, slot)| (id, self.state_at(slot)))
     }
 
     /// Approximate bytes held: states, spilled elements and the index.
     pub fn approximate_bytes(&self) -> usize {
         let states = self.chunks.len() * CHUNK * std::mem::size_of::<ProfileState>();
         let spills: usize = self.iter().map(|(_, s)| s.heap_bytes()).sum();
-        states + spills + self.index.capacity() * 17
+        states + spills + self.index.capacity() * 5 + self.len() * 8
     }
 }
 

@@ -1,0 +1,221 @@
+//! Reads a pipeline's offsets from Kafka (I/O): per partition of the events topic the low
+//! and high watermarks and the runtime consumer group's committed offset, and the size of
+//! the dead-letter topic. The consumer carries the group id only to fetch the group's
+//! commits (OffsetFetch); it never subscribes, so it never joins the group and never
+//! triggers a rebalance of the runtime's consumers. rdkafka is blocking: every call runs
+//! in `spawn_blocking` with a bounded timeout.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    ClientConfig, Offset, TopicPartitionList,
+};
+
+use super::{
+    build::kafka::bootstrap,
+    observe::{Measurement, ThroughputObserver},
+    validate::{KafkaMode, ValidatedPipeline},
+};
+use crate::throughput::{OffsetsSnapshot, PartitionOffsets};
+
+/// How long one Kafka request may take before the measurement is reported as failed.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where and how to connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub bootstrap: String,
+    /// librdkafka properties besides the bootstrap servers (security settings).
+    pub properties: Vec<(String, String)>,
+}
+
+/// Reads offsets from the brokers; reads the referenced Secrets for credentials.
+pub struct KafkaOffsets {
+    pub client: Client,
+}
+
+impl ThroughputObserver for KafkaOffsets {
+    fn observe<'a>(&'a self, pipeline: &'a ValidatedPipeline) -> BoxFuture<'a, Measurement> {
+        Box::pin(async move {
+            let connection = match connection(&self.client, pipeline).await {
+                Ok(c) => c,
+                Err(message) => return Measurement::Failed(message),
+            };
+            let group = pipeline.names.consumer_group();
+            let events = pipeline.names.events_topic();
+            let dead_letters = pipeline.names.dead_letter_topic();
+            let read = tokio::task::spawn_blocking(move || {
+                read_offsets(&connection, &group, &events, &dead_letters)
+            })
+            .await;
+            match read {
+                Ok(Ok(snapshot)) => Measurement::Measured(snapshot),
+                Ok(Err(message)) => Measurement::Failed(message),
+                Err(join) => Measurement::Failed(format!("offset reader stopped: {join}")),
+            }
+        })
+    }
+}
+
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result<Secret, String> {
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot read Secret {namespace}/{name}: {e}"))
+}
+
+/// The managed cluster's client Service, or the external brokers with their security
+/// settings and the credentials of the referenced Secrets.
+pub async fn connection(client: &Client, p: &ValidatedPipeline) -> Result<Connection, String> {
+    let KafkaMode::External(k) = &p.kafka.mode else {
+        return Ok(Connection {
+            bootstrap: bootstrap(p),
+            properties: Vec::new(),
+        });
+    };
+    let mut properties = vec![(
+        "security.protocol".to_string(),
+        k.security_protocol.as_str().to_string(),
+    )];
+    if let Some(mechanism) = k.sasl_mechanism {
+        properties.push(("sasl.mechanism".into(), mechanism.as_str().into()));
+    }
+    if let Some(reference) = &k.secret_ref {
+        let secret = read_secret(client, &p.namespace, &reference.name).await?;
+        for (property, key) in [
+            ("sasl.username", &reference.username_key),
+            ("sasl.password", &reference.password_key),
+        ] {
+            let value = secret_text(&secret, key).ok_or_else(|| {
+                format!(
+                    "Secret {}/{} has no key {key:?}",
+                    p.namespace, reference.name
+                )
+            })?;
+            properties.push((property.into(), value));
+        }
+    }
+    if let Some(reference) = &k.ca_secret_ref {
+        let secret = read_secret(client, &p.namespace, &reference.name).await?;
+        let pem = secret_text(&secret, &reference.key).ok_or_else(|| {
+            format!(
+                "Secret {}/{} has no key {:?}",
+                p.namespace, reference.name, reference.key
+            )
+        })?;
+        properties.push(("ssl.ca.pem".into(), pem));
+    }
+    Ok(Connection {
+        bootstrap: k.bootstrap_servers.clone(),
+        properties,
+    })
+}
+
+/// The consumer used for reading offsets: group id set (for OffsetFetch), no
+/// subscription, no commits.
+pub fn offsets_consumer(connection: &Connection, group: &str) -> Result<BaseConsumer, String> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &connection.bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("socket.timeout.ms", "5000")
+        .set("log_level", "3");
+    for (key, value) in &connection.properties {
+        config.set(key, value);
+    }
+    config.create().map_err(|e| {
+        format!(
+            "cannot create a Kafka client for {}: {e}",
+            connection.bootstrap
+        )
+    })
+}
+
+fn partitions(consumer: &BaseConsumer, topic: &str, bootstrap: &str) -> Result<Vec<i32>, String> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(|e| format!("cannot reach Kafka at {bootstrap}: {e}"))?;
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| format!("topic {topic} not found at {bootstrap}"))?;
+    if let Some(error) = found.error() {
+        return Err(format!("topic {topic} at {bootstrap}: {error:?}"));
+    }
+    let mut ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Blocking: reads the offsets of the events and dead-letter topics.
+pub fn read_offsets(
+    connection: &Connection,
+    group: &str,
+    events_topic: &str,
+    dead_letter_topic: &str,
+) -> Result<OffsetsSnapshot, String> {
+    let consumer = offsets_consumer(connection, group)?;
+    let bootstrap = &connection.bootstrap;
+    let ids = partitions(&consumer, events_topic, bootstrap)?;
+    let mut list = TopicPartitionList::new();
+    for id in &ids {
+        list.add_partition(events_topic, *id);
+    }
+    let committed = consumer
+        .committed_offsets(list, TIMEOUT)
+        .map_err(|e| format!("cannot read the commits of group {group} at {bootstrap}: {e}"))?;
+    let mut events = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (low, log_end) = consumer
+            .fetch_watermarks(events_topic, id, TIMEOUT)
+            .map_err(|e| {
+                format!("cannot read offsets of {events_topic}/{id} at {bootstrap}: {e}")
+            })?;
+        let committed = committed
+            .find_partition(events_topic, id)
+            .and_then(|p| match p.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            });
+        events.push(PartitionOffsets {
+            partition: id,
+            low,
+            log_end,
+            committed,
+        });
+    }
+    // A missing dead-letter topic means nothing was rejected yet.
+    let dead_letters = match partitions(&consumer, dead_letter_topic, bootstrap) {
+        Ok(ids) => {
+            let mut total = 0;
+            for id in ids {
+                let (low, high) = consumer
+                    .fetch_watermarks(dead_letter_topic, id, TIMEOUT)
+                    .map_err(|e| {
+                        format!(
+                            "cannot read offsets of {dead_letter_topic}/{id} at {bootstrap}: {e}"
+                        )
+                    })?;
+                total += (high - low).max(0);
+            }
+            total
+        }
+        Err(_) => 0,
+    };
+    Ok(OffsetsSnapshot {
+        events,
+        dead_letters,
+    })
+}
