@@ -28,7 +28,7 @@
 #            created and status written, for one pipeline (RUNS times) and for 50 at once;
 #            then idle CPU over 60 s and RSS with the 50 applied.
 #
-# Environment: KEEP=1 keeps the run's topics and indices; RUNS (3), STAGES, WORK (/tmp/datapipeline-bench: data and scratch),
+# Environment: APPEND=1 adds to the previous results instead of starting over; KEEP=1 keeps the run's topics and indices; RUNS (3), STAGES, WORK (/tmp/datapipeline-bench: data and scratch),
 # LOAD_TARGET (1.5) and LOAD_WAIT_MAX (120 s): before each stage the script waits up to
 # LOAD_WAIT_MAX for the 1-minute load to fall below LOAD_TARGET (the machine is shared);
 # CARGO_TARGET_DIR (~/.cache/datapipeline/cargo-target); BENCH_BIN_DIR: take the release
@@ -84,7 +84,7 @@ wait_for_low_load() {
 
 setup() {
   mkdir -p "$WORK/data"
-  : >"$RESULTS"
+  [[ ${APPEND:-0} == 1 ]] || : >"$RESULTS"
   # shellcheck disable=SC1090
   source <("$REPO/e2e/services.sh" env)
   export DP_KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP DP_SEARCH_URL=$OPENSEARCH_URL

@@ -16,9 +16,9 @@ use anyhow::{anyhow, bail, Context as _};
 use datapipeline_operator::controller::{self, validate::OperatorSettings, RunConfig};
 use datapipeline_operator::crd::DataPipeline;
 use datapipeline_operator::metrics::Metrics;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition as StatusCondition;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition as StatusCondition;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::core::Status;
 use kube::discovery::Scope;
@@ -118,7 +118,10 @@ pub async fn client_as(user: Option<&str>) -> anyhow::Result<Client> {
 fn tool(key: &str) -> anyhow::Result<PathBuf> {
     let path = PathBuf::from(service_setting(key)?);
     if !path.is_file() {
-        bail!("{key}={} does not exist: run `e2e/services.sh install k8s`", path.display());
+        bail!(
+            "{key}={} does not exist: run `e2e/services.sh install k8s`",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -150,7 +153,10 @@ pub async fn run_tool(key: &str, args: &[&str]) -> anyhow::Result<CommandOutput>
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if !output.status.success() {
-        bail!("`{shown}` failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+        bail!(
+            "`{shown}` failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            output.status
+        );
     }
     Ok(CommandOutput { stdout, stderr })
 }
@@ -247,7 +253,11 @@ pub fn yaml_documents(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
 pub fn read_single<K: DeserializeOwned>(path: &Path) -> anyhow::Result<K> {
     let mut docs = yaml_documents(path)?;
     if docs.len() != 1 {
-        bail!("{} holds {} documents, expected 1", path.display(), docs.len());
+        bail!(
+            "{} holds {} documents, expected 1",
+            path.display(),
+            docs.len()
+        );
     }
     serde_json::from_value(docs.remove(0)).with_context(|| format!("decoding {}", path.display()))
 }
@@ -313,12 +323,15 @@ pub fn api_status(error: &kube::Error) -> Option<&Status> {
 /// Installs (server-side apply, forced) `crds/datapipeline.yaml` and waits until the CRD is
 /// Established and its resource is served.
 pub async fn install_crd(client: &Client) -> anyhow::Result<CustomResourceDefinition> {
-    let crd: CustomResourceDefinition =
-        read_single(&repo_root().join("crds/datapipeline.yaml"))?;
+    let crd: CustomResourceDefinition = read_single(&repo_root().join("crds/datapipeline.yaml"))?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(CRD_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
-        .await
-        .context("applying crds/datapipeline.yaml")?;
+    crds.patch(
+        CRD_NAME,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .context("applying crds/datapipeline.yaml")?;
     let established = wait_for(
         &crds,
         CRD_NAME,
@@ -329,9 +342,11 @@ pub async fn install_crd(client: &Client) -> anyhow::Result<CustomResourceDefini
     .await?;
     // Established comes before discovery serves the resource; wait for that too.
     let gvk = GroupVersionKind::gvk("datapipeline.io", "v1alpha1", "DataPipeline");
-    poll_until("discovery to serve datapipelines", Duration::from_secs(30), || async {
-        Ok(kube::discovery::pinned_kind(client, &gvk).await.ok())
-    })
+    poll_until(
+        "discovery to serve datapipelines",
+        Duration::from_secs(30),
+        || async { Ok(kube::discovery::pinned_kind(client, &gvk).await.ok()) },
+    )
     .await?;
     Ok(established)
 }
@@ -379,7 +394,9 @@ where
             Err(e) => last_error = Some(e),
         }
         if Instant::now() >= deadline {
-            let detail = last_error.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
+            let detail = last_error
+                .map(|e| format!(" (last error: {e:#})"))
+                .unwrap_or_default();
             bail!("timed out after {timeout:?} waiting for {what}{detail}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -389,8 +406,9 @@ where
 /// Logs of the code under test (the operator's `tracing` output) in the test's captured
 /// output; `RUST_LOG` filters (default: info for the operator, warn otherwise).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,datapipeline_operator=info,e2e=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,datapipeline_operator=info,e2e=info")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()
@@ -461,7 +479,11 @@ fn reconcile_count(metrics: &str, result: &str) -> u64 {
 
 /// A condition of a DataPipeline's status by type.
 pub fn pipeline_condition<'a>(dp: &'a DataPipeline, type_: &str) -> Option<&'a StatusCondition> {
-    dp.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    dp.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// `(phase, Ready status)` of a pipeline, e.g. `(Some("Running"), Some("True"))`.
@@ -478,13 +500,19 @@ pub async fn wait_until_running(
     name: &str,
     timeout: Duration,
 ) -> anyhow::Result<DataPipeline> {
-    wait_for(api, name, "phase Running and Ready=True", timeout, |dp: Option<&DataPipeline>| {
-        dp.is_some_and(|dp| {
-            let current = dp.status.as_ref().and_then(|s| s.observed_generation)
-                == dp.metadata.generation;
-            current && phase_and_ready(dp) == (Some("Running"), Some("True"))
-        })
-    })
+    wait_for(
+        api,
+        name,
+        "phase Running and Ready=True",
+        timeout,
+        |dp: Option<&DataPipeline>| {
+            dp.is_some_and(|dp| {
+                let current = dp.status.as_ref().and_then(|s| s.observed_generation)
+                    == dp.metadata.generation;
+                current && phase_and_ready(dp) == (Some("Running"), Some("True"))
+            })
+        },
+    )
     .await
 }
 
@@ -528,6 +556,8 @@ mod tests {
         let b = unique_name("e2e-x");
         assert_ne!(a, b);
         assert_eq!(a.len(), "e2e-x-".len() + 8);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
     }
 }

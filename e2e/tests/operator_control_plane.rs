@@ -94,10 +94,14 @@ fn json_numbers_normalised(value: serde_json::Value) -> serde_json::Value {
             Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
             _ => Value::Number(n),
         },
-        Value::Array(items) => Value::Array(items.into_iter().map(json_numbers_normalised).collect()),
-        Value::Object(map) => {
-            Value::Object(map.into_iter().map(|(k, v)| (k, json_numbers_normalised(v))).collect())
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(json_numbers_normalised).collect())
         }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, json_numbers_normalised(v)))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -124,10 +128,17 @@ async fn crd_installs_and_is_established() -> anyhow::Result<()> {
         .as_ref()
         .and_then(|s| s.accepted_names.as_ref())
         .map(|n| n.short_names.clone());
-    assert_eq!(accepted, Some(Some(vec!["dp".to_string()])), "accepted names");
+    assert_eq!(
+        accepted,
+        Some(Some(vec!["dp".to_string()])),
+        "accepted names"
+    );
     assert_eq!(served.spec.versions.len(), 1);
     let version = &served.spec.versions[0];
-    assert_eq!((version.name.as_str(), version.served, version.storage), ("v1alpha1", true, true));
+    assert_eq!(
+        (version.name.as_str(), version.served, version.storage),
+        ("v1alpha1", true, true)
+    );
     let subresources = version.subresources.as_ref().context("subresources")?;
     assert!(subresources.status.is_some(), "status subresource");
     let scale = subresources.scale.as_ref().context("scale subresource")?;
@@ -137,7 +148,10 @@ async fn crd_installs_and_is_established() -> anyhow::Result<()> {
     // aside: a default of 0.0 comes back as 0).
     let served_schema = json_numbers_normalised(serde_json::to_value(&version.schema)?);
     let file_schema = json_numbers_normalised(serde_json::to_value(&file.spec.versions[0].schema)?);
-    ensure!(served_schema == file_schema, "the served schema differs from crds/datapipeline.yaml");
+    ensure!(
+        served_schema == file_schema,
+        "the served schema differs from crds/datapipeline.yaml"
+    );
     assert_eq!(
         version.additional_printer_columns,
         file.spec.versions[0].additional_printer_columns
@@ -148,12 +162,17 @@ async fn crd_installs_and_is_established() -> anyhow::Result<()> {
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Phase", "Ready", "Events/s", "Lag", "Replicas", "Age"]);
+    assert_eq!(
+        columns,
+        ["Phase", "Ready", "Events/s", "Lag", "Replicas", "Age"]
+    );
 
     // The published OpenAPI lags Established by a moment; explain reads it.
-    let explain = k8s::poll_until("kubectl explain datapipeline.spec", Duration::from_secs(30), || async {
-        Ok(k8s::kubectl(&["explain", "datapipeline.spec"]).await.ok())
-    })
+    let explain = k8s::poll_until(
+        "kubectl explain datapipeline.spec",
+        Duration::from_secs(30),
+        || async { Ok(k8s::kubectl(&["explain", "datapipeline.spec"]).await.ok()) },
+    )
     .await?;
     let text = explain.stdout;
     assert!(text.contains("KIND:       DataPipeline"), "{text}");
@@ -173,9 +192,15 @@ async fn crd_installs_and_is_established() -> anyhow::Result<()> {
     ]
     .into_iter()
     .collect();
-    assert_eq!(fields, expected, "fields in `kubectl explain datapipeline.spec`:\n{text}");
+    assert_eq!(
+        fields, expected,
+        "fields in `kubectl explain datapipeline.spec`:\n{text}"
+    );
     // Doc comments are the user-facing text.
-    assert!(text.contains("The pipeline-runtime pods that process events into profiles."), "{text}");
+    assert!(
+        text.contains("The pipeline-runtime pods that process events into profiles."),
+        "{text}"
+    );
     Ok(())
 }
 
@@ -195,7 +220,12 @@ async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Resul
     for file in &files {
         let expected = expectation(file)?;
         let mut docs = k8s::yaml_documents(file)?;
-        ensure!(docs.len() == 1, "{} holds {} documents", file.display(), docs.len());
+        ensure!(
+            docs.len() == 1,
+            "{} holds {} documents",
+            file.display(),
+            docs.len()
+        );
         let outcome = k8s::apply_raw(&client, &ns.name, docs.remove(0)).await?;
         let name = file.display();
         let status = match &outcome {
@@ -209,7 +239,10 @@ async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Resul
             },
         };
         if status.code != 422 || status.reason != "Invalid" {
-            failures.push(format!("{name}: {} {} ({})", status.code, status.reason, status.message));
+            failures.push(format!(
+                "{name}: {} {} ({})",
+                status.code, status.reason, status.message
+            ));
             continue;
         }
         if !status.message.contains(&expected.message) {
@@ -228,7 +261,10 @@ async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Resul
         // One cause: the announced rule at the announced field (plus the API server's own
         // checks that the rule duplicates, listed in `built_in_causes`).
         let want_field = server_field(&expected.field);
-        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let mut cel: Vec<&(String, String)> = causes
             .iter()
             .filter(|c| !built_in_causes(stem).contains(&(c.0.as_str(), c.1.as_str())))
@@ -258,7 +294,10 @@ async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Resul
     assert_eq!(pipelines.list(&Default::default()).await?.items.len(), 0);
 
     // Valid examples: accepted, and the server's defaults equal the operator's serde defaults.
-    for example in ["examples/shop-events.yaml", "examples/external-services.yaml"] {
+    for example in [
+        "examples/shop-events.yaml",
+        "examples/external-services.yaml",
+    ] {
         let path = k8s::repo_root().join(example);
         let applied = k8s::apply_file(&client, &ns.name, &path).await?;
         let raw = k8s::yaml_documents(&path)?
@@ -267,13 +306,20 @@ async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Resul
             .context("a DataPipeline in the example")?;
         let local: DataPipeline = serde_json::from_value(raw)?;
         let name = local.metadata.name.clone().context("example has a name")?;
-        ensure!(applied.iter().any(|o| o.metadata.name.as_deref() == Some(&name)));
+        ensure!(applied
+            .iter()
+            .any(|o| o.metadata.name.as_deref() == Some(&name)));
         let served = pipelines.get(&name).await?;
-        assert_eq!(served.spec, local.spec, "{example}: spec as stored by the API server");
+        assert_eq!(
+            served.spec, local.spec,
+            "{example}: spec as stored by the API server"
+        );
         pipelines.delete(&name, &Default::default()).await?;
-        k8s::poll_until(&format!("{example} deleted"), Duration::from_secs(30), || async {
-            Ok(pipelines.get_opt(&name).await?.is_none().then_some(()))
-        })
+        k8s::poll_until(
+            &format!("{example} deleted"),
+            Duration::from_secs(30),
+            || async { Ok(pipelines.get_opt(&name).await?.is_none().then_some(())) },
+        )
         .await?;
     }
 
@@ -282,7 +328,9 @@ async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Resul
     k8s::apply_file(&client, &ns.name, &path).await?;
     let params = PatchParams::default();
     let grow = serde_json::json!({"spec": {"kafka": {"partitions": 8}}});
-    pipelines.patch("shop", &params, &Patch::Merge(&grow)).await?;
+    pipelines
+        .patch("shop", &params, &Patch::Merge(&grow))
+        .await?;
     let shrink = serde_json::json!({"spec": {"kafka": {"partitions": 3}}});
     let refused = pipelines
         .patch("shop", &params, &Patch::Merge(&shrink))
@@ -336,7 +384,9 @@ where
         .items
         .into_iter()
         // Published into every namespace by the controller-manager, not by the operator.
-        .filter(|o| !(kind == "ConfigMap" && o.metadata.name.as_deref() == Some("kube-root-ca.crt")))
+        .filter(|o| {
+            !(kind == "ConfigMap" && o.metadata.name.as_deref() == Some("kube-root-ca.crt"))
+        })
         .map(|o| {
             let meta = o.metadata;
             Listed {
@@ -382,7 +432,10 @@ async fn inventory(client: &Client, namespace: &str) -> anyhow::Result<Vec<Liste
 fn name_matches(name: &str, expected: &str) -> bool {
     match expected.strip_suffix('-') {
         Some(_) => name.strip_prefix(expected).is_some_and(|hash| {
-            hash.len() == 8 && hash.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+            hash.len() == 8
+                && hash
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
         }),
         None => name == expected,
     }
@@ -453,9 +506,18 @@ fn assert_owned_by(listed: &[Listed], dp: &DataPipeline) {
             .iter()
             .cloned()
             // blockOwnerDeletion only matters to foreground deletion; not asserted.
-            .map(|o| OwnerReference { block_owner_deletion: None, ..o })
+            .map(|o| OwnerReference {
+                block_owner_deletion: None,
+                ..o
+            })
             .collect();
-        assert_eq!(owners, vec![want.clone()], "ownerReferences of {}/{}", object.kind, object.name);
+        assert_eq!(
+            owners,
+            vec![want.clone()],
+            "ownerReferences of {}/{}",
+            object.kind,
+            object.name
+        );
     }
 }
 
@@ -503,7 +565,8 @@ async fn wait_until_measured(pipelines: &Api<DataPipeline>) -> anyhow::Result<Da
         "a ThroughputMeasured condition",
         Duration::from_secs(60),
         |dp: Option<&DataPipeline>| {
-            dp.and_then(|dp| k8s::pipeline_condition(dp, "ThroughputMeasured")).is_some()
+            dp.and_then(|dp| k8s::pipeline_condition(dp, "ThroughputMeasured"))
+                .is_some()
         },
     )
     .await
@@ -517,55 +580,67 @@ async fn wait_until_settled(client: &Client, namespace: &str) -> anyhow::Result<
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
-    k8s::poll_until("workloads, Jobs and PDBs to settle", Duration::from_secs(120), || async {
-        for sts in statefulsets.list(&Default::default()).await? {
-            let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let s = sts.status.clone().unwrap_or_default();
-            let settled = s.observed_generation == sts.metadata.generation
-                && s.ready_replicas.unwrap_or(0) == want
-                && s.available_replicas.unwrap_or(0) == want
-                && s.updated_replicas.unwrap_or(0) == want
-                && s.current_revision.is_some()
-                && s.current_revision == s.update_revision;
-            if !settled {
-                return Ok(None);
+    k8s::poll_until(
+        "workloads, Jobs and PDBs to settle",
+        Duration::from_secs(120),
+        || async {
+            for sts in statefulsets.list(&Default::default()).await? {
+                let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let s = sts.status.clone().unwrap_or_default();
+                let settled = s.observed_generation == sts.metadata.generation
+                    && s.ready_replicas.unwrap_or(0) == want
+                    && s.available_replicas.unwrap_or(0) == want
+                    && s.updated_replicas.unwrap_or(0) == want
+                    && s.current_revision.is_some()
+                    && s.current_revision == s.update_revision;
+                if !settled {
+                    return Ok(None);
+                }
             }
-        }
-        for deployment in deployments.list(&Default::default()).await? {
-            let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let s = deployment.status.clone().unwrap_or_default();
-            let progressed = s.conditions.iter().flatten().any(|c| {
-                c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")
-            });
-            let settled = s.observed_generation == deployment.metadata.generation
-                && s.ready_replicas.unwrap_or(0) == want
-                && s.available_replicas.unwrap_or(0) == want
-                && s.updated_replicas.unwrap_or(0) == want
-                && s.replicas.unwrap_or(0) == want
-                && progressed;
-            if !settled {
-                return Ok(None);
+            for deployment in deployments.list(&Default::default()).await? {
+                let want = deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(1);
+                let s = deployment.status.clone().unwrap_or_default();
+                let progressed = s.conditions.iter().flatten().any(|c| {
+                    c.type_ == "Progressing"
+                        && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+                });
+                let settled = s.observed_generation == deployment.metadata.generation
+                    && s.ready_replicas.unwrap_or(0) == want
+                    && s.available_replicas.unwrap_or(0) == want
+                    && s.updated_replicas.unwrap_or(0) == want
+                    && s.replicas.unwrap_or(0) == want
+                    && progressed;
+                if !settled {
+                    return Ok(None);
+                }
             }
-        }
-        for job in jobs.list(&Default::default()).await? {
-            let s = job.status.clone().unwrap_or_default();
-            let complete =
-                s.conditions.iter().flatten().any(|c| c.type_ == "Complete" && c.status == "True");
-            if !complete || s.active.unwrap_or(0) != 0 {
-                return Ok(None);
+            for job in jobs.list(&Default::default()).await? {
+                let s = job.status.clone().unwrap_or_default();
+                let complete = s
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Complete" && c.status == "True");
+                if !complete || s.active.unwrap_or(0) != 0 {
+                    return Ok(None);
+                }
             }
-        }
-        for pdb in budgets.list(&Default::default()).await? {
-            let s = pdb.status.clone().unwrap_or_default();
-            if s.observed_generation != pdb.metadata.generation
-                || s.expected_pods == 0
-                || s.current_healthy != s.expected_pods
-            {
-                return Ok(None);
+            for pdb in budgets.list(&Default::default()).await? {
+                let s = pdb.status.clone().unwrap_or_default();
+                if s.observed_generation != pdb.metadata.generation
+                    || s.expected_pods == 0
+                    || s.current_healthy != s.expected_pods
+                {
+                    return Ok(None);
+                }
             }
-        }
-        Ok(Some(()))
-    })
+            Ok(Some(()))
+        },
+    )
     .await
 }
 
@@ -618,11 +693,19 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     assert_eq!(status.phase.map(|p| p.as_str()), Some("Running"));
     // kwok runs no Kafka: the operator cannot read offsets, and says so without leaving
     // Running (the components themselves are ready).
-    let measured = k8s::pipeline_condition(dp, "ThroughputMeasured").context("ThroughputMeasured")?;
+    let measured =
+        k8s::pipeline_condition(dp, "ThroughputMeasured").context("ThroughputMeasured")?;
     let unreachable = format!("cannot reach Kafka at shop-kafka.{ns}.svc:9092: ");
-    assert!(measured.message.starts_with(&unreachable), "{}", measured.message);
+    assert!(
+        measured.message.starts_with(&unreachable),
+        "{}",
+        measured.message
+    );
     let ready = k8s::pipeline_condition(dp, "Ready").context("Ready")?;
-    assert_eq!(ready.message, "Kafka, the object store, search and the runtime are ready");
+    assert_eq!(
+        ready.message,
+        "Kafka, the object store, search and the runtime are ready"
+    );
     assert_eq!(status.observed_generation, dp.metadata.generation);
     assert_eq!(status.replicas_summary.as_deref(), Some("1/1"));
     assert_eq!((status.replicas, status.ready_replicas), (Some(1), Some(1)));
@@ -638,7 +721,12 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
         ("runtime", &components.runtime, Some(1)),
     ] {
         assert_eq!(
-            (health.mode.as_str(), health.ready, health.ready_replicas, health.desired_replicas),
+            (
+                health.mode.as_str(),
+                health.ready,
+                health.ready_replicas,
+                health.desired_replicas
+            ),
             ("Managed", true, replicas, replicas),
             "components.{name}: {health:?}"
         );
@@ -663,12 +751,21 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
             .and_then(|r| r.requests.as_ref())
             .and_then(|r| r.get("storage"))
             .map(|q| q.0.clone());
-        assert_eq!((phase.as_deref(), size.as_deref()), (Some("Bound"), Some("5Gi")), "{name}");
+        assert_eq!(
+            (phase.as_deref(), size.as_deref()),
+            (Some("Bound"), Some("5Gi")),
+            "{name}"
+        );
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     for job in jobs.list(&Default::default()).await? {
         let succeeded = job.status.as_ref().and_then(|s| s.succeeded);
-        assert_eq!(succeeded, Some(1), "Job {} (kwok completes Job pods)", job.name_any());
+        assert_eq!(
+            succeeded,
+            Some(1),
+            "Job {} (kwok completes Job pods)",
+            job.name_any()
+        );
     }
 
     // Generated credentials: in Secrets, never as literals in a pod spec.
@@ -676,15 +773,24 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     let minio = secrets.get("shop-minio-credentials").await?;
     assert_eq!(secret_text(&minio, "accessKeyId")?, "shop-admin");
     let minio_secret = secret_text(&minio, "secretAccessKey")?;
-    assert!(is_generated_password(&minio_secret), "MinIO secret key is 32 alphanumerics");
+    assert!(
+        is_generated_password(&minio_secret),
+        "MinIO secret key is 32 alphanumerics"
+    );
     let elastic = secrets.get("shop-es-elastic-user").await?;
     let elastic_password = secret_text(&elastic, "elastic")?;
-    assert!(is_generated_password(&elastic_password), "elastic password is 32 alphanumerics");
+    assert!(
+        is_generated_password(&elastic_password),
+        "elastic password is 32 alphanumerics"
+    );
     assert_ne!(minio_secret, elastic_password);
     let transport = secrets.get("shop-es-transport").await?;
     assert_eq!(transport.type_.as_deref(), Some("kubernetes.io/tls"));
     for key in ["ca.crt", "tls.crt"] {
-        assert!(secret_text(&transport, key)?.starts_with("-----BEGIN CERTIFICATE-----"), "{key}");
+        assert!(
+            secret_text(&transport, key)?.starts_with("-----BEGIN CERTIFICATE-----"),
+            "{key}"
+        );
     }
     assert!(secret_text(&transport, "tls.key")?.starts_with("-----BEGIN PRIVATE KEY-----"));
 
@@ -699,10 +805,17 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
             ("StatefulSets", &statefulsets_json),
             ("Jobs", &jobs_json),
         ] {
-            assert!(!json.contains(secret.as_str()), "a generated credential appears in the {what}");
+            assert!(
+                !json.contains(secret.as_str()),
+                "a generated credential appears in the {what}"
+            );
         }
     }
-    let pod = runtime.spec.as_ref().map(|s| &s.template).context("pod template")?;
+    let pod = runtime
+        .spec
+        .as_ref()
+        .map(|s| &s.template)
+        .context("pod template")?;
     let container = &pod.spec.as_ref().context("pod spec")?.containers[0];
     assert_eq!(container.image.as_deref(), Some(k8s::TEST_RUNTIME_IMAGE));
     let secret_refs: BTreeSet<(String, String)> = container
@@ -720,34 +833,67 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     .into_iter()
     .map(|(n, k)| (n.to_string(), k.to_string()))
     .collect();
-    assert_eq!(secret_refs, want_refs, "secretKeyRefs of the runtime container");
+    assert_eq!(
+        secret_refs, want_refs,
+        "secretKeyRefs of the runtime container"
+    );
 
     // The config checksum annotation is the sha256 of the ConfigMap's `key=value\n` lines.
-    let config = Api::<ConfigMap>::namespaced(client.clone(), ns).get("shop-runtime-config").await?;
+    let config = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("shop-runtime-config")
+        .await?;
     let rendered: String = config
         .data
         .iter()
         .flatten()
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
-    let checksum: String =
-        Sha256::digest(rendered.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let checksum: String = Sha256::digest(rendered.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let annotation = pod
         .metadata
         .as_ref()
         .and_then(|m| m.annotations.as_ref())
         .and_then(|a| a.get("checksum/config"));
-    assert_eq!(annotation, Some(&checksum), "checksum/config of the runtime pods");
+    assert_eq!(
+        annotation,
+        Some(&checksum),
+        "checksum/config of the runtime pods"
+    );
     let data = config.data.as_ref().context("ConfigMap data")?;
-    assert_eq!(data.get(pipeline_config::env::S3_BUCKET).map(String::as_str), Some("shop-lake"));
-    assert_eq!(data.get(pipeline_config::env::SEARCH_INDEX).map(String::as_str), Some("shop-profiles"));
-    assert_eq!(data.get(pipeline_config::env::TOPIC_PARTITIONS).map(String::as_str), Some("6"));
+    assert_eq!(
+        data.get(pipeline_config::env::S3_BUCKET)
+            .map(String::as_str),
+        Some("shop-lake")
+    );
+    assert_eq!(
+        data.get(pipeline_config::env::SEARCH_INDEX)
+            .map(String::as_str),
+        Some("shop-profiles")
+    );
+    assert_eq!(
+        data.get(pipeline_config::env::TOPIC_PARTITIONS)
+            .map(String::as_str),
+        Some("6")
+    );
 
     // PodDisruptionBudgets select exactly their workload's pods.
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
     for (pdb, selector) in [
-        ("shop-kafka", statefulsets.get("shop-kafka").await?.spec.map(|s| s.selector)),
-        ("shop-es", statefulsets.get("shop-es").await?.spec.map(|s| s.selector)),
+        (
+            "shop-kafka",
+            statefulsets
+                .get("shop-kafka")
+                .await?
+                .spec
+                .map(|s| s.selector),
+        ),
+        (
+            "shop-es",
+            statefulsets.get("shop-es").await?.spec.map(|s| s.selector),
+        ),
         ("shop-runtime", runtime.spec.clone().map(|s| s.selector)),
     ] {
         let spec = budgets.get(pdb).await?.spec.context("PDB spec")?;
@@ -758,14 +904,25 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     // The phase change is announced as a Kubernetes Event on the pipeline.
     let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
     let expected_note = "-> Running: Kafka, the object store, search and the runtime are ready";
-    k8s::poll_until("a PhaseChanged Event to Running", Duration::from_secs(30), || async {
-        let found = events.list(&Default::default()).await?.items.into_iter().any(|e| {
-            e.involved_object.name.as_deref() == Some(SHOP)
-                && e.reason.as_deref() == Some("PhaseChanged")
-                && e.message.as_deref().is_some_and(|m| m.ends_with(expected_note))
-        });
-        Ok(found.then_some(()))
-    })
+    k8s::poll_until(
+        "a PhaseChanged Event to Running",
+        Duration::from_secs(30),
+        || async {
+            let found = events
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.involved_object.name.as_deref() == Some(SHOP)
+                        && e.reason.as_deref() == Some("PhaseChanged")
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.ends_with(expected_note))
+                });
+            Ok(found.then_some(()))
+        },
+    )
     .await?;
     println!(
         "reconciles to reach Running: applied={} blocked={} failed={}",
@@ -788,17 +945,24 @@ async fn second_reconcile_changes_nothing() -> anyhow::Result<()> {
     wait_until_measured(&run.pipelines).await?;
     wait_until_settled(client, ns).await?;
     let poke = |round: &str| {
-        let annotation = serde_json::json!({"metadata": {"annotations": {"e2e.datapipeline.io/poke": round}}});
+        let annotation =
+            serde_json::json!({"metadata": {"annotations": {"e2e.datapipeline.io/poke": round}}});
         let (pipelines, controller) = (&run.pipelines, &run.controller);
         async move {
             let applied_before = controller.reconciles("applied");
-            pipelines.patch(SHOP, &PatchParams::default(), &Patch::Merge(&annotation)).await?;
+            pipelines
+                .patch(SHOP, &PatchParams::default(), &Patch::Merge(&annotation))
+                .await?;
             // A reconcile's applies and status write come after its Kafka measurement, so
             // the next one to complete wrote after this point.
-            k8s::poll_until("a reconcile after the annotation", Duration::from_secs(60), || async {
-                controller.ensure_running()?;
-                Ok((controller.reconciles("applied") > applied_before).then_some(()))
-            })
+            k8s::poll_until(
+                "a reconcile after the annotation",
+                Duration::from_secs(60),
+                || async {
+                    controller.ensure_running()?;
+                    Ok((controller.reconciles("applied") > applied_before).then_some(()))
+                },
+            )
             .await
         }
     };
@@ -822,10 +986,21 @@ async fn second_reconcile_changes_nothing() -> anyhow::Result<()> {
             )
         })
         .collect();
-    assert_eq!(before.len(), after.len(), "children added or removed: {after:?}");
-    assert!(changed.is_empty(), "the second reconcile changed children:\n{}", changed.join("\n"));
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "children added or removed: {after:?}"
+    );
+    assert!(
+        changed.is_empty(),
+        "the second reconcile changed children:\n{}",
+        changed.join("\n")
+    );
     let status_after = run.pipelines.get(SHOP).await?.status;
-    assert_eq!(status_after, status_before, "status after a no-op reconcile");
+    assert_eq!(
+        status_after, status_before,
+        "status after a no-op reconcile"
+    );
     println!(
         "reconciles: applied {} before the annotation, {} after",
         applied_before,
@@ -845,29 +1020,51 @@ async fn deleting_the_pipeline_garbage_collects_children() -> anyhow::Result<()>
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pipeline_pods = ListParams::default().labels("app.kubernetes.io/instance=shop");
     // kafka, minio, es, runtime, and one pod per Job (3).
-    assert_eq!(pods.list(&pipeline_pods).await?.items.len(), 7, "pods of the pipeline");
+    assert_eq!(
+        pods.list(&pipeline_pods).await?.items.len(),
+        7,
+        "pods of the pipeline"
+    );
 
     run.pipelines.delete(SHOP, &DeleteParams::default()).await?;
-    k8s::poll_until("the DataPipeline to be gone", Duration::from_secs(30), || async {
-        Ok(run.pipelines.get_opt(SHOP).await?.is_none().then_some(()))
-    })
+    k8s::poll_until(
+        "the DataPipeline to be gone",
+        Duration::from_secs(30),
+        || async { Ok(run.pipelines.get_opt(SHOP).await?.is_none().then_some(())) },
+    )
     .await?;
-    let remaining = k8s::poll_until("the garbage collector to delete every child", Duration::from_secs(120), || async {
-        let left = inventory(client, ns).await?;
-        let pods_left = pods.list(&pipeline_pods).await?.items.len();
-        Ok((left.is_empty() && pods_left == 0).then_some(()))
-    })
+    let remaining = k8s::poll_until(
+        "the garbage collector to delete every child",
+        Duration::from_secs(120),
+        || async {
+            let left = inventory(client, ns).await?;
+            let pods_left = pods.list(&pipeline_pods).await?.items.len();
+            Ok((left.is_empty() && pods_left == 0).then_some(()))
+        },
+    )
     .await;
     if let Err(e) = remaining {
-        let left: Vec<String> =
-            inventory(client, ns).await?.iter().map(|o| format!("{}/{}", o.kind, o.name)).collect();
+        let left: Vec<String> = inventory(client, ns)
+            .await?
+            .iter()
+            .map(|o| format!("{}/{}", o.kind, o.name))
+            .collect();
         bail!("{e:#}; still there: {left:?}");
     }
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
-    assert_eq!(replica_sets.list(&Default::default()).await?.items.len(), 0, "ReplicaSets left");
+    assert_eq!(
+        replica_sets.list(&Default::default()).await?.items.len(),
+        0,
+        "ReplicaSets left"
+    );
     // StatefulSet volume claims are not children (no owner): they keep the data.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let kept: Vec<String> = claims.list(&Default::default()).await?.iter().map(|c| c.name_any()).collect();
+    let kept: Vec<String> = claims
+        .list(&Default::default())
+        .await?
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
     println!("PersistentVolumeClaims left after deleting the pipeline: {kept:?}");
     Ok(())
 }
@@ -887,17 +1084,41 @@ async fn missing_secret_blocks_until_it_is_created() -> anyhow::Result<()> {
     let docs = k8s::yaml_documents(&k8s::repo_root().join("examples/external-services.yaml"))?;
     let (pipeline, secrets): (Vec<_>, Vec<_>) =
         docs.into_iter().partition(|d| d["kind"] == "DataPipeline");
-    let secret_names: Vec<String> =
-        secrets.iter().filter_map(|s| s["metadata"]["name"].as_str().map(String::from)).collect();
-    assert_eq!(secret_names, ["shop-kafka-user", "shop-s3-credentials", "shop-opensearch-user"]);
+    let secret_names: Vec<String> = secrets
+        .iter()
+        .filter_map(|s| s["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(
+        secret_names,
+        [
+            "shop-kafka-user",
+            "shop-s3-credentials",
+            "shop-opensearch-user"
+        ]
+    );
     let pipeline = pipeline.into_iter().next().context("the DataPipeline")?;
     k8s::apply_raw(&client, &ns.name, pipeline).await??;
 
     // Which Secret each step misses, the condition that names it, and the field naming it.
     let steps = [
-        ("shop-kafka-user", "KafkaReady", "spec.kafka.external.secretRef", "username and password"),
-        ("shop-s3-credentials", "ObjectStoreReady", "spec.objectStore.external.secretRef", "accessKeyId and secretAccessKey"),
-        ("shop-opensearch-user", "SearchReady", "spec.search.external.secretRef", "username and password"),
+        (
+            "shop-kafka-user",
+            "KafkaReady",
+            "spec.kafka.external.secretRef",
+            "username and password",
+        ),
+        (
+            "shop-s3-credentials",
+            "ObjectStoreReady",
+            "spec.objectStore.external.secretRef",
+            "accessKeyId and secretAccessKey",
+        ),
+        (
+            "shop-opensearch-user",
+            "SearchReady",
+            "spec.search.external.secretRef",
+            "username and password",
+        ),
     ];
     for (i, (missing, condition, field, keys)) in steps.iter().enumerate() {
         let message = format!(
@@ -919,12 +1140,22 @@ async fn missing_secret_blocks_until_it_is_created() -> anyhow::Result<()> {
         assert_eq!(status.phase.map(|p| p.as_str()), Some("Pending"));
         for type_ in ["Ready", condition] {
             let c = k8s::pipeline_condition(&dp, type_).context("condition")?;
-            assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), ("False", "SecretNotFound", message.as_str()), "{type_}");
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+                ("False", "SecretNotFound", message.as_str()),
+                "{type_}"
+            );
         }
         // Blocked before apply: nothing exists but the Secrets the test created.
         let children = inventory(&client, &ns.name).await?;
-        let names: Vec<String> = children.iter().map(|o| format!("{}/{}", o.kind, o.name)).collect();
-        let created: Vec<String> = secret_names[..i].iter().map(|n| format!("Secret/{n}")).collect();
+        let names: Vec<String> = children
+            .iter()
+            .map(|o| format!("{}/{}", o.kind, o.name))
+            .collect();
+        let created: Vec<String> = secret_names[..i]
+            .iter()
+            .map(|n| format!("Secret/{n}"))
+            .collect();
         assert_eq!(names, created, "objects while blocked on {missing}");
         // Creating the Secret wakes the controller (it watches referenced Secrets).
         k8s::apply_raw(&client, &ns.name, secrets[i].clone()).await??;
@@ -961,8 +1192,10 @@ async fn missing_secret_blocks_until_it_is_created() -> anyhow::Result<()> {
     let status = dp.status.as_ref().context("status")?;
     assert_eq!(status.replicas_summary.as_deref(), Some("3/3"));
     let children = inventory(&client, &ns.name).await?;
-    let operator_made: Vec<Listed> =
-        children.into_iter().filter(|o| o.kind != "Secret").collect();
+    let operator_made: Vec<Listed> = children
+        .into_iter()
+        .filter(|o| o.kind != "Secret")
+        .collect();
     assert_children(
         &operator_made,
         &[
@@ -975,7 +1208,12 @@ async fn missing_secret_blocks_until_it_is_created() -> anyhow::Result<()> {
     assert_owned_by(&operator_made, &dp);
     // The user's Secrets stay the user's: no owner reference was added to them.
     for secret in list_kind::<Secret>(&client, &ns.name).await? {
-        assert!(secret.owners.is_empty(), "Secret {} got owners {:?}", secret.name, secret.owners);
+        assert!(
+            secret.owners.is_empty(),
+            "Secret {} got owners {:?}",
+            secret.name,
+            secret.owners
+        );
     }
     Ok(())
 }
@@ -1001,8 +1239,15 @@ fn table_cells(output: &str) -> Vec<Vec<String>> {
                 .iter()
                 .enumerate()
                 .map(|(n, &start)| {
-                    let end = starts.get(n + 1).copied().unwrap_or(line.len()).min(line.len());
-                    line.get(start.min(end)..end).unwrap_or_default().trim().to_string()
+                    let end = starts
+                        .get(n + 1)
+                        .copied()
+                        .unwrap_or(line.len())
+                        .min(line.len());
+                    line.get(start.min(end)..end)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
                 })
                 .collect()
         })
@@ -1019,17 +1264,44 @@ async fn kubectl_get_dp_prints_the_printer_columns() -> anyhow::Result<()> {
     println!("$ kubectl get dp\n{output}");
     let table = table_cells(&output);
     assert_eq!(table.len(), 2, "{output}");
-    assert_eq!(table[0], ["NAME", "PHASE", "READY", "EVENTS/S", "LAG", "REPLICAS", "AGE"]);
+    assert_eq!(
+        table[0],
+        ["NAME", "PHASE", "READY", "EVENTS/S", "LAG", "REPLICAS", "AGE"]
+    );
     let status = run.dp.status.as_ref().context("status")?;
     // No throughput is measured (no Kafka behind kwok): those cells are empty.
     let (events, lag) = match &status.throughput {
-        Some(t) => (t.processed_per_second.to_string(), t.consumer_lag.to_string()),
+        Some(t) => (
+            t.processed_per_second.to_string(),
+            t.consumer_lag.to_string(),
+        ),
         None => (String::new(), String::new()),
     };
-    assert_eq!(table[1][..6], ["shop", "Running", "True", events.as_str(), lag.as_str(), "1/1"], "{output}");
+    assert_eq!(
+        table[1][..6],
+        [
+            "shop",
+            "Running",
+            "True",
+            events.as_str(),
+            lag.as_str(),
+            "1/1"
+        ],
+        "{output}"
+    );
     let age = &table[1][6];
     assert!(age.ends_with('s') || age.ends_with('m'), "AGE {age:?}");
-    let wide = k8s::kubectl(&["-n", ns, "get", "datapipelines.datapipeline.io", "shop", "-o", "wide"]).await?.stdout;
+    let wide = k8s::kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "datapipelines.datapipeline.io",
+        "shop",
+        "-o",
+        "wide",
+    ])
+    .await?
+    .stdout;
     println!("$ kubectl get datapipelines.datapipeline.io shop -o wide\n{wide}");
     Ok(())
 }
@@ -1054,20 +1326,40 @@ async fn helm_chart_lints_installs_and_keeps_the_crd() -> anyhow::Result<()> {
     k8s::init_logging();
     let client = k8s::client().await?;
 
-    for values in [&[][..], &["--set", "crds.enabled=false,watchNamespace=team-a,serviceMonitor.enabled=true"][..]] {
+    for values in [
+        &[][..],
+        &[
+            "--set",
+            "crds.enabled=false,watchNamespace=team-a,serviceMonitor.enabled=true",
+        ][..],
+    ] {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend_from_slice(values);
         let lint = k8s::helm(&args).await?;
-        assert!(lint.stdout.contains("1 chart(s) linted, 0 chart(s) failed"), "{}", lint.stdout);
-        assert_eq!(lint_problems(&lint.stdout), Vec::<&str>::new(), "helm lint {values:?}");
+        assert!(
+            lint.stdout.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "{}",
+            lint.stdout
+        );
+        assert_eq!(
+            lint_problems(&lint.stdout),
+            Vec::<&str>::new(),
+            "helm lint {values:?}"
+        );
         println!("$ helm {}\n{}", args.join(" "), lint.stdout);
     }
     // The CRD is a template behind crds.enabled.
     let kinds = |rendered: &str| -> Vec<String> {
-        rendered.lines().filter_map(|l| l.strip_prefix("kind: ")).map(str::to_string).collect()
+        rendered
+            .lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .map(str::to_string)
+            .collect()
     };
     let with_crd = k8s::helm(&["template", "r", CHART]).await?.stdout;
-    let without_crd = k8s::helm(&["template", "r", CHART, "--set", "crds.enabled=false"]).await?.stdout;
+    let without_crd = k8s::helm(&["template", "r", CHART, "--set", "crds.enabled=false"])
+        .await?
+        .stdout;
     assert!(kinds(&with_crd).contains(&"CustomResourceDefinition".to_string()));
     assert!(!kinds(&without_crd).contains(&"CustomResourceDefinition".to_string()));
 
@@ -1082,22 +1374,49 @@ async fn helm_chart_lints_installs_and_keeps_the_crd() -> anyhow::Result<()> {
             "labels": {"app.kubernetes.io/managed-by": "Helm"},
             "annotations": {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": ns.name},
         }});
-        crds.patch(k8s::CRD_NAME, &PatchParams::default(), &Patch::Merge(&adopt)).await?;
+        crds.patch(
+            k8s::CRD_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(&adopt),
+        )
+        .await?;
     }
     let installed = k8s::helm(&[
-        "install", &release, CHART, "--namespace", &ns.name, "--set", "crds.enabled=true",
-        "--timeout", "120s",
+        "install",
+        &release,
+        CHART,
+        "--namespace",
+        &ns.name,
+        "--set",
+        "crds.enabled=true",
+        "--timeout",
+        "120s",
     ])
     .await;
     // Never leave a release behind, whatever failed.
     let outcome = async {
         let installed = installed?;
-        println!("$ helm install {release} {CHART} -n {} --set crds.enabled=true\n{}", ns.name, installed.stdout);
+        println!(
+            "$ helm install {release} {CHART} -n {} --set crds.enabled=true\n{}",
+            ns.name, installed.stdout
+        );
         let fullname = format!("{release}-datapipeline-operator");
 
-        let crd = k8s::wait_for(&crds, k8s::CRD_NAME, "the chart's CRD to be Established", Duration::from_secs(30), kube::runtime::wait::conditions::is_crd_established()).await?;
+        let crd = k8s::wait_for(
+            &crds,
+            k8s::CRD_NAME,
+            "the chart's CRD to be Established",
+            Duration::from_secs(30),
+            kube::runtime::wait::conditions::is_crd_established(),
+        )
+        .await?;
         let annotations = crd.metadata.annotations.clone().unwrap_or_default();
-        assert_eq!(annotations.get("helm.sh/resource-policy").map(String::as_str), Some("keep"));
+        assert_eq!(
+            annotations
+                .get("helm.sh/resource-policy")
+                .map(String::as_str),
+            Some("keep")
+        );
         assert_eq!(annotations.get("meta.helm.sh/release-name"), Some(&release));
         let crd_uid = crd.metadata.uid.clone();
 
@@ -1110,21 +1429,41 @@ async fn helm_chart_lints_installs_and_keeps_the_crd() -> anyhow::Result<()> {
             |d: Option<&Deployment>| {
                 d.and_then(|d| d.status.as_ref()).is_some_and(|s| {
                     s.ready_replicas == Some(1)
-                        && s.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True")
+                        && s.conditions
+                            .iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Available" && c.status == "True")
                 })
             },
         )
         .await?;
-        let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).context("pod spec")?;
+        let pod = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .context("pod spec")?;
         let container = &pod.containers[0];
-        assert_eq!(container.image.as_deref(), Some("datapipeline-operator:0.1.0"));
+        assert_eq!(
+            container.image.as_deref(),
+            Some("datapipeline-operator:0.1.0")
+        );
         assert_eq!(container.args, Some(vec!["run".to_string()]));
-        let runtime_image = container.env.iter().flatten().find(|e| e.name == "DATAPIPELINE_RUNTIME_IMAGE").and_then(|e| e.value.clone());
+        let runtime_image = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "DATAPIPELINE_RUNTIME_IMAGE")
+            .and_then(|e| e.value.clone());
         assert_eq!(runtime_image.as_deref(), Some("pipeline-runtime:0.1.0"));
         assert_eq!(pod.service_account_name.as_deref(), Some(fullname.as_str()));
         let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
         let metrics = services.get(&format!("{fullname}-metrics")).await?;
-        let ports: Vec<(Option<String>, i32)> = metrics.spec.iter().flat_map(|s| s.ports.iter().flatten()).map(|p| (p.name.clone(), p.port)).collect();
+        let ports: Vec<(Option<String>, i32)> = metrics
+            .spec
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .map(|p| (p.name.clone(), p.port))
+            .collect();
         assert_eq!(ports, [(Some("http".to_string()), 8080)]);
 
         // The chart's RBAC suffices: the controller as the chart's ServiceAccount.
@@ -1132,38 +1471,93 @@ async fn helm_chart_lints_installs_and_keeps_the_crd() -> anyhow::Result<()> {
         let as_operator = k8s::client_as(Some(&account)).await?;
         let workload_ns = TestNamespace::create(&client, "e2e-helm-rbac").await?;
         let controller = RunningController::start(&as_operator, &workload_ns.name);
-        k8s::apply_file(&client, &workload_ns.name, &k8s::repo_root().join("examples/shop-events.yaml")).await?;
-        let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &workload_ns.name);
-        k8s::wait_until_running(&pipelines, SHOP, READY_TIMEOUT).await.map_err(|e| match controller.ensure_running() {
-            Ok(()) => e.context(format!("as {account}: see the operator's log for Forbidden errors")),
-            Err(stopped) => e.context(stopped),
-        })?;
-        assert_children(&inventory(&client, &workload_ns.name).await?, &SHOP_MANAGED_CHILDREN);
-        let events: Api<CoreEvent> = Api::namespaced(client.clone(), &workload_ns.name);
-        k8s::poll_until("a PhaseChanged Event written as the ServiceAccount", Duration::from_secs(30), || async {
-            let found = events.list(&Default::default()).await?.items.into_iter().any(|e| e.reason.as_deref() == Some("PhaseChanged"));
-            Ok(found.then_some(()))
-        })
+        k8s::apply_file(
+            &client,
+            &workload_ns.name,
+            &k8s::repo_root().join("examples/shop-events.yaml"),
+        )
         .await?;
-        assert_eq!(controller.reconciles("failed"), 0, "reconciles failed as {account}");
+        let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &workload_ns.name);
+        k8s::wait_until_running(&pipelines, SHOP, READY_TIMEOUT)
+            .await
+            .map_err(|e| match controller.ensure_running() {
+                Ok(()) => e.context(format!(
+                    "as {account}: see the operator's log for Forbidden errors"
+                )),
+                Err(stopped) => e.context(stopped),
+            })?;
+        assert_children(
+            &inventory(&client, &workload_ns.name).await?,
+            &SHOP_MANAGED_CHILDREN,
+        );
+        let events: Api<CoreEvent> = Api::namespaced(client.clone(), &workload_ns.name);
+        k8s::poll_until(
+            "a PhaseChanged Event written as the ServiceAccount",
+            Duration::from_secs(30),
+            || async {
+                let found = events
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .any(|e| e.reason.as_deref() == Some("PhaseChanged"));
+                Ok(found.then_some(()))
+            },
+        )
+        .await?;
+        assert_eq!(
+            controller.reconciles("failed"),
+            0,
+            "reconciles failed as {account}"
+        );
         drop(controller);
         drop(workload_ns);
 
-        let uninstalled = k8s::helm(&["uninstall", &release, "--namespace", &ns.name, "--wait", "--timeout", "120s"]).await?;
+        let uninstalled = k8s::helm(&[
+            "uninstall",
+            &release,
+            "--namespace",
+            &ns.name,
+            "--wait",
+            "--timeout",
+            "120s",
+        ])
+        .await?;
         println!("$ helm uninstall {release}\n{}", uninstalled.stdout);
-        assert!(uninstalled.stdout.contains(&format!("release \"{release}\" uninstalled")), "{}", uninstalled.stdout);
         assert!(
-            uninstalled.stdout.contains("These resources were kept due to the resource policy")
-                && uninstalled.stdout.contains(&format!("[CustomResourceDefinition] {}", k8s::CRD_NAME)),
+            uninstalled
+                .stdout
+                .contains(&format!("release \"{release}\" uninstalled")),
             "{}",
             uninstalled.stdout
         );
-        k8s::poll_until("the operator Deployment to be removed", Duration::from_secs(60), || async {
-            Ok(deployments.get_opt(&fullname).await?.is_none().then_some(()))
-        })
+        assert!(
+            uninstalled
+                .stdout
+                .contains("These resources were kept due to the resource policy")
+                && uninstalled
+                    .stdout
+                    .contains(&format!("[CustomResourceDefinition] {}", k8s::CRD_NAME)),
+            "{}",
+            uninstalled.stdout
+        );
+        k8s::poll_until(
+            "the operator Deployment to be removed",
+            Duration::from_secs(60),
+            || async {
+                Ok(deployments
+                    .get_opt(&fullname)
+                    .await?
+                    .is_none()
+                    .then_some(()))
+            },
+        )
         .await?;
         let kept = crds.get(k8s::CRD_NAME).await?;
-        assert_eq!(kept.metadata.uid, crd_uid, "the CRD survived helm uninstall unchanged");
+        assert_eq!(
+            kept.metadata.uid, crd_uid,
+            "the CRD survived helm uninstall unchanged"
+        );
         assert!(kept.metadata.deletion_timestamp.is_none());
         anyhow::Ok(())
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Parser;
 use e2e::runtime::{
-    committed_offsets, end_offsets, expected_from_embedded_run, open_bucket, unique_name,
-    verify_distributed, wait_for, write_fixture, Endpoints,
+    committed_offsets, end_offsets, expected_from_embedded_run, free_port, http_get, metric_value,
+    open_bucket, unique_name, verify_distributed, wait_for, write_fixture, Endpoints,
 };
 use pipeline_runtime::config::{IngestArgs, ProcessArgs};
 use pipeline_runtime::search::SearchIndex;
@@ -156,4 +156,114 @@ async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
     let embedded = pipeline_runtime::report::Report::from_profiles(&expected.profiles, None);
     assert_eq!(from_search, embedded);
     Ok(())
+}
+
+/// Two members of the group with rebalances while they work: B joins while A is
+/// mid-stream (partitions move from A to B with a final checkpoint on A), then B stops
+/// (they move back). Each event is applied exactly once across both members, and the
+/// result equals the embedded run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_and_rebalances_equal_the_embedded_run() -> Result<()> {
+    let endpoints = Endpoints::from_env()?;
+    let dir = tempfile::tempdir()?;
+    let csv = write_fixture(dir.path(), 300_000, 12)?;
+    let expected = expected_from_embedded_run(&csv, &dir.path().join("embedded"))?;
+    let pipeline = unique_name("e2e-rebal");
+    let lookup = credentials(&endpoints);
+
+    let mut argv = vec!["ingest".to_string()];
+    argv.extend(common_flags(&endpoints, &pipeline));
+    argv.extend([
+        "--input".into(),
+        csv.display().to_string(),
+        "--partitions".into(),
+        PARTITIONS.to_string(),
+    ]);
+    pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, lookup).await?;
+    let kafka = endpoints.kafka(&pipeline);
+    let ends = end_offsets(&kafka.bootstrap, &kafka.events_topic, PARTITIONS)?;
+
+    let member = |port: u16| {
+        let mut argv = vec!["process".to_string()];
+        argv.extend(common_flags(&endpoints, &pipeline));
+        argv.extend([
+            "--search-url".into(),
+            endpoints.opensearch_url.clone(),
+            "--checkpoint-interval-ms".into(),
+            "200".into(),
+            "--max-pending-events".into(),
+            "20000".into(),
+            "--http-port".into(),
+            port.to_string(),
+        ]);
+        ProcessCli::parse_from(&argv).args
+    };
+    let (port_a, port_b) = (free_port()?, free_port()?);
+    let stop_a = Arc::new(AtomicBool::new(false));
+    let stop_b = Arc::new(AtomicBool::new(false));
+    let a = tokio::spawn(pipeline_runtime::process::run_with(
+        member(port_a),
+        lookup,
+        stop_a.clone(),
+    ));
+    let events_in = |port: u16| async move {
+        let (_, text) = http_get(port, "/metrics").await?;
+        Ok::<_, anyhow::Error>(
+            metric_value(&text, "datapipeline_process_events_in_total").unwrap_or(0.0),
+        )
+    };
+    wait_for("member A consuming", Duration::from_secs(120), || async {
+        Ok((events_in(port_a).await? >= 5_000.0).then_some(()))
+    })
+    .await?;
+
+    let b = tokio::spawn(pipeline_runtime::process::run_with(
+        member(port_b),
+        lookup,
+        stop_b.clone(),
+    ));
+    wait_for("member B consuming", Duration::from_secs(120), || async {
+        Ok((events_in(port_b).await? >= 5_000.0).then_some(()))
+    })
+    .await?;
+    stop_b.store(true, Ordering::SeqCst);
+    let summary_b = b.await??;
+
+    let (bootstrap, group, topic) = (
+        kafka.bootstrap.clone(),
+        kafka.consumer_group.clone(),
+        kafka.events_topic.clone(),
+    );
+    wait_for(
+        "every partition committed to its end",
+        Duration::from_secs(300),
+        || {
+            let (bootstrap, group, topic, ends) = (
+                bootstrap.clone(),
+                group.clone(),
+                topic.clone(),
+                ends.clone(),
+            );
+            async move {
+                let committed = tokio::task::spawn_blocking(move || {
+                    committed_offsets(&bootstrap, &group, &topic, PARTITIONS)
+                })
+                .await??;
+                Ok((committed == ends).then_some(()))
+            }
+        },
+    )
+    .await?;
+    stop_a.store(true, Ordering::SeqCst);
+    let summary_a = a.await??;
+
+    assert!(summary_b.events_applied > 0, "member B got no work");
+    assert_eq!(
+        summary_a.events_applied + summary_b.events_applied,
+        expected.events.len() as u64,
+        "handovers checkpoint on revoke, so no event is applied twice"
+    );
+    let store = open_bucket(&endpoints, &pipeline).await?;
+    let search = SearchIndex::connect(&endpoints.search(&format!("{pipeline}-profiles")), None)?;
+    verify_distributed(&kafka, &store, &search, &expected).await
 }
