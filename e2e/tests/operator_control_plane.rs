@@ -1356,10 +1356,21 @@ async fn helm_chart_lints_installs_and_keeps_the_crd() -> anyhow::Result<()> {
             .map(str::to_string)
             .collect()
     };
-    let with_crd = k8s::helm(&["template", "r", CHART]).await?.stdout;
-    let without_crd = k8s::helm(&["template", "r", CHART, "--set", "crds.enabled=false"])
+    // Offline, helm assumes Kubernetes v1.20, below the chart's kubeVersion: name the real one.
+    let with_crd = k8s::helm(&["template", "r", CHART, "--kube-version", "v1.34.4"])
         .await?
         .stdout;
+    let without_crd = k8s::helm(&[
+        "template",
+        "r",
+        CHART,
+        "--kube-version",
+        "v1.34.4",
+        "--set",
+        "crds.enabled=false",
+    ])
+    .await?
+    .stdout;
     assert!(kinds(&with_crd).contains(&"CustomResourceDefinition".to_string()));
     assert!(!kinds(&without_crd).contains(&"CustomResourceDefinition".to_string()));
 

@@ -49,12 +49,13 @@ fn credentials(endpoints: &Endpoints) -> &'static HashMap<String, String> {
     Box::leak(Box::new(map))
 }
 
-fn common_flags(endpoints: &Endpoints, pipeline: &str) -> Vec<String> {
+fn common_flags(endpoints: &Endpoints, pipeline: &str, http_port: u16) -> Vec<String> {
+    let port = http_port.to_string();
     [
+        "--http-port",
+        &port,
         "--pipeline",
         pipeline,
-        "--http-port",
-        "0",
         "--kafka-bootstrap",
         &endpoints.kafka_bootstrap,
         "--s3-bucket",
@@ -81,7 +82,7 @@ async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
 
     // Ingest the file.
     let mut argv = vec!["ingest".to_string()];
-    argv.extend(common_flags(&endpoints, &pipeline));
+    argv.extend(common_flags(&endpoints, &pipeline, 0));
     argv.extend([
         "--input".into(),
         csv.display().to_string(),
@@ -101,7 +102,7 @@ async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
 
     // Process until every partition's committed offset reaches its end.
     let mut argv = vec!["process".to_string()];
-    argv.extend(common_flags(&endpoints, &pipeline));
+    argv.extend(common_flags(&endpoints, &pipeline, 0));
     argv.extend([
         "--search-url".into(),
         endpoints.opensearch_url.clone(),
@@ -172,7 +173,7 @@ async fn two_members_and_rebalances_equal_the_embedded_run() -> Result<()> {
     let lookup = credentials(&endpoints);
 
     let mut argv = vec!["ingest".to_string()];
-    argv.extend(common_flags(&endpoints, &pipeline));
+    argv.extend(common_flags(&endpoints, &pipeline, 0));
     argv.extend([
         "--input".into(),
         csv.display().to_string(),
@@ -185,7 +186,7 @@ async fn two_members_and_rebalances_equal_the_embedded_run() -> Result<()> {
 
     let member = |port: u16| {
         let mut argv = vec!["process".to_string()];
-        argv.extend(common_flags(&endpoints, &pipeline));
+        argv.extend(common_flags(&endpoints, &pipeline, port));
         argv.extend([
             "--search-url".into(),
             endpoints.opensearch_url.clone(),
@@ -193,8 +194,6 @@ async fn two_members_and_rebalances_equal_the_embedded_run() -> Result<()> {
             "200".into(),
             "--max-pending-events".into(),
             "20000".into(),
-            "--http-port".into(),
-            port.to_string(),
         ]);
         ProcessCli::parse_from(&argv).args
     };

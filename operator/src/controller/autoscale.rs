@@ -73,10 +73,13 @@ fn policy(plan: &ValidatedPipeline) -> Policy {
     }
 }
 
-/// Combines a measurement taken at `now` with what is remembered and the previous status.
+/// Combines a measurement with what is remembered and the previous status at `now`.
+/// `fresh` = read from Kafka for this call; a reused measurement adds no sample to the
+/// window (it would repeat an old reading at a later time).
 pub fn evaluate(
     memory: &mut PipelineMemory,
     measurement: &Measurement,
+    fresh: bool,
     plan: &ValidatedPipeline,
     old: Option<&DataPipelineStatus>,
     now: &Time,
@@ -110,10 +113,11 @@ pub fn evaluate(
             .window
             .latest()
             .is_some_and(|last| sample.committed > last.committed);
-        if memory
-            .window
-            .latest()
-            .is_none_or(|last| last.at_ms < sample.at_ms)
+        if fresh
+            && memory
+                .window
+                .latest()
+                .is_none_or(|last| last.at_ms < sample.at_ms)
         {
             memory.window.push(sample);
         }
@@ -269,6 +273,7 @@ mod tests {
             let e = evaluate(
                 &mut memory,
                 &snapshot(ends, commits),
+                true,
                 &p,
                 status.as_ref(),
                 &fixtures::at(at),
@@ -344,6 +349,7 @@ mod tests {
         let e = evaluate(
             &mut memory,
             &Measurement::Failed("cannot reach Kafka at x:9092".into()),
+            true,
             &p,
             Some(&old),
             &fixtures::at(5),
@@ -368,6 +374,7 @@ mod tests {
         let e = evaluate(
             &mut memory,
             &snapshot([500, 0, 0], [0, 0, 0]),
+            true,
             &p,
             None,
             &fixtures::at(1),
