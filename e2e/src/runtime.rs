@@ -142,12 +142,12 @@ pub async fn open_bucket(endpoints: &Endpoints, bucket: &str) -> Result<ObjectSt
     Ok(ObjectStore::open(&endpoints.s3(bucket)).await?)
 }
 
+/// One Kafka message as read back by a test: (partition, offset, key, value).
+pub type TopicMessage = (i32, i64, Option<Vec<u8>>, Vec<u8>);
+
 /// Every message of a topic from the beginning to its current end, per partition in
-/// offset order: (partition, offset, key, value).
-pub fn read_topic(
-    bootstrap: &str,
-    topic: &str,
-) -> Result<Vec<(i32, i64, Option<Vec<u8>>, Vec<u8>)>> {
+/// offset order.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Result<Vec<TopicMessage>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "e2e-reader")

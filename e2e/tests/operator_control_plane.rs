@@ -15,7 +15,7 @@ use e2e::k8s::{self, RunningController, TestNamespace};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event as CoreEvent, PersistentVolumeClaim, Pod, Secret, Service,
+    ConfigMap, Event as CoreEvent, Node, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -1480,6 +1480,17 @@ async fn helm_chart_lints_installs_and_keeps_the_crd() -> anyhow::Result<()> {
         // The chart's RBAC suffices: the controller as the chart's ServiceAccount.
         let account = format!("system:serviceaccount:{}:{fullname}", ns.name);
         let as_operator = k8s::client_as(Some(&account)).await?;
+        // Impersonation is in effect: what the chart does not grant is refused.
+        let nodes: Api<Node> = Api::all(as_operator.clone());
+        let refused = nodes
+            .list(&Default::default())
+            .await
+            .expect_err("the operator may not list Nodes");
+        assert_eq!(
+            k8s::api_status(&refused).map(|s| s.code),
+            Some(403),
+            "{refused}"
+        );
         let workload_ns = TestNamespace::create(&client, "e2e-helm-rbac").await?;
         let controller = RunningController::start(&as_operator, &workload_ns.name);
         k8s::apply_file(

@@ -118,6 +118,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // kube's TLS uses ring; when a build of the whole workspace also enables aws-lc-rs
+    // (through the runtime's S3 client), rustls cannot pick a provider on its own and
+    // panics at the first connection. Choosing one explicitly makes every build behave alike.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crd { helm }) => {
