@@ -582,7 +582,8 @@ impl PublishJob {
                 TopicKind::Events => sent_events[partition as usize] = line,
                 TopicKind::DeadLetters => sent_dlq = line,
             }
-            if rows.is_multiple_of(CLOCK_EVERY_ROWS) && last_barrier.elapsed() >= PROGRESS_INTERVAL {
+            if rows.is_multiple_of(CLOCK_EVERY_ROWS) && last_barrier.elapsed() >= PROGRESS_INTERVAL
+            {
                 let sent = sent_lines(&sent_events, dlq_partition, sent_dlq);
                 self.barrier(&sent)?;
                 self.metrics.events_out.inc_by(sent_since_barrier);
