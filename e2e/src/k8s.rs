@@ -19,7 +19,7 @@ use datapipeline_operator::metrics::Metrics;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition as StatusCondition;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::core::Status;
 use kube::discovery::Scope;
 use kube::runtime::events::Reporter;
@@ -514,11 +514,6 @@ pub async fn wait_until_running(
         },
     )
     .await
-}
-
-/// The GroupVersionKind of an API resource, for messages.
-pub fn describe(resource: &ApiResource) -> String {
-    format!("{}/{}", resource.api_version, resource.kind)
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub mod env {
     pub const KAFKA_CA_FILE: &str = "DP_KAFKA_CA_FILE";
     pub const EVENTS_TOPIC: &str = "DP_EVENTS_TOPIC";
     pub const DLQ_TOPIC: &str = "DP_DLQ_TOPIC";
+    /// Compression of the ingest producer: `lz4` (default), `zstd`, `snappy`, `gzip`, `none`.
+    pub const KAFKA_COMPRESSION: &str = "DP_KAFKA_COMPRESSION";
     /// Partitions of the topics when the runtime has to create them itself.
     pub const TOPIC_PARTITIONS: &str = "DP_TOPIC_PARTITIONS";
     /// Replication factor of topics the runtime creates (-1: the broker's default).

@@ -219,6 +219,10 @@ pub struct IngestArgs {
     /// Replication factor of created topics; -1 = the broker's default.
     #[arg(long, env = env::TOPIC_REPLICATION, default_value_t = -1)]
     pub replication_factor: i32,
+    /// Compression of the produced batches.
+    #[arg(long, env = env::KAFKA_COMPRESSION, default_value = "lz4",
+          value_parser = ["lz4", "zstd", "snappy", "gzip", "none"])]
+    pub compression: String,
     /// Keep watching the landing prefix, listing it at this interval (milliseconds).
     #[arg(long, env = env::INGEST_WATCH_INTERVAL_MS)]
     pub watch_interval_ms: Option<u64>,

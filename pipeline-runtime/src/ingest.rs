@@ -339,7 +339,7 @@ pub async fn run_with(args: IngestArgs, lookup: &dyn Lookup) -> Result<IngestSum
         args.replication_factor,
     )
     .await?;
-    let producer = std::sync::Arc::new(IngestProducer::new(&kafka)?);
+    let producer = std::sync::Arc::new(IngestProducer::new(&kafka, &args.compression)?);
     // Readiness = the brokers answer with the topics' metadata.
     producer.partition_count(TopicKind::Events)?;
     metrics.set_ready(true);

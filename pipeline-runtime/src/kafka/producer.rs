@@ -58,9 +58,12 @@ pub struct IngestProducer {
 }
 
 impl IngestProducer {
-    pub fn new(settings: &KafkaSettings) -> Result<Self> {
+    /// A producer with [`super::producer_config`], compressing with `compression`.
+    pub fn new(settings: &KafkaSettings, compression: &str) -> Result<Self> {
         let mut config = super::producer_config(settings);
-        config.set("delivery.report.only.error", "true");
+        config
+            .set("delivery.report.only.error", "true")
+            .set("compression.type", compression);
         let producer = config
             .create_with_context(FailureContext::default())
             .map_err(|e| kafka_error("create producer", e))?;
