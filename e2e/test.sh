@@ -34,4 +34,4 @@ e2e/services.sh up
 eval "$(e2e/services.sh env)"
 
 step "integration tests against the real servers"
-cargo test -p e2e --locked -- --test-threads=1
+cargo test -p e2e --locked --no-fail-fast -- --test-threads=1

@@ -33,9 +33,18 @@ pub const FIELD_MANAGER: &str = "datapipeline-e2e";
 /// Name of the DataPipeline CRD.
 pub const CRD_NAME: &str = "datapipelines.datapipeline.io";
 
+/// The e2e crate's directory. Read when the test runs (cargo sets it for test binaries)
+/// rather than compiled in: the build cache is shared between clones, and a library built
+/// in another clone would otherwise point the tests at that clone's files.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The repository root (the e2e crate's parent directory).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    manifest_dir()
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(".."))
@@ -407,7 +416,7 @@ where
 /// output; `RUST_LOG` filters (default: info for the operator, warn otherwise).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,datapipeline_operator=info,e2e=info")
+        tracing_subscriber::EnvFilter::new("warn,datapipeline_operator=info,pipeline_runtime=info,e2e=info")
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

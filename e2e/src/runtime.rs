@@ -467,8 +467,12 @@ pub async fn verify_topics(kafka: &KafkaSettings, expected: &Expected) -> Result
         .iter()
         .map(|(_, _, _, v)| serde_json::from_slice(v))
         .collect::<std::result::Result<_, _>>()?;
-    rejected.sort_by_key(|r| r.line);
-    first_difference("dead letters", &rejected, &expected.rejected)?;
+    // By line, then source: several sources may have rows on the same line.
+    let order = |a: &Rejected, b: &Rejected| (a.line, &a.source).cmp(&(b.line, &b.source));
+    rejected.sort_by(order);
+    let mut expected_rejected = expected.rejected.clone();
+    expected_rejected.sort_by(order);
+    first_difference("dead letters", &rejected, &expected_rejected)?;
     Ok(())
 }
 
@@ -479,15 +483,11 @@ pub async fn verify_topics(kafka: &KafkaSettings, expected: &Expected) -> Result
 /// run, so this nested build does not wait on it.
 pub fn runtime_binary() -> Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../pipeline-runtime/Cargo.toml"
-    );
+    let manifest = crate::k8s::repo_root().join("pipeline-runtime/Cargo.toml");
     let output = std::process::Command::new(cargo)
+        .args(["build", "--manifest-path"])
+        .arg(&manifest)
         .args([
-            "build",
-            "--manifest-path",
-            manifest,
             "--bin",
             "pipeline-runtime",
             "--message-format=json-render-diagnostics",

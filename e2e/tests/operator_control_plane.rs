@@ -1160,12 +1160,15 @@ async fn missing_secret_blocks_until_it_is_created() -> anyhow::Result<()> {
         // Creating the Secret wakes the controller (it watches referenced Secrets).
         k8s::apply_raw(&client, &ns.name, secrets[i].clone()).await??;
     }
-    let dp = k8s::wait_until_running(&pipelines, SHOP, READY_TIMEOUT)
+    k8s::wait_until_running(&pipelines, SHOP, READY_TIMEOUT)
         .await
         .map_err(|e| match controller.ensure_running() {
             Ok(()) => e,
             Err(stopped) => e.context(stopped),
         })?;
+    // The first Applied reconcile saw KafkaReady=False (blocked) and skipped the
+    // measurement; the next one measures.
+    let dp = wait_until_measured(&pipelines).await?;
     let conditions: Vec<(&str, &str, &str)> = dp
         .status
         .iter()

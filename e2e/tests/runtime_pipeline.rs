@@ -72,6 +72,7 @@ fn common_flags(endpoints: &Endpoints, pipeline: &str, http_port: u16) -> Vec<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
+    e2e::k8s::init_logging();
     let endpoints = Endpoints::from_env()?;
     let dir = tempfile::tempdir()?;
     let csv = write_fixture(dir.path(), 60_000, 11)?;
@@ -165,6 +166,7 @@ async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
 /// result equals the embedded run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_and_rebalances_equal_the_embedded_run() -> Result<()> {
+    e2e::k8s::init_logging();
     let endpoints = Endpoints::from_env()?;
     let dir = tempfile::tempdir()?;
     let csv = write_fixture(dir.path(), 300_000, 12)?;

@@ -6,8 +6,15 @@ use std::path::PathBuf;
 
 use serde_yaml::Value;
 
+/// This crate's directory, read at run time (cargo sets it for tests) so a test binary
+/// reused from a build cache shared between clones reads this clone's files.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 fn chart_file(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let path = crate_dir()
         .join("../charts/datapipeline-operator")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

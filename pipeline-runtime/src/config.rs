@@ -243,7 +243,7 @@ pub struct ProcessArgs {
     #[arg(long, env = env::CHECKPOINT_INTERVAL_MS, default_value_t = pipeline_config::DEFAULT_CHECKPOINT_INTERVAL_MS)]
     pub checkpoint_interval_ms: u64,
     /// Events held since the last checkpoint before a checkpoint is forced (bounds memory).
-    #[arg(long, env = env::MAX_PENDING_EVENTS, default_value_t = 1_000_000)]
+    #[arg(long, env = env::MAX_PENDING_EVENTS, default_value_t = 500_000)]
     pub max_pending_events: usize,
     /// Exit (after a final checkpoint) once every assigned partition is caught up and no
     /// event arrived for one checkpoint interval. For batch runs and benchmarks.

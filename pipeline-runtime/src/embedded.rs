@@ -35,7 +35,7 @@ use crate::report::{Report, ReportBuilder, RevenueTally};
 const PARSE_CHUNK: usize = 8 * 1024;
 /// Profiles per profiles Parquet file, and per row group (chunk) within it.
 const PROFILES_PER_FILE: usize = 1 << 20;
-const PROFILES_PER_CHUNK: usize = 64 * 1024;
+const PROFILES_PER_CHUNK: usize = 32 * 1024;
 /// Most events held in per-day buffers before the largest is flushed early (bounds memory
 /// when the input is not ordered by time).
 const MAX_BUFFERED_EVENTS: usize = 2 * pq::ROWS_PER_FILE;
@@ -117,9 +117,9 @@ pub fn run(options: &RunOptions) -> Result<RunSummary> {
     let source = options.input.display().to_string();
     let reader = csv_input::open(source.clone(), input)?;
 
-    let (events_tx, events_rx) = sync_channel::<Vec<Event>>(8);
+    let (events_tx, events_rx) = sync_channel::<Vec<Event>>(4);
     // Emptied chunks go back to the parser, so chunk buffers are allocated once.
-    let (recycle_tx, recycle_rx) = sync_channel::<Vec<Event>>(16);
+    let (recycle_tx, recycle_rx) = sync_channel::<Vec<Event>>(6);
     // One file waiting while one is encoded: each holds up to ROWS_PER_FILE events.
     let (jobs_tx, jobs_rx) = sync_channel::<Job>(1);
     let rows_per_file = options.rows_per_file.max(1);
@@ -326,16 +326,15 @@ fn aggregate(
     }
     // Profiles leave in chunks so encoding overlaps building and at most two chunks of
     // profile rows exist at once, whatever the number of users.
-    let order = book.slots_by_user_id();
+    let mut sorted = book.into_sorted_profiles(PROFILES_PER_CHUNK);
+    let count = sorted.len() as u64;
     let mut report = ReportBuilder::default();
-    for chunk in order.chunks(PROFILES_PER_CHUNK) {
-        let profiles = book.profiles_of(chunk);
+    for profiles in &mut sorted {
         profiles.iter().for_each(|p| report.add(p));
         jobs.send(Job::Profiles(profiles)).map_err(|_| stopped())?;
     }
-    let count = order.len() as u64;
     // Freeing millions of small states takes a while; nobody needs to wait for it.
-    std::thread::spawn(move || drop(book));
+    std::thread::spawn(move || drop(sorted));
     let report = report.finish(Some(&tally));
     Ok(Aggregate {
         profiles: count,

@@ -27,7 +27,9 @@ use crate::retry::Backoff;
 
 /// Documents per bulk request (about 2-3 MB of profiles).
 const BULK_DOCS: usize = 5_000;
-/// Bulk requests in flight at once.
+/// Bulk requests in flight at once, across every partition's checkpoint: a search node
+/// indexes with one thread per core, so more concurrent requests only queue there (and
+/// cost it CPU in contention) while holding more documents in memory here.
 const BULK_CONCURRENCY: usize = 2;
 /// Attempts per bulk request before the checkpoint gives up (about a minute of backoff).
 const BULK_ATTEMPTS: u32 = 10;
@@ -178,6 +180,8 @@ pub struct SearchIndex {
     client: Elasticsearch,
     index: String,
     metrics: Option<Metrics>,
+    /// Shared by clones: bounds the bulk requests of all concurrent checkpoints.
+    bulk_permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -223,6 +227,7 @@ impl SearchIndex {
             client: Elasticsearch::new(transport),
             index: settings.index.clone(),
             metrics,
+            bulk_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(BULK_CONCURRENCY)),
         })
     }
 
@@ -352,10 +357,13 @@ impl SearchIndex {
         let mut attempt = 1;
         loop {
             let body = bulk_body(pending.iter().map(|&i| (docs[i].0, docs[i].1.as_slice())));
-            let retry: Vec<usize> = match self
+            // Closed only if the semaphore is dropped, which cannot happen while `self` lives.
+            let permit = self.bulk_permits.acquire().await.ok();
+            let response = self
                 .request("bulk", Method::Post, &path, Some(body), true)
-                .await
-            {
+                .await;
+            drop(permit);
+            let retry: Vec<usize> = match response {
                 Ok((status, body)) => match disposition(status) {
                     Disposition::Done => {
                         let outcome = classify_bulk_response(&body, pending.len());

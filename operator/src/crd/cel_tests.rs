@@ -9,6 +9,13 @@ use serde_json::{json, Value};
 
 use super::{crd, DataPipeline};
 
+/// This crate's directory, read at run time (cargo sets it for tests) so a test binary
+/// reused from a build cache shared between clones reads this clone's files.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 fn schema() -> Value {
     let crd = crd();
     let schema = crd.spec.versions[0]
@@ -20,7 +27,7 @@ fn schema() -> Value {
 }
 
 fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    crate_dir().join("../examples")
 }
 
 fn yaml_documents(path: &Path) -> Vec<Value> {

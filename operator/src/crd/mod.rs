@@ -92,10 +92,15 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// This crate's directory, read at run time (cargo sets it for tests) so a test binary
+    /// reused from a build cache shared between clones reads this clone's files.
+    fn crate_dir() -> PathBuf {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+    }
+
     fn repo_file(relative: &str) -> (PathBuf, String) {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(relative);
+        let path = crate_dir().join("..").join(relative);
         let content = std::fs::read_to_string(&path).unwrap_or_default();
         (path, content)
     }

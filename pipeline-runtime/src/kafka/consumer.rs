@@ -105,6 +105,12 @@ impl<H: PartitionHandler> ConsumerContext for RebalanceContext<H> {
                 if let Err(e) = result {
                     self.set_fatal(format!("assign: {e}"));
                 }
+                // librdkafka keeps a partition's pause flag across revoke and re-assign,
+                // while the handler starts every assigned partition unpaused: a partition
+                // paused for backpressure when it was revoked would never be read again.
+                if let Err(e) = consumer.resume(tpl) {
+                    self.set_fatal(format!("resume assigned partitions: {e}"));
+                }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost = consumer.assignment_lost();

@@ -38,7 +38,10 @@ use checkpoint::CheckpointJob;
 use partition::{Applied, PartitionState};
 
 /// Attempts of a checkpoint that must finish now (revoke, shutdown) before giving up.
-const FINAL_ATTEMPTS: u32 = 6;
+/// Each attempt already retries its sink writes for about a minute; two attempts keep a
+/// revoke well inside `max.poll.interval.ms` (5 minutes), after which the group would
+/// evict this member anyway.
+const FINAL_ATTEMPTS: u32 = 2;
 /// Smallest per-partition share of `max_pending_events`.
 const MIN_PARTITION_PENDING: usize = 10_000;
 
@@ -353,7 +356,10 @@ impl Worker {
         let result = self.consume(&consumer, &topic);
         self.shared.metrics.set_ready(false);
         let final_result = match result {
-            Ok(summary) => self.finish(&consumer, &topic).map(|()| summary),
+            Ok(summary) => self.finish(&consumer, &topic).map(|()| ProcessSummary {
+                checkpoints: self.shared.metrics.checkpoints.get(),
+                ..summary
+            }),
             Err(e) => Err(e),
         };
         // Dropping the consumer closes it: the group is left at once instead of after the
@@ -428,7 +434,7 @@ impl Worker {
             }
             housekeeping_at = now;
             metrics.beat();
-            summary.checkpoints += self.collect_finished(consumer, topic);
+            self.collect_finished(consumer, topic);
             let due = now.duration_since(last_checkpoint) >= self.settings.interval;
             if due {
                 last_checkpoint = now;

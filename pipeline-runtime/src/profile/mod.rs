@@ -134,6 +134,21 @@ impl ProfileBook {
         order
     }
 
+    /// Consumes the book into its profiles in user_id order, `chunk` at a time, freeing the
+    /// index and the id table before the sort so the peak stays at the aggregation's.
+    pub fn into_sorted_profiles(mut self, chunk: usize) -> SortedProfiles {
+        self.index = hashbrown::HashTable::new();
+        let mut order: Vec<(u64, u32)> = self.entries().collect();
+        self.ids = Vec::new();
+        order.sort_unstable();
+        SortedProfiles {
+            book: self,
+            order,
+            next: 0,
+            chunk: chunk.max(1),
+        }
+    }
+
     /// The profiles of the given (user_id, slot) pairs, in that order.
     pub fn profiles_of(&self, slots: &[(u64, u32)]) -> Vec<Profile> {
         slots
@@ -191,6 +206,40 @@ impl ProfileBook {
         let states = self.chunks.len() * CHUNK * std::mem::size_of::<ProfileState>();
         let spills: usize = self.iter().map(|(_, s)| s.heap_bytes()).sum();
         states + spills + self.index.capacity() * 5 + self.len() * 8
+    }
+}
+
+/// See [`ProfileBook::into_sorted_profiles`].
+#[derive(Debug)]
+pub struct SortedProfiles {
+    book: ProfileBook,
+    order: Vec<(u64, u32)>,
+    next: usize,
+    chunk: usize,
+}
+
+impl SortedProfiles {
+    /// Number of profiles in all.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+impl Iterator for SortedProfiles {
+    type Item = Vec<Profile>;
+
+    fn next(&mut self) -> Option<Vec<Profile>> {
+        let end = (self.next + self.chunk).min(self.order.len());
+        if self.next == end {
+            return None;
+        }
+        let profiles = self.book.profiles_of(&self.order[self.next..end]);
+        self.next = end;
+        Some(profiles)
     }
 }
 

@@ -324,6 +324,36 @@ fn retain_keeps_only_chosen_users() {
 }
 
 #[test]
+fn sorted_profiles_come_in_chunks_in_user_order() {
+    let mut book = ProfileBook::new();
+    for user in [5, 3, 9, 1, 7] {
+        book.apply(&event(
+            "2019-10-01 00:00:00 UTC",
+            EventType::View,
+            1,
+            None,
+            None,
+            0,
+            user,
+            None,
+        ));
+    }
+    let expected = book.profiles();
+    let sorted = book.into_sorted_profiles(2);
+    assert_eq!(sorted.len(), 5);
+    let chunks: Vec<Vec<Profile>> = sorted.collect();
+    assert_eq!(
+        chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![2, 2, 1]
+    );
+    assert_eq!(chunks.concat(), expected);
+    assert_eq!(
+        expected.iter().map(|p| p.user_id).collect::<Vec<_>>(),
+        vec![1, 3, 5, 7, 9]
+    );
+}
+
+#[test]
 fn state_is_compact() {
     assert_eq!(std::mem::size_of::<ProfileState>(), 128);
 }
