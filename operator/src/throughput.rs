@@ -1,7 +1,8 @@
 //! Throughput of a pipeline from Kafka offsets, pure: per-partition offsets -> lag and
 //! autoscaler inputs; a sliding window of samples -> ingested and processed events/s over
-//! the window and whether the lag keeps growing. No I/O (the Kafka reader lives in
-//! `controller::kafka`).
+//! the window and whether the lag keeps growing. A snapshot also carries the search
+//! index's document count when it could be read. No I/O (the Kafka reader lives in
+//! `controller::kafka`, the count reader in `controller::search`).
 
 use std::collections::VecDeque;
 
@@ -37,6 +38,9 @@ pub struct OffsetsSnapshot {
     pub events: Vec<PartitionOffsets>,
     /// Events in the dead-letter topic (high minus low watermarks).
     pub dead_letters: i64,
+    /// Documents in the search index (profiles), read at the same time; `None` when the
+    /// search engine could not be asked (the status keeps its previous count).
+    pub profiles: Option<i64>,
 }
 
 impl OffsetsSnapshot {
@@ -240,6 +244,7 @@ mod tests {
                 },
             ],
             dead_letters: 3,
+            profiles: None,
         };
         assert_eq!(
             snapshot.lag_inputs(),

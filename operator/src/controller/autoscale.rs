@@ -1,5 +1,5 @@
-//! From one Kafka measurement to the status's `throughput` and `autoscaler` blocks and the
-//! runtime's replica count. No I/O: `evaluate` works on the per-pipeline memory the
+//! From one measurement (Kafka offsets and the search index's document count) to the
+//! status's `throughput` and `autoscaler` blocks and the runtime's replica count. No I/O: `evaluate` works on the per-pipeline memory the
 //! controller keeps (the sample window and the recommendation history), which lives in
 //! the operator's memory only; after a restart the window refills within one window.
 
@@ -130,7 +130,11 @@ pub fn evaluate(
             events_ingested: sample.log_end,
             events_processed: sample.committed,
             dead_letters: snapshot.dead_letters,
-            profiles: old_throughput.as_ref().map_or(0, |t| t.profiles),
+            // The index's count when it could be read with these offsets, else the last
+            // one reported.
+            profiles: snapshot
+                .profiles
+                .unwrap_or_else(|| old_throughput.as_ref().map_or(0, |t| t.profiles)),
             // A checkpoint ends with the offset commit, so the committed offsets moving
             // is the checkpoint seen from outside (to within one observation interval).
             last_checkpoint_time: if advanced {
@@ -251,7 +255,18 @@ mod tests {
                 })
                 .collect(),
             dead_letters: 4,
+            profiles: None,
         })
+    }
+
+    fn with_profiles(measurement: Measurement, profiles: Option<i64>) -> Measurement {
+        match measurement {
+            Measurement::Measured(snapshot) => Measurement::Measured(OffsetsSnapshot {
+                profiles,
+                ..snapshot
+            }),
+            other => other,
+        }
     }
 
     #[test]
@@ -382,5 +397,78 @@ mod tests {
         assert_eq!(e.replicas, p.runtime.replicas);
         assert_eq!(e.autoscaler, None);
         assert_eq!(e.throughput.expect("throughput").consumer_lag, 500);
+    }
+
+    #[test]
+    fn profiles_are_the_index_count_or_the_last_one_reported() {
+        let mut memory = PipelineMemory::new(60_000);
+        let p = plan(None, None);
+        let first = evaluate(
+            &mut memory,
+            &with_profiles(snapshot([10, 0, 0], [0, 0, 0]), Some(1234)),
+            true,
+            &p,
+            None,
+            &fixtures::at(1),
+        );
+        let first = first.throughput.expect("throughput");
+        assert_eq!(first.profiles, 1234);
+        let old = DataPipelineStatus {
+            throughput: Some(first),
+            ..DataPipelineStatus::default()
+        };
+        // Count unreadable this time: the previous one stays, the offsets still update.
+        let second = evaluate(
+            &mut memory,
+            &with_profiles(snapshot([20, 0, 0], [0, 0, 0]), None),
+            true,
+            &p,
+            Some(&old),
+            &fixtures::at(16),
+        )
+        .throughput
+        .expect("throughput");
+        assert_eq!((second.profiles, second.events_ingested), (1234, 20));
+        // A new count replaces it, also when lower (index recreated).
+        let third = evaluate(
+            &mut memory,
+            &with_profiles(snapshot([30, 0, 0], [0, 0, 0]), Some(7)),
+            true,
+            &p,
+            Some(&old),
+            &fixtures::at(31),
+        )
+        .throughput
+        .expect("throughput");
+        assert_eq!(third.profiles, 7);
+        // Never counted and no previous status: 0.
+        let mut memory = PipelineMemory::new(60_000);
+        let none = evaluate(
+            &mut memory,
+            &with_profiles(snapshot([5, 0, 0], [0, 0, 0]), None),
+            true,
+            &p,
+            None,
+            &fixtures::at(1),
+        )
+        .throughput
+        .expect("throughput");
+        assert_eq!(none.profiles, 0);
+    }
+
+    #[test]
+    fn failed_offsets_keep_the_whole_block_including_profiles() {
+        let mut memory = PipelineMemory::new(60_000);
+        let p = plan(None, None);
+        let e = evaluate(
+            &mut memory,
+            &Measurement::Failed("cannot reach Kafka at x:9092".into()),
+            true,
+            &p,
+            None,
+            &fixtures::at(1),
+        );
+        // `None` = the status keeps its previous throughput block, profiles included.
+        assert_eq!(e.throughput, None);
     }
 }

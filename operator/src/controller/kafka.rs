@@ -3,7 +3,9 @@
 //! the dead-letter topic. The consumer carries the group id only to fetch the group's
 //! commits (OffsetFetch); it never subscribes, so it never joins the group and never
 //! triggers a rebalance of the runtime's consumers. rdkafka is blocking: every call runs
-//! in `spawn_blocking` with a bounded timeout.
+//! in `spawn_blocking` with a bounded timeout. The observer also asks the search engine
+//! for the index's document count (`search::profiles`, concurrently and bounded too); a
+//! count that cannot be read is logged and left out, it never fails the measurement.
 
 use std::time::Duration;
 
@@ -15,9 +17,12 @@ use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
 };
 
+use tracing::{debug, warn};
+
 use super::{
     build::kafka::bootstrap,
     observe::{Measurement, ThroughputObserver},
+    search::{self, CountError},
     validate::{KafkaMode, ValidatedPipeline},
 };
 use crate::throughput::{OffsetsSnapshot, PartitionOffsets};
@@ -33,40 +38,68 @@ pub struct Connection {
     pub properties: Vec<(String, String)>,
 }
 
-/// Reads offsets from the brokers; reads the referenced Secrets for credentials.
+/// Reads offsets from the brokers and the profile count from the search engine; reads
+/// the referenced and generated Secrets for credentials.
 pub struct KafkaOffsets {
     pub client: Client,
+}
+
+impl KafkaOffsets {
+    async fn offsets(&self, pipeline: &ValidatedPipeline) -> Result<OffsetsSnapshot, String> {
+        let connection = connection(&self.client, pipeline).await?;
+        let group = pipeline.names.consumer_group();
+        let events = pipeline.names.events_topic();
+        let dead_letters = pipeline.names.dead_letter_topic();
+        tokio::task::spawn_blocking(move || {
+            read_offsets(&connection, &group, &events, &dead_letters)
+        })
+        .await
+        .map_err(|join| format!("offset reader stopped: {join}"))?
+    }
+
+    /// The index's document count, or `None` (logged) when it cannot be read.
+    async fn profiles(&self, pipeline: &ValidatedPipeline) -> Option<i64> {
+        let pipeline_key = format!("{}/{}", pipeline.namespace, pipeline.name);
+        match search::profiles(&self.client, pipeline).await {
+            Ok(count) => Some(count),
+            // Expected while the search engine starts: not worth a warning.
+            Err(CountError::Unreachable(error)) => {
+                debug!(pipeline = %pipeline_key, %error, "search index count not read");
+                None
+            }
+            Err(CountError::Failed(error)) => {
+                warn!(pipeline = %pipeline_key, %error, "search index count not read; status.throughput.profiles keeps its last value");
+                None
+            }
+        }
+    }
 }
 
 impl ThroughputObserver for KafkaOffsets {
     fn observe<'a>(&'a self, pipeline: &'a ValidatedPipeline) -> BoxFuture<'a, Measurement> {
         Box::pin(async move {
-            let connection = match connection(&self.client, pipeline).await {
-                Ok(c) => c,
-                Err(message) => return Measurement::Failed(message),
-            };
-            let group = pipeline.names.consumer_group();
-            let events = pipeline.names.events_topic();
-            let dead_letters = pipeline.names.dead_letter_topic();
-            let read = tokio::task::spawn_blocking(move || {
-                read_offsets(&connection, &group, &events, &dead_letters)
-            })
-            .await;
-            match read {
-                Ok(Ok(snapshot)) => Measurement::Measured(snapshot),
-                Ok(Err(message)) => Measurement::Failed(message),
-                Err(join) => Measurement::Failed(format!("offset reader stopped: {join}")),
+            let (offsets, profiles) = tokio::join!(self.offsets(pipeline), self.profiles(pipeline));
+            match offsets {
+                Ok(snapshot) => Measurement::Measured(OffsetsSnapshot {
+                    profiles,
+                    ..snapshot
+                }),
+                Err(message) => Measurement::Failed(message),
             }
         })
     }
 }
 
-fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+pub(super) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
     let bytes = secret.data.as_ref()?.get(key)?;
     String::from_utf8(bytes.0.clone()).ok()
 }
 
-async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result<Secret, String> {
+pub(super) async fn read_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Secret, String> {
     Api::<Secret>::namespaced(client.clone(), namespace)
         .get(name)
         .await
@@ -217,5 +250,6 @@ pub fn read_offsets(
     Ok(OffsetsSnapshot {
         events,
         dead_letters,
+        profiles: None,
     })
 }

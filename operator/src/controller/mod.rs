@@ -12,6 +12,7 @@ pub mod events;
 pub mod kafka;
 pub mod observe;
 pub mod observed;
+pub mod search;
 pub mod status;
 pub mod validate;
 

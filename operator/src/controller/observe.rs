@@ -1,7 +1,8 @@
-//! The seam through which Kafka offsets reach the reconciler: the reconciler asks an
-//! observer for a snapshot of the pipeline's topics. `kafka::KafkaOffsets` reads them from
-//! the brokers; `NoThroughput` measures nothing (unit tests, and the mocked-API tests
-//! that must not touch a network).
+//! The seam through which Kafka offsets (and the search index's document count) reach the
+//! reconciler: the reconciler asks an observer for a snapshot of the pipeline's topics.
+//! `kafka::KafkaOffsets` reads them from the brokers and the count from the search engine
+//! (I/O); `NoThroughput` measures nothing (unit tests, and the mocked-API tests that must
+//! not touch a network).
 
 use futures::future::BoxFuture;
 

@@ -532,6 +532,7 @@ async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
             })
             .collect(),
         dead_letters: 2,
+        profiles: Some(640),
     });
     let (mut ctx, server) = Context::test();
     Arc::get_mut(&mut ctx).expect("unique").observer =
@@ -577,9 +578,10 @@ async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
             throughput.consumer_lag,
             throughput.events_ingested,
             throughput.events_processed,
-            throughput.dead_letters
+            throughput.dead_letters,
+            throughput.profiles
         ),
-        (7500, 9000, 1500, 2)
+        (7500, 9000, 1500, 2, 640)
     );
     let events = bodies_of(&seen, "/events?");
     assert_eq!(events[0]["reason"], "ScaledUp");
