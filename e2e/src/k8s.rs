@@ -416,7 +416,9 @@ where
 /// output; `RUST_LOG` filters (default: info for the operator, warn otherwise).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,datapipeline_operator=info,pipeline_runtime=info,e2e=info")
+        tracing_subscriber::EnvFilter::new(
+            "warn,datapipeline_operator=info,pipeline_runtime=info,e2e=info",
+        )
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
