@@ -21,6 +21,8 @@ METRICS = {
     ("ingest", "python_eps"): ("ingest CSV -> Kafka (acks=all): Python confluent-kafka producer", "events/s", "(baseline; seed: 8,209)", None),
     ("process", "eps_1"): ("process Kafka -> profiles -> Parquet (S3) + search, 1 process", "events/s", ">= 200,000", lambda v: v >= 200_000),
     ("process", "eps_2"): ("process Kafka -> profiles -> Parquet (S3) + search, 2 processes", "events/s", ">= 200,000", lambda v: v >= 200_000),
+    ("searchfloor", "docs_per_second"): ("search engine alone: bulk-index every profile of the 885,129-event run once (OpenSearch, 2 requests in flight)", "docs/s", "(what bounds process)", None),
+    ("searchfloor", "cpu_seconds"): ("search engine alone: OpenSearch CPU to index every profile once", "CPU s", "", None),
     ("e2e", "searchable_seconds"): ("885,129 events CSV -> all profiles searchable", "s", "<= 15", lambda v: v <= 15),
     ("e2e", "complete_seconds"): ("885,129 events CSV -> profiles searchable and lake complete (offsets committed)", "s", "<= 15", lambda v: v <= 15),
     ("run", "ours_seconds"): ("embedded `run`, 885,129 events (events + profiles Parquet)", "s", "<= DuckDB", None),
@@ -99,9 +101,9 @@ def main():
     out.append(f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     out.append(f"- Commit: `{commit}`" + (" with uncommitted changes in the work tree (other engineers' work in progress)" if dirty else ""))
     out.append(f"- Stages run: `{stages}`; command: `STAGES=\"{stages}\" RUNS={os.environ.get('RUNS', '3')} e2e/bench/run.sh`")
-    out.append("- The machine is shared: other engineers were compiling during the runs. The 1-minute "
-               "load average when each run started is given; with 2 cores, a load above 2 means the "
-               "benchmark got less than the whole machine.\n")
+    out.append("- The 1-minute load average when each run started is given; with 2 cores, a load "
+               "above 2 means the benchmark got less than the whole machine (the servers' own idle "
+               "work, or other builds on a shared machine).\n")
     out.append("| what | unit | goal (brief §9) | median | min | max | runs | load at each run | goal |")
     out.append("|---|---|---|---|---|---|---|---|---|")
     medians = {}

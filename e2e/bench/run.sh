@@ -14,6 +14,10 @@
 #   process  Kafka -> profiles -> Parquet (S3) + search: 1 and 2 `process` members on a
 #            pre-filled topic; time from start until the group's committed offsets reach
 #            the end (e2e/bench/OffsetWatch.java, Kafka's Admin client, polled every 100 ms).
+#   searchfloor  the search engine alone: every profile of the reference run bulk-indexed
+#            once into a fresh index (e2e/bench/search_floor.py; mapping copy
+#            e2e/bench/profiles-index.json, kept current by a runtime unit test); docs/s and
+#            OpenSearch CPU seconds: the least search work any process run needs.
 #   e2e      885,129 events: ingest and process started together; wall time until the
 #            index's _count equals the embedded run's profile count and the committed
 #            offsets reach the accepted-event count (offsets are committed only after the
@@ -42,7 +46,7 @@ set -uo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/../.." && pwd)
 RUNS=${RUNS:-3}
-STAGES=${STAGES:-"ingest process e2e run big operator"}
+STAGES=${STAGES:-"ingest process searchfloor e2e run big operator"}
 WORK=${WORK:-/tmp/datapipeline-bench}
 LOAD_TARGET=${LOAD_TARGET:-1.5}
 LOAD_WAIT_MAX=${LOAD_WAIT_MAX:-120}
@@ -362,6 +366,25 @@ stage_big() {
   record big ingest_rss_mib 1 "$(awk -v k="$(peak_rss_kib "$WORK/logs/big-ingest.log")" 'BEGIN { printf "%.1f", k / 1024 }')" "$l"
   record big process_rss_mib 1 "$(awk -v k="$(peak_rss_kib "$WORK/logs/big-process.log")" 'BEGIN { printf "%.1f", k / 1024 }')" "$l"
   log "big distributed: ${secs}s"
+}
+
+# ------------------------------------------------------------------ search floor
+
+# The search engine alone: every profile of the reference run bulk-indexed once, as the
+# runtime sends them. The least work any process run must make the engine do; with its CPU
+# seconds it bounds the process stage on this machine.
+stage_searchfloor() {
+  local i l out
+  wait_for_low_load
+  for ((i = 1; i <= RUNS; i++)); do
+    l=$(load1)
+    out=$("$PY" "$BENCH_DIR/search_floor.py" "$OPENSEARCH_URL" "$WORK/ref/profiles/*.parquet" \
+      "$DP_RUN/opensearch/opensearch.pid" "bench-floor-$RUN_ID-$i" "$BENCH_DIR/profiles-index.json" \
+      2>"$WORK/logs/searchfloor-$i.log") || { not_measured searchfloor "run $i: $(tail -1 "$WORK/logs/searchfloor-$i.log")"; return; }
+    record searchfloor docs_per_second "$i" "$("$PY" -c 'import json,sys; s=json.loads(sys.argv[1]); print(round(s["docs"]/s["seconds"]))' "$out")" "$l"
+    record searchfloor cpu_seconds "$i" "$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["opensearch_cpu_seconds"])' "$out")" "$l"
+    log "search floor run $i: $out (load $l)"
+  done
 }
 
 # ------------------------------------------------------------------ operator
