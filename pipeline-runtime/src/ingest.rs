@@ -715,9 +715,12 @@ fn scan_after_barrier_blocking(
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         let name = topic_name(kafka, p.topic).to_string();
-        let (low, high) = consumer
-            .fetch_watermarks(&name, p.partition, Duration::from_secs(30))
-            .map_err(|e| kafka_error("fetch watermarks", e))?;
+        let (low, high) = crate::kafka::watermarks(
+            consumer.client(),
+            &name,
+            p.partition,
+            Duration::from_secs(30),
+        )?;
         let from = p.scan_from.max(low);
         if from < high {
             tpl.add_partition_offset(&name, p.partition, Offset::Offset(from))

@@ -558,8 +558,10 @@ mod tests {
     /// The benchmark's search-floor stage creates its index from a copy of the mapping.
     #[test]
     fn benchmark_copy_of_the_mapping_is_current() {
-        let dir = std::env::var_os("CARGO_MANIFEST_DIR")
-            .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from);
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        );
         let path = dir.join("../e2e/bench/profiles-index.json");
         let copy: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(

@@ -197,6 +197,38 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// Attempts of a watermark request before its error is returned (about 10 s of backoff).
+const WATERMARK_ATTEMPTS: u32 = 8;
+
+/// Low and high watermarks of a partition. A topic created a moment ago answers
+/// `NotLeaderForPartition` or `UnknownTopicOrPartition` until its leaders are elected, and a
+/// broker may be moving leadership: retryable errors are retried with backoff. Blocking.
+pub fn watermarks<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<(i64, i64)> {
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
+    let mut attempt = 1;
+    loop {
+        match client.fetch_watermarks(topic, partition, timeout) {
+            Ok(marks) => return Ok(marks),
+            Err(e) => {
+                let error = kafka_error("fetch watermarks", e);
+                if attempt >= WATERMARK_ATTEMPTS || !error.is_retryable() {
+                    return Err(error);
+                }
+                let delay = backoff.next_delay();
+                tracing::debug!(topic, partition, attempt, error = %error, retry_in_ms = delay.as_millis() as u64, "watermarks not available yet");
+                std::thread::sleep(delay);
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// Partition count of a topic from the cluster metadata.
 pub fn partition_count<C: rdkafka::ClientContext>(
     client: &rdkafka::client::Client<C>,

@@ -92,11 +92,12 @@ impl IngestProducer {
 
     /// The high watermark (offset after the last committed message) of a partition.
     pub fn end_offset(&self, topic: TopicKind, partition: i32) -> Result<i64> {
-        let (_, high) = self
-            .producer
-            .client()
-            .fetch_watermarks(self.topic_name(topic), partition, Duration::from_secs(30))
-            .map_err(|e| kafka_error("fetch watermarks", e))?;
+        let (_, high) = super::watermarks(
+            self.producer.client(),
+            self.topic_name(topic),
+            partition,
+            Duration::from_secs(30),
+        )?;
         Ok(high)
     }
 
