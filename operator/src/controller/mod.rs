@@ -335,8 +335,12 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
     let old = dp.status.as_ref();
     let new_status =
         status::compute_status(old, dp.metadata.generation, &observation, &(ctx.clock)());
-    if old != Some(&new_status) {
-        status::write_status(&ctx.client, dp, &new_status).await?;
+    if old != Some(&new_status)
+        && status::write_status(&ctx.client, dp, &new_status).await?
+            == status::StatusWrite::PipelineGone
+    {
+        // Its children go with it (owner references); the deletion wakes nobody.
+        return Ok((Action::await_change(), outcome));
     }
     notices.extend(events::transition_notices(old, &new_status));
     events::publish(&ctx.client, &ctx.reporter, &dp.object_ref(&()), notices).await;

@@ -543,12 +543,20 @@ fn blocked_status(
     }
 }
 
+/// What became of a status write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite {
+    Written,
+    /// The pipeline was deleted while the reconcile ran: there is nothing to write to.
+    PipelineGone,
+}
+
 /// Writes `.status` with server-side apply under the operator's field manager.
 pub async fn write_status(
     client: &Client,
     dp: &DataPipeline,
     status: &DataPipelineStatus,
-) -> Result<()> {
+) -> Result<StatusWrite> {
     let namespace = dp
         .metadata
         .namespace
@@ -565,18 +573,26 @@ pub async fn write_status(
         "kind": "DataPipeline",
         "status": status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::WriteStatus {
-        namespace,
-        name,
-        source: Box::new(source),
-    })?;
-    Ok(())
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(StatusWrite::Written),
+        // Deleted while this reconcile ran: not a failure of the operator.
+        Err(kube::Error::Api(status)) if status.is_not_found() => {
+            tracing::debug!(%namespace, %name, "pipeline deleted during the reconcile; status not written");
+            Ok(StatusWrite::PipelineGone)
+        }
+        Err(source) => Err(Error::WriteStatus {
+            namespace,
+            name,
+            source: Box::new(source),
+        }),
+    }
 }
 
 #[cfg(test)]

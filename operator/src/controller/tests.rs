@@ -362,6 +362,24 @@ async fn missing_secret_sets_the_condition_and_awaits_a_change() {
 }
 
 #[tokio::test]
+async fn a_pipeline_deleted_during_the_reconcile_ends_it_quietly() {
+    let expectations = vec![
+        get_secret("shop-kafka-user", Reply::Status(404)),
+        Expect::new(
+            Method::PATCH,
+            format!("/apis/datapipeline.io/v1alpha1{NS}/datapipelines/shop/status{APPLY}"),
+            Reply::Status(404),
+        ),
+    ];
+    let (result, seen, _) = run(external_pipeline(), expectations).await;
+    assert_eq!(result.expect("not a failure"), Action::await_change());
+    assert!(
+        bodies_of(&seen, "/events?").is_empty(),
+        "no events about a deleted pipeline"
+    );
+}
+
+#[tokio::test]
 async fn an_impossible_spec_fails_without_applying_anything() {
     let mut dp = managed_pipeline();
     dp.spec.object_store.bucket = "Not_A_Bucket".into();
