@@ -484,7 +484,21 @@ pub async fn verify_topics(kafka: &KafkaSettings, expected: &Expected) -> Result
 pub fn runtime_binary() -> Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = crate::k8s::repo_root().join("pipeline-runtime/Cargo.toml");
-    let output = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    // `cargo test` gives the test the e2e package's variables (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_*...). Build scripts that watch them (ring's) would see them change
+    // against a build from a shell and rebuild ring and everything above it.
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("CARGO_PKG_")
+            || key_text.starts_with("CARGO_MANIFEST_")
+            || key_text == "CARGO_CRATE_NAME"
+            || key_text == "CARGO_PRIMARY_PACKAGE"
+        {
+            command.env_remove(&key);
+        }
+    }
+    let output = command
         .args(["build", "--manifest-path"])
         .arg(&manifest)
         .args([

@@ -213,6 +213,9 @@ pub struct IngestArgs {
     /// Seed of the generator.
     #[arg(long, env = env::GENERATOR_SEED, default_value_t = 1)]
     pub seed: u64,
+    /// Generate at most this many events per second (with --generate); omit for full speed.
+    #[arg(long, env = env::GENERATOR_RATE_PER_SECOND, requires = "generate")]
+    pub rate_per_second: Option<u64>,
     /// Partitions of the topics when ingest has to create them.
     #[arg(long, env = env::TOPIC_PARTITIONS, default_value_t = 6)]
     pub partitions: i32,

@@ -443,7 +443,24 @@ pub fn reader(config: GeneratorConfig) -> GeneratedCsv {
         generator: Generator::new(config),
         buf,
         pos: 0,
+        rows: 0,
+        pace: None,
     }
+}
+
+/// Rows due `elapsed` after the start at `rate_per_second` (rows are spaced evenly).
+pub fn rows_due(elapsed: std::time::Duration, rate_per_second: u64) -> u64 {
+    (elapsed.as_secs_f64() * rate_per_second as f64) as u64
+}
+
+/// How long to wait, `elapsed` after the start, before row number `row` (0-based) is due.
+pub fn wait_for_row(
+    row: u64,
+    elapsed: std::time::Duration,
+    rate_per_second: u64,
+) -> std::time::Duration {
+    let due = std::time::Duration::from_secs_f64(row as f64 / rate_per_second.max(1) as f64);
+    due.saturating_sub(elapsed)
 }
 
 /// See [`reader`].
@@ -451,6 +468,34 @@ pub struct GeneratedCsv {
     generator: Generator,
     buf: Vec<u8>,
     pos: usize,
+    /// Data rows produced so far.
+    rows: u64,
+    /// `(rows per second, start)` when paced.
+    pace: Option<(u64, std::time::Instant)>,
+}
+
+impl GeneratedCsv {
+    /// Produces at most `rate_per_second` rows per second from now on (blocking in `read`);
+    /// `None` or 0 leaves it unpaced.
+    pub fn paced(mut self, rate_per_second: Option<u64>) -> Self {
+        self.pace = rate_per_second
+            .filter(|&r| r > 0)
+            .map(|r| (r, std::time::Instant::now()));
+        self
+    }
+
+    /// The number of rows that may be produced now, after waiting for the next one if
+    /// none is due yet.
+    fn row_limit(&self) -> u64 {
+        let Some((rate, started)) = self.pace else {
+            return u64::MAX;
+        };
+        let wait = wait_for_row(self.rows, started.elapsed(), rate);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        rows_due(started.elapsed(), rate).max(self.rows + 1)
+    }
 }
 
 impl Read for GeneratedCsv {
@@ -458,7 +503,13 @@ impl Read for GeneratedCsv {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
-            while self.buf.len() < 1 << 15 && self.generator.next_row(&mut self.buf) {}
+            let limit = self.row_limit();
+            while self.buf.len() < 1 << 15
+                && self.rows < limit
+                && self.generator.next_row(&mut self.buf)
+            {
+                self.rows += 1;
+            }
         }
         let n = out.len().min(self.buf.len() - self.pos);
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
@@ -490,6 +541,33 @@ mod tests {
             .read_to_end(&mut streamed)
             .unwrap();
         assert_eq!(streamed, a);
+    }
+
+    #[test]
+    fn pacing_spaces_rows_evenly() {
+        use std::time::Duration;
+        assert_eq!(rows_due(Duration::ZERO, 1000), 0);
+        assert_eq!(rows_due(Duration::from_millis(2500), 1000), 2500);
+        assert_eq!(rows_due(Duration::from_millis(999), 1), 0);
+        assert_eq!(
+            wait_for_row(1500, Duration::from_millis(1000), 1000),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            wait_for_row(500, Duration::from_millis(1000), 1000),
+            Duration::ZERO
+        );
+        assert_eq!(wait_for_row(0, Duration::ZERO, 10), Duration::ZERO);
+    }
+
+    #[test]
+    fn paced_reader_yields_the_same_bytes() {
+        let mut paced = Vec::new();
+        reader(GeneratorConfig::new(2_000, 7))
+            .paced(Some(1_000_000))
+            .read_to_end(&mut paced)
+            .unwrap();
+        assert_eq!(paced, bytes(GeneratorConfig::new(2_000, 7)));
     }
 
     #[test]

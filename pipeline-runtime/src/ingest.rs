@@ -55,9 +55,17 @@ const CLOCK_EVERY_ROWS: u64 = 4096;
 /// Where rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    File { path: PathBuf, version_tag: String },
+    File {
+        path: PathBuf,
+        version_tag: String,
+    },
     Object(ObjectInfo),
-    Generator { events: u64, seed: u64 },
+    Generator {
+        events: u64,
+        seed: u64,
+        /// At most this many rows per second (`None`: as fast as possible).
+        rate_per_second: Option<u64>,
+    },
 }
 
 impl Source {
@@ -66,7 +74,7 @@ impl Source {
         match self {
             Source::File { path, .. } => path.display().to_string(),
             Source::Object(o) => o.key.clone(),
-            Source::Generator { events, seed } => format!("generator:{events}:{seed}"),
+            Source::Generator { events, seed, .. } => format!("generator:{events}:{seed}"),
         }
     }
 
@@ -378,6 +386,7 @@ async fn list_sources(args: &IngestArgs, store: &ObjectStore) -> Result<Vec<Sour
         return Ok(vec![Source::Generator {
             events,
             seed: args.seed,
+            rate_per_second: args.rate_per_second,
         }]);
     }
     if let Some(path) = &args.input {
@@ -500,9 +509,14 @@ async fn open_source(source: &Source, store: &ObjectStore) -> Result<Box<dyn Rea
             Ok(Box::new(file))
         }
         Source::Object(o) => store.open_reader(&o.key).await,
-        Source::Generator { events, seed } => Ok(Box::new(crate::generator::reader(
-            crate::generator::GeneratorConfig::new(*events, *seed),
-        ))),
+        Source::Generator {
+            events,
+            seed,
+            rate_per_second,
+        } => Ok(Box::new(
+            crate::generator::reader(crate::generator::GeneratorConfig::new(*events, *seed))
+                .paced(*rate_per_second),
+        )),
     }
 }
 
