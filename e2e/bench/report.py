@@ -65,7 +65,7 @@ def machine():
 
 
 def fmt(v, unit):
-    if unit == "events/s":
+    if unit in ("events/s", "docs/s"):
         return f"{v:,.0f}"
     if unit in ("objects",):
         return f"{v:,.0f}"
@@ -92,15 +92,22 @@ def main():
             loads.setdefault((stage, metric), []).append(load)
 
     commit = sh("git", "-C", str(repo), "rev-parse", "--short", "HEAD")
-    dirty = sh("git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no")
+    # BENCHMARKS.md itself is rewritten after every stage; it does not make the tree dirty.
+    dirty = sh("git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no",
+               "--", ".", ":!BENCHMARKS.md")
     out = []
     out.append("# Benchmarks\n")
     out.append("Measured by `e2e/bench/run.sh` (see its header), on the harness's real servers "
                "(`e2e/services.sh up kafka opensearch s3 k8s`), all on this one machine.\n")
     out.append(f"- Machine: {machine()}")
     out.append(f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
-    out.append(f"- Commit: `{commit}`" + (" with uncommitted changes in the work tree (other engineers' work in progress)" if dirty else ""))
-    out.append(f"- Stages run: `{stages}`; command: `STAGES=\"{stages}\" RUNS={os.environ.get('RUNS', '3')} e2e/bench/run.sh`")
+    out.append(f"- Commit: `{commit}`" + (" with uncommitted changes in the work tree" if dirty else ""))
+    measured = sorted({stage for stage, _ in values} | {stage for stage, _ in missing})
+    out.append(f"- Stages in these results: `{' '.join(measured)}`; the last command was "
+               f"`STAGES=\"{stages}\" RUNS={os.environ.get('RUNS', '3')}"
+               + (" BIG_DISTRIBUTED=1" if os.environ.get("BIG_DISTRIBUTED") == "1" else "")
+               + (" APPEND=1" if os.environ.get("APPEND") == "1" else "")
+               + " e2e/bench/run.sh`" + (" (added to the previous run's results)" if os.environ.get("APPEND") == "1" else ""))
     out.append("- The 1-minute load average when each run started is given; with 2 cores, a load "
                "above 2 means the benchmark got less than the whole machine (the servers' own idle "
                "work, or other builds on a shared machine).\n")
@@ -127,7 +134,7 @@ def main():
         ratios.append(f"| embedded run: DuckDB time / our time (medians; > 1 = we are faster) | x | >= 1 | {r:.2f} | | | | | {'met' if r >= 1 else '**missed**'} |")
     out.extend(ratios)
     out.append("")
-    cpu = sorted(k for k in values if k[1].startswith("cpu_"))
+    cpu = sorted(k for k in values if k[1].startswith("cpu_") and k not in METRICS)
     if cpu:
         out.append("### CPU seconds used during each measured run (what bounds the stage)\n")
         out.append("Runtime: user+system CPU of our process(es) (or the Python producer); servers: CPU "
