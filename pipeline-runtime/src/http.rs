@@ -1,6 +1,8 @@
 //! The runtime's HTTP server on `DP_HTTP_PORT`: `/metrics` (Prometheus text), `/healthz`
 //! (the process serves requests) and `/readyz` (the role is connected: the consumer joined
-//! its group or the producer reached the brokers). Does network I/O.
+//! its group or the producer reached the brokers; and no checkpoint is failing against a
+//! sink, so a pipeline whose lake or index refuses writes shows unready pods and the
+//! operator reports it Degraded). Does network I/O.
 
 use std::net::SocketAddr;
 
@@ -34,10 +36,18 @@ async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
 }
 
 async fn ready_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
-    if metrics.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    readiness(metrics.is_ready(), metrics.sinks_failing())
+}
+
+/// The `/readyz` answer.
+pub fn readiness(connected: bool, sinks_failing: bool) -> (StatusCode, &'static str) {
+    match (connected, sinks_failing) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        (true, true) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "checkpoints failing: a sink refuses or cannot be reached (see the logs and datapipeline_process_sink_errors_total)",
+        ),
+        (true, false) => (StatusCode::OK, "ready"),
     }
 }
 
@@ -88,6 +98,12 @@ mod tests {
         assert_eq!(get(addr, "/healthz").await, (200, "ok".to_string()));
         assert_eq!(get(addr, "/readyz").await.0, 503);
         metrics.set_ready(true);
+        assert_eq!(get(addr, "/readyz").await.0, 200);
+        metrics.set_sinks_failing(true);
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.starts_with("checkpoints failing"), "{body}");
+        metrics.set_sinks_failing(false);
         assert_eq!(get(addr, "/readyz").await.0, 200);
         metrics.events_in.inc_by(5);
         let (status, body) = get(addr, "/metrics").await;

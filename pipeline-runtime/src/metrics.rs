@@ -101,6 +101,8 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct Health {
     ready: AtomicBool,
+    /// Checkpoints are failing (a sink refuses or is unreachable) and being retried.
+    sinks_failing: AtomicBool,
     /// Bumped on every loop iteration of the role; a stuck role stops moving it.
     heartbeat: AtomicU64,
 }
@@ -200,6 +202,16 @@ impl Metrics {
 
     pub fn is_ready(&self) -> bool {
         self.health.ready.load(Ordering::Relaxed)
+    }
+
+    /// Set while at least one checkpoint is failing and retried; `/readyz` then answers
+    /// 503, so the pod turns unready and the operator reports the pipeline Degraded.
+    pub fn set_sinks_failing(&self, failing: bool) {
+        self.health.sinks_failing.store(failing, Ordering::Relaxed);
+    }
+
+    pub fn sinks_failing(&self) -> bool {
+        self.health.sinks_failing.load(Ordering::Relaxed)
     }
 
     pub fn beat(&self) {

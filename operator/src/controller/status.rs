@@ -175,8 +175,15 @@ fn assess_runtime(children: &ChildrenState, facts: &PipelineFacts) -> Assessment
             ),
         );
     }
-    let processing = assess_workload(runtime, None, "runtime pods", "", ns);
+    let mut processing = assess_workload(runtime, None, "runtime pods", "", ns);
     if !processing.ready {
+        if runtime.up_to_date {
+            // A running runtime pod turns unready when its checkpoints fail (its /readyz).
+            processing.message.push_str(&format!(
+                "; a runtime pod is also unready while its checkpoints fail against the object store or the search engine: see `kubectl -n {ns} logs deployment/{}`",
+                runtime.name
+            ));
+        }
         return processing;
     }
     match &children.ingest {
@@ -734,6 +741,34 @@ mod tests {
         assert_eq!(recovered.phase, Some(Phase::Running));
         assert_eq!(recovered.conditions[2].last_transition_time, at(30));
         assert_eq!(recovered.conditions[0].last_transition_time, at(10));
+    }
+
+    #[test]
+    fn an_unready_runtime_pod_degrades_the_pipeline_and_names_failing_checkpoints() {
+        let running = compute_status(
+            None,
+            Some(1),
+            &applied(ready_children(), managed_facts()),
+            &at(10),
+        );
+        let mut children = ready_children();
+        children.runtime.ready = 1;
+        let degraded = compute_status(
+            Some(&running),
+            Some(1),
+            &applied(children, managed_facts()),
+            &at(20),
+        );
+        assert_eq!(degraded.phase, Some(Phase::Degraded));
+        let runtime = &degraded.conditions[3];
+        assert_eq!(
+            (runtime.status.as_str(), runtime.reason.as_str()),
+            ("False", "ReplicasNotReady")
+        );
+        assert_eq!(
+            runtime.message,
+            "1/2 runtime pods ready (Deployment shops/shop-runtime); if this persists, see `kubectl -n shops describe deployment shop-runtime` and its pods' events; a runtime pod is also unready while its checkpoints fail against the object store or the search engine: see `kubectl -n shops logs deployment/shop-runtime`"
+        );
     }
 
     #[test]

@@ -152,6 +152,8 @@ struct InFlight {
     started: Instant,
     retry_at: Option<Instant>,
     backoff: Backoff,
+    /// Failed attempts of this checkpoint so far.
+    failures: u32,
 }
 
 impl Shared {
@@ -497,9 +499,14 @@ impl Worker {
                     };
                     shared.metrics.sink_error(sink, SinkErrorKind::Retried, 1);
                     in_flight.retry_at = Some(Instant::now() + delay);
+                    in_flight.failures += 1;
                 }
             }
         }
+        let failing = slots
+            .values()
+            .any(|s| s.in_flight.as_ref().is_some_and(|f| f.failures > 0));
+        shared.metrics.set_sinks_failing(failing);
         drop(slots);
         let finished = commits.len() as u64;
         if !commits.is_empty() {
@@ -538,6 +545,7 @@ impl Worker {
                     started: Instant::now(),
                     retry_at: None,
                     backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+                    failures: 0,
                 });
             }
             let should_pause = slot.in_flight.is_some() && slot.state.pending_events() >= share;
