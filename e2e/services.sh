@@ -175,7 +175,9 @@ wait_for() {
     if "$fn" "$@" >/dev/null 2>&1; then
       return 0
     fi
-    if [[ -n $pidfile ]] && ! pid_alive "$pidfile"; then
+    # pid_alive can miss a process in the middle of its exec (its cmdline is briefly
+    # empty, or still the starting shell's): only a pid that is gone counts as exited.
+    if [[ -n $pidfile ]] && ! pid_alive "$pidfile" && ! proc_running "$(cat "$pidfile" 2>/dev/null || echo 0)"; then
       log "$name exited while starting; last 80 lines of $logfile:"
       tail -n 80 "$logfile" >&2 || true
       return 1
