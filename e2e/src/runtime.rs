@@ -4,7 +4,7 @@
 //!
 //! A server that is not configured or not reachable makes the test fail, never skip.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,22 @@ impl Endpoints {
             credentials: None,
             ca_file: None,
         }
+    }
+
+    /// The S3 credentials as the runtime's in-process entry points look them up (by env
+    /// variable name). Leaked: those entry points want `'static`, and a test runs once.
+    pub fn s3_credentials(&self) -> &'static HashMap<String, String> {
+        use pipeline_config::env;
+        Box::leak(Box::new(HashMap::from([
+            (
+                env::S3_ACCESS_KEY_ID.to_string(),
+                self.s3_access_key.clone(),
+            ),
+            (
+                env::S3_SECRET_ACCESS_KEY.to_string(),
+                self.s3_secret_key.clone(),
+            ),
+        ])))
     }
 
     /// The environment a `pipeline-runtime` child process needs for these servers.
@@ -227,6 +243,31 @@ pub fn committed_offsets(
 }
 
 /// End offset per partition.
+/// Waits until the consumer group of `kafka` has committed every partition of its events
+/// topic up to `ends` (the end offsets).
+pub async fn wait_until_committed(
+    kafka: &KafkaSettings,
+    partitions: i32,
+    ends: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) -> Result<()> {
+    wait_for("every partition committed to its end", timeout, || {
+        let (bootstrap, group, topic) = (
+            kafka.bootstrap.clone(),
+            kafka.consumer_group.clone(),
+            kafka.events_topic.clone(),
+        );
+        async move {
+            let committed = tokio::task::spawn_blocking(move || {
+                committed_offsets(&bootstrap, &group, &topic, partitions)
+            })
+            .await??;
+            Ok((&committed == ends).then_some(()))
+        }
+    })
+    .await
+}
+
 pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Result<BTreeMap<i32, i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

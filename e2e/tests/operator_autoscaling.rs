@@ -15,7 +15,7 @@
 //! Run (after `eval "$(e2e/services.sh env)"`):
 //! `cargo test -p e2e --test operator_autoscaling -- --test-threads=1 --nocapture`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -382,23 +382,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn credentials(endpoints: &Endpoints) -> &'static HashMap<String, String> {
-    Box::leak(Box::new(
-        [
-            (
-                pipeline_config::env::S3_ACCESS_KEY_ID.to_string(),
-                endpoints.s3_access_key.clone(),
-            ),
-            (
-                pipeline_config::env::S3_SECRET_ACCESS_KEY.to_string(),
-                endpoints.s3_secret_key.clone(),
-            ),
-        ]
-        .into_iter()
-        .collect(),
-    ))
-}
-
 /// The events topic with the pipeline's partitions and the dead-letter topic, before the
 /// pipeline exists: the controller's first measurement sees an empty topic.
 async fn create_topics(bootstrap: &str, names: &PipelineNames) -> Result<()> {
@@ -447,7 +430,7 @@ async fn ingest(endpoints: &Endpoints, pipeline: &str, csv: &Path) -> Result<Ing
     ]
     .map(String::from);
     let args = IngestCli::parse_from(&argv).args;
-    Ok(pipeline_runtime::ingest::run_with(args, credentials(endpoints)).await?)
+    Ok(pipeline_runtime::ingest::run_with(args, endpoints.s3_credentials()).await?)
 }
 
 /// The runtime's environment for these servers, with the pipeline's checkpoint interval.

@@ -4,15 +4,14 @@
 //! the end everything it wrote equals the embedded `run` of the same file: every profile
 //! counted exactly once, every event exactly once in the lake.
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use e2e::runtime::{
-    committed_offsets, end_offsets, expected_from_embedded_run, free_port, http_get, metric_value,
-    open_bucket, runtime_binary, unique_name, verify_distributed, wait_for, write_fixture,
+    end_offsets, expected_from_embedded_run, free_port, http_get, metric_value, open_bucket,
+    runtime_binary, unique_name, verify_distributed, wait_for, wait_until_committed, write_fixture,
     Endpoints,
 };
 use pipeline_runtime::config::IngestArgs;
@@ -115,20 +114,7 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
     let csv = write_fixture(dir.path(), 150_000, 23)?;
     let expected = expected_from_embedded_run(&csv, &dir.path().join("embedded"))?;
     let pipeline = unique_name("e2e-crash");
-    let credentials: &'static HashMap<String, String> = Box::leak(Box::new(
-        [
-            (
-                pipeline_config::env::S3_ACCESS_KEY_ID.to_string(),
-                endpoints.s3_access_key.clone(),
-            ),
-            (
-                pipeline_config::env::S3_SECRET_ACCESS_KEY.to_string(),
-                endpoints.s3_secret_key.clone(),
-            ),
-        ]
-        .into_iter()
-        .collect(),
-    ));
+    let credentials = endpoints.s3_credentials();
 
     let argv = [
         "ingest",
@@ -174,31 +160,7 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
 
     // The last run goes to the end and stops gracefully.
     let mut processor = Processor::start(&binary, &env, &log)?;
-    let (bootstrap, group, topic) = (
-        kafka.bootstrap.clone(),
-        kafka.consumer_group.clone(),
-        kafka.events_topic.clone(),
-    );
-    wait_for(
-        "every partition committed to its end",
-        Duration::from_secs(600),
-        || {
-            let (bootstrap, group, topic, ends) = (
-                bootstrap.clone(),
-                group.clone(),
-                topic.clone(),
-                ends.clone(),
-            );
-            async move {
-                let committed = tokio::task::spawn_blocking(move || {
-                    committed_offsets(&bootstrap, &group, &topic, PARTITIONS)
-                })
-                .await??;
-                Ok((committed == ends).then_some(()))
-            }
-        },
-    )
-    .await?;
+    wait_until_committed(&kafka, PARTITIONS, &ends, Duration::from_secs(600)).await?;
     let status = Command::new("kill")
         .args(["-TERM", &processor.child.id().to_string()])
         .status()?;

@@ -2,8 +2,6 @@
 //! CSV objects under `landing/` are streamed from S3 and published exactly once; a second
 //! run skips them, and a file landing later is picked up on its own.
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use clap::Parser;
 use e2e::runtime::{
@@ -66,20 +64,7 @@ async fn landing_objects_are_published_once_each() -> Result<()> {
         .put("landing/README.txt", Bytes::from_static(b"not data"))
         .await?;
 
-    let credentials: &'static HashMap<String, String> = Box::leak(Box::new(
-        [
-            (
-                pipeline_config::env::S3_ACCESS_KEY_ID.to_string(),
-                endpoints.s3_access_key.clone(),
-            ),
-            (
-                pipeline_config::env::S3_SECRET_ACCESS_KEY.to_string(),
-                endpoints.s3_secret_key.clone(),
-            ),
-        ]
-        .into_iter()
-        .collect(),
-    ));
+    let credentials = endpoints.s3_credentials();
     let argv = [
         "ingest",
         "--pipeline",

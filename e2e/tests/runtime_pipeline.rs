@@ -3,7 +3,6 @@
 //! with the embedded `run` of the same file. Start the servers with
 //! `e2e/services.sh up kafka opensearch s3` and export `e2e/services.sh env`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +10,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Parser;
 use e2e::runtime::{
-    committed_offsets, end_offsets, expected_from_embedded_run, free_port, http_get, metric_value,
-    open_bucket, unique_name, verify_distributed, wait_for, write_fixture, Endpoints,
+    end_offsets, expected_from_embedded_run, free_port, http_get, metric_value, open_bucket,
+    unique_name, verify_distributed, wait_for, wait_until_committed, write_fixture, Endpoints,
 };
 use pipeline_runtime::config::{IngestArgs, ProcessArgs};
 use pipeline_runtime::search::SearchIndex;
@@ -30,24 +29,6 @@ struct ProcessCli {
 }
 
 const PARTITIONS: i32 = 4;
-
-/// Credentials as the roles read them (a map, so the test never edits its environment).
-fn credentials(endpoints: &Endpoints) -> &'static HashMap<String, String> {
-    let map: HashMap<String, String> = [
-        (
-            pipeline_config::env::S3_ACCESS_KEY_ID,
-            endpoints.s3_access_key.clone(),
-        ),
-        (
-            pipeline_config::env::S3_SECRET_ACCESS_KEY,
-            endpoints.s3_secret_key.clone(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    Box::leak(Box::new(map))
-}
 
 fn common_flags(endpoints: &Endpoints, pipeline: &str, http_port: u16) -> Vec<String> {
     let port = http_port.to_string();
@@ -79,7 +60,7 @@ async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
     let expected = expected_from_embedded_run(&csv, &dir.path().join("embedded"))?;
     assert!(expected.rejected.len() > 100, "the fixture has broken rows");
     let pipeline = unique_name("e2e-pipe");
-    let lookup = credentials(&endpoints);
+    let lookup = endpoints.s3_credentials();
 
     // Ingest the file.
     let mut argv = vec!["ingest".to_string()];
@@ -117,32 +98,8 @@ async fn ingest_and_process_equal_the_embedded_run() -> Result<()> {
         shutdown.clone(),
     ));
     let kafka = endpoints.kafka(&pipeline);
-    let (bootstrap, group, topic) = (
-        kafka.bootstrap.clone(),
-        kafka.consumer_group.clone(),
-        kafka.events_topic.clone(),
-    );
-    let ends = end_offsets(&bootstrap, &topic, PARTITIONS)?;
-    wait_for(
-        "every partition committed to its end",
-        Duration::from_secs(300),
-        || {
-            let (bootstrap, group, topic, ends) = (
-                bootstrap.clone(),
-                group.clone(),
-                topic.clone(),
-                ends.clone(),
-            );
-            async move {
-                let committed = tokio::task::spawn_blocking(move || {
-                    committed_offsets(&bootstrap, &group, &topic, PARTITIONS)
-                })
-                .await??;
-                Ok((committed == ends).then_some(()))
-            }
-        },
-    )
-    .await?;
+    let ends = end_offsets(&kafka.bootstrap, &kafka.events_topic, PARTITIONS)?;
+    wait_until_committed(&kafka, PARTITIONS, &ends, Duration::from_secs(300)).await?;
     shutdown.store(true, Ordering::SeqCst);
     let processed = process.await??;
     assert_eq!(processed.events_applied, expected.events.len() as u64);
@@ -172,7 +129,7 @@ async fn two_members_and_rebalances_equal_the_embedded_run() -> Result<()> {
     let csv = write_fixture(dir.path(), 300_000, 12)?;
     let expected = expected_from_embedded_run(&csv, &dir.path().join("embedded"))?;
     let pipeline = unique_name("e2e-rebal");
-    let lookup = credentials(&endpoints);
+    let lookup = endpoints.s3_credentials();
 
     let mut argv = vec!["ingest".to_string()];
     argv.extend(common_flags(&endpoints, &pipeline, 0));
@@ -230,31 +187,7 @@ async fn two_members_and_rebalances_equal_the_embedded_run() -> Result<()> {
     stop_b.store(true, Ordering::SeqCst);
     let summary_b = b.await??;
 
-    let (bootstrap, group, topic) = (
-        kafka.bootstrap.clone(),
-        kafka.consumer_group.clone(),
-        kafka.events_topic.clone(),
-    );
-    wait_for(
-        "every partition committed to its end",
-        Duration::from_secs(300),
-        || {
-            let (bootstrap, group, topic, ends) = (
-                bootstrap.clone(),
-                group.clone(),
-                topic.clone(),
-                ends.clone(),
-            );
-            async move {
-                let committed = tokio::task::spawn_blocking(move || {
-                    committed_offsets(&bootstrap, &group, &topic, PARTITIONS)
-                })
-                .await??;
-                Ok((committed == ends).then_some(()))
-            }
-        },
-    )
-    .await?;
+    wait_until_committed(&kafka, PARTITIONS, &ends, Duration::from_secs(300)).await?;
     stop_a.store(true, Ordering::SeqCst);
     let summary_a = a.await??;
 

@@ -8,14 +8,13 @@
 //! failures are counted in `datapipeline_process_sink_errors_total`. Lifting the block lets the
 //! retried checkpoint through: `/readyz` answers 200 and every event gets committed.
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use e2e::runtime::{
-    committed_offsets, end_offsets, free_port, http_get, runtime_binary, unique_name, wait_for,
+    end_offsets, free_port, http_get, runtime_binary, unique_name, wait_for, wait_until_committed,
     write_fixture, Endpoints,
 };
 use pipeline_runtime::config::IngestArgs;
@@ -47,20 +46,7 @@ async fn failing_checkpoints_make_the_process_unready_but_alive() -> Result<()> 
     let dir = tempfile::tempdir()?;
     let csv = write_fixture(dir.path(), 5_000, 31)?;
     let pipeline = unique_name("e2e-unready");
-    let credentials: &'static HashMap<String, String> = Box::leak(Box::new(
-        [
-            (
-                pipeline_config::env::S3_ACCESS_KEY_ID.to_string(),
-                endpoints.s3_access_key.clone(),
-            ),
-            (
-                pipeline_config::env::S3_SECRET_ACCESS_KEY.to_string(),
-                endpoints.s3_secret_key.clone(),
-            ),
-        ]
-        .into_iter()
-        .collect(),
-    ));
+    let credentials = endpoints.s3_credentials();
     let argv = [
         "ingest",
         "--pipeline",
@@ -159,31 +145,7 @@ async fn failing_checkpoints_make_the_process_unready_but_alive() -> Result<()> 
     )
     .await
     .with_context(|| format!("process log: {}", log.display()))?;
-    let (bootstrap, group, topic) = (
-        kafka.bootstrap.clone(),
-        kafka.consumer_group.clone(),
-        kafka.events_topic.clone(),
-    );
-    wait_for(
-        "every partition committed to its end",
-        Duration::from_secs(120),
-        || {
-            let (bootstrap, group, topic, ends) = (
-                bootstrap.clone(),
-                group.clone(),
-                topic.clone(),
-                ends.clone(),
-            );
-            async move {
-                let committed = tokio::task::spawn_blocking(move || {
-                    committed_offsets(&bootstrap, &group, &topic, PARTITIONS)
-                })
-                .await??;
-                Ok((committed == ends).then_some(()))
-            }
-        },
-    )
-    .await?;
+    wait_until_committed(&kafka, PARTITIONS, &ends, Duration::from_secs(120)).await?;
     Ok(())
 }
 
