@@ -1,24 +1,40 @@
 //! The checkpoint of one partition and its recovery: what the process role writes, in
 //! which order, under which names, and how a new owner of a partition undoes a checkpoint
-//! that did not finish. Key naming, the intent record and the recovery decision are pure;
-//! [`CheckpointJob::write`] and [`recover`] do object-store and search I/O.
+//! that did not finish. Key naming, the state files, the delta chain and the recovery
+//! decision are pure; [`CheckpointJob::write`] and [`recover`] do object-store and search
+//! I/O.
+//!
+//! A partition's durable state is a **base** `_state/process/p<P>.state` (every user of P
+//! at some offset B) plus a chain of **deltas** `_state/process/p<P>.deltas/<start>.state`,
+//! each holding the users one checkpoint changed, covering `[start, end)` with the first
+//! delta starting at B and each next one at the previous one's end. A checkpoint's cost
+//! therefore grows with what it changed, not with every user the partition ever saw.
 //!
 //! A checkpoint of partition P covering offsets `[start, end)`:
 //! 1. intent `_state/process/p<P>.intent.json`: the batch's range and the lake objects
 //!    about to be written;
 //! 2. lake objects `events/dt=<day>/p<P>-o<start>.parquet`, one per UTC day in the batch;
 //! 3. changed profiles bulk-indexed with `_id = user_id`;
-//! 4. profile snapshot `profiles/p<P>.parquet` (every user of P);
-//! 5. state `_state/process/p<P>.state` (offset `end` + every user's state, see
-//!    [`encode_state`]): the commit point, one atomic PUT;
-//! 6. (by the caller) the Kafka offset `end` is committed.
+//! 4. either a **delta** (the changed users' states; the commit point, one atomic PUT), or
+//!    a **full** checkpoint: the profile snapshot `profiles/p<P>.parquet` (every user of
+//!    P), then a new base at `end` (the commit point), then the deltas it supersedes are
+//!    deleted;
+//! 5. (by the caller, after a full checkpoint only) the Kafka offset `end` is committed, so
+//!    a committed offset always means the lake, the index and the snapshot include it.
 //!
-//! Recovery on assign: the state is the truth. If the intent starts at (or after) the
-//! state's offset, that checkpoint never reached step 5: its lake objects are deleted,
-//! because the replay from the state's offset rewrites the same range and may cut it into
-//! different days or a different end. Lake names derive from (partition, start offset) and
-//! a replay starts at the state's offset, so a replayed batch overwrites instead of
-//! duplicating; the index is idempotent by `_id`; the snapshot and state are overwritten.
+//! Which checkpoints are full is the caller's policy ([`super::partition`]): whenever the
+//! snapshot is cheap compared with the time since the last one, and always on revoke,
+//! shutdown and when the partition goes idle.
+//!
+//! Recovery on assign: the base plus its delta chain is the truth. Deltas that start
+//! before the base are leftovers of a finished compaction; deltas that do not chain (a
+//! writer that lost the partition) are deleted before the replay can reach their offsets.
+//! If the intent starts at (or after) the recovered offset, that checkpoint never reached
+//! its commit point: its lake objects are deleted, because the replay from the recovered
+//! offset rewrites the same range and may cut it into different days or a different end.
+//! Lake names derive from (partition, start offset) and a replay starts at the recovered
+//! offset, so a replayed batch overwrites instead of duplicating; the index is idempotent
+//! by `_id`; the snapshot, base and deltas are overwritten.
 //!
 //! Zombie writers: this relies on a member finishing (or abandoning) its checkpoint inside
 //! the revoke callback before the group moves the partition. A member that lost its
@@ -62,6 +78,24 @@ pub fn state_key(partition: i32) -> String {
     format!("{}/p{partition:04}.state", layout::PROCESS_STATE_PREFIX)
 }
 
+/// The folder of a partition's deltas.
+pub fn deltas_prefix(partition: i32) -> String {
+    format!("{}/p{partition:04}.deltas/", layout::PROCESS_STATE_PREFIX)
+}
+
+/// `_state/process/p<P>.deltas/<start>.state`; zero-padded so keys sort in offset order.
+pub fn delta_key(partition: i32, start: i64) -> String {
+    format!("{}{start:020}.state", deltas_prefix(partition))
+}
+
+/// The start offset a delta key names (`None`: not a delta key of this partition).
+pub fn delta_start(partition: i32, key: &str) -> Option<i64> {
+    key.strip_prefix(&deltas_prefix(partition))?
+        .strip_suffix(".state")?
+        .parse()
+        .ok()
+}
+
 pub fn intent_key(partition: i32) -> String {
     format!(
         "{}/p{partition:04}.intent.json",
@@ -101,6 +135,10 @@ pub fn events_by_day(events: &[Event]) -> BTreeMap<i32, Vec<&Event>> {
 struct StateHeader {
     version: u32,
     partition: i32,
+    /// A delta's first offset; absent in a base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start: Option<i64>,
+    /// The offset after the last event the file reflects.
     offset: i64,
     users: usize,
 }
@@ -108,13 +146,31 @@ struct StateHeader {
 const STATE_MAGIC: &[u8; 8] = b"DPSTATE\0";
 const STATE_VERSION: u32 = 1;
 
+/// A decoded base or delta.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateFile {
+    /// `None` for a base; a delta's first offset.
+    pub start: Option<i64>,
+    /// The offset after the last event the file reflects.
+    pub offset: i64,
+    pub records: Vec<StateRecord>,
+}
+
 /// A state file: magic, the JSON header's length (u32 little endian), the JSON header
-/// (partition, offset, users), then the users' states as Parquet. One object, so the
-/// offset and the profiles it describes are always written together.
-pub fn encode_state(partition: i32, offset: i64, records: &[StateRecord]) -> Result<Vec<u8>> {
+/// (partition, a delta's start, offset, users), then the users' states as Parquet. One
+/// object, so the offset and the profiles it describes are always written together.
+/// `start: None` makes a base (every user), `Some` a delta (the users changed in
+/// `[start, offset)`).
+pub fn encode_state(
+    partition: i32,
+    start: Option<i64>,
+    offset: i64,
+    records: &[StateRecord],
+) -> Result<Vec<u8>> {
     let header = serde_json::to_vec(&StateHeader {
         version: STATE_VERSION,
         partition,
+        start,
         offset,
         users: records.len(),
     })?;
@@ -127,9 +183,9 @@ pub fn encode_state(partition: i32, offset: i64, records: &[StateRecord]) -> Res
     Ok(out)
 }
 
-/// The state's offset and records. A file of another partition, or whose user count
-/// differs from its header, is refused.
-pub fn decode_state(key: &str, partition: i32, bytes: &[u8]) -> Result<(i64, Vec<StateRecord>)> {
+/// Decodes a base or delta. A file of another partition, or whose user count differs
+/// from its header, is refused.
+pub fn decode_state(key: &str, partition: i32, bytes: &[u8]) -> Result<StateFile> {
     let bad = |reason: String| Error::State {
         key: key.to_string(),
         reason,
@@ -152,6 +208,12 @@ pub fn decode_state(key: &str, partition: i32, bytes: &[u8]) -> Result<(i64, Vec
             header.partition
         )));
     }
+    if header.start.is_some_and(|start| start > header.offset) {
+        return Err(bad(format!(
+            "delta starts at {:?} after its end {}",
+            header.start, header.offset
+        )));
+    }
     let records = crate::parquet::decode_states(Bytes::copy_from_slice(&bytes[12 + header_len..]))
         .map_err(|e| bad(format!("records: {e}")))?;
     if records.len() != header.users {
@@ -161,15 +223,62 @@ pub fn decode_state(key: &str, partition: i32, bytes: &[u8]) -> Result<(i64, Vec
             header.users
         )));
     }
-    Ok((header.offset, records))
+    Ok(StateFile {
+        start: header.start,
+        offset: header.offset,
+        records,
+    })
+}
+
+/// How a partition's deltas relate to its base.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeltaPlan {
+    /// Indices of the deltas to apply, in order: the first starts at the base's offset,
+    /// each next one where the previous one ends.
+    pub chain: Vec<usize>,
+    /// Indices of deltas to delete: superseded by the base, or not on the chain.
+    pub discard: Vec<usize>,
+    /// The offset the chain reaches: where processing resumes.
+    pub offset: i64,
+}
+
+/// Orders the deltas `(start, end)` found next to a base at `base_offset` into the chain
+/// that continues it. A delta off the chain was written by a member that had lost the
+/// partition, or belongs to a range the base already covers; either way it must go
+/// before the replay reaches its offsets.
+pub fn plan_deltas(base_offset: i64, deltas: &[(i64, i64)]) -> DeltaPlan {
+    let mut by_start: BTreeMap<i64, usize> = BTreeMap::new();
+    for (index, &(start, _)) in deltas.iter().enumerate() {
+        by_start.insert(start, index);
+    }
+    let mut plan = DeltaPlan {
+        offset: base_offset,
+        ..DeltaPlan::default()
+    };
+    while let Some(&index) = by_start.get(&plan.offset) {
+        let end = deltas[index].1;
+        if end <= plan.offset {
+            break;
+        }
+        plan.chain.push(index);
+        plan.offset = end;
+    }
+    plan.discard = (0..deltas.len())
+        .filter(|index| !plan.chain.contains(index))
+        .collect();
+    plan
 }
 
 /// The encoded objects of a batch (CPU work, done off the consumer thread).
 struct EncodedBatch {
     intent: Intent,
     lake: Vec<(String, Bytes)>,
-    snapshot: Bytes,
+    /// Full checkpoints only.
+    snapshot: Option<Bytes>,
+    state_key: String,
     state: Bytes,
+    /// Time spent encoding the snapshot and the state.
+    state_encode: std::time::Duration,
 }
 
 fn encode_batch(batch: &Batch) -> Result<EncodedBatch> {
@@ -194,8 +303,25 @@ fn encode_batch(batch: &Batch) -> Result<EncodedBatch> {
             ));
         }
     }
-    let snapshot = Bytes::from(crate::parquet::encode_profiles(&batch.snapshot)?);
-    let state = Bytes::from(encode_state(batch.partition, batch.end, &batch.state)?);
+    let state_started = std::time::Instant::now();
+    let (snapshot, state_key, delta_start) = match &batch.snapshot {
+        Some(profiles) => (
+            Some(Bytes::from(crate::parquet::encode_profiles(profiles)?)),
+            state_key(batch.partition),
+            None,
+        ),
+        None => (
+            None,
+            delta_key(batch.partition, batch.start),
+            Some(batch.start),
+        ),
+    };
+    let state = Bytes::from(encode_state(
+        batch.partition,
+        delta_start,
+        batch.end,
+        &batch.state,
+    )?);
     Ok(EncodedBatch {
         intent: Intent {
             partition: batch.partition,
@@ -205,7 +331,9 @@ fn encode_batch(batch: &Batch) -> Result<EncodedBatch> {
         },
         lake,
         snapshot,
+        state_key,
         state,
+        state_encode: state_started.elapsed(),
     })
 }
 
@@ -217,9 +345,15 @@ pub struct CheckpointJob {
     pub start: i64,
     pub end: i64,
     pub events: usize,
+    /// Users whose states it writes: all of the partition's when full.
+    pub users: usize,
+    /// Writes the snapshot and a new base (instead of a delta).
+    pub full: bool,
     changed: Vec<Profile>,
     raw: std::sync::Mutex<Option<Batch>>,
     encoded: tokio::sync::OnceCell<EncodedBatch>,
+    /// Microseconds the last successful write spent on the snapshot and the state.
+    state_cost_micros: std::sync::atomic::AtomicU64,
 }
 
 impl CheckpointJob {
@@ -229,10 +363,22 @@ impl CheckpointJob {
             start: batch.start,
             end: batch.end,
             events: batch.events.len(),
+            users: batch.state.len(),
+            full: batch.snapshot.is_some(),
             changed: std::mem::take(&mut batch.changed),
             raw: std::sync::Mutex::new(Some(batch)),
             encoded: tokio::sync::OnceCell::new(),
+            state_cost_micros: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// What encoding and uploading the snapshot and state cost (once written): for a
+    /// full checkpoint, the cost that grows with the partition's users.
+    pub fn state_cost(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(
+            self.state_cost_micros
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Profiles this checkpoint indexes.
@@ -268,7 +414,7 @@ impl CheckpointJob {
             .await
     }
 
-    /// Writes the checkpoint (steps 1-5 above). Idempotent: running it again writes the
+    /// Writes the checkpoint (steps 1-4 above). Idempotent: running it again writes the
     /// same objects and documents.
     pub async fn write(&self, store: &ObjectStore, search: &SearchIndex) -> Result<()> {
         let started = std::time::Instant::now();
@@ -291,42 +437,119 @@ impl CheckpointJob {
             search.index_profiles(&self.changed).await?;
         }
         let search_at = started.elapsed();
-        store
-            .put(&profiles_key(partition), encoded.snapshot.clone())
-            .await?;
-        store
-            .put(&state_key(partition), encoded.state.clone())
-            .await?;
+        if let Some(snapshot) = &encoded.snapshot {
+            store
+                .put(&profiles_key(partition), snapshot.clone())
+                .await?;
+        }
+        store.put(&encoded.state_key, encoded.state.clone()).await?;
+        let state_put = started.elapsed() - search_at;
+        self.state_cost_micros.store(
+            (encoded.state_encode + state_put).as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if self.full {
+            remove_superseded_deltas(store, partition, self.end).await;
+        }
         tracing::debug!(
             partition,
+            full = self.full,
             encode_ms = encoded_at.as_millis() as u64,
             lake_ms = (lake_at - encoded_at).as_millis() as u64,
             search_ms = (search_at - lake_at).as_millis() as u64,
-            snapshot_ms = (started.elapsed() - search_at).as_millis() as u64,
+            state_ms = (started.elapsed() - search_at).as_millis() as u64,
             "checkpoint steps"
         );
         Ok(())
     }
 }
 
-/// Restores a partition: cleans up an unfinished checkpoint, loads the state. Returns the
-/// book and the offset to resume from (`None`: no state, start from the beginning).
-pub async fn recover(store: &ObjectStore, partition: i32) -> Result<(ProfileBook, Option<i64>)> {
-    let key = state_key(partition);
-    let state = match store.get(&key).await? {
-        Some(bytes) => {
-            let bytes_for_decode = bytes.clone();
-            let key_for_decode = key.clone();
-            Some(
-                tokio::task::spawn_blocking(move || {
-                    decode_state(&key_for_decode, partition, &bytes_for_decode)
-                })
-                .await
-                .map_err(|e| Error::Worker(format!("state decoder: {e}")))??,
-            )
+/// Deletes the deltas a base at `base_offset` supersedes. Best effort: the checkpoint is
+/// already committed, and recovery discards whatever is left.
+async fn remove_superseded_deltas(store: &ObjectStore, partition: i32, base_offset: i64) {
+    let listed = match store.list(&deltas_prefix(partition)).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(partition, error = %e, "cannot list superseded deltas; recovery removes them");
+            return;
         }
+    };
+    let superseded = listed
+        .into_iter()
+        .filter(|object| delta_start(partition, &object.key).is_some_and(|s| s < base_offset));
+    let deleted = futures::stream::iter(superseded)
+        .map(|object| async move { store.delete(&object.key).await })
+        .buffer_unordered(PUT_CONCURRENCY)
+        .collect::<Vec<Result<()>>>()
+        .await;
+    if let Some(Err(e)) = deleted.into_iter().find(|r| r.is_err()) {
+        tracing::warn!(partition, error = %e, "cannot delete a superseded delta; recovery removes it");
+    }
+}
+
+/// A partition as its durable state left it.
+#[derive(Debug)]
+pub struct Recovered {
+    pub book: ProfileBook,
+    /// Where processing resumes (`None`: no state, start from the beginning).
+    pub offset: Option<i64>,
+    /// Deltas applied on top of the base: the next full checkpoint folds them in.
+    pub deltas: usize,
+}
+
+async fn decode_in_background(key: String, partition: i32, bytes: Bytes) -> Result<StateFile> {
+    tokio::task::spawn_blocking(move || decode_state(&key, partition, &bytes))
+        .await
+        .map_err(|e| Error::Worker(format!("state decoder: {e}")))?
+}
+
+/// Restores a partition: loads the base and its delta chain, removes deltas off the
+/// chain, cleans up an unfinished checkpoint.
+pub async fn recover(store: &ObjectStore, partition: i32) -> Result<Recovered> {
+    let key = state_key(partition);
+    let base = match store.get(&key).await? {
+        Some(bytes) => Some(decode_in_background(key.clone(), partition, bytes).await?),
         None => None,
     };
+    if let Some(base) = &base {
+        if base.start.is_some() {
+            return Err(Error::State {
+                key,
+                reason: "a delta stored as the base".into(),
+            });
+        }
+    }
+    let base_offset = base.as_ref().map_or(0, |b| b.offset);
+
+    let mut superseded = Vec::new();
+    let mut deltas = Vec::new();
+    for object in store.list(&deltas_prefix(partition)).await? {
+        match delta_start(partition, &object.key) {
+            Some(start) if start >= base_offset => {
+                let bytes = store.get(&object.key).await?.ok_or_else(|| Error::State {
+                    key: object.key.clone(),
+                    reason: "listed delta vanished".into(),
+                })?;
+                let file = decode_in_background(object.key.clone(), partition, bytes).await?;
+                if file.start != Some(start) {
+                    return Err(Error::State {
+                        key: object.key,
+                        reason: format!("its header says it starts at {:?}", file.start),
+                    });
+                }
+                deltas.push((object.key, file));
+            }
+            _ => superseded.push(object.key),
+        }
+    }
+    let ranges: Vec<(i64, i64)> = deltas
+        .iter()
+        .map(|(_, file)| (file.start.unwrap_or(0), file.offset))
+        .collect();
+    let plan = plan_deltas(base_offset, &ranges);
+    superseded.extend(plan.discard.iter().map(|&i| deltas[i].0.clone()));
+
+    let offset = (base.is_some() || !plan.chain.is_empty()).then_some(plan.offset);
     let intent_key = intent_key(partition);
     let intent: Option<Intent> = match store.get(&intent_key).await? {
         Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| Error::State {
@@ -335,9 +558,8 @@ pub async fn recover(store: &ObjectStore, partition: i32) -> Result<(ProfileBook
         })?),
         None => None,
     };
-    let offset = state.as_ref().map(|(offset, _)| *offset);
     let stale = keys_to_clean(offset, intent.as_ref());
-    futures::stream::iter(stale.iter())
+    futures::stream::iter(stale.iter().chain(superseded.iter()))
         .map(|k| store.delete(k))
         .buffer_unordered(PUT_CONCURRENCY)
         .try_collect::<Vec<()>>()
@@ -349,13 +571,27 @@ pub async fn recover(store: &ObjectStore, partition: i32) -> Result<(ProfileBook
             "removed lake objects of an unfinished checkpoint"
         );
     }
+    if !superseded.is_empty() {
+        tracing::info!(
+            partition,
+            deltas = superseded.len(),
+            "removed state deltas superseded by the base or off its chain"
+        );
+    }
     let mut book = ProfileBook::new();
-    if let Some((_, records)) = &state {
-        for record in records {
+    for record in base.iter().flat_map(|b| b.records.iter()) {
+        book.restore_record(record);
+    }
+    for &index in &plan.chain {
+        for record in &deltas[index].1.records {
             book.restore_record(record);
         }
     }
-    Ok((book, offset))
+    Ok(Recovered {
+        book,
+        offset,
+        deltas: plan.chain.len(),
+    })
 }
 
 #[cfg(test)]
@@ -423,23 +659,96 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let records = vec![record(1), record(2)];
-        let bytes = encode_state(4, 77, &records).unwrap();
-        assert_eq!(decode_state("k", 4, &bytes).unwrap(), (77, records));
+        let base = encode_state(4, None, 77, &records).unwrap();
         assert_eq!(
-            decode_state("k", 4, &encode_state(4, 0, &[]).unwrap()).unwrap(),
-            (0, vec![])
+            decode_state("k", 4, &base).unwrap(),
+            StateFile {
+                start: None,
+                offset: 77,
+                records: records.clone()
+            }
+        );
+        let delta = encode_state(4, Some(70), 77, &records[1..]).unwrap();
+        assert_eq!(
+            decode_state("k", 4, &delta).unwrap(),
+            StateFile {
+                start: Some(70),
+                offset: 77,
+                records: records[1..].to_vec()
+            }
+        );
+        assert_eq!(
+            decode_state("k", 4, &encode_state(4, None, 0, &[]).unwrap()).unwrap(),
+            StateFile {
+                start: None,
+                offset: 0,
+                records: vec![]
+            }
         );
     }
 
     #[test]
+    fn a_base_written_before_deltas_existed_still_decodes() {
+        // The version-1 header as the first releases wrote it: no `start`.
+        let header = br#"{"version":1,"partition":2,"offset":9,"users":0}"#;
+        let mut bytes = STATE_MAGIC.to_vec();
+        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&crate::parquet::encode_states(&[]).unwrap());
+        let file = decode_state("k", 2, &bytes).unwrap();
+        assert_eq!((file.start, file.offset, file.records.len()), (None, 9, 0));
+    }
+
+    #[test]
     fn truncated_or_misplaced_state_is_refused() {
-        let bytes = encode_state(4, 77, &[record(1), record(2)]).unwrap();
+        let bytes = encode_state(4, None, 77, &[record(1), record(2)]).unwrap();
         let cut = &bytes[..bytes.len() - 20];
         assert!(decode_state("k", 4, cut).is_err());
         assert!(decode_state("k", 4, &bytes[..20]).is_err());
         let err = decode_state("k", 5, &bytes).unwrap_err().to_string();
         assert!(err.contains("partition 4"), "{err}");
         assert!(decode_state("k", 4, b"").is_err());
+        let backwards = encode_state(4, Some(80), 77, &[]).unwrap();
+        assert!(decode_state("k", 4, &backwards).is_err());
+    }
+
+    #[test]
+    fn delta_keys_sort_by_offset_and_name_their_start() {
+        assert_eq!(
+            delta_key(3, 1234),
+            "_state/process/p0003.deltas/00000000000000001234.state"
+        );
+        assert!(delta_key(3, 99) < delta_key(3, 100));
+        assert_eq!(delta_start(3, &delta_key(3, 1234)), Some(1234));
+        assert_eq!(delta_start(4, &delta_key(3, 1234)), None);
+        assert_eq!(delta_start(3, "_state/process/p0003.deltas/x.state"), None);
+        assert_eq!(delta_start(3, &state_key(3)), None);
+    }
+
+    #[test]
+    fn deltas_chain_from_the_base_and_the_rest_is_discarded() {
+        // Base at 100; deltas [100,150), [150,180), then one off the chain at 200 (a
+        // member that lost the partition) and one the base already covers.
+        let deltas = [(150, 180), (200, 220), (100, 150), (40, 100)];
+        assert_eq!(
+            plan_deltas(100, &deltas),
+            DeltaPlan {
+                chain: vec![2, 0],
+                discard: vec![1, 3],
+                offset: 180
+            }
+        );
+        // No deltas: the base's offset.
+        assert_eq!(
+            plan_deltas(7, &[]),
+            DeltaPlan {
+                chain: vec![],
+                discard: vec![],
+                offset: 7
+            }
+        );
+        // A delta covering nothing cannot extend the chain (and cannot loop it).
+        assert_eq!(plan_deltas(5, &[(5, 5)]).chain, Vec::<usize>::new());
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! the previous one is written. At most one checkpoint per partition is in flight; a
 //! partition whose pending events exceed its share of `max_pending_events` while its
 //! checkpoint is still being written is paused (backpressure from the sinks).
+//!
+//! Most checkpoints are deltas (the changed users only); [`partition::FULL_CHECKPOINTS`]
+//! decides when a partition writes a full one (snapshot and base). Kafka offsets are
+//! committed after full checkpoints only, so a committed offset means the snapshot holds
+//! it too; the durable state (base plus deltas), not the commit, is where processing
+//! resumes.
 
 pub mod checkpoint;
 pub mod partition;
@@ -35,7 +41,7 @@ use crate::retry::Backoff;
 use crate::search::SearchIndex;
 use crate::store::ObjectStore;
 use checkpoint::CheckpointJob;
-use partition::{Applied, PartitionState};
+use partition::{Applied, LastFull, PartitionState, FULL_CHECKPOINTS};
 
 /// Attempts of a checkpoint that must finish now (revoke, shutdown) before giving up.
 /// Each attempt already retries its sink writes for about a minute; two attempts keep a
@@ -143,6 +149,17 @@ struct Slot {
     state: PartitionState,
     in_flight: Option<InFlight>,
     paused: bool,
+    last_full: LastFull,
+}
+
+impl Slot {
+    /// Users whose profiles and states the in-flight checkpoint holds, if it is full.
+    fn full_users_in_flight(&self) -> usize {
+        self.in_flight
+            .as_ref()
+            .filter(|f| f.job.full)
+            .map_or(0, |f| f.job.users)
+    }
 }
 
 /// A checkpoint being written (or waiting to be retried).
@@ -207,6 +224,26 @@ impl Shared {
         self.checkpoint_now(in_flight.job)
     }
 
+    /// Finishes the in-flight checkpoint and writes a full one if anything is not in a
+    /// base yet (revoke and shutdown). Returns the offset to commit, if any.
+    fn final_checkpoint(&self, slot: &mut Slot) -> Result<Option<i64>> {
+        let mut commit = None;
+        if let Some(in_flight) = slot.in_flight.take() {
+            let job = in_flight.job.clone();
+            self.finish_in_flight(in_flight)?;
+            if job.full {
+                commit = Some(job.end);
+            }
+        }
+        if slot.state.behind_full() {
+            let job = Arc::new(CheckpointJob::new(slot.state.take_batch(true)));
+            let end = job.end;
+            self.checkpoint_now(job)?;
+            commit = Some(end);
+        }
+        Ok(commit)
+    }
+
     fn checkpoint_done(&self, job: &CheckpointJob, started: Instant) {
         let m = &self.metrics;
         m.checkpoint_duration
@@ -224,6 +261,7 @@ impl Shared {
             end = job.end,
             events = job.events,
             profiles = job.changed_profiles(),
+            full = job.full,
             ms = started.elapsed().as_millis() as u64,
             "checkpoint written"
         );
@@ -247,15 +285,22 @@ impl PartitionHandler for Handler {
                     .block_on(crate::retry::retry("recover partition", 10, || {
                         checkpoint::recover(&shared.store, partition)
                     }));
-            let (book, offset) = recovered
+            let recovered = recovered
                 .map_err(|e| format!("partition {partition}: cannot load its state: {e}"))?;
-            tracing::info!(partition, offset = ?offset, users = book.len(), "partition assigned");
+            let offset = recovered.offset;
+            tracing::info!(partition, offset = ?offset, users = recovered.book.len(), deltas = recovered.deltas, "partition assigned");
             shared.slots().insert(
                 partition,
                 Slot {
-                    state: PartitionState::restored(partition, book, offset.unwrap_or(0)),
+                    state: PartitionState::restored(
+                        partition,
+                        recovered.book,
+                        offset.unwrap_or(0),
+                        recovered.deltas,
+                    ),
                     in_flight: None,
                     paused: false,
+                    last_full: LastFull::default(),
                 },
             );
             starts.push((partition, offset));
@@ -287,23 +332,12 @@ impl PartitionHandler for Handler {
                 );
                 continue;
             }
-            if let Some(in_flight) = slot.in_flight.take() {
-                let end = in_flight.job.end;
-                if let Err(e) = shared.finish_in_flight(in_flight) {
+            match shared.final_checkpoint(&mut slot) {
+                Ok(Some(end)) => commits.push((partition, end)),
+                Ok(None) => {}
+                Err(e) => {
                     tracing::error!(partition, error = %e, "checkpoint abandoned on revoke; the next owner replays");
                     continue;
-                }
-                commits.push((partition, end));
-            }
-            if slot.state.has_pending() {
-                let job = Arc::new(CheckpointJob::new(slot.state.take_batch()));
-                let end = job.end;
-                match shared.checkpoint_now(job) {
-                    Ok(()) => commits.push((partition, end)),
-                    Err(e) => {
-                        tracing::error!(partition, error = %e, "checkpoint abandoned on revoke; the next owner replays");
-                        continue;
-                    }
                 }
             }
             tracing::info!(partition, "partition revoked after its final checkpoint");
@@ -487,7 +521,13 @@ impl Worker {
             match outcome {
                 Ok(()) => {
                     shared.checkpoint_done(&in_flight.job, in_flight.started);
-                    commits.push((partition, in_flight.job.end));
+                    if in_flight.job.full {
+                        slot.last_full = LastFull {
+                            finished: Some(Instant::now()),
+                            cost: in_flight.job.state_cost(),
+                        };
+                        commits.push((partition, in_flight.job.end));
+                    }
                     slot.in_flight = None;
                 }
                 Err(e) => {
@@ -511,7 +551,8 @@ impl Worker {
         let finished = commits.len() as u64;
         if !commits.is_empty() {
             if let Err(e) = commit_offsets(consumer, topic, &commits, CommitMode::Async) {
-                // The state files hold the offsets; the commit only feeds lag metrics.
+                // The state files hold the offsets; the commit feeds lag metrics and says
+                // what the snapshot holds.
                 tracing::warn!(error = %e, "offset commit failed");
                 shared
                     .metrics
@@ -522,7 +563,9 @@ impl Worker {
     }
 
     /// Starts checkpoints of partitions with pending events (all of them when `due`, else
-    /// those over their pending share) and pauses or resumes partitions for backpressure.
+    /// those over their pending share), and when `due` full checkpoints of idle
+    /// partitions with deltas not in a base yet; pauses or resumes partitions for
+    /// backpressure.
     fn start_checkpoints(&self, consumer: &ProcessConsumer, topic: &str, due: bool) {
         let shared = &self.shared;
         let mut slots = shared.slots();
@@ -530,15 +573,28 @@ impl Worker {
             (self.settings.max_pending_events / slots.len().max(1)).max(MIN_PARTITION_PENDING);
         let total_pending: usize = slots.values().map(|s| s.state.pending_events()).sum();
         let over_total = total_pending >= self.settings.max_pending_events;
+        let mut full_users_in_flight: usize = slots.values().map(Slot::full_users_in_flight).sum();
+        let now = Instant::now();
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         for (&partition, slot) in slots.iter_mut() {
             let over_share = slot.state.pending_events() >= share;
-            if slot.in_flight.is_none()
-                && slot.state.has_pending()
-                && (due || over_share || over_total)
-            {
-                let job = Arc::new(CheckpointJob::new(slot.state.take_batch()));
+            let idle = !slot.state.has_pending();
+            let start = if idle {
+                due && slot.state.behind_full()
+            } else {
+                due || over_share || over_total
+            };
+            let full = slot.in_flight.is_none()
+                && start
+                && FULL_CHECKPOINTS.wants_full(&slot.state, slot.last_full, now, idle)
+                && FULL_CHECKPOINTS.fits(full_users_in_flight, slot.state.users());
+            // An idle partition only ever writes a full; it waits for room.
+            if slot.in_flight.is_none() && start && (full || !idle) {
+                if full {
+                    full_users_in_flight += slot.state.users();
+                }
+                let job = Arc::new(CheckpointJob::new(slot.state.take_batch(full)));
                 slot.in_flight = Some(InFlight {
                     task: Some(shared.spawn_checkpoint(job.clone())),
                     job,
@@ -601,24 +657,11 @@ impl Worker {
         let mut commits = Vec::new();
         let mut failure = None;
         for (partition, mut slot) in slots {
-            if let Some(in_flight) = slot.in_flight.take() {
-                let end = in_flight.job.end;
-                match shared.finish_in_flight(in_flight) {
-                    Ok(()) => commits.push((partition, end)),
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                        continue;
-                    }
-                }
-            }
-            if slot.state.has_pending() {
-                let job = Arc::new(CheckpointJob::new(slot.state.take_batch()));
-                let end = job.end;
-                match shared.checkpoint_now(job) {
-                    Ok(()) => commits.push((partition, end)),
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                    }
+            match shared.final_checkpoint(&mut slot) {
+                Ok(Some(end)) => commits.push((partition, end)),
+                Ok(None) => {}
+                Err(e) => {
+                    failure.get_or_insert(e);
                 }
             }
         }
@@ -690,7 +733,7 @@ mod tests {
         // whose lake object was written before the crash.
         let stale = checkpoint::events_key(18_170, 1, 42);
         runtime.block_on(async {
-            let state = checkpoint::encode_state(1, 42, &[record(7)]).unwrap();
+            let state = checkpoint::encode_state(1, None, 42, &[record(7)]).unwrap();
             store
                 .put(&checkpoint::state_key(1), Bytes::from(state))
                 .await
@@ -726,6 +769,84 @@ mod tests {
     }
 
     #[test]
+    fn assign_applies_the_delta_chain_and_removes_deltas_off_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let shared = shared(dir.path(), &runtime);
+        let store = shared.store.clone();
+        let mut first_purchase = record(7);
+        first_purchase.purchases = 1;
+        let mut second_purchase = record(7);
+        second_purchase.purchases = 2;
+        let put = |key: String, bytes: Vec<u8>| {
+            let store = store.clone();
+            runtime.block_on(async move { store.put(&key, Bytes::from(bytes)).await.unwrap() })
+        };
+        // Base at 10 with users 7 and 8; deltas [10,20) and [20,25) change user 7 and add
+        // user 9; [4,10) is a leftover the base supersedes; [30,40) is off the chain.
+        put(
+            checkpoint::state_key(2),
+            checkpoint::encode_state(2, None, 10, &[record(7), record(8)]).unwrap(),
+        );
+        put(
+            checkpoint::delta_key(2, 10),
+            checkpoint::encode_state(2, Some(10), 20, &[first_purchase, record(9)]).unwrap(),
+        );
+        put(
+            checkpoint::delta_key(2, 20),
+            checkpoint::encode_state(2, Some(20), 25, &[second_purchase.clone()]).unwrap(),
+        );
+        put(
+            checkpoint::delta_key(2, 4),
+            checkpoint::encode_state(2, Some(4), 10, &[record(1)]).unwrap(),
+        );
+        put(
+            checkpoint::delta_key(2, 30),
+            checkpoint::encode_state(2, Some(30), 40, &[record(2)]).unwrap(),
+        );
+
+        let handler = Handler(shared.clone());
+        assert_eq!(handler.on_assign(&[2]).unwrap(), vec![(2, Some(25))]);
+        {
+            let slots = shared.slots();
+            let state = &slots[&2].state;
+            assert_eq!(state.next_offset(), 25);
+            assert_eq!(state.users(), 3);
+            assert_eq!(state.deltas_since_base(), 2);
+        }
+        let left: Vec<String> = runtime
+            .block_on(store.list(&checkpoint::deltas_prefix(2)))
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(
+            left,
+            vec![checkpoint::delta_key(2, 10), checkpoint::delta_key(2, 20)]
+        );
+
+        // The revoke folds both deltas into a base at 25 and removes them.
+        assert_eq!(handler.on_revoke(&[2], false), vec![(2, 25)]);
+        let base = runtime
+            .block_on(store.get(&checkpoint::state_key(2)))
+            .unwrap()
+            .unwrap();
+        let base = checkpoint::decode_state("k", 2, &base).unwrap();
+        assert_eq!(base.offset, 25);
+        assert_eq!(
+            base.records.iter().map(|r| r.user_id).collect::<Vec<_>>(),
+            vec![7, 8, 9]
+        );
+        assert_eq!(base.records[0], second_purchase);
+        assert_eq!(
+            runtime
+                .block_on(store.list(&checkpoint::deltas_prefix(2)))
+                .unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
     fn revoke_checkpoints_and_returns_the_offset_to_commit() {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -746,8 +867,11 @@ mod tests {
             .block_on(shared.store.get(&checkpoint::state_key(0)))
             .unwrap()
             .unwrap();
-        let (offset, records) = checkpoint::decode_state("k", 0, &state).unwrap();
-        assert_eq!((offset, records.len()), (3, 0));
+        let state = checkpoint::decode_state("k", 0, &state).unwrap();
+        assert_eq!(
+            (state.start, state.offset, state.records.len()),
+            (None, 3, 0)
+        );
         // Nothing pending: revoking writes nothing and commits nothing.
         assert_eq!(handler.on_revoke(&[3], false), vec![]);
         assert_eq!(

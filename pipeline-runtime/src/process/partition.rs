@@ -1,9 +1,11 @@
 //! The state of one assigned partition in the process role: the profiles of its users,
 //! the next offset to apply, and what accumulated since the last checkpoint. Events of a
 //! user always land in one partition (key = user_id), so partitions never share users and
-//! their states are independent. Pure, no I/O.
+//! their states are independent. Also the policy deciding which checkpoints are full
+//! (snapshot and base) rather than deltas. Pure, no I/O.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use crate::event::Event;
 use crate::profile::{Profile, ProfileBook, StateRecord};
@@ -27,6 +29,9 @@ pub struct PartitionState {
     batch_start: i64,
     pending: Vec<Event>,
     changed: HashSet<u64>,
+    /// Deltas written (or handed out) since the last base: what the next full
+    /// checkpoint folds in.
+    deltas_since_base: usize,
 }
 
 /// Everything a checkpoint writes for one partition, taken out of the state in one go.
@@ -41,16 +46,18 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Profiles of the users the batch changed.
     pub changed: Vec<Profile>,
-    /// Every profile of the partition.
-    pub snapshot: Vec<Profile>,
-    /// The restorable state of every user of the partition.
+    /// Every profile of the partition: present in a full checkpoint only.
+    pub snapshot: Option<Vec<Profile>>,
+    /// The restorable state of every user of the partition (full), or of the users the
+    /// batch changed (delta).
     pub state: Vec<StateRecord>,
 }
 
 impl PartitionState {
     /// A partition restored from its durable state (`offset`: the state's offset; an
-    /// empty book at offset 0 when there is none).
-    pub fn restored(partition: i32, book: ProfileBook, offset: i64) -> Self {
+    /// empty book at offset 0 when there is none; `deltas`: how many deltas it applied on
+    /// top of its base).
+    pub fn restored(partition: i32, book: ProfileBook, offset: i64, deltas: usize) -> Self {
         Self {
             partition,
             book,
@@ -58,6 +65,7 @@ impl PartitionState {
             batch_start: offset,
             pending: Vec::new(),
             changed: HashSet::new(),
+            deltas_since_base: deltas,
         }
     }
 
@@ -98,17 +106,40 @@ impl PartitionState {
         self.book.len()
     }
 
-    /// Takes the accumulated batch; the next batch starts at its end.
-    pub fn take_batch(&mut self) -> Batch {
+    pub fn deltas_since_base(&self) -> usize {
+        self.deltas_since_base
+    }
+
+    /// Whether a full checkpoint would write anything: pending events, or deltas the
+    /// snapshot and the committed offset do not reflect yet.
+    pub fn behind_full(&self) -> bool {
+        self.has_pending() || self.deltas_since_base > 0
+    }
+
+    /// Takes the accumulated batch (possibly empty, to fold deltas into a base); the next
+    /// batch starts at its end. A full batch carries every user's profile and state, a
+    /// delta only the changed users'.
+    pub fn take_batch(&mut self, full: bool) -> Batch {
         let mut changed_ids: Vec<u64> = self.changed.drain().collect();
         changed_ids.sort_unstable();
         let changed = changed_ids
             .iter()
             .filter_map(|&id| self.book.profile(id))
             .collect();
-        let ids = self.book.user_ids_sorted();
-        let snapshot = ids.iter().filter_map(|&id| self.book.profile(id)).collect();
-        let state = ids.iter().filter_map(|&id| self.book.record(id)).collect();
+        let (snapshot, state) = if full {
+            let ids = self.book.user_ids_sorted();
+            let snapshot = ids.iter().filter_map(|&id| self.book.profile(id)).collect();
+            let state = ids.iter().filter_map(|&id| self.book.record(id)).collect();
+            self.deltas_since_base = 0;
+            (Some(snapshot), state)
+        } else {
+            self.deltas_since_base += 1;
+            let state = changed_ids
+                .iter()
+                .filter_map(|&id| self.book.record(id))
+                .collect();
+            (None, state)
+        };
         let batch = Batch {
             partition: self.partition,
             start: self.batch_start,
@@ -120,6 +151,62 @@ impl PartitionState {
         };
         self.batch_start = self.next_offset;
         batch
+    }
+}
+
+/// When a checkpoint is full. A full checkpoint encodes and uploads every user of the
+/// partition, so its cost grows with the users ever seen; a delta's only with the users
+/// changed since the last checkpoint. Fulls are spaced so that each partition spends at
+/// most about `1 / cost_factor` of its time on them, and the users materialized for fulls
+/// in flight at once are capped (memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullCheckpointPolicy {
+    /// A partition's next full waits this many times the duration of its last one.
+    pub cost_factor: u32,
+    /// A chain this long gets folded regardless (bounds recovery time).
+    pub max_deltas: usize,
+    /// Users of fulls in flight at once, beyond the first.
+    pub max_users_in_flight: usize,
+}
+
+pub const FULL_CHECKPOINTS: FullCheckpointPolicy = FullCheckpointPolicy {
+    cost_factor: 10,
+    max_deltas: 64,
+    max_users_in_flight: 1_000_000,
+};
+
+/// A partition's last full checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LastFull {
+    /// When it finished (`None`: none since the partition was assigned).
+    pub finished: Option<Instant>,
+    /// What it cost: encoding and uploading the snapshot and the base.
+    pub cost: Duration,
+}
+
+impl FullCheckpointPolicy {
+    /// Whether a partition's next checkpoint should be full. `idle`: no event arrived
+    /// since its last checkpoint, so nothing else is waiting for the time a full takes.
+    pub fn wants_full(
+        &self,
+        state: &PartitionState,
+        last: LastFull,
+        now: Instant,
+        idle: bool,
+    ) -> bool {
+        if !state.behind_full() {
+            return false;
+        }
+        idle || state.deltas_since_base() >= self.max_deltas
+            || last
+                .finished
+                .is_none_or(|at| now.duration_since(at) >= last.cost * self.cost_factor)
+    }
+
+    /// Whether a full of `users` users may start while fulls of `users_in_flight` users
+    /// are being written. One is always allowed.
+    pub fn fits(&self, users_in_flight: usize, users: usize) -> bool {
+        users_in_flight == 0 || users_in_flight + users <= self.max_users_in_flight
     }
 }
 
@@ -144,7 +231,7 @@ mod tests {
 
     #[test]
     fn events_below_the_restored_offset_are_replays() {
-        let mut p = PartitionState::restored(3, ProfileBook::new(), 10);
+        let mut p = PartitionState::restored(3, ProfileBook::new(), 10, 0);
         assert_eq!(
             p.apply(9, event(1, EventType::View, 100)),
             Applied::Replayed
@@ -165,38 +252,106 @@ mod tests {
 
     #[test]
     fn batches_cover_consecutive_offset_ranges() {
-        let mut p = PartitionState::restored(0, ProfileBook::new(), 0);
+        let mut p = PartitionState::restored(0, ProfileBook::new(), 0, 0);
         p.apply(0, event(5, EventType::View, 100));
         p.apply(1, event(2, EventType::Purchase, 250));
         p.skip(2);
-        let first = p.take_batch();
+        let first = p.take_batch(true);
         assert_eq!((first.start, first.end), (0, 3));
         assert_eq!(first.events.len(), 2);
         assert_eq!(
             first.changed.iter().map(|x| x.user_id).collect::<Vec<_>>(),
             vec![2, 5]
         );
-        assert_eq!(first.snapshot.len(), 2);
+        assert_eq!(first.snapshot.as_ref().map(Vec::len), Some(2));
         assert_eq!(first.state.len(), 2);
         assert!(!p.has_pending());
+        assert!(!p.behind_full());
 
         p.apply(3, event(5, EventType::Cart, 100));
-        let second = p.take_batch();
+        let second = p.take_batch(true);
         assert_eq!((second.start, second.end), (3, 4));
         assert_eq!(
             second.changed.iter().map(|x| x.user_id).collect::<Vec<_>>(),
             vec![5]
         );
         assert_eq!(second.changed[0].total_events, 2);
-        assert_eq!(second.snapshot.len(), 2);
+        assert_eq!(second.snapshot.as_ref().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn a_delta_carries_only_the_changed_users_and_a_full_folds_the_deltas() {
+        let mut p = PartitionState::restored(0, ProfileBook::new(), 0, 0);
+        p.apply(0, event(5, EventType::View, 100));
+        p.apply(1, event(2, EventType::View, 100));
+        let full = p.take_batch(true);
+        assert_eq!(full.state.len(), 2);
+
+        p.apply(2, event(2, EventType::Purchase, 250));
+        let delta = p.take_batch(false);
+        assert_eq!((delta.start, delta.end), (2, 3));
+        assert!(delta.snapshot.is_none());
+        assert_eq!(
+            delta
+                .state
+                .iter()
+                .map(|r| (r.user_id, r.purchases))
+                .collect::<Vec<_>>(),
+            vec![(2, 1)]
+        );
+        assert_eq!(p.deltas_since_base(), 1);
+        // Nothing new, but the delta is not in a base or snapshot yet.
+        assert!(!p.has_pending());
+        assert!(p.behind_full());
+
+        let fold = p.take_batch(true);
+        assert_eq!((fold.start, fold.end, fold.events.len()), (3, 3, 0));
+        assert_eq!(fold.changed.len(), 0);
+        assert_eq!(fold.state.len(), 2);
+        assert_eq!(fold.snapshot.as_ref().map(Vec::len), Some(2));
+        assert_eq!(p.deltas_since_base(), 0);
+        assert!(!p.behind_full());
+    }
+
+    #[test]
+    fn fulls_wait_ten_times_their_cost_unless_idle_or_the_chain_is_long() {
+        let policy = FULL_CHECKPOINTS;
+        let t0 = Instant::now();
+        let mut p = PartitionState::restored(0, ProfileBook::new(), 0, 0);
+        let never = LastFull::default();
+        // Nothing to write: no full, even for a partition that never had one.
+        assert!(!policy.wants_full(&p, never, t0, true));
+        p.apply(0, event(1, EventType::View, 100));
+        // The first checkpoint after an assign is full.
+        assert!(policy.wants_full(&p, never, t0, false));
+        let last = LastFull {
+            finished: Some(t0),
+            cost: Duration::from_millis(300),
+        };
+        assert!(!policy.wants_full(&p, last, t0 + Duration::from_millis(2_999), false));
+        assert!(policy.wants_full(&p, last, t0 + Duration::from_secs(3), false));
+        // Idle with deltas behind: full at once.
+        p.take_batch(false);
+        assert!(policy.wants_full(&p, last, t0 + Duration::from_millis(1), true));
+        // A long chain: full at once.
+        let long = PartitionState::restored(1, ProfileBook::new(), 9, policy.max_deltas);
+        assert!(policy.wants_full(&long, last, t0, false));
+    }
+
+    #[test]
+    fn fulls_in_flight_are_capped_by_users_but_one_always_fits() {
+        let policy = FULL_CHECKPOINTS;
+        assert!(policy.fits(0, 5_000_000));
+        assert!(policy.fits(400_000, 600_000));
+        assert!(!policy.fits(400_000, 600_001));
     }
 
     #[test]
     fn a_skip_alone_is_pending_so_the_offset_gets_committed() {
-        let mut p = PartitionState::restored(0, ProfileBook::new(), 4);
+        let mut p = PartitionState::restored(0, ProfileBook::new(), 4, 0);
         p.skip(4);
         assert!(p.has_pending());
-        let b = p.take_batch();
+        let b = p.take_batch(false);
         assert_eq!((b.start, b.end, b.events.len()), (4, 5, 0));
     }
 }
