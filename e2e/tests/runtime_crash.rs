@@ -2,7 +2,9 @@
 //! `pipeline-runtime process` binary is killed with SIGKILL at random points of one run
 //! (each chosen after observing progress on its /metrics), restarted each time, and at
 //! the end everything it wrote equals the embedded `run` of the same file: every profile
-//! counted exactly once, every event exactly once in the lake.
+//! counted exactly once, every event exactly once in the lake. Every other round makes
+//! full checkpoints rare, so the kills land while partitions stand on a base plus a chain
+//! of deltas, and the next round must recover from that chain.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -44,10 +46,13 @@ struct Processor {
 }
 
 impl Processor {
+    /// `full_checkpoint_cost_factor`: see `pipeline-runtime process --help`; large values
+    /// leave partitions on deltas until the 64th, or until idle.
     fn start(
         binary: &std::path::Path,
         env: &[(String, String)],
         log: &std::path::Path,
+        full_checkpoint_cost_factor: u32,
     ) -> Result<Self> {
         let port = free_port()?;
         let log_file = std::fs::OpenOptions::new()
@@ -61,6 +66,8 @@ impl Processor {
                 "150",
                 "--max-pending-events",
                 "20000",
+                "--full-checkpoint-cost-factor",
+                &full_checkpoint_cost_factor.to_string(),
             ])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(pipeline_config::env::HTTP_PORT, port.to_string())
@@ -79,8 +86,8 @@ impl Processor {
     }
 
     /// Waits until the process has consumed at least `events` events and completed at
-    /// least one checkpoint.
-    async fn wait_for_progress(&mut self, events: u64) -> Result<()> {
+    /// least one checkpoint (with `delta`: at least one delta checkpoint).
+    async fn wait_for_progress(&mut self, events: u64, delta: bool) -> Result<()> {
         let port = self.port;
         let child = &mut self.child;
         wait_for(
@@ -98,7 +105,13 @@ impl Processor {
                         metric_value(&text, "datapipeline_process_events_in_total").unwrap_or(0.0);
                     let checkpoints = metric_value(&text, "datapipeline_process_checkpoints_total")
                         .unwrap_or(0.0);
-                    Ok((consumed >= events as f64 && checkpoints >= 1.0).then_some(()))
+                    let fulls = metric_value(&text, "datapipeline_process_full_checkpoints_total")
+                        .unwrap_or(0.0);
+                    let deltas_done = !delta || checkpoints > fulls;
+                    Ok(
+                        (consumed >= events as f64 && checkpoints >= 1.0 && deltas_done)
+                            .then_some(()),
+                    )
                 }
             },
         )
@@ -148,18 +161,21 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
     let env = endpoints.runtime_env(&pipeline, &pipeline);
     let log = std::env::temp_dir().join(format!("{pipeline}-process.log"));
     for round in 1..=KILLS {
-        let mut processor = Processor::start(&binary, &env, &log)?;
+        let factor = if round % 2 == 1 { 100_000 } else { 10 };
+        let mut processor = Processor::start(&binary, &env, &log, factor)?;
         // Consumed events count replays too; aim somewhere in the first half of the work so
         // each round kills mid-stream, at an arbitrary point relative to its checkpoints.
         let target = random.between(2_000, (total as u64) / 2);
-        processor.wait_for_progress(target).await?;
+        processor.wait_for_progress(target, round % 2 == 1).await?;
         processor.child.kill()?;
         let status = processor.child.wait()?;
-        println!("round {round}: killed after >= {target} consumed events ({status})");
+        println!(
+            "round {round}: killed after >= {target} consumed events ({status}; full checkpoint cost factor {factor})"
+        );
     }
 
     // The last run goes to the end and stops gracefully.
-    let mut processor = Processor::start(&binary, &env, &log)?;
+    let mut processor = Processor::start(&binary, &env, &log, 10)?;
     wait_until_committed(&kafka, PARTITIONS, &ends, Duration::from_secs(600)).await?;
     let status = Command::new("kill")
         .args(["-TERM", &processor.child.id().to_string()])
@@ -171,6 +187,19 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
         "the processor did not shut down cleanly: {exit}; log: {}",
         log.display()
     );
+
+    // The rounds after a deltas-only round started from a base plus a delta chain.
+    let log_text = std::fs::read_to_string(&log)?;
+    let recovered_chains = log_text
+        .lines()
+        .filter(|l| l.contains("partition assigned") && !l.contains("deltas=0"))
+        .count();
+    anyhow::ensure!(
+        recovered_chains > 0,
+        "no partition was ever recovered from deltas; log: {}",
+        log.display()
+    );
+    println!("{recovered_chains} partition assignments recovered a delta chain");
 
     let store = open_bucket(&endpoints, &pipeline).await?;
     let search = SearchIndex::connect(&endpoints.search(&format!("{pipeline}-profiles")), None)?;

@@ -67,6 +67,9 @@ pub mod env {
     pub const CHECKPOINT_INTERVAL_MS: &str = "DP_CHECKPOINT_INTERVAL_MS";
     /// Events the process role holds since its last checkpoint before forcing one.
     pub const MAX_PENDING_EVENTS: &str = "DP_MAX_PENDING_EVENTS";
+    /// A partition's next full checkpoint (snapshot and base) waits this many times the
+    /// duration of its last one.
+    pub const FULL_CHECKPOINT_COST_FACTOR: &str = "DP_FULL_CHECKPOINT_COST_FACTOR";
     /// Port of the HTTP server with `/metrics`, `/healthz` and `/readyz`.
     pub const HTTP_PORT: &str = "DP_HTTP_PORT";
     pub const LOG_FORMAT: &str = "DP_LOG_FORMAT";

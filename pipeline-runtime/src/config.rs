@@ -248,6 +248,12 @@ pub struct ProcessArgs {
     /// Events held since the last checkpoint before a checkpoint is forced (bounds memory).
     #[arg(long, env = env::MAX_PENDING_EVENTS, default_value_t = 500_000)]
     pub max_pending_events: usize,
+    /// A partition's next full checkpoint (profile snapshot and base state, whose cost
+    /// grows with its users) waits this many times the duration of its last one; the
+    /// checkpoints between are deltas. Higher: less time on snapshots, staler snapshots
+    /// and commits.
+    #[arg(long, env = env::FULL_CHECKPOINT_COST_FACTOR, default_value_t = 10)]
+    pub full_checkpoint_cost_factor: u32,
     /// Exit (after a final checkpoint) once every assigned partition is caught up and no
     /// event arrived for one checkpoint interval. For batch runs and benchmarks.
     #[arg(long)]
@@ -563,6 +569,7 @@ pub fn valid_index_name(name: &str) -> bool {
 pub struct CheckpointSettings {
     pub interval: Duration,
     pub max_pending_events: usize,
+    pub full_checkpoint_cost_factor: u32,
     pub exit_when_idle: bool,
 }
 
@@ -580,6 +587,7 @@ impl ProcessArgs {
         Ok(CheckpointSettings {
             interval: Duration::from_millis(self.checkpoint_interval_ms),
             max_pending_events: self.max_pending_events,
+            full_checkpoint_cost_factor: self.full_checkpoint_cost_factor,
             exit_when_idle: self.exit_when_idle,
         })
     }
@@ -878,6 +886,8 @@ mod tests {
             "250",
             "--max-pending-events",
             "1000",
+            "--full-checkpoint-cost-factor",
+            "40",
         ]);
         let c = parse(&argv).checkpoint_settings().unwrap();
         assert_eq!(
@@ -885,8 +895,16 @@ mod tests {
             CheckpointSettings {
                 interval: Duration::from_millis(250),
                 max_pending_events: 1000,
+                full_checkpoint_cost_factor: 40,
                 exit_when_idle: false,
             }
+        );
+        assert_eq!(
+            parse(&MINIMAL)
+                .checkpoint_settings()
+                .unwrap()
+                .full_checkpoint_cost_factor,
+            10
         );
         let mut zero = MINIMAL.to_vec();
         zero.extend(["--checkpoint-interval-ms", "0"]);

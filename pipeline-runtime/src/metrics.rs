@@ -87,6 +87,8 @@ pub struct Metrics {
     pub events_replayed: Counter,
     pub checkpoint_duration: Histogram,
     pub checkpoints: Counter,
+    /// Checkpoints that wrote the profile snapshot and a base (the rest are deltas).
+    pub full_checkpoints: Counter,
     /// Unix seconds of the last completed checkpoint (0: none yet).
     pub last_checkpoint: Gauge<i64, AtomicI64>,
     pub lag: Family<PartitionLabels, Gauge>,
@@ -116,6 +118,7 @@ impl Metrics {
         let events_replayed = Counter::default();
         let checkpoint_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let checkpoints = Counter::default();
+        let full_checkpoints = Counter::default();
         let last_checkpoint = Gauge::<i64, AtomicI64>::default();
         let lag = Family::<PartitionLabels, Gauge>::default();
         let assigned_partitions = Gauge::default();
@@ -149,6 +152,11 @@ impl Metrics {
         );
         r.register("checkpoints", "Completed checkpoints", checkpoints.clone());
         r.register(
+            "full_checkpoints",
+            "Completed checkpoints that wrote the profile snapshot and a base state",
+            full_checkpoints.clone(),
+        );
+        r.register(
             "last_checkpoint_timestamp_seconds",
             "Unix time of the last completed checkpoint",
             last_checkpoint.clone(),
@@ -180,6 +188,7 @@ impl Metrics {
             events_replayed,
             checkpoint_duration,
             checkpoints,
+            full_checkpoints,
             last_checkpoint,
             lag,
             assigned_partitions,

@@ -41,7 +41,7 @@ use crate::retry::Backoff;
 use crate::search::SearchIndex;
 use crate::store::ObjectStore;
 use checkpoint::CheckpointJob;
-use partition::{Applied, LastFull, PartitionState, FULL_CHECKPOINTS};
+use partition::{Applied, FullCheckpointPolicy, LastFull, PartitionState, FULL_CHECKPOINTS};
 
 /// Attempts of a checkpoint that must finish now (revoke, shutdown) before giving up.
 /// Each attempt already retries its sink writes for about a minute; two attempts keep a
@@ -249,6 +249,9 @@ impl Shared {
         m.checkpoint_duration
             .observe(started.elapsed().as_secs_f64());
         m.checkpoints.inc();
+        if job.full {
+            m.full_checkpoints.inc();
+        }
         m.events_out.inc_by(job.events as u64);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -574,6 +577,10 @@ impl Worker {
         let total_pending: usize = slots.values().map(|s| s.state.pending_events()).sum();
         let over_total = total_pending >= self.settings.max_pending_events;
         let mut full_users_in_flight: usize = slots.values().map(Slot::full_users_in_flight).sum();
+        let policy = FullCheckpointPolicy {
+            cost_factor: self.settings.full_checkpoint_cost_factor,
+            ..FULL_CHECKPOINTS
+        };
         let now = Instant::now();
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
@@ -587,8 +594,8 @@ impl Worker {
             };
             let full = slot.in_flight.is_none()
                 && start
-                && FULL_CHECKPOINTS.wants_full(&slot.state, slot.last_full, now, idle)
-                && FULL_CHECKPOINTS.fits(full_users_in_flight, slot.state.users());
+                && policy.wants_full(&slot.state, slot.last_full, now, idle)
+                && policy.fits(full_users_in_flight, slot.state.users());
             // An idle partition only ever writes a full; it waits for room.
             if slot.in_flight.is_none() && start && (full || !idle) {
                 if full {
