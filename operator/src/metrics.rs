@@ -20,6 +20,8 @@ use prometheus_client::{
 pub enum Outcome {
     /// Every child applied, status written if it changed.
     Applied,
+    /// Measured only (nothing changed since the last apply), status written if it changed.
+    Observed,
     /// Stopped before applying by a problem the user must fix (category of the problem).
     Blocked(&'static str),
     /// Failed with an error and will be retried (category of the error).
@@ -83,6 +85,7 @@ impl Metrics {
         self.duration.observe(seconds);
         let result = match outcome {
             Outcome::Applied => "applied",
+            Outcome::Observed => "observed",
             Outcome::Blocked(category) => {
                 self.failures
                     .get_or_create(&CategoryLabels { category })

@@ -256,7 +256,18 @@ impl ApiServerVerifier {
     /// Answers the expected requests in order, asserting method, path and body; returns
     /// what it saw. Missing requests show up as the caller's timeout; extra requests make
     /// the reconcile fail (the mock closes after the last expectation).
-    pub fn run(mut self, expectations: Vec<Expect>) -> tokio::task::JoinHandle<Seen> {
+    pub fn run(self, expectations: Vec<Expect>) -> tokio::task::JoinHandle<Seen> {
+        let scenario = self.run_and_keep(expectations);
+        tokio::spawn(async move { scenario.await.expect("scenario").0 })
+    }
+
+    /// Like [`Self::run`], and hands the server back for the next visit. A request beyond
+    /// the expectations then stays unanswered: the caller's timeout on the reconcile shows
+    /// it.
+    pub fn run_and_keep(
+        mut self,
+        expectations: Vec<Expect>,
+    ) -> tokio::task::JoinHandle<(Seen, Self)> {
         tokio::spawn(async move {
             let mut seen = Vec::new();
             for (index, expect) in expectations.into_iter().enumerate() {
@@ -312,7 +323,7 @@ impl ApiServerVerifier {
                 send.send_response(response);
                 seen.push((method, expect.uri, body));
             }
-            seen
+            (seen, self)
         })
     }
 }

@@ -1,7 +1,9 @@
 //! The DataPipeline controller: `reconcile` runs dereference (I/O) -> validate (pure) ->
 //! build (pure) -> apply (I/O) -> status (pure computation, one write), `error_policy`
-//! retries transient failures with backoff, and `run` wires the watches. The steps live in
-//! the submodules; this module only sequences them.
+//! retries transient failures with backoff, and `run` wires the watches. A visit that
+//! [`visit`] finds nothing to apply for is an observation: validate -> measure -> status,
+//! with the children as the last apply saw them. The steps live in the submodules; this
+//! module only sequences them.
 
 pub mod apply;
 pub mod autoscale;
@@ -15,12 +17,13 @@ pub mod observed;
 pub mod search;
 pub mod status;
 pub mod validate;
+pub mod visit;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -32,7 +35,7 @@ use k8s_openapi::{
         batch::v1::Job,
         core::v1::Secret,
     },
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
 };
 use kube::{
@@ -55,6 +58,7 @@ use self::{
     observe::{Measurement, ThroughputObserver},
     observed::{Observation, PipelineFacts},
     validate::{KafkaMode, ObjectStoreMode, OperatorSettings, SearchMode, ValidatedPipeline},
+    visit::{Identity, LastApply},
 };
 use crate::{
     crd::{conditions, DataPipeline},
@@ -82,6 +86,11 @@ pub struct Context {
     /// Per pipeline (`namespace/name`): the throughput window and the autoscaler's
     /// recommendation history. In memory only: rebuilt within one window after a restart.
     memory: Mutex<HashMap<String, PipelineMemory>>,
+    /// Per pipeline: what its last applying reconcile saw (cleared by a failure).
+    last_applies: Mutex<HashMap<String, LastApply>>,
+    /// Pipelines whose children or referenced Secrets changed since their last visit
+    /// (set by the watches).
+    dependents_changed: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -108,7 +117,71 @@ impl Context {
             observe_interval: DEFAULT_OBSERVE_INTERVAL,
             failures: Mutex::new(HashMap::new()),
             memory: Mutex::new(HashMap::new()),
+            last_applies: Mutex::new(HashMap::new()),
+            dependents_changed: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Notes that a child or a referenced Secret of the pipeline `key` changed: its next
+    /// visit applies.
+    pub fn dependent_changed(&self, key: String) {
+        self.dependents_changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+    }
+
+    fn take_dependent_changed(&self, key: &str) -> bool {
+        self.dependents_changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+    }
+
+    fn last_apply(&self, key: &str) -> Option<LastApply> {
+        self.last_applies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn remember_apply(&self, key: &str, last: Option<LastApply>) {
+        let mut applies = self.last_applies.lock().unwrap_or_else(|e| e.into_inner());
+        match last {
+            Some(last) => applies.insert(key.to_string(), last),
+            None => applies.remove(key),
+        };
+    }
+
+    /// Reads the offsets (once Kafka has been seen ready) and runs the autoscaler and
+    /// throughput window on them.
+    async fn measure_and_evaluate(
+        &self,
+        key: &str,
+        plan: &ValidatedPipeline,
+        dp: &DataPipeline,
+        now: &Time,
+    ) -> (Measurement, autoscale::Evaluation) {
+        // Offsets are read once Kafka has been seen ready (external Kafka always is): a
+        // cluster still starting would only time out.
+        let (measurement, fresh) = if kafka_was_ready(dp) {
+            self.measure(key, plan, now.0.as_second()).await
+        } else {
+            (Measurement::Skipped, false)
+        };
+        let evaluation = self.evaluate(key, &measurement, fresh, plan, dp.status.as_ref(), now);
+        (measurement, evaluation)
+    }
+
+    /// Measured pipelines come back every observation interval; the rest only to repair
+    /// drift.
+    fn requeue_after(&self, measurement: &Measurement) -> Action {
+        Action::requeue(if *measurement == Measurement::Skipped {
+            self.resync
+        } else {
+            self.resync.min(self.observe_interval)
+        })
     }
 
     /// Sets how often offsets are read.
@@ -198,6 +271,15 @@ fn key(dp: &DataPipeline) -> String {
     format!("{}/{}", dp.namespace().unwrap_or_default(), dp.name_any())
 }
 
+fn identity(dp: &DataPipeline) -> Identity {
+    Identity {
+        uid: dp.metadata.uid.clone(),
+        generation: dp.metadata.generation,
+        labels: dp.labels().clone(),
+        annotations: dp.annotations().clone(),
+    }
+}
+
 /// Reconciles one DataPipeline and records the outcome in the metrics.
 pub async fn reconcile(dp: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
@@ -210,6 +292,8 @@ pub async fn reconcile(dp: Arc<DataPipeline>, ctx: Arc<Context>) -> Result<Actio
             Ok(action)
         }
         Err(error) => {
+            // Whatever the failed visit left half done, the next one applies again.
+            ctx.remember_apply(&key(&dp), None);
             ctx.metrics
                 .record(Outcome::Failed(error.category()), elapsed);
             Err(error)
@@ -267,32 +351,59 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
         .name
         .clone()
         .ok_or(Error::MissingMetadata("name"))?;
-    info!(pipeline = %format!("{namespace}/{name}"), generation = dp.metadata.generation, "reconciling");
+    let pipeline_key = key(dp);
+    let identity = identity(dp);
+    let now = (ctx.clock)();
+    let last = ctx.last_apply(&pipeline_key);
+    let apply_reason = visit::apply_reason(
+        last.as_ref().map(|l| (&l.identity, l.at_s)),
+        &identity,
+        ctx.take_dependent_changed(&pipeline_key),
+        now.0.as_second(),
+        i64::try_from(ctx.resync.as_secs()).unwrap_or(i64::MAX),
+    );
 
     let mut notices = Vec::new();
+    // An evaluation made by an observation that turned into an apply (the autoscaler
+    // asked for other replicas): the apply uses it rather than sampling twice.
+    let mut evaluated = None;
+    if let (None, Some(last)) = (apply_reason, last) {
+        if let Ok(plan) = validate::validate(dp, &ctx.settings) {
+            let (measurement, evaluation) = ctx
+                .measure_and_evaluate(&pipeline_key, &plan, dp, &now)
+                .await;
+            if evaluation.replicas == last.replicas {
+                tracing::debug!(pipeline = %pipeline_key, "observing");
+                notices.extend(evaluation.notice.clone());
+                let observation = Observation::Applied {
+                    children: last.children,
+                    facts: last.facts,
+                    throughput: evaluation.throughput,
+                    autoscaler: evaluation.autoscaler,
+                    flow: evaluation.health,
+                };
+                let action = ctx.requeue_after(&measurement);
+                return write_status(dp, ctx, &observation, notices, action, Outcome::Observed)
+                    .await;
+            }
+            evaluated = Some((measurement, evaluation));
+        }
+    }
+    info!(pipeline = %pipeline_key, generation = dp.metadata.generation, reason = ?apply_reason, "reconciling");
+
     let (observation, action, outcome) =
         match dereference::dereference(&ctx.client, &namespace, &name, &dp.spec).await? {
             Err(problem) => blocked(problem),
             Ok(existing) => match validate::validate(dp, &ctx.settings) {
                 Err(problem) => blocked(problem),
                 Ok(mut plan) => {
-                    let now = (ctx.clock)();
-                    let pipeline_key = key(dp);
-                    // Offsets are read once Kafka has been seen ready (external Kafka
-                    // always is): a cluster still starting would only time out.
-                    let (measurement, fresh) = if kafka_was_ready(dp) {
-                        ctx.measure(&pipeline_key, &plan, now.0.as_second()).await
-                    } else {
-                        (Measurement::Skipped, false)
+                    let (measurement, evaluation) = match evaluated.take() {
+                        Some(evaluated) => evaluated,
+                        None => {
+                            ctx.measure_and_evaluate(&pipeline_key, &plan, dp, &now)
+                                .await
+                        }
                     };
-                    let evaluation = ctx.evaluate(
-                        &pipeline_key,
-                        &measurement,
-                        fresh,
-                        &plan,
-                        dp.status.as_ref(),
-                        &now,
-                    );
                     // The decision is the builder's input for the runtime Deployment.
                     plan.runtime.replicas = evaluation.replicas;
                     notices.extend(evaluation.notice.clone());
@@ -313,33 +424,58 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                             ),
                         });
                     }
+                    let children = Box::new(apply::children_state(&applied)?);
+                    let facts = facts(&plan);
+                    ctx.remember_apply(
+                        &pipeline_key,
+                        Some(LastApply {
+                            identity,
+                            at_s: now.0.as_second(),
+                            replicas: evaluation.replicas,
+                            children: children.clone(),
+                            facts: facts.clone(),
+                        }),
+                    );
                     let observation = Observation::Applied {
-                        children: Box::new(apply::children_state(&applied)?),
-                        facts: facts(&plan),
+                        children,
+                        facts,
                         throughput: evaluation.throughput,
                         autoscaler: evaluation.autoscaler,
                         flow: evaluation.health,
                     };
-                    // Measured pipelines come back every observation interval; the
-                    // rest only to repair drift.
-                    let requeue = if measurement == Measurement::Skipped {
-                        ctx.resync
-                    } else {
-                        ctx.resync.min(ctx.observe_interval)
-                    };
-                    (observation, Action::requeue(requeue), Outcome::Applied)
+                    (
+                        observation,
+                        ctx.requeue_after(&measurement),
+                        Outcome::Applied,
+                    )
                 }
             },
         };
+    if matches!(outcome, Outcome::Blocked(_)) {
+        ctx.remember_apply(&pipeline_key, None);
+    }
+    write_status(dp, ctx, &observation, notices, action, outcome).await
+}
 
+/// Computes the status from the observation, writes it if it changed, publishes the
+/// notices and the transitions' Events.
+async fn write_status(
+    dp: &DataPipeline,
+    ctx: &Context,
+    observation: &Observation,
+    mut notices: Vec<Notice>,
+    action: Action,
+    outcome: Outcome,
+) -> Result<(Action, Outcome)> {
     let old = dp.status.as_ref();
     let new_status =
-        status::compute_status(old, dp.metadata.generation, &observation, &(ctx.clock)());
+        status::compute_status(old, dp.metadata.generation, observation, &(ctx.clock)());
     if old != Some(&new_status)
         && status::write_status(&ctx.client, dp, &new_status).await?
             == status::StatusWrite::PipelineGone
     {
         // Its children go with it (owner references); the deletion wakes nobody.
+        ctx.remember_apply(&key(dp), None);
         return Ok((Action::await_change(), outcome));
     }
     notices.extend(events::transition_notices(old, &new_status));
@@ -387,6 +523,24 @@ where
     }
 }
 
+/// The pipelines owning a child, each noted as having a changed dependent.
+fn owners_changed(ctx: &Context, child: &ObjectMeta) -> Vec<ObjectRef<DataPipeline>> {
+    let namespace = child.namespace.clone().unwrap_or_default();
+    child
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|owner| {
+            owner.kind == DataPipeline::kind(&())
+                && owner.api_version == DataPipeline::api_version(&())
+        })
+        .map(|owner| {
+            ctx.dependent_changed(format!("{namespace}/{}", owner.name));
+            ObjectRef::new(&owner.name).within(&namespace)
+        })
+        .collect()
+}
+
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(
     client: Client,
@@ -422,10 +576,24 @@ pub async fn run(
     // tokens and Helm releases are never referenced: leave them out of the stream.
     let referable = watcher::Config::default()
         .fields("type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1");
+    // Like `owns`, and the owner's next visit applies (the children's state is read
+    // from the apply).
+    let (sts_ctx, deployment_ctx, job_ctx, secret_ctx) =
+        (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
     controller
-        .owns(api::<StatefulSet>(&client, namespace), ours.clone())
-        .owns(api::<Deployment>(&client, namespace), ours.clone())
-        .owns(api::<Job>(&client, namespace), ours)
+        .watches(
+            api::<StatefulSet>(&client, namespace),
+            ours.clone(),
+            move |child| owners_changed(&sts_ctx, child.meta()),
+        )
+        .watches(
+            api::<Deployment>(&client, namespace),
+            ours.clone(),
+            move |child| owners_changed(&deployment_ctx, child.meta()),
+        )
+        .watches(api::<Job>(&client, namespace), ours, move |child| {
+            owners_changed(&job_ctx, child.meta())
+        })
         .watches(
             api::<Secret>(&client, namespace),
             referable,
@@ -439,7 +607,10 @@ pub async fn run(
                         dp.namespace() == secret_namespace
                             && dereference::refers_to_secret(&dp.spec, &secret_name)
                     })
-                    .map(|dp| ObjectRef::from_obj(dp.as_ref()))
+                    .map(|dp| {
+                        secret_ctx.dependent_changed(key(&dp));
+                        ObjectRef::from_obj(dp.as_ref())
+                    })
                     .collect::<Vec<_>>()
             },
         )

@@ -259,6 +259,23 @@ async fn ready_reconcile(
 ) -> (Seen, Option<DataPipelineStatus>) {
     let mut dp = managed_pipeline();
     dp.status = status;
+    let (result, seen, _) = run(dp, ready_expectations(writes_status)).await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(300))
+    );
+    (seen.clone(), written_status(&seen))
+}
+
+fn written_status(seen: &Seen) -> Option<DataPipelineStatus> {
+    seen.iter()
+        .find(|(_, uri, _)| uri.contains("/status?"))
+        .map(|(_, _, body)| serde_json::from_value(body["status"].clone()).expect("status"))
+}
+
+/// The requests of an applying visit of the all-managed pipeline whose generated Secrets
+/// exist and whose children are all ready.
+fn ready_expectations(writes_status: bool) -> Vec<Expect> {
     let mut expectations = vec![
         get_secret(
             "shop-minio-credentials",
@@ -288,16 +305,70 @@ async fn ready_reconcile(
         expectations.push(status_patch());
         expectations.push(event());
     }
-    let (result, seen, _) = run(dp, expectations).await;
+    expectations
+}
+
+/// One visit on a kept mock server; fails if the reconcile makes more requests than
+/// expected (they stay unanswered) or fewer.
+async fn visit(
+    ctx: &Arc<Context>,
+    server: super::fixtures::ApiServerVerifier,
+    dp: &DataPipeline,
+    expectations: Vec<Expect>,
+) -> (Action, Seen, super::fixtures::ApiServerVerifier) {
+    let scenario = server.run_and_keep(expectations);
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        reconcile(Arc::new(dp.clone()), ctx.clone()),
+    )
+    .await
+    .expect("the reconcile made more requests than expected")
+    .expect("reconciled");
+    let (seen, server) = tokio::time::timeout(Duration::from_secs(5), scenario)
+        .await
+        .expect("the reconcile made fewer requests than expected")
+        .expect("scenario assertions hold");
+    (result, seen, server)
+}
+
+#[tokio::test]
+async fn a_visit_with_nothing_changed_only_observes_and_a_changed_child_applies_again() {
+    let (ctx, server) = Context::test();
+    let mut dp = managed_pipeline();
+    let (_, seen, server) = visit(&ctx, server, &dp, ready_expectations(true)).await;
+    dp.status = written_status(&seen);
+    assert!(dp.status.is_some());
+
+    // The status write wakes the controller: no Secret read, no apply, no list, no write.
+    let (action, seen, server) = visit(&ctx, server, &dp, vec![]).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert!(seen.is_empty());
+
+    // A child changed (the watch says so): everything is applied again.
+    ctx.dependent_changed("shops/shop".into());
+    let (_, seen, server) = visit(&ctx, server, &dp, ready_expectations(false)).await;
+    assert_eq!(seen.len(), ready_expectations(false).len());
+
+    // A spec change applies too.
+    dp.metadata.generation = Some(2);
+    let mut expectations = ready_expectations(false);
+    // The new generation goes into observedGeneration.
+    expectations.push(status_patch());
+    let (_, seen, _) = visit(&ctx, server, &dp, expectations).await;
     assert_eq!(
-        result.expect("reconciled"),
-        Action::requeue(Duration::from_secs(300))
+        written_status(&seen).and_then(|s| s.observed_generation),
+        Some(2)
     );
-    let written = seen
-        .iter()
-        .find(|(_, uri, _)| uri.contains("/status?"))
-        .map(|(_, _, body)| serde_json::from_value(body["status"].clone()).expect("status"));
-    (seen, written)
+
+    let metrics = ctx.metrics.render();
+    assert!(
+        metrics.contains("datapipeline_operator_reconciles_total{result=\"observed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("datapipeline_operator_reconciles_total{result=\"applied\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
