@@ -76,6 +76,9 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
         .set("session.timeout.ms", "30000")
         .set("max.poll.interval.ms", "300000")
         .set("isolation.level", "read_committed")
+        // Reaching a partition's end is how a member knows it caught up (and may fold
+        // its deltas into a full checkpoint at once).
+        .set("enable.partition.eof", "true")
         // Bounds the prefetched bytes per partition.
         .set("queued.max.messages.kbytes", "8192")
         .set("fetch.max.bytes", "52428800")

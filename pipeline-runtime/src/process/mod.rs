@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use serde::Serialize;
@@ -50,6 +51,10 @@ use partition::{Applied, FullCheckpointPolicy, LastFull, PartitionState, FULL_CH
 const FINAL_ATTEMPTS: u32 = 2;
 /// Smallest per-partition share of `max_pending_events`.
 const MIN_PARTITION_PENDING: usize = 10_000;
+/// A partition read to its end that got no message for this long checkpoints its pending
+/// events at once instead of at the next interval: the end of a burst is durable (and,
+/// with a full checkpoint, committed) without waiting for the timer.
+const QUIET_AFTER: Duration = Duration::from_millis(250);
 
 /// Totals of one process run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -150,6 +155,11 @@ struct Slot {
     in_flight: Option<InFlight>,
     paused: bool,
     last_full: LastFull,
+    /// Read up to the log end (the consumer reported the partition's end, and no message
+    /// came since).
+    at_end: bool,
+    /// When the last message of the partition arrived (or it was assigned).
+    last_message: Instant,
 }
 
 impl Slot {
@@ -304,6 +314,8 @@ impl PartitionHandler for Handler {
                     in_flight: None,
                     paused: false,
                     last_full: LastFull::default(),
+                    at_end: false,
+                    last_message: Instant::now(),
                 },
             );
             starts.push((partition, offset));
@@ -440,6 +452,8 @@ impl Worker {
                     let Some(slot) = slots.get_mut(&partition) else {
                         continue;
                     };
+                    slot.at_end = false;
+                    slot.last_message = last_message;
                     match event {
                         Some(Ok(event)) => match slot.state.apply(offset, event) {
                             Applied::Applied => summary.events_applied += 1,
@@ -458,6 +472,11 @@ impl Worker {
                             metrics.events_rejected.inc();
                             slot.state.skip(offset);
                         }
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    if let Some(slot) = shared.slots().get_mut(&partition) {
+                        slot.at_end = true;
                     }
                 }
                 Some(Err(e)) => {
@@ -566,9 +585,10 @@ impl Worker {
     }
 
     /// Starts checkpoints of partitions with pending events (all of them when `due`, else
-    /// those over their pending share), and when `due` full checkpoints of idle
-    /// partitions with deltas not in a base yet; pauses or resumes partitions for
-    /// backpressure.
+    /// those over their pending share or quiet at their end), and full checkpoints of
+    /// partitions without pending events whose deltas are not in a base yet (when `due`
+    /// and the policy allows, or at once after a whole interval idle at their end);
+    /// pauses or resumes partitions for backpressure.
     fn start_checkpoints(&self, consumer: &ProcessConsumer, topic: &str, due: bool) {
         let shared = &self.shared;
         let mut slots = shared.slots();
@@ -586,18 +606,22 @@ impl Worker {
         let mut resume = TopicPartitionList::new();
         for (&partition, slot) in slots.iter_mut() {
             let over_share = slot.state.pending_events() >= share;
-            let idle = !slot.state.has_pending();
-            let start = if idle {
-                due && slot.state.behind_full()
+            let silent_for = now.saturating_duration_since(slot.last_message);
+            let at_end = slot.at_end && !slot.paused;
+            let quiet = at_end && silent_for >= QUIET_AFTER;
+            let idle = at_end && silent_for >= self.settings.interval;
+            let pending = slot.state.has_pending();
+            let start = if pending {
+                due || over_share || over_total || quiet
             } else {
-                due || over_share || over_total
+                slot.state.behind_full() && (due || idle)
             };
             let full = slot.in_flight.is_none()
                 && start
                 && policy.wants_full(&slot.state, slot.last_full, now, idle)
                 && policy.fits(full_users_in_flight, slot.state.users());
-            // An idle partition only ever writes a full; it waits for room.
-            if slot.in_flight.is_none() && start && (full || !idle) {
+            // Without pending events only a full has anything to write; it waits for room.
+            if slot.in_flight.is_none() && start && (full || pending) {
                 if full {
                     full_users_in_flight += slot.state.users();
                 }

@@ -185,8 +185,9 @@ pub struct LastFull {
 }
 
 impl FullCheckpointPolicy {
-    /// Whether a partition's next checkpoint should be full. `idle`: no event arrived
-    /// since its last checkpoint, so nothing else is waiting for the time a full takes.
+    /// Whether a partition's next checkpoint should be full. `idle`: the partition was
+    /// read to its end and no event arrived for a whole checkpoint interval, so nothing
+    /// waits for the time a full takes.
     pub fn wants_full(
         &self,
         state: &PartitionState,
