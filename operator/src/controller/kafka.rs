@@ -47,6 +47,9 @@ pub struct KafkaOffsets {
 impl KafkaOffsets {
     async fn offsets(&self, pipeline: &ValidatedPipeline) -> Result<OffsetsSnapshot, String> {
         let connection = connection(&self.client, pipeline).await?;
+        // A name that does not resolve fails here, at once and with a clear message,
+        // instead of keeping a Kafka client retrying for the whole timeout.
+        resolves(&connection.bootstrap).await?;
         let group = pipeline.names.consumer_group();
         let events = pipeline.names.events_topic();
         let dead_letters = pipeline.names.dead_letter_topic();
@@ -153,6 +156,40 @@ pub async fn connection(client: &Client, p: &ValidatedPipeline) -> Result<Connec
     })
 }
 
+/// The `host:port` pairs of a `bootstrap.servers` list (an optional `PROTOCOL://` prefix
+/// and blanks removed); entries without a port are left out.
+pub fn bootstrap_addresses(bootstrap: &str) -> Vec<String> {
+    bootstrap
+        .split(',')
+        .map(str::trim)
+        .map(|entry| entry.split_once("://").map_or(entry, |(_, rest)| rest))
+        .filter(|entry| {
+            entry
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// Whether at least one bootstrap server's name resolves (within the timeout).
+async fn resolves(bootstrap: &str) -> Result<(), String> {
+    let mut last_error = format!("no host:port in {bootstrap:?}");
+    for address in bootstrap_addresses(bootstrap) {
+        match tokio::time::timeout(TIMEOUT, tokio::net::lookup_host(address.as_str())).await {
+            Ok(Ok(mut found)) => {
+                if found.next().is_some() {
+                    return Ok(());
+                }
+                last_error = format!("{address} resolves to no address");
+            }
+            Ok(Err(e)) => last_error = format!("cannot resolve {address}: {e}"),
+            Err(_) => last_error = format!("resolving {address} timed out"),
+        }
+    }
+    Err(format!("cannot reach Kafka at {bootstrap}: {last_error}"))
+}
+
 /// The consumer used for reading offsets: group id set (for OffsetFetch), no
 /// subscription, no commits.
 pub fn offsets_consumer(connection: &Connection, group: &str) -> Result<BaseConsumer, String> {
@@ -252,4 +289,33 @@ pub fn read_offsets(
         dead_letters,
         profiles: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_lists_split_into_host_port_pairs() {
+        assert_eq!(
+            bootstrap_addresses("shop-kafka-bootstrap.shops.svc:9092"),
+            vec!["shop-kafka-bootstrap.shops.svc:9092"]
+        );
+        assert_eq!(
+            bootstrap_addresses(" a:9092, SASL_SSL://b:9093 ,c,:9094,d:x"),
+            vec!["a:9092", "b:9093"]
+        );
+        assert_eq!(bootstrap_addresses(""), Vec::<String>::new());
+    }
+
+    // Only names resolved without a DNS query: the tests send no traffic off this host.
+    #[tokio::test]
+    async fn an_address_resolves_and_a_list_without_one_fails() {
+        assert_eq!(resolves("127.0.0.1:9092").await, Ok(()));
+        assert_eq!(resolves("nothing, 127.0.0.1:9092").await, Ok(()));
+        assert_eq!(
+            resolves("nothing").await,
+            Err("cannot reach Kafka at nothing: no host:port in \"nothing\"".into())
+        );
+    }
 }
