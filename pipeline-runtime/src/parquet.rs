@@ -557,6 +557,41 @@ pub fn encode_states(records: &[StateRecord]) -> Result<Vec<u8>> {
     batch_to_parquet(&states_to_batch(records)?)
 }
 
+/// Rows converted to Arrow at once by the chunked encoders.
+const ENCODE_CHUNK_ROWS: usize = 64 * 1024;
+
+/// Like [`batch_to_parquet`] over all `rows`, converting and freeing them a chunk at a
+/// time: peak memory is the output plus one chunk, not a second copy of every row. For
+/// whole-partition snapshots and states.
+fn rows_to_parquet<T>(
+    rows: Vec<T>,
+    schema: SchemaRef,
+    to_batch: fn(&[T]) -> Result<RecordBatch>,
+) -> Result<Vec<u8>> {
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties()))?;
+    let mut rows = rows.into_iter();
+    loop {
+        // Moved out of `rows` and dropped after writing: their heap parts go chunk by
+        // chunk.
+        let chunk: Vec<T> = rows.by_ref().take(ENCODE_CHUNK_ROWS).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        writer.write(&to_batch(&chunk)?)?;
+    }
+    Ok(writer.into_inner()?)
+}
+
+/// [`encode_profiles`], converting a chunk at a time (see [`rows_to_parquet`]).
+pub fn encode_profiles_chunked(profiles: Vec<Profile>) -> Result<Vec<u8>> {
+    rows_to_parquet(profiles, profiles_schema(), profiles_to_batch)
+}
+
+/// [`encode_states`], converting a chunk at a time (see [`rows_to_parquet`]).
+pub fn encode_states_chunked(records: Vec<StateRecord>) -> Result<Vec<u8>> {
+    rows_to_parquet(records, states_schema(), states_to_batch)
+}
+
 pub fn decode_states(bytes: impl Into<Bytes>) -> Result<Vec<StateRecord>> {
     flatten(parquet_to_batches(bytes)?, batch_to_states)
 }
@@ -658,6 +693,8 @@ mod tests {
         let back = decode_profiles(encode_profiles(&profiles).unwrap()).unwrap();
         assert_eq!(back, profiles);
         assert_eq!(back[0].revenue_cents, crate::money::MAX_PRICE_CENTS);
+        let chunked = decode_profiles(encode_profiles_chunked(profiles.clone()).unwrap()).unwrap();
+        assert_eq!(chunked, profiles);
     }
 
     #[test]
@@ -679,6 +716,21 @@ mod tests {
             records
         );
         assert_eq!(decode_states(encode_states(&[]).unwrap()).unwrap(), vec![]);
+        // Chunked: the same rows back, across chunk boundaries, and nothing for none.
+        let many: Vec<StateRecord> = (0..(ENCODE_CHUNK_ROWS as u64 * 2 + 7))
+            .map(|i| StateRecord {
+                user_id: i + 1,
+                ..records[0].clone()
+            })
+            .collect();
+        assert_eq!(
+            decode_states(encode_states_chunked(many.clone()).unwrap()).unwrap(),
+            many
+        );
+        assert_eq!(
+            decode_states(encode_states_chunked(Vec::new()).unwrap()).unwrap(),
+            vec![]
+        );
     }
 
     #[test]

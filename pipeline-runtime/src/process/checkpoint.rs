@@ -167,14 +167,47 @@ pub fn encode_state(
     offset: i64,
     records: &[StateRecord],
 ) -> Result<Vec<u8>> {
+    frame_state(
+        partition,
+        start,
+        offset,
+        records.len(),
+        crate::parquet::encode_states(records)?,
+    )
+}
+
+/// [`encode_state`] consuming the records, converting and freeing them a chunk at a time.
+fn encode_state_owned(
+    partition: i32,
+    start: Option<i64>,
+    offset: i64,
+    records: Vec<StateRecord>,
+) -> Result<Vec<u8>> {
+    let users = records.len();
+    frame_state(
+        partition,
+        start,
+        offset,
+        users,
+        crate::parquet::encode_states_chunked(records)?,
+    )
+}
+
+/// Magic, header length, header, Parquet.
+fn frame_state(
+    partition: i32,
+    start: Option<i64>,
+    offset: i64,
+    users: usize,
+    parquet: Vec<u8>,
+) -> Result<Vec<u8>> {
     let header = serde_json::to_vec(&StateHeader {
         version: STATE_VERSION,
         partition,
         start,
         offset,
-        users: records.len(),
+        users,
     })?;
-    let parquet = crate::parquet::encode_states(records)?;
     let mut out = Vec::with_capacity(12 + header.len() + parquet.len());
     out.extend_from_slice(STATE_MAGIC);
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
@@ -281,7 +314,18 @@ struct EncodedBatch {
     state_encode: std::time::Duration,
 }
 
-fn encode_batch(batch: &Batch) -> Result<EncodedBatch> {
+/// Encodes a batch; on failure returns the batch too when it is still whole (the lake
+/// failed), so the checkpoint can be tried again.
+fn encode_batch(
+    mut batch: Batch,
+) -> std::result::Result<EncodedBatch, (Error, Option<Box<Batch>>)> {
+    match encode_lake(&batch) {
+        Ok(lake) => encode_state_and_snapshot(&mut batch, lake).map_err(|e| (e, None)),
+        Err(e) => Err((e, Some(Box::new(batch)))),
+    }
+}
+
+fn encode_lake(batch: &Batch) -> Result<Vec<(String, Bytes)>> {
     let mut lake = Vec::new();
     let days = events_by_day(&batch.events);
     if days.len() == 1 {
@@ -303,10 +347,22 @@ fn encode_batch(batch: &Batch) -> Result<EncodedBatch> {
             ));
         }
     }
+    Ok(lake)
+}
+
+/// Encodes the snapshot and the state, consuming them (a full checkpoint's are every user
+/// of the partition: freed chunk by chunk as they are encoded). On failure the batch has
+/// lost them, so it must not be retried.
+fn encode_state_and_snapshot(
+    batch: &mut Batch,
+    lake: Vec<(String, Bytes)>,
+) -> Result<EncodedBatch> {
     let state_started = std::time::Instant::now();
-    let (snapshot, state_key, delta_start) = match &batch.snapshot {
+    let (snapshot, state_key, delta_start) = match batch.snapshot.take() {
         Some(profiles) => (
-            Some(Bytes::from(crate::parquet::encode_profiles(profiles)?)),
+            Some(Bytes::from(crate::parquet::encode_profiles_chunked(
+                profiles,
+            )?)),
             state_key(batch.partition),
             None,
         ),
@@ -316,11 +372,11 @@ fn encode_batch(batch: &Batch) -> Result<EncodedBatch> {
             Some(batch.start),
         ),
     };
-    let state = Bytes::from(encode_state(
+    let state = Bytes::from(encode_state_owned(
         batch.partition,
         delta_start,
         batch.end,
-        &batch.state,
+        std::mem::take(&mut batch.state),
     )?);
     Ok(EncodedBatch {
         intent: Intent {
@@ -381,6 +437,12 @@ impl CheckpointJob {
         )
     }
 
+    /// Whether writing it again is impossible: its encoding failed after consuming the
+    /// batch. Its partition must then be replayed from the durable state.
+    pub fn is_spent(&self) -> bool {
+        self.encoded.get().is_none() && self.raw.lock().map_or(true, |raw| raw.is_none())
+    }
+
     /// Profiles this checkpoint indexes.
     pub fn changed_profiles(&self) -> usize {
         self.changed.len()
@@ -395,21 +457,22 @@ impl CheckpointJob {
                     .ok()
                     .and_then(|mut raw| raw.take())
                     .ok_or_else(|| Error::Worker("checkpoint batch already consumed".into()))?;
-                let (result, batch) = tokio::task::spawn_blocking(move || {
-                    let result = encode_batch(&batch);
-                    // Keep the batch only if encoding failed (to try again); otherwise its
-                    // events and states are dropped here, leaving only their bytes.
-                    let keep = result.is_err().then_some(batch);
-                    (result, keep)
-                })
-                .await
-                .map_err(|e| Error::Worker(format!("checkpoint encoder: {e}")))?;
-                if let (Err(_), Some(batch)) = (&result, batch) {
-                    if let Ok(mut raw) = self.raw.lock() {
-                        *raw = Some(batch);
+                // The batch comes back only if encoding failed before it consumed the
+                // snapshot and states (to try again); otherwise its events and states are
+                // dropped as they are encoded, leaving only their bytes.
+                let result = tokio::task::spawn_blocking(move || encode_batch(batch))
+                    .await
+                    .map_err(|e| Error::Worker(format!("checkpoint encoder: {e}")))?;
+                match result {
+                    Ok(encoded) => Ok(encoded),
+                    Err((error, Some(batch))) => {
+                        if let Ok(mut raw) = self.raw.lock() {
+                            *raw = Some(*batch);
+                        }
+                        Err(error)
                     }
+                    Err((error, None)) => Err(error),
                 }
-                result
             })
             .await
     }

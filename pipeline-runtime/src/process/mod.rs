@@ -492,7 +492,7 @@ impl Worker {
             }
             housekeeping_at = now;
             metrics.beat();
-            self.collect_finished(consumer, topic);
+            self.collect_finished(consumer, topic)?;
             let due = now.duration_since(last_checkpoint) >= self.settings.interval;
             if due {
                 last_checkpoint = now;
@@ -513,8 +513,9 @@ impl Worker {
     }
 
     /// Commits finished checkpoints, schedules retries of failed ones. Returns how many
-    /// finished.
-    fn collect_finished(&self, consumer: &ProcessConsumer, topic: &str) -> u64 {
+    /// finished; fails when a checkpoint can never be retried (the member must exit, and
+    /// whoever gets the partition replays it from the durable state).
+    fn collect_finished(&self, consumer: &ProcessConsumer, topic: &str) -> Result<u64> {
         let shared = &self.shared;
         let mut commits = Vec::new();
         let mut slots = shared.slots();
@@ -552,6 +553,11 @@ impl Worker {
                     }
                     slot.in_flight = None;
                 }
+                Err(e) if in_flight.job.is_spent() => {
+                    return Err(Error::Worker(format!(
+                        "checkpoint of partition {partition} cannot be written again ({e}); exiting so the partition is replayed from its durable state"
+                    )));
+                }
                 Err(e) => {
                     let delay = in_flight.backoff.next_delay();
                     tracing::warn!(partition, error = %e, retry_in_ms = delay.as_millis() as u64, "checkpoint failed; will retry");
@@ -581,7 +587,7 @@ impl Worker {
                     .sink_error(Sink::Kafka, SinkErrorKind::Retried, 1);
             }
         }
-        finished
+        Ok(finished)
     }
 
     /// Starts checkpoints of partitions with pending events (all of them when `due`, else
