@@ -558,7 +558,7 @@ pub fn encode_states(records: &[StateRecord]) -> Result<Vec<u8>> {
 }
 
 /// Rows converted to Arrow at once by the chunked encoders.
-const ENCODE_CHUNK_ROWS: usize = 64 * 1024;
+pub const ENCODE_CHUNK_ROWS: usize = 64 * 1024;
 
 /// Like [`batch_to_parquet`] over all `rows`, converting and freeing them a chunk at a
 /// time: peak memory is the output plus one chunk, not a second copy of every row. For
@@ -582,9 +582,17 @@ fn rows_to_parquet<T>(
     Ok(writer.into_inner()?)
 }
 
-/// [`encode_profiles`], converting a chunk at a time (see [`rows_to_parquet`]).
-pub fn encode_profiles_chunked(profiles: Vec<Profile>) -> Result<Vec<u8>> {
-    rows_to_parquet(profiles, profiles_schema(), profiles_to_batch)
+/// [`encode_profiles`] of profiles produced a chunk at a time: one Parquet file, and only
+/// one chunk of profiles in memory at once.
+pub fn encode_profile_chunks(chunks: impl Iterator<Item = Vec<Profile>>) -> Result<Vec<u8>> {
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), profiles_schema(), Some(writer_properties()))?;
+    for chunk in chunks {
+        if !chunk.is_empty() {
+            writer.write(&profiles_to_batch(&chunk)?)?;
+        }
+    }
+    Ok(writer.into_inner()?)
 }
 
 /// [`encode_states`], converting a chunk at a time (see [`rows_to_parquet`]).
@@ -693,8 +701,11 @@ mod tests {
         let back = decode_profiles(encode_profiles(&profiles).unwrap()).unwrap();
         assert_eq!(back, profiles);
         assert_eq!(back[0].revenue_cents, crate::money::MAX_PRICE_CENTS);
-        let chunked = decode_profiles(encode_profiles_chunked(profiles.clone()).unwrap()).unwrap();
+        let halves = profiles.chunks(1).map(<[Profile]>::to_vec);
+        let chunked = decode_profiles(encode_profile_chunks(halves).unwrap()).unwrap();
         assert_eq!(chunked, profiles);
+        let nothing = encode_profile_chunks(std::iter::empty()).unwrap();
+        assert_eq!(decode_profiles(nothing).unwrap(), vec![]);
     }
 
     #[test]

@@ -350,6 +350,25 @@ fn encode_lake(batch: &Batch) -> Result<Vec<(String, Bytes)>> {
     Ok(lake)
 }
 
+/// The profile snapshot (Parquet) of every user in `records`, in their order: each chunk
+/// of records is restored into a scratch book whose profiles are encoded, so no second
+/// copy of the partition exists at once.
+fn snapshot_of(records: &[StateRecord]) -> Result<Vec<u8>> {
+    let chunks = records
+        .chunks(crate::parquet::ENCODE_CHUNK_ROWS)
+        .map(|chunk| {
+            let mut book = ProfileBook::new();
+            for record in chunk {
+                book.restore_record(record);
+            }
+            chunk
+                .iter()
+                .filter_map(|record| book.profile(record.user_id))
+                .collect::<Vec<Profile>>()
+        });
+    crate::parquet::encode_profile_chunks(chunks)
+}
+
 /// Encodes the snapshot and the state, consuming them (a full checkpoint's are every user
 /// of the partition: freed chunk by chunk as they are encoded). On failure the batch has
 /// lost them, so it must not be retried.
@@ -358,19 +377,18 @@ fn encode_state_and_snapshot(
     lake: Vec<(String, Bytes)>,
 ) -> Result<EncodedBatch> {
     let state_started = std::time::Instant::now();
-    let (snapshot, state_key, delta_start) = match batch.snapshot.take() {
-        Some(profiles) => (
-            Some(Bytes::from(crate::parquet::encode_profiles_chunked(
-                profiles,
-            )?)),
+    let (snapshot, state_key, delta_start) = if batch.full {
+        (
+            Some(Bytes::from(snapshot_of(&batch.state)?)),
             state_key(batch.partition),
             None,
-        ),
-        None => (
+        )
+    } else {
+        (
             None,
             delta_key(batch.partition, batch.start),
             Some(batch.start),
-        ),
+        )
     };
     let state = Bytes::from(encode_state_owned(
         batch.partition,
@@ -420,7 +438,7 @@ impl CheckpointJob {
             end: batch.end,
             events: batch.events.len(),
             users: batch.state.len(),
-            full: batch.snapshot.is_some(),
+            full: batch.full,
             changed: std::mem::take(&mut batch.changed),
             raw: std::sync::Mutex::new(Some(batch)),
             encoded: tokio::sync::OnceCell::new(),

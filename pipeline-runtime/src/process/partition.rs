@@ -46,10 +46,11 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Profiles of the users the batch changed.
     pub changed: Vec<Profile>,
-    /// Every profile of the partition: present in a full checkpoint only.
-    pub snapshot: Option<Vec<Profile>>,
+    /// A full checkpoint: `state` holds every user of the partition, and the profile
+    /// snapshot is derived from it while encoding (off the consumer thread).
+    pub full: bool,
     /// The restorable state of every user of the partition (full), or of the users the
-    /// batch changed (delta).
+    /// batch changed (delta), in user id order.
     pub state: Vec<StateRecord>,
 }
 
@@ -126,19 +127,19 @@ impl PartitionState {
             .iter()
             .filter_map(|&id| self.book.profile(id))
             .collect();
-        let (snapshot, state) = if full {
-            let ids = self.book.user_ids_sorted();
-            let snapshot = ids.iter().filter_map(|&id| self.book.profile(id)).collect();
-            let state = ids.iter().filter_map(|&id| self.book.record(id)).collect();
+        let state = if full {
             self.deltas_since_base = 0;
-            (Some(snapshot), state)
-        } else {
-            self.deltas_since_base += 1;
-            let state = changed_ids
+            self.book
+                .user_ids_sorted()
                 .iter()
                 .filter_map(|&id| self.book.record(id))
-                .collect();
-            (None, state)
+                .collect()
+        } else {
+            self.deltas_since_base += 1;
+            changed_ids
+                .iter()
+                .filter_map(|&id| self.book.record(id))
+                .collect()
         };
         let batch = Batch {
             partition: self.partition,
@@ -146,7 +147,7 @@ impl PartitionState {
             end: self.next_offset,
             events: std::mem::take(&mut self.pending),
             changed,
-            snapshot,
+            full,
             state,
         };
         self.batch_start = self.next_offset;
@@ -264,7 +265,7 @@ mod tests {
             first.changed.iter().map(|x| x.user_id).collect::<Vec<_>>(),
             vec![2, 5]
         );
-        assert_eq!(first.snapshot.as_ref().map(Vec::len), Some(2));
+        assert!(first.full);
         assert_eq!(first.state.len(), 2);
         assert!(!p.has_pending());
         assert!(!p.behind_full());
@@ -277,7 +278,7 @@ mod tests {
             vec![5]
         );
         assert_eq!(second.changed[0].total_events, 2);
-        assert_eq!(second.snapshot.as_ref().map(Vec::len), Some(2));
+        assert_eq!(second.state.len(), 2);
     }
 
     #[test]
@@ -291,7 +292,7 @@ mod tests {
         p.apply(2, event(2, EventType::Purchase, 250));
         let delta = p.take_batch(false);
         assert_eq!((delta.start, delta.end), (2, 3));
-        assert!(delta.snapshot.is_none());
+        assert!(!delta.full);
         assert_eq!(
             delta
                 .state
@@ -309,7 +310,7 @@ mod tests {
         assert_eq!((fold.start, fold.end, fold.events.len()), (3, 3, 0));
         assert_eq!(fold.changed.len(), 0);
         assert_eq!(fold.state.len(), 2);
-        assert_eq!(fold.snapshot.as_ref().map(Vec::len), Some(2));
+        assert!(fold.full);
         assert_eq!(p.deltas_since_base(), 0);
         assert!(!p.behind_full());
     }
