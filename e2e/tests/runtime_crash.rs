@@ -7,7 +7,7 @@
 //! of deltas, and the next round must recover from that chain.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -28,7 +28,8 @@ struct IngestCli {
 const PARTITIONS: i32 = 3;
 const KILLS: usize = 4;
 
-/// xorshift64*: enough randomness for kill points; the seed is printed to replay a run.
+/// xorshift64*: enough randomness for kill points; the seed is printed, and
+/// `E2E_CRASH_SEED` replays it.
 struct Random(u64);
 
 impl Random {
@@ -86,15 +87,20 @@ impl Processor {
     }
 
     /// Waits until the process has consumed at least `events` events and completed at
-    /// least one checkpoint (with `delta`: at least one delta checkpoint).
+    /// least one checkpoint (with `delta`: at least one delta checkpoint), or until it
+    /// stopped consuming because it caught up: the earlier rounds may have left fewer
+    /// events than the target, and an idle process is a kill point too.
     async fn wait_for_progress(&mut self, events: u64, delta: bool) -> Result<()> {
         let port = self.port;
         let child = &mut self.child;
+        // The last count of consumed events and since when it has not changed.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new((-1.0_f64, Instant::now())));
         wait_for(
-            &format!("{events} events consumed"),
+            &format!("{events} events consumed, or the process caught up"),
             Duration::from_secs(300),
             || {
                 let exited = child.try_wait();
+                let seen = seen.clone();
                 async move {
                     if let Some(status) = exited? {
                         anyhow::bail!("the processor exited early with {status}");
@@ -108,10 +114,19 @@ impl Processor {
                     let fulls = metric_value(&text, "datapipeline_process_full_checkpoints_total")
                         .unwrap_or(0.0);
                     let deltas_done = !delta || checkpoints > fulls;
-                    Ok(
-                        (consumed >= events as f64 && checkpoints >= 1.0 && deltas_done)
-                            .then_some(()),
-                    )
+                    let reached = consumed >= events as f64 && checkpoints >= 1.0 && deltas_done;
+                    let caught_up = {
+                        let mut seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                        if seen.0 != consumed {
+                            *seen = (consumed, Instant::now());
+                        }
+                        // Before its first event the process may still be joining the
+                        // group: only a long silence counts then.
+                        let quiet_for = seen.1.elapsed();
+                        quiet_for >= Duration::from_secs(3)
+                            && (consumed > 0.0 || quiet_for >= Duration::from_secs(20))
+                    };
+                    Ok((reached || caught_up).then_some(()))
                 }
             },
         )
@@ -152,11 +167,17 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
     let ends = end_offsets(&kafka.bootstrap, &kafka.events_topic, PARTITIONS)?;
     let total: i64 = ends.values().sum();
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos() as u64
-        | 1;
-    println!("kill points seed: {seed}");
+    // E2E_CRASH_SEED replays the kill points of a printed seed.
+    let seed = match std::env::var("E2E_CRASH_SEED") {
+        Ok(seed) => seed.parse::<u64>().context("E2E_CRASH_SEED")? | 1,
+        Err(_) => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos() as u64
+                | 1
+        }
+    };
+    println!("kill points seed: {seed} (E2E_CRASH_SEED={seed} replays them)");
     let mut random = Random(seed);
     let env = endpoints.runtime_env(&pipeline, &pipeline);
     let log = std::env::temp_dir().join(format!("{pipeline}-process.log"));
@@ -170,7 +191,7 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
         processor.child.kill()?;
         let status = processor.child.wait()?;
         println!(
-            "round {round}: killed after >= {target} consumed events ({status}; full checkpoint cost factor {factor})"
+            "round {round}: killed after >= {target} consumed events or catching up ({status}; full checkpoint cost factor {factor})"
         );
     }
 

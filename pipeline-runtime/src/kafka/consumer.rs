@@ -63,6 +63,14 @@ impl<H: PartitionHandler> RebalanceContext<H> {
 }
 
 impl<H: PartitionHandler> ClientContext for RebalanceContext<H> {
+    /// librdkafka's errors as the default context logs them, except reaching a
+    /// partition's end: the consumer asks to be told (to notice it caught up).
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !super::is_end_of_partition(&error) {
+            tracing::error!(error = %error, reason, "librdkafka error");
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         self.handler
             .on_lag(&lag_from_statistics(&statistics, &self.topic));

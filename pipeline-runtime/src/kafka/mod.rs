@@ -89,17 +89,22 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
     config
 }
 
+/// Whether a client error only says a partition was read to its end (reported when
+/// `enable.partition.eof` is set: information, not a failure).
+pub fn is_end_of_partition(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    )
+}
+
 /// Context of the range readers: end-of-partition events are how they know they are done,
 /// not errors worth a log line.
 pub struct ReaderContext;
 
 impl rdkafka::ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        let end_of_partition = matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        );
-        if !end_of_partition {
+        if !is_end_of_partition(&error) {
             tracing::warn!(error = %error, reason, "kafka reader error");
         }
     }
