@@ -46,6 +46,15 @@ struct Processor {
     port: u16,
 }
 
+/// A failing test must not leave its processor running (and consuming) after it.
+impl Drop for Processor {
+    fn drop(&mut self) {
+        // Both are no-ops for a child already waited for.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Processor {
     /// `full_checkpoint_cost_factor`: see `pipeline-runtime process --help`; large values
     /// leave partitions on deltas until the 64th, or until idle.
