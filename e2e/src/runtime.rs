@@ -37,6 +37,37 @@ fn var(name: &str) -> Result<String> {
 }
 
 impl Endpoints {
+    /// The ingest role's arguments for `pipeline` on these servers (the pipeline's own
+    /// bucket, HTTP off), then `extra` flags, parsed as the binary parses them.
+    pub fn ingest_args(
+        &self,
+        pipeline: &str,
+        extra: &[&str],
+    ) -> pipeline_runtime::config::IngestArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: pipeline_runtime::config::IngestArgs,
+        }
+        let mut argv = vec![
+            "ingest",
+            "--pipeline",
+            pipeline,
+            "--http-port",
+            "0",
+            "--kafka-bootstrap",
+            &self.kafka_bootstrap,
+            "--s3-bucket",
+            pipeline,
+            "--s3-endpoint",
+            &self.s3_endpoint,
+            "--s3-region",
+            &self.s3_region,
+        ];
+        argv.extend_from_slice(extra);
+        <Cli as clap::Parser>::parse_from(argv).args
+    }
+
     /// Reads the endpoints and checks every server accepts TCP connections.
     pub fn from_env() -> Result<Self> {
         let e = Endpoints {

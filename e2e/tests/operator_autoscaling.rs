@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use clap::Parser;
 use datapipeline_operator::{
     controller::{self, validate::OperatorSettings, RunConfig},
     crd::{DataPipeline, DataPipelineStatus},
@@ -38,19 +37,12 @@ use kube::{
     Client,
 };
 use pipeline_config::PipelineNames;
-use pipeline_runtime::config::IngestArgs;
 use pipeline_runtime::ingest::IngestSummary;
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     ClientConfig,
 };
-
-#[derive(Parser)]
-struct IngestCli {
-    #[command(flatten)]
-    args: IngestArgs,
-}
 
 const PARTITIONS: i32 = 3;
 /// Rows of the generated file: a backlog that one debug-built process takes several
@@ -409,27 +401,15 @@ async fn create_topics(bootstrap: &str, names: &PipelineNames) -> Result<()> {
 
 /// Publishes the file with the runtime's ingest role (in process).
 async fn ingest(endpoints: &Endpoints, pipeline: &str, csv: &Path) -> Result<IngestSummary> {
-    let argv = [
-        "ingest",
-        "--pipeline",
+    let args = endpoints.ingest_args(
         pipeline,
-        "--http-port",
-        "0",
-        "--kafka-bootstrap",
-        &endpoints.kafka_bootstrap,
-        "--s3-bucket",
-        pipeline,
-        "--s3-endpoint",
-        &endpoints.s3_endpoint,
-        "--s3-region",
-        &endpoints.s3_region,
-        "--input",
-        &csv.display().to_string(),
-        "--partitions",
-        &PARTITIONS.to_string(),
-    ]
-    .map(String::from);
-    let args = IngestCli::parse_from(&argv).args;
+        &[
+            "--input",
+            &csv.display().to_string(),
+            "--partitions",
+            &PARTITIONS.to_string(),
+        ],
+    );
     Ok(pipeline_runtime::ingest::run_with(args, endpoints.s3_credentials()).await?)
 }
 

@@ -10,20 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use e2e::runtime::{
     end_offsets, expected_from_embedded_run, free_port, http_get, metric_value, open_bucket,
     runtime_binary, unique_name, verify_distributed, wait_for, wait_until_committed, write_fixture,
     Endpoints,
 };
-use pipeline_runtime::config::IngestArgs;
 use pipeline_runtime::search::SearchIndex;
-
-#[derive(Parser)]
-struct IngestCli {
-    #[command(flatten)]
-    args: IngestArgs,
-}
 
 const PARTITIONS: i32 = 3;
 const KILLS: usize = 4;
@@ -153,25 +145,16 @@ async fn process_killed_at_random_points_still_equals_the_embedded_run() -> Resu
     let pipeline = unique_name("e2e-crash");
     let credentials = endpoints.s3_credentials();
 
-    let argv = [
-        "ingest",
-        "--pipeline",
+    let args = endpoints.ingest_args(
         &pipeline,
-        "--http-port",
-        "0",
-        "--kafka-bootstrap",
-        &endpoints.kafka_bootstrap,
-        "--s3-bucket",
-        &pipeline,
-        "--s3-endpoint",
-        &endpoints.s3_endpoint,
-        "--input",
-        &csv.display().to_string(),
-        "--partitions",
-        &PARTITIONS.to_string(),
-    ]
-    .map(String::from);
-    pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, credentials).await?;
+        &[
+            "--input",
+            &csv.display().to_string(),
+            "--partitions",
+            &PARTITIONS.to_string(),
+        ],
+    );
+    pipeline_runtime::ingest::run_with(args, credentials).await?;
     let kafka = endpoints.kafka(&pipeline);
     let ends = end_offsets(&kafka.bootstrap, &kafka.events_topic, PARTITIONS)?;
     let total: i64 = ends.values().sum();

@@ -3,19 +3,11 @@
 //! run skips them, and a file landing later is picked up on its own.
 
 use anyhow::Result;
-use clap::Parser;
 use e2e::runtime::{
     expected_from_embedded_run, open_bucket, unique_name, verify_topics, write_fixture, Endpoints,
     Expected,
 };
-use pipeline_runtime::config::IngestArgs;
 use pipeline_runtime::store::Bytes;
-
-#[derive(Parser)]
-struct IngestCli {
-    #[command(flatten)]
-    args: IngestArgs,
-}
 
 /// The embedded run of a file, with rejected rows named after the object key they were
 /// read from (the ingest names a source by its key).
@@ -65,23 +57,12 @@ async fn landing_objects_are_published_once_each() -> Result<()> {
         .await?;
 
     let credentials = endpoints.s3_credentials();
-    let argv = [
-        "ingest",
-        "--pipeline",
-        &pipeline,
-        "--http-port",
-        "0",
-        "--kafka-bootstrap",
-        &endpoints.kafka_bootstrap,
-        "--s3-bucket",
-        &pipeline,
-        "--s3-endpoint",
-        &endpoints.s3_endpoint,
-        "--partitions",
-        "3",
-    ]
-    .map(String::from);
-    let run = || pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, credentials);
+    let run = || {
+        pipeline_runtime::ingest::run_with(
+            endpoints.ingest_args(&pipeline, &["--partitions", "3"]),
+            credentials,
+        )
+    };
 
     let first = run().await?;
     assert_eq!((first.sources, first.sources_skipped), (2, 0));

@@ -12,21 +12,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use e2e::runtime::{
     end_offsets, free_port, http_get, runtime_binary, unique_name, wait_for, wait_until_committed,
     write_fixture, Endpoints,
 };
-use pipeline_runtime::config::IngestArgs;
 use pipeline_runtime::search::SearchIndex;
 
 const PARTITIONS: i32 = 2;
-
-#[derive(Parser)]
-struct IngestCli {
-    #[command(flatten)]
-    args: IngestArgs,
-}
 
 /// Kills the child when the test ends, whatever happened.
 struct KillOnDrop(std::process::Child);
@@ -47,25 +39,16 @@ async fn failing_checkpoints_make_the_process_unready_but_alive() -> Result<()> 
     let csv = write_fixture(dir.path(), 5_000, 31)?;
     let pipeline = unique_name("e2e-unready");
     let credentials = endpoints.s3_credentials();
-    let argv = [
-        "ingest",
-        "--pipeline",
+    let args = endpoints.ingest_args(
         &pipeline,
-        "--http-port",
-        "0",
-        "--kafka-bootstrap",
-        &endpoints.kafka_bootstrap,
-        "--s3-bucket",
-        &pipeline,
-        "--s3-endpoint",
-        &endpoints.s3_endpoint,
-        "--input",
-        &csv.display().to_string(),
-        "--partitions",
-        &PARTITIONS.to_string(),
-    ]
-    .map(String::from);
-    pipeline_runtime::ingest::run_with(IngestCli::parse_from(&argv).args, credentials).await?;
+        &[
+            "--input",
+            &csv.display().to_string(),
+            "--partitions",
+            &PARTITIONS.to_string(),
+        ],
+    );
+    pipeline_runtime::ingest::run_with(args, credentials).await?;
 
     let kafka = endpoints.kafka(&pipeline);
     let ends = end_offsets(&kafka.bootstrap, &kafka.events_topic, PARTITIONS)?;

@@ -560,44 +560,37 @@ pub fn encode_states(records: &[StateRecord]) -> Result<Vec<u8>> {
 /// Rows converted to Arrow at once by the chunked encoders.
 pub const ENCODE_CHUNK_ROWS: usize = 64 * 1024;
 
-/// Like [`batch_to_parquet`] over all `rows`, converting and freeing them a chunk at a
-/// time: peak memory is the output plus one chunk, not a second copy of every row. For
+/// One Parquet file from rows produced a chunk at a time: only one chunk is converted to
+/// Arrow (and, when the chunks are moved out of their source, held) at once. For
 /// whole-partition snapshots and states.
-fn rows_to_parquet<T>(
-    rows: Vec<T>,
+fn encode_chunks<T>(
     schema: SchemaRef,
     to_batch: fn(&[T]) -> Result<RecordBatch>,
+    chunks: impl Iterator<Item = Vec<T>>,
 ) -> Result<Vec<u8>> {
     let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties()))?;
-    let mut rows = rows.into_iter();
-    loop {
-        // Moved out of `rows` and dropped after writing: their heap parts go chunk by
-        // chunk.
-        let chunk: Vec<T> = rows.by_ref().take(ENCODE_CHUNK_ROWS).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        writer.write(&to_batch(&chunk)?)?;
-    }
-    Ok(writer.into_inner()?)
-}
-
-/// [`encode_profiles`] of profiles produced a chunk at a time: one Parquet file, and only
-/// one chunk of profiles in memory at once.
-pub fn encode_profile_chunks(chunks: impl Iterator<Item = Vec<Profile>>) -> Result<Vec<u8>> {
-    let mut writer =
-        ArrowWriter::try_new(Vec::new(), profiles_schema(), Some(writer_properties()))?;
     for chunk in chunks {
         if !chunk.is_empty() {
-            writer.write(&profiles_to_batch(&chunk)?)?;
+            writer.write(&to_batch(&chunk)?)?;
         }
     }
     Ok(writer.into_inner()?)
 }
 
-/// [`encode_states`], converting a chunk at a time (see [`rows_to_parquet`]).
+/// [`encode_profiles`] of profiles produced a chunk at a time.
+pub fn encode_profile_chunks(chunks: impl Iterator<Item = Vec<Profile>>) -> Result<Vec<u8>> {
+    encode_chunks(profiles_schema(), profiles_to_batch, chunks)
+}
+
+/// [`encode_states`] consuming the records: each chunk is moved out and dropped after
+/// writing, so their heap parts are freed as the encoding goes.
 pub fn encode_states_chunked(records: Vec<StateRecord>) -> Result<Vec<u8>> {
-    rows_to_parquet(records, states_schema(), states_to_batch)
+    let mut records = records.into_iter();
+    let chunks = std::iter::from_fn(|| {
+        let chunk: Vec<StateRecord> = records.by_ref().take(ENCODE_CHUNK_ROWS).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    });
+    encode_chunks(states_schema(), states_to_batch, chunks)
 }
 
 pub fn decode_states(bytes: impl Into<Bytes>) -> Result<Vec<StateRecord>> {
