@@ -1,7 +1,11 @@
-# syntax=docker/dockerfile:1
 # The operator image: `docker build -f docker/operator.Dockerfile -t datapipeline-operator:dev .`
-# (from the repository root). The operator depends only on pipeline-config and the kube
-# stack (rustls, no OpenSSL), so it builds in a few minutes and runs on distroless.
+# (from the repository root; needs BuildKit for the cache mounts: Docker 23+, or
+# DOCKER_BUILDKIT=1 on older engines). No `# syntax=` line: the built-in Dockerfile
+# frontend does everything here, and a syntax line would make BuildKit pull a frontend image.
+#
+# The operator reads consumer offsets with rdkafka, so it links librdkafka the same way the
+# runtime does (configure build, static zlib and zstd, system OpenSSL): it runs on
+# distroless cc-debian12, which carries glibc, libgcc, libstdc++ and libssl3.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src

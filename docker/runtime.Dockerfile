@@ -1,12 +1,14 @@
-# syntax=docker/dockerfile:1
 # The pipeline-runtime image: `docker build -f docker/runtime.Dockerfile -t pipeline-runtime:dev .`
-# (from the repository root). rdkafka is built from source (cmake) with OpenSSL and zstd;
-# distroless cc-debian12 carries the glibc, libstdc++ and libssl3 it links against.
+# (from the repository root; needs BuildKit for the cache mounts: Docker 23+, or
+# DOCKER_BUILDKIT=1 on older engines). No `# syntax=` line: the built-in Dockerfile
+# frontend does everything here, and a syntax line would make BuildKit pull a frontend image.
+#
+# librdkafka is compiled by rdkafka-sys with its own configure script (no cmake, no curl);
+# zlib and zstd are linked in statically, OpenSSL dynamically. So the binary needs glibc,
+# libgcc, libstdc++ and libssl3: exactly what distroless cc-debian12 carries. The builder
+# image (buildpack-deps) already has the compiler, make, perl, pkg-config and libssl-dev.
 
 FROM rust:1-bookworm AS builder
-RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev \
- && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -4,11 +4,13 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config   # librdkafka is built from source by rdkafka-sys
-  libssl-dev zlib1g-dev              # TLS and compression for librdkafka
+  build-essential pkg-config         # librdkafka is built from source by rdkafka-sys (its configure script)
+  libssl-dev                         # TLS for librdkafka (zlib and zstd are compiled in)
   curl openssl ca-certificates       # health checks; control-plane certificates
   util-linux                         # setsid and flock in e2e/services.sh
   maven openjdk-17-jdk-headless      # Kafka and OpenSearch come from Maven Central, run on Java 17
+  containerd runc containernetworking-plugins iptables iproute2 conntrack ethtool socat  # the real node (services.sh up node)
+  docker.io debootstrap              # the images (e2e/images.sh) and their base-image stand-ins
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,9 +7,10 @@
 #   e2e/services.sh status  [NAME...]  running/stopped + endpoint; non-zero if any is down
 #   e2e/services.sh env                `export ...` lines with the endpoints
 #   e2e/services.sh smoke   [NAME...]  functional check of running servers (topic+produce,
-#                                      index+count, bucket+object, k8s workloads)
+#                                      index+count, bucket+object, k8s workloads, real pods)
 #
-# NAME: kafka opensearch s3 k8s (default: all).
+# NAME: kafka opensearch s3 k8s (the default set) and node (only when named: a second
+# cluster with a real kubelet + containerd node; needs root, see services/node.sh).
 #
 # Cache (heavy downloads/builds, keyed by version):
 #   ${DATAPIPELINE_CACHE:-$HOME/.cache/datapipeline}/<component>-<version>/
@@ -34,6 +35,9 @@ export GOTOOLCHAIN=local
 DP_CACHE=${DATAPIPELINE_CACHE:-$HOME/.cache/datapipeline}
 DP_RUN=${DATAPIPELINE_RUN:-/tmp/datapipeline-services}
 ALL_SERVICES=(kafka opensearch s3 k8s)
+# Known but not started by default: `node` needs root and changes the host's network
+# (a bridge, iptables rules); `env` prints its lines too.
+KNOWN_SERVICES=("${ALL_SERVICES[@]}" node)
 
 # Ports (non-default ones, so nothing a user runs clashes).
 KAFKA_PORT=${KAFKA_PORT:-19092}
@@ -209,10 +213,12 @@ source "$SERVICES_DIR/opensearch.sh"
 source "$SERVICES_DIR/s3.sh"
 # shellcheck source=services/k8s.sh
 source "$SERVICES_DIR/k8s.sh"
+# shellcheck source=services/node.sh
+source "$SERVICES_DIR/node.sh"
 
 env_lines() {
   local n
-  for n in "${ALL_SERVICES[@]}"; do
+  for n in "${KNOWN_SERVICES[@]}"; do
     "${n}_env"
   done
 }
@@ -252,9 +258,9 @@ main() {
     names=("${ALL_SERVICES[@]}")
   fi
   for n in "${names[@]}"; do
-    case " ${ALL_SERVICES[*]} " in
+    case " ${KNOWN_SERVICES[*]} " in
       *" $n "*) ;;
-      *) die "unknown service '$n' (known: ${ALL_SERVICES[*]})" ;;
+      *) die "unknown service '$n' (known: ${KNOWN_SERVICES[*]})" ;;
     esac
   done
   case $cmd in
@@ -292,7 +298,7 @@ main() {
       done
       ;;
     *)
-      sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+      sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
       exit 2
       ;;
   esac

@@ -44,7 +44,8 @@ KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 K8S_READY_TIMEOUT=${K8S_READY_TIMEOUT:-120}
 
-K8S_BIN=$(cache_dir kube "$K8S_VERSION")/bin
+# "-node": the entry also holds kubelet and kube-proxy (the real-node tier).
+K8S_BIN=$(cache_dir kube "$K8S_VERSION-node")/bin
 ETCD_BIN=$(cache_dir etcd "$ETCD_VERSION")/bin
 KWOK_BIN=$(cache_dir kwok "$KWOK_VERSION")/bin
 HELM_BIN=$(cache_dir helm "$HELM_VERSION")/bin
@@ -74,7 +75,7 @@ _k8s_build_kube() {
     echo
     echo "tool ("
     local c
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
       echo "	k8s.io/kubernetes/cmd/$c"
     done
     echo ")"
@@ -97,7 +98,9 @@ _k8s_build_kube() {
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubectl
+      k8s.io/kubernetes/cmd/kubectl \
+      k8s.io/kubernetes/cmd/kubelet \
+      k8s.io/kubernetes/cmd/kube-proxy
   )
   "$out/bin/kubectl" version --client >&2
 }
@@ -141,7 +144,7 @@ k8s_install() {
   cache_build kwok "$KWOK_VERSION" _k8s_build_kwok
   cache_build helm "$HELM_VERSION" _k8s_go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-  cache_build kube "$K8S_VERSION" _k8s_build_kube
+  cache_build kube "$K8S_VERSION-node" _k8s_build_kube
 }
 
 # ---------------------------------------------------------------- runtime
@@ -160,6 +163,21 @@ K8S_SERVICE_CIDR=${K8S_SERVICE_CIDR:-10.96.0.0/16}
 K8S_POD_CIDR=${K8S_POD_CIDR:-10.244.0.0/24}
 K8S_NODE_NAME=${K8S_NODE_NAME:-kwok-node-0}
 K8S_APISERVER_URL=https://127.0.0.1:$K8S_APISERVER_PORT
+
+# The control-plane functions below (_k8s_pki ... _k8s_cp_start, _k8s_cp_stop) serve
+# two clusters: this one, and the real-node cluster of node.sh. They read which one
+# from the variables above (K8S_RUN, K8S_LOG, K8S_KUBECONFIG, K8S_APISERVER_URL,
+# K8S_APISERVER_PORT, ETCD_PORT, ETCD_PEER_PORT, K8S_SERVICE_CIDR) and these; node.sh
+# calls them with its own values declared `local` (bash's dynamic scoping), so the
+# defaults here are exactly the `k8s` service's.
+K8S_CLUSTER=k8s                    # service name: log messages, ${K8S_CLUSTER}_down on failure
+K8S_CONTEXT=datapipeline-e2e       # cluster/context name in the kubeconfig
+K8S_APISERVER_ADDRESS=127.0.0.1    # kube-apiserver --bind-address and --advertise-address
+K8S_EXTRA_SANS=                    # ",IP:..." appended to the serving certificate's SANs
+K8S_CP_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+# 127.0.0.1 is not accepted in the `kubernetes` Endpoints: no endpoint reconciler here.
+K8S_APISERVER_EXTRA_ARGS=(--endpoint-reconciler-type none)
+K8S_KCM_EXTRA_ARGS=(--allocate-node-cidrs=false)
 
 _k8s_kubectl() {
   "$K8S_BIN/kubectl" --kubeconfig "$K8S_KUBECONFIG" --request-timeout=10s "$@"
@@ -183,7 +201,7 @@ _k8s_pki() {
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,IP:$svc_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,DNS:localhost,IP:$svc_ip,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local$K8S_EXTRA_SANS
 EXT
     openssl x509 -req -sha256 -days 3650 -in apiserver.csr -CA ca.crt -CAkey ca.key \
       -CAcreateserial -extfile apiserver.ext -out apiserver.crt
@@ -204,7 +222,7 @@ _k8s_write_kubeconfig() {
 apiVersion: v1
 kind: Config
 clusters:
-- name: datapipeline-e2e
+- name: $K8S_CONTEXT
   cluster:
     server: $K8S_APISERVER_URL
     certificate-authority-data: $ca
@@ -213,12 +231,12 @@ users:
   user:
     token: $token
 contexts:
-- name: datapipeline-e2e
+- name: $K8S_CONTEXT
   context:
-    cluster: datapipeline-e2e
+    cluster: $K8S_CONTEXT
     user: admin
     namespace: default
-current-context: datapipeline-e2e
+current-context: $K8S_CONTEXT
 EOF2
   mv -f "$K8S_KUBECONFIG.tmp" "$K8S_KUBECONFIG"
 }
@@ -291,8 +309,8 @@ _k8s_start() {
 _k8s_wait() {
   local c=$1 fn=$2
   wait_for "$c" "$K8S_READY_TIMEOUT" "$K8S_RUN/$c.log" "$K8S_RUN/$c.pid" "$fn" || {
-    k8s_down
-    die "k8s: $c failed to become ready (logs: $K8S_RUN)"
+    "${K8S_CLUSTER}_down"
+    die "$K8S_CLUSTER: $c failed to become ready (logs: $K8S_RUN)"
   }
 }
 
@@ -301,6 +319,85 @@ _k8s_all_alive() {
   for c in "${K8S_COMPONENTS[@]}"; do
     pid_alive "$K8S_RUN/$c.pid" || return 1
   done
+}
+
+# _k8s_cp_prepare: checks the ports, truncates the logs, writes a fresh CA, serving and
+# service-account keys and the admin kubeconfig.
+_k8s_cp_prepare() {
+  local c
+  require_port_free etcd "$ETCD_PORT"
+  require_port_free etcd "$ETCD_PEER_PORT"
+  require_port_free kube-apiserver "$K8S_APISERVER_PORT"
+  mkdir -p "$K8S_RUN"
+  : >"$K8S_LOG"
+  for c in "${K8S_CP_COMPONENTS[@]}"; do : >"$K8S_RUN/$c.log"; done
+  _k8s_pki
+  _k8s_write_kubeconfig
+}
+
+# _k8s_cp_start: etcd, kube-apiserver (waits for both), controller-manager, scheduler.
+_k8s_cp_start() {
+  local pki=$K8S_RUN/pki
+  rm -rf "$K8S_RUN/etcd"
+  # --unsafe-no-fsync: test data only, and it makes etcd far faster on slow disks.
+  _k8s_start etcd "$ETCD_BIN/etcd" --name datapipeline-e2e --data-dir "$K8S_RUN/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "datapipeline-e2e=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --log-level warn
+  _k8s_wait etcd _k8s_etcd_ready
+
+  # --advertise-address must be given: without it the apiserver picks the default
+  # route's address. (For the `k8s` cluster, 127.0.0.1 is not accepted in the
+  # `kubernetes` Endpoints, so K8S_APISERVER_EXTRA_ARGS turns the endpoint reconciler
+  # off: nothing in a kwok cluster dials that Service.)
+  _k8s_start kube-apiserver "$K8S_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address "$K8S_APISERVER_ADDRESS" --advertise-address "$K8S_APISERVER_ADDRESS" \
+    --secure-port "$K8S_APISERVER_PORT" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --token-auth-file "$pki/tokens.csv" \
+    --authorization-mode Node,RBAC \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" \
+    --service-account-signing-key-file "$pki/sa.key" \
+    --service-cluster-ip-range "$K8S_SERVICE_CIDR" \
+    --allow-privileged=true \
+    --profiling=false \
+    --cert-dir "$pki" \
+    "${K8S_APISERVER_EXTRA_ARGS[@]}"
+  _k8s_wait kube-apiserver _k8s_apiserver_ready
+
+  # --secure-port 0: no serving port, so nothing can clash with 10257/10259.
+  _k8s_start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig "$K8S_KUBECONFIG" \
+    --controllers '*' \
+    --leader-elect=false \
+    --secure-port 0 \
+    --use-service-account-credentials=false \
+    --service-account-private-key-file "$pki/sa.key" \
+    --root-ca-file "$pki/ca.crt" \
+    --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
+    --service-cluster-ip-range "$K8S_SERVICE_CIDR" \
+    --profiling=false \
+    "${K8S_KCM_EXTRA_ARGS[@]}"
+  _k8s_start kube-scheduler "$K8S_BIN/kube-scheduler" \
+    --kubeconfig "$K8S_KUBECONFIG" \
+    --leader-elect=false \
+    --secure-port 0 \
+    --profiling=false
+}
+
+# _k8s_cp_stop: stops the control plane (reverse order) and removes the etcd data.
+_k8s_cp_stop() {
+  local i
+  for ((i = ${#K8S_CP_COMPONENTS[@]} - 1; i >= 0; i--)); do
+    stop_pid "${K8S_CP_COMPONENTS[$i]}" "$K8S_RUN/${K8S_CP_COMPONENTS[$i]}.pid" "${K8S_STOP_TIMEOUT:-20}"
+  done
+  rm -rf "$K8S_RUN/etcd"
 }
 
 k8s_up() {
@@ -319,67 +416,9 @@ k8s_up() {
       break
     fi
   done
-  require_port_free etcd "$ETCD_PORT"
-  require_port_free etcd "$ETCD_PEER_PORT"
-  require_port_free kube-apiserver "$K8S_APISERVER_PORT"
-  mkdir -p "$K8S_RUN"
-  : >"$K8S_LOG"
-  for c in "${K8S_COMPONENTS[@]}"; do : >"$K8S_RUN/$c.log"; done
-
-  _k8s_pki
-  _k8s_write_kubeconfig
-  local pki=$K8S_RUN/pki
-
-  rm -rf "$K8S_RUN/etcd"
-  # --unsafe-no-fsync: test data only, and it makes etcd far faster on slow disks.
-  _k8s_start etcd "$ETCD_BIN/etcd" --name datapipeline-e2e --data-dir "$K8S_RUN/etcd" \
-    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "datapipeline-e2e=http://127.0.0.1:$ETCD_PEER_PORT" \
-    --unsafe-no-fsync --log-level warn
-  _k8s_wait etcd _k8s_etcd_ready
-
-  # --advertise-address must be given: without it the apiserver picks the default
-  # route's address. 127.0.0.1 is not accepted in the `kubernetes` Endpoints, so the
-  # endpoint reconciler is off (nothing in a kwok cluster dials that Service).
-  _k8s_start kube-apiserver "$K8S_BIN/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
-    --secure-port "$K8S_APISERVER_PORT" \
-    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-    --client-ca-file "$pki/ca.crt" \
-    --token-auth-file "$pki/tokens.csv" \
-    --authorization-mode Node,RBAC \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file "$pki/sa.pub" \
-    --service-account-signing-key-file "$pki/sa.key" \
-    --service-cluster-ip-range "$K8S_SERVICE_CIDR" \
-    --endpoint-reconciler-type none \
-    --allow-privileged=true \
-    --profiling=false \
-    --cert-dir "$pki"
-  _k8s_wait kube-apiserver _k8s_apiserver_ready
-
-  # --secure-port 0: no serving port, so nothing can clash with 10257/10259.
-  _k8s_start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
-    --kubeconfig "$K8S_KUBECONFIG" \
-    --controllers '*' \
-    --leader-elect=false \
-    --secure-port 0 \
-    --use-service-account-credentials=false \
-    --service-account-private-key-file "$pki/sa.key" \
-    --root-ca-file "$pki/ca.crt" \
-    --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
-    --service-cluster-ip-range "$K8S_SERVICE_CIDR" \
-    --allocate-node-cidrs=false \
-    --profiling=false
-  _k8s_start kube-scheduler "$K8S_BIN/kube-scheduler" \
-    --kubeconfig "$K8S_KUBECONFIG" \
-    --leader-elect=false \
-    --secure-port 0 \
-    --profiling=false
+  _k8s_cp_prepare
+  : >"$K8S_RUN/kwok.log"
+  _k8s_cp_start
 
   _k8s_kwok_config >"$K8S_RUN/kwok.yaml"
   _k8s_start kwok "$KWOK_BIN/kwok" \
@@ -405,11 +444,8 @@ k8s_up() {
 }
 
 k8s_down() {
-  local i
-  for ((i = ${#K8S_COMPONENTS[@]} - 1; i >= 0; i--)); do
-    stop_pid "${K8S_COMPONENTS[$i]}" "$K8S_RUN/${K8S_COMPONENTS[$i]}.pid" "${K8S_STOP_TIMEOUT:-20}"
-  done
-  rm -rf "$K8S_RUN/etcd"
+  stop_pid kwok "$K8S_RUN/kwok.pid" "${K8S_STOP_TIMEOUT:-20}"
+  _k8s_cp_stop
 }
 
 k8s_status() {

