@@ -1,5 +1,6 @@
 //! Credentials the operator generates for managed services (MinIO keys, the `elastic`
-//! password, Elasticsearch transport TLS). Generated once: values already stored in their
+//! password, Elasticsearch transport TLS; a managed OpenSearch, security plugin off, gets
+//! none). Generated once: values already stored in their
 //! Secrets (read by `dereference`) are always reused. Randomness sits behind
 //! `CredentialGenerator` so reconciles are deterministic in tests.
 
@@ -10,7 +11,10 @@ use rcgen::{
 };
 
 use super::validate::{ObjectStoreMode, SearchMode, ValidatedPipeline};
-use crate::error::{Error, Result};
+use crate::{
+    crd::SearchEngine,
+    error::{Error, Result},
+};
 
 /// S3 access key of a managed MinIO (its root user).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,8 +62,8 @@ pub fn complete(
         })),
         ObjectStoreMode::External(_) => None,
     };
-    let (elastic_password, search_transport) = match plan.search.mode {
-        SearchMode::Managed(_) => {
+    let (elastic_password, search_transport) = match &plan.search.mode {
+        SearchMode::Managed(search) if search.engine == SearchEngine::Elasticsearch => {
             let password = existing
                 .elastic_password
                 .unwrap_or_else(|| generator.password());
@@ -83,7 +87,9 @@ pub fn complete(
             };
             (Some(password), Some(tls))
         }
-        SearchMode::External(_) => (None, None),
+        // A managed OpenSearch runs without its security plugin; external engines bring
+        // their own credentials.
+        SearchMode::Managed(_) | SearchMode::External(_) => (None, None),
     };
     Ok(GeneratedCredentials {
         minio,
@@ -192,6 +198,20 @@ mod tests {
             complete(existing, &plan, &FixedCredentials).expect("complete"),
             GeneratedCredentials::default()
         );
+    }
+
+    #[test]
+    fn managed_opensearch_gets_no_search_credentials() {
+        let plan = crate::controller::fixtures::opensearch_plan(1);
+        let existing = GeneratedCredentials {
+            minio: None,
+            elastic_password: Some("left-over".into()),
+            search_transport: None,
+        };
+        let done = complete(existing, &plan, &FixedCredentials).expect("complete");
+        assert_eq!(done.elastic_password, None);
+        assert_eq!(done.search_transport, None);
+        assert!(done.minio.is_some());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{
     observed::{Component, Problem},
 };
 use crate::{
-    crd::DataPipelineSpec,
+    crd::{DataPipelineSpec, SearchEngine},
     error::{Error, Result},
 };
 
@@ -197,12 +197,14 @@ pub async fn dereference(
         Some(_) => get_opt(&secrets, namespace, &names.minio_credentials()).await?,
         None => None,
     };
-    let (elastic, transport) = match spec.search.managed {
-        Some(_) => (
+    // Only a managed Elasticsearch has generated credentials (OpenSearch runs without its
+    // security plugin).
+    let (elastic, transport) = match &spec.search.managed {
+        Some(search) if search.engine == SearchEngine::Elasticsearch => (
             get_opt(&secrets, namespace, &names.elastic_user()).await?,
             get_opt(&secrets, namespace, &names.search_transport_tls()).await?,
         ),
-        None => (None, None),
+        Some(_) | None => (None, None),
     };
     Ok(Ok(existing_credentials(
         minio.as_ref(),

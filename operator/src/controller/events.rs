@@ -1,5 +1,6 @@
 //! Kubernetes Events on a DataPipeline for the transitions a user cares about: a phase
-//! change, and the appearance of a problem they must fix (missing Secret, invalid spec).
+//! change, and the appearance of a problem they must fix (missing Secret, invalid spec, a
+//! component whose pods cannot start).
 //! `transition_notices` is pure; `publish` sends them and only logs failures, because an
 //! Event that cannot be written must not fail the reconcile.
 
@@ -61,6 +62,25 @@ pub fn transition_notices(
                 warning: true,
                 reason: reason.into(),
                 note: truncate(message),
+            });
+        }
+    }
+    // A component whose pods cannot start, once per new reason (a message that only
+    // counts another restart is no news).
+    for condition in &new.conditions {
+        if !types::ALL.contains(&condition.type_.as_str())
+            || !reasons::POD_PROBLEMS.contains(&condition.reason.as_str())
+        {
+            continue;
+        }
+        let old_reason = old
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition.type_))
+            .map(|c| c.reason.as_str());
+        if old_reason != Some(condition.reason.as_str()) {
+            notices.push(Notice {
+                warning: true,
+                reason: condition.reason.clone(),
+                note: truncate(&format!("{}: {}", condition.type_, condition.message)),
             });
         }
     }
@@ -180,6 +200,58 @@ mod tests {
             "Secret shops/y does not exist",
         );
         assert_eq!(transition_notices(Some(&pending), &other).len(), 1);
+    }
+
+    #[test]
+    fn a_component_whose_pods_cannot_start_is_announced_once_per_reason() {
+        let condition = |type_: &str, reason: &str, message: &str| Condition {
+            type_: type_.into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: Some(1),
+            last_transition_time: at(1),
+        };
+        let with = |search: Condition| DataPipelineStatus {
+            phase: Some(Phase::Provisioning),
+            conditions: vec![
+                search,
+                condition("Ready", "ComponentsNotReady", "waiting for search"),
+            ],
+            ..Default::default()
+        };
+        let starting = with(condition("SearchReady", "ReplicasNotReady", "0/1 ready"));
+        let pulling = with(condition(
+            "SearchReady",
+            "ImagePullBackOff",
+            "container opensearch of pod shops/shop-es-0 cannot pull image x: not found",
+        ));
+        assert_eq!(
+            transition_notices(Some(&starting), &pulling),
+            vec![Notice {
+                warning: true,
+                reason: "ImagePullBackOff".into(),
+                note: "SearchReady: container opensearch of pod shops/shop-es-0 cannot pull image x: not found".into()
+            }]
+        );
+        let still = with(condition(
+            "SearchReady",
+            "ImagePullBackOff",
+            "container opensearch of pod shops/shop-es-1 cannot pull image x: not found",
+        ));
+        assert_eq!(transition_notices(Some(&pulling), &still), vec![]);
+        let crashing = with(condition(
+            "SearchReady",
+            "CrashLoopBackOff",
+            "keeps exiting",
+        ));
+        assert_eq!(
+            transition_notices(Some(&still), &crashing)
+                .into_iter()
+                .map(|n| n.reason)
+                .collect::<Vec<_>>(),
+            vec!["CrashLoopBackOff".to_string()]
+        );
     }
 
     #[test]

@@ -20,10 +20,14 @@ use super::{
     observed::{
         ChildrenState, IngestState, JobOutcome, JobState, Observation, PipelineFacts, WorkloadState,
     },
-    validate::{validate, OperatorSettings, ValidatedPipeline},
+    validate::{validate, ManagedSearchPlan, OperatorSettings, SearchMode, ValidatedPipeline},
     Context,
 };
-use crate::{crd::DataPipeline, error::Result, metrics::Metrics};
+use crate::{
+    crd::{DataPipeline, SearchEngine},
+    error::Result,
+    metrics::Metrics,
+};
 
 pub const UID: &str = "0b9f5f2e-2c1a-4d5e-9a35-1f4b3c2d1e0f";
 
@@ -93,6 +97,38 @@ pub fn managed_plan() -> ValidatedPipeline {
 
 pub fn external_pipeline_plan() -> ValidatedPipeline {
     validate(&external_pipeline(), &settings()).expect("valid fixture")
+}
+
+/// The all-managed pipeline with a managed OpenSearch of `replicas` nodes, 2 GiB each.
+pub fn opensearch_pipeline(replicas: i32) -> DataPipeline {
+    let mut dp = managed_pipeline();
+    dp.spec.search.managed = Some(
+        serde_json::from_value(json!({
+            "engine": "opensearch",
+            "replicas": replicas,
+            "resources": {"requests": {"cpu": "250m", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+        }))
+        .expect("managed OpenSearch"),
+    );
+    dp
+}
+
+pub fn opensearch_plan(replicas: i32) -> ValidatedPipeline {
+    validate(&opensearch_pipeline(replicas), &settings()).expect("valid fixture")
+}
+
+/// The managed search cluster of a plan.
+pub fn search_plan(p: &ValidatedPipeline) -> &ManagedSearchPlan {
+    match &p.search.mode {
+        SearchMode::Managed(search) => search,
+        SearchMode::External(_) => panic!("the fixture's search is external"),
+    }
+}
+
+pub fn set_search_replicas(p: &mut ValidatedPipeline, replicas: i32) {
+    if let SearchMode::Managed(search) = &mut p.search.mode {
+        search.replicas = replicas;
+    }
 }
 
 /// Deterministic "random" credentials.
@@ -187,6 +223,7 @@ pub fn managed_facts() -> PipelineFacts {
         kafka_external: None,
         object_store_external: None,
         search_external: None,
+        search_engine: SearchEngine::Elasticsearch,
         runtime_selector: "app.kubernetes.io/component=runtime,app.kubernetes.io/instance=shop,app.kubernetes.io/name=pipeline-runtime".into(),
         name: "shop".into(),
         namespace: "shops".into(),
@@ -196,6 +233,7 @@ pub fn managed_facts() -> PipelineFacts {
 pub fn applied(children: ChildrenState, facts: PipelineFacts) -> Observation {
     Observation::Applied {
         children: Box::new(children),
+        pods: Default::default(),
         facts,
         throughput: None,
         autoscaler: None,

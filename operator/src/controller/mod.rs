@@ -1,9 +1,9 @@
 //! The DataPipeline controller: `reconcile` runs dereference (I/O) -> validate (pure) ->
-//! build (pure) -> apply (I/O) -> status (pure computation, one write), `error_policy`
-//! retries transient failures with backoff, and `run` wires the watches. A visit that
-//! [`visit`] finds nothing to apply for is an observation: validate -> measure -> status,
-//! with the children as the last apply saw them. The steps live in the submodules; this
-//! module only sequences them.
+//! build (pure) -> apply (I/O) -> pods (I/O, only while something is not ready) -> status
+//! (pure computation, one write), `error_policy` retries transient failures with backoff,
+//! and `run` wires the watches. A visit that [`visit`] finds nothing to apply for is an
+//! observation: validate -> measure -> pods -> status, with the children as the last apply
+//! saw them. The steps live in the submodules; this module only sequences them.
 
 pub mod apply;
 pub mod autoscale;
@@ -14,6 +14,7 @@ pub mod events;
 pub mod kafka;
 pub mod observe;
 pub mod observed;
+pub mod pods;
 pub mod search;
 pub mod status;
 pub mod validate;
@@ -33,7 +34,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::Job,
-        core::v1::Secret,
+        core::v1::{Pod, Secret},
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
@@ -52,7 +53,9 @@ use tracing::{info, warn};
 
 use self::{
     autoscale::PipelineMemory,
-    build::names::{selector_labels, selector_string, Role, LABEL_MANAGED_BY, MANAGER},
+    build::names::{
+        selector_labels, selector_string, Role, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER,
+    },
     credentials::CredentialGenerator,
     events::Notice,
     observe::{Measurement, ThroughputObserver},
@@ -334,6 +337,10 @@ fn facts(plan: &ValidatedPipeline) -> PipelineFacts {
             SearchMode::External(s) => Some(s.url.clone()),
             SearchMode::Managed(_) => None,
         },
+        search_engine: match &plan.search.mode {
+            SearchMode::External(s) => s.engine,
+            SearchMode::Managed(m) => m.engine,
+        },
         runtime_selector: selector_string(&selector_labels(&plan.name, Role::Runtime)),
         name: plan.name.clone(),
         namespace: plan.namespace.clone(),
@@ -375,8 +382,11 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
             if evaluation.replicas == last.replicas {
                 tracing::debug!(pipeline = %pipeline_key, "observing");
                 notices.extend(evaluation.notice.clone());
+                let pods =
+                    pods::read_problems(&ctx.client, &namespace, &name, &last.children).await;
                 let observation = Observation::Applied {
                     children: last.children,
+                    pods,
                     facts: last.facts,
                     throughput: evaluation.throughput,
                     autoscaler: evaluation.autoscaler,
@@ -425,6 +435,7 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                         });
                     }
                     let children = Box::new(apply::children_state(&applied)?);
+                    let pods = pods::read_problems(&ctx.client, &namespace, &name, &children).await;
                     let facts = facts(&plan);
                     ctx.remember_apply(
                         &pipeline_key,
@@ -438,6 +449,7 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                     );
                     let observation = Observation::Applied {
                         children,
+                        pods,
                         facts,
                         throughput: evaluation.throughput,
                         autoscaler: evaluation.autoscaler,
@@ -541,6 +553,12 @@ fn owners_changed(ctx: &Context, child: &ObjectMeta) -> Vec<ObjectRef<DataPipeli
         .collect()
 }
 
+/// The pipeline a pod belongs to, by its instance label.
+fn pipeline_of_pod(pod: &ObjectMeta) -> Option<ObjectRef<DataPipeline>> {
+    let pipeline = pod.labels.as_ref()?.get(LABEL_INSTANCE)?;
+    Some(ObjectRef::new(pipeline).within(pod.namespace.as_deref()?))
+}
+
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(
     client: Client,
@@ -591,8 +609,13 @@ pub async fn run(
             ours.clone(),
             move |child| owners_changed(&deployment_ctx, child.meta()),
         )
-        .watches(api::<Job>(&client, namespace), ours, move |child| {
+        .watches(api::<Job>(&client, namespace), ours.clone(), move |child| {
             owners_changed(&job_ctx, child.meta())
+        })
+        // A pod that cannot start changes no workload's status: its pipeline is visited
+        // (an observation, nothing applied) so its condition says why.
+        .watches(api::<Pod>(&client, namespace), ours, |pod| {
+            pipeline_of_pod(pod.meta())
         })
         .watches(
             api::<Secret>(&client, namespace),

@@ -8,7 +8,9 @@ use k8s_openapi::api::{
 };
 
 use super::autoscale::FlowHealth;
-use crate::crd::{conditions::reasons, status::Phase, AutoscalerStatus, ThroughputStatus};
+use crate::crd::{
+    conditions::reasons, status::Phase, AutoscalerStatus, SearchEngine, ThroughputStatus,
+};
 
 /// The parts of a pipeline that have a condition of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +246,43 @@ pub struct ChildrenState {
     pub ingest: IngestState,
 }
 
+/// Why a component's pods cannot start: a reason of `reasons::POD_PROBLEMS` and a message
+/// naming the pod, the container and what Kubernetes said about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The most actionable pod problem of each component, as read from its pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodProblems {
+    pub kafka: Option<PodProblem>,
+    pub object_store: Option<PodProblem>,
+    pub search: Option<PodProblem>,
+    pub runtime: Option<PodProblem>,
+}
+
+impl PodProblems {
+    pub fn of(&self, component: Component) -> Option<&PodProblem> {
+        match component {
+            Component::Kafka => self.kafka.as_ref(),
+            Component::ObjectStore => self.object_store.as_ref(),
+            Component::Search => self.search.as_ref(),
+            Component::Runtime => self.runtime.as_ref(),
+        }
+    }
+
+    pub fn slot(&mut self, component: Component) -> &mut Option<PodProblem> {
+        match component {
+            Component::Kafka => &mut self.kafka,
+            Component::ObjectStore => &mut self.object_store,
+            Component::Search => &mut self.search,
+            Component::Runtime => &mut self.runtime,
+        }
+    }
+}
+
 /// Facts about the pipeline that the status reports but that are not children's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipelineFacts {
@@ -252,6 +291,8 @@ pub struct PipelineFacts {
     pub kafka_external: Option<String>,
     pub object_store_external: Option<String>,
     pub search_external: Option<String>,
+    /// The search engine, managed or external, for messages.
+    pub search_engine: SearchEngine,
     /// Label selector of the runtime processing pods.
     pub runtime_selector: String,
     pub name: String,
@@ -268,6 +309,8 @@ pub enum Observation {
     /// Every child was applied; their readiness and the pipeline's measured throughput.
     Applied {
         children: Box<ChildrenState>,
+        /// Why pods cannot start, read this visit (none when every workload was ready).
+        pods: PodProblems,
         facts: PipelineFacts,
         /// `None` = not measured this time; the previous measurement stays.
         throughput: Option<ThroughputStatus>,

@@ -1,8 +1,9 @@
 //! Reads the number of profiles of a pipeline's search index (I/O): one
-//! `GET <search url>/<index>/_count`, authenticated and trusted as the runtime is (managed
-//! Elasticsearch: its `http://` Service with the `elastic` user's generated password;
-//! external: `spec.search.external`'s URL, basic credentials and CA from the referenced
-//! Secrets). The request is bounded by `TIMEOUT` so a search engine that is down cannot
+//! `GET <search url>/<index>/_count`, authenticated and trusted as the runtime is, from the
+//! same `build::search::endpoint` (managed Elasticsearch: its `http://` Service with the
+//! `elastic` user's generated password; managed OpenSearch: its `http://` Service without
+//! authentication; external: `spec.search.external`'s URL, basic credentials and CA from
+//! the referenced Secrets). The request is bounded by `TIMEOUT` so a search engine that is down cannot
 //! stall a reconcile; failures say whether the engine did not answer (`Unreachable`,
 //! e.g. still starting) or answered wrongly / refused the setup (`Failed`: credentials,
 //! Secrets, TLS trust). Building the URL and reading the answer are pure (`count_url`,
@@ -17,6 +18,7 @@ use http::{header, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_rustls::ConfigBuilderExt as _;
 use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use rustls::{
     pki_types::{pem::PemObject, CertificateDer},
@@ -24,10 +26,9 @@ use rustls::{
 };
 
 use super::{
-    build::{elasticsearch, names::ChildNames},
-    dereference::keys,
+    build::search::{self, Username},
     kafka::{read_secret, secret_text},
-    validate::{SearchMode, ValidatedPipeline},
+    validate::ValidatedPipeline,
 };
 
 /// How long the count request (connect, TLS, answer) may take.
@@ -109,70 +110,49 @@ fn excerpt(body: &[u8]) -> String {
     cut
 }
 
-/// The managed cluster's HTTP Service with the `elastic` user, or the external URL with
-/// the credentials and CA of the referenced Secrets.
+/// Where the runtime writes, authenticated as the runtime is: `build::search::endpoint`'s
+/// URL, with the username and password of its basic-authentication Secret (if any) and the
+/// CA of its CA Secret (if any). A managed OpenSearch has neither.
 pub async fn connection(
     client: &Client,
     p: &ValidatedPipeline,
 ) -> Result<SearchConnection, CountError> {
-    let failed = CountError::Failed;
-    match &p.search.mode {
-        SearchMode::Managed(_) => {
-            let name = ChildNames::new(&p.name).elastic_user();
-            let secret = read_secret(client, &p.namespace, &name)
-                .await
-                .map_err(failed)?;
-            let password = secret_text(&secret, keys::ELASTIC).ok_or_else(|| {
-                failed(format!(
-                    "Secret {}/{name} has no key {:?}",
-                    p.namespace,
-                    keys::ELASTIC
-                ))
-            })?;
-            Ok(SearchConnection {
-                url: elasticsearch::url(p),
-                credentials: Some((elasticsearch::USERNAME.to_string(), password)),
-                ca_pem: None,
-            })
-        }
-        SearchMode::External(s) => {
-            let mut credentials = None;
-            if let Some(reference) = &s.secret_ref {
-                let secret = read_secret(client, &p.namespace, &reference.name)
-                    .await
-                    .map_err(failed)?;
-                let value = |key: &str| {
-                    secret_text(&secret, key).ok_or_else(|| {
-                        failed(format!(
-                            "Secret {}/{} has no key {key:?}",
-                            p.namespace, reference.name
-                        ))
-                    })
-                };
-                credentials = Some((
-                    value(&reference.username_key)?,
-                    value(&reference.password_key)?,
-                ));
-            }
-            let mut ca_pem = None;
-            if let Some(reference) = &s.ca_secret_ref {
-                let secret = read_secret(client, &p.namespace, &reference.name)
-                    .await
-                    .map_err(failed)?;
-                ca_pem = Some(secret_text(&secret, &reference.key).ok_or_else(|| {
-                    failed(format!(
-                        "Secret {}/{} has no key {:?}",
-                        p.namespace, reference.name, reference.key
-                    ))
-                })?);
-            }
-            Ok(SearchConnection {
-                url: s.url.clone(),
-                credentials,
-                ca_pem,
-            })
-        }
+    let endpoint = search::endpoint(p);
+    let mut credentials = None;
+    if let Some(auth) = &endpoint.auth {
+        let secret = read_secret(client, &p.namespace, &auth.secret)
+            .await
+            .map_err(CountError::Failed)?;
+        let username = match &auth.username {
+            Username::Fixed(username) => username.clone(),
+            Username::SecretKey(key) => secret_value(p, &auth.secret, &secret, key)?,
+        };
+        let password = secret_value(p, &auth.secret, &secret, &auth.password_key)?;
+        credentials = Some((username, password));
     }
+    let mut ca_pem = None;
+    if let Some(reference) = &endpoint.ca {
+        let secret = read_secret(client, &p.namespace, &reference.name)
+            .await
+            .map_err(CountError::Failed)?;
+        ca_pem = Some(secret_value(p, &reference.name, &secret, &reference.key)?);
+    }
+    Ok(SearchConnection {
+        url: endpoint.url,
+        credentials,
+        ca_pem,
+    })
+}
+
+fn secret_value(
+    p: &ValidatedPipeline,
+    name: &str,
+    secret: &Secret,
+    key: &str,
+) -> Result<String, CountError> {
+    secret_text(secret, key).ok_or_else(|| {
+        CountError::Failed(format!("Secret {}/{name} has no key {key:?}", p.namespace))
+    })
 }
 
 /// `Authorization` value of basic authentication.

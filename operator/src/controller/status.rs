@@ -16,7 +16,7 @@ use super::{
     build::names::MANAGER,
     observed::{
         ChildrenState, Component, IngestState, JobOutcome, JobState, Observation, PipelineFacts,
-        Problem, WorkloadState,
+        PodProblem, Problem, WorkloadState,
     },
 };
 use crate::{
@@ -225,6 +225,24 @@ fn assess_runtime(children: &ChildrenState, facts: &PipelineFacts) -> Assessment
     }
 }
 
+/// A component waiting for its pods says why they cannot start, when they cannot: the
+/// pod problem's reason and message replace the generic ones.
+fn with_pod_problem(assessment: Assessment, problem: Option<&PodProblem>) -> Assessment {
+    let waiting = !assessment.ready
+        && matches!(
+            assessment.reason,
+            reasons::REPLICAS_NOT_READY | reasons::SETUP_JOB_RUNNING
+        );
+    match problem {
+        Some(problem) if waiting => Assessment {
+            reason: problem.reason,
+            message: problem.message.clone(),
+            ..assessment
+        },
+        _ => assessment,
+    }
+}
+
 fn condition(
     old: Option<&DataPipelineStatus>,
     type_: &str,
@@ -262,6 +280,7 @@ pub fn compute_status(
         Observation::Blocked(problem) => blocked_status(old, generation, problem, now),
         Observation::Applied {
             children,
+            pods,
             facts,
             throughput,
             autoscaler,
@@ -286,16 +305,24 @@ pub fn compute_status(
                 "create the bucket",
                 ns,
             );
+            let engine = facts.search_engine.display_name();
             let search = assess_managed_or_external(
                 children.search.as_ref(),
                 None,
                 facts.search_external.as_ref(),
-                "search engine",
-                "Elasticsearch nodes",
+                engine,
+                &format!("{engine} nodes"),
                 "",
                 ns,
             );
             let runtime = assess_runtime(children, facts);
+            let [kafka, object_store, search, runtime] = [
+                (Component::Kafka, kafka),
+                (Component::ObjectStore, object_store),
+                (Component::Search, search),
+                (Component::Runtime, runtime),
+            ]
+            .map(|(component, a)| with_pod_problem(a, pods.of(component)));
 
             let parts = [
                 (Component::Kafka, &kafka),
@@ -606,6 +633,7 @@ pub async fn write_status(
 mod tests {
     use super::*;
     use crate::controller::fixtures::{applied, at, managed_facts, ready_children};
+    use crate::controller::observed::PodProblems;
     use crate::crd::ThroughputStatus;
 
     fn ready_condition(status: &DataPipelineStatus) -> &Condition {
@@ -963,6 +991,7 @@ mod tests {
             Some(1),
             &Observation::Applied {
                 children: Box::new(ready_children()),
+                pods: Default::default(),
                 facts: managed_facts(),
                 throughput: Some(measured.clone()),
                 autoscaler: None,
@@ -985,6 +1014,7 @@ mod tests {
             Some(1),
             &Observation::Applied {
                 children: Box::new(ready_children()),
+                pods: Default::default(),
                 facts: managed_facts(),
                 throughput,
                 autoscaler,
@@ -1113,6 +1143,159 @@ mod tests {
         // Autoscaling turned off: the block goes away.
         let off = measured(Some(&status), None, None, FlowHealth::default(), 2);
         assert_eq!(off.autoscaler, None);
+    }
+
+    fn with_pods(children: ChildrenState, pods: PodProblems, facts: PipelineFacts) -> Observation {
+        match applied(children, facts) {
+            Observation::Applied {
+                children,
+                facts,
+                throughput,
+                autoscaler,
+                flow,
+                ..
+            } => Observation::Applied {
+                children,
+                pods,
+                facts,
+                throughput,
+                autoscaler,
+                flow,
+            },
+            blocked => blocked,
+        }
+    }
+
+    #[test]
+    fn a_node_that_cannot_pull_its_image_says_so() {
+        let mut children = ready_children();
+        children.search.as_mut().expect("search").ready = 0;
+        let message = "container elasticsearch of pod shops/shop-es-0 cannot pull image docker.elastic.co/elasticsearch/elasticsearch:9.99.0: Back-off pulling image \"docker.elastic.co/elasticsearch/elasticsearch:9.99.0\"";
+        let pods = PodProblems {
+            search: Some(PodProblem {
+                reason: reasons::IMAGE_PULL_BACK_OFF,
+                message: message.into(),
+            }),
+            ..PodProblems::default()
+        };
+        let status = compute_status(
+            None,
+            Some(1),
+            &with_pods(children, pods, managed_facts()),
+            &at(5),
+        );
+        assert_eq!(
+            status.conditions[2],
+            Condition {
+                type_: "SearchReady".into(),
+                status: "False".into(),
+                reason: "ImagePullBackOff".into(),
+                message: message.into(),
+                observed_generation: Some(1),
+                last_transition_time: at(5),
+            }
+        );
+        assert_eq!(
+            ready_condition(&status).message,
+            format!("waiting for search: {message}")
+        );
+        let search = status.components.expect("components").search;
+        assert_eq!(
+            (search.ready, search.ready_replicas, search.message.as_str()),
+            (false, Some(0), message)
+        );
+    }
+
+    #[test]
+    fn a_crash_looping_runtime_and_an_oom_killed_broker() {
+        let mut children = ready_children();
+        children.runtime.ready = 0;
+        children.kafka_topics.as_mut().expect("topics").outcome = JobOutcome::Running;
+        let crash = "container process of pod shops/shop-runtime-7d9f-abcde keeps exiting (3 restarts); it last exited with code 2 (Error): missing DP_S3_BUCKET: see `kubectl -n shops logs shop-runtime-7d9f-abcde -c process --previous`";
+        let oom = "container kafka of pod shops/shop-kafka-topics-0000cafe-x was killed for using more than its memory limit of 256Mi (OOMKilled, exit code 137, 1 restart): raise the memory in the spec's resources for it";
+        let pods = PodProblems {
+            kafka: Some(PodProblem {
+                reason: reasons::OOM_KILLED,
+                message: oom.into(),
+            }),
+            runtime: Some(PodProblem {
+                reason: reasons::CRASH_LOOP_BACK_OFF,
+                message: crash.into(),
+            }),
+            ..PodProblems::default()
+        };
+        let status = compute_status(
+            None,
+            Some(1),
+            &with_pods(children, pods, managed_facts()),
+            &at(5),
+        );
+        let summary: Vec<(&str, &str, &str)> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("KafkaReady", "False", "OOMKilled"),
+                ("ObjectStoreReady", "True", "WorkloadReady"),
+                ("SearchReady", "True", "WorkloadReady"),
+                ("RuntimeReady", "False", "CrashLoopBackOff"),
+                ("Ready", "False", "ComponentsNotReady"),
+            ]
+        );
+        assert_eq!(status.conditions[0].message, oom);
+        assert_eq!(status.conditions[3].message, crash);
+        assert_eq!(
+            ready_condition(&status).message,
+            format!("waiting for Kafka: {oom}; runtime: {crash}")
+        );
+    }
+
+    #[test]
+    fn pod_problems_do_not_hide_other_verdicts() {
+        let problem = |reason| PodProblem {
+            reason,
+            message: "container x of pod shops/p: boom".into(),
+        };
+        let every = PodProblems {
+            kafka: Some(problem(reasons::CRASH_LOOP_BACK_OFF)),
+            object_store: Some(problem(reasons::CONTAINER_FAILED)),
+            search: Some(problem(reasons::UNSCHEDULABLE)),
+            runtime: Some(problem(reasons::ERR_IMAGE_PULL)),
+        };
+        // Ready components stay ready (a problem of one old pod does not matter then).
+        let status = compute_status(
+            None,
+            Some(1),
+            &with_pods(ready_children(), every.clone(), managed_facts()),
+            &at(5),
+        );
+        assert!(status.conditions.iter().all(|c| c.status == "True"));
+        // A failed setup Job keeps its own reason; a paused runtime stays paused.
+        let mut children = ready_children();
+        children.bucket.as_mut().expect("bucket").outcome = JobOutcome::Failed;
+        children.runtime.desired = 0;
+        children.runtime.ready = 0;
+        let mut facts = managed_facts();
+        facts.paused = true;
+        let status = compute_status(None, Some(1), &with_pods(children, every, facts), &at(5));
+        assert_eq!(status.conditions[1].reason, "SetupJobFailed");
+        assert_eq!(status.conditions[3].reason, "Paused");
+    }
+
+    #[test]
+    fn a_managed_opensearch_is_named_as_such() {
+        let mut children = ready_children();
+        children.search.as_mut().expect("search").ready = 0;
+        let mut facts = managed_facts();
+        facts.search_engine = crate::crd::SearchEngine::Opensearch;
+        let status = compute_status(None, Some(1), &applied(children, facts), &at(5));
+        assert_eq!(
+            status.conditions[2].message,
+            "0/1 OpenSearch nodes ready (StatefulSet shops/shop-es); if this persists, see `kubectl -n shops describe statefulset shop-es` and its pods' events"
+        );
     }
 
     #[test]

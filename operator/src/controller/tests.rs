@@ -78,6 +78,25 @@ const CLEANUP_ORDER: [&str; 7] = [
     "Secret",
 ];
 
+/// The pod list of a visit that found a workload not ready.
+fn list_pods(items: Vec<Value>) -> Expect {
+    Expect::new(
+        Method::GET,
+        format!("/api/v1{NS}/pods?&{SELECTOR}"),
+        Reply::Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})),
+    )
+}
+
+/// A pod of the pipeline with this component label and status.
+fn pod_json(name: &str, component: &str, status: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "shops", "labels": {
+               "app.kubernetes.io/component": component,
+               "app.kubernetes.io/instance": "shop",
+               "app.kubernetes.io/managed-by": "datapipeline-operator"}},
+           "status": status})
+}
+
 fn empty_lists() -> Vec<Expect> {
     CLEANUP_ORDER.iter().map(|k| list(k, vec![])).collect()
 }
@@ -105,7 +124,11 @@ fn secret_json(name: &str, data: Value) -> Value {
 
 /// Names of the hashed Jobs, as the builders name them (their own tests check the hash).
 fn job_names() -> Vec<String> {
-    desired_children(&managed_plan(), &fixed_credentials())
+    job_names_of(&managed_plan())
+}
+
+fn job_names_of(plan: &super::validate::ValidatedPipeline) -> Vec<String> {
+    desired_children(plan, &fixed_credentials())
         .expect("built")
         .iter()
         .filter(|c| matches!(c, Child::Job(..)))
@@ -195,6 +218,8 @@ async fn first_reconcile_creates_everything_in_order() {
     ];
     expectations.extend(managed_applies(false));
     expectations.extend(empty_lists());
+    // Nothing is ready yet: the pods are read (none of them has a problem).
+    expectations.push(list_pods(vec![]));
     expectations.push(status_patch());
     expectations.push(event());
 
@@ -633,6 +658,8 @@ async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
     ];
     expectations.extend(managed_applies(true));
     expectations.extend(empty_lists());
+    // The Deployment now wants 3 pods and has 1 ready: the pods are read.
+    expectations.push(list_pods(vec![]));
     expectations.push(status_patch());
     expectations.push(event());
     expectations.push(event());
@@ -679,4 +706,152 @@ async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
         "runtime replicas 1 -> 3: lag 7500 at 1000 per replica asks for 8, capped at 3 partitions: scale up at 3"
     );
     assert_eq!(events[1]["reason"], "PhaseChanged");
+}
+
+/// The ready applies of the all-managed fixture, but the search StatefulSet has no ready
+/// node.
+fn applies_with_search_unready() -> Vec<Expect> {
+    managed_applies(true)
+        .into_iter()
+        .map(|mut e| {
+            if e.uri.contains("/statefulsets/shop-es?") {
+                e.reply = Reply::EchoWithStatus(sts_status(0));
+            }
+            e
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_search_node_that_cannot_pull_its_image_says_so_until_it_can() {
+    let (ctx, server) = Context::test();
+    let mut dp = managed_pipeline();
+    let pulling = pod_json(
+        "shop-es-0",
+        "search",
+        json!({"phase": "Pending", "containerStatuses": [{
+            "name": "elasticsearch", "image": "docker.elastic.co/elasticsearch/elasticsearch:9.99.0",
+            "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff",
+                                  "message": "Back-off pulling image \"docker.elastic.co/elasticsearch/elasticsearch:9.99.0\""}}
+        }]}),
+    );
+    let running_kafka = pod_json(
+        "shop-kafka-0",
+        "kafka",
+        json!({"phase": "Running", "containerStatuses": [{
+            "name": "kafka", "image": "apache/kafka:4.1.0", "imageID": "", "ready": true,
+            "restartCount": 0, "state": {"running": {}}
+        }]}),
+    );
+    let mut expectations: Vec<Expect> = ready_expectations(false).into_iter().take(3).collect();
+    expectations.extend(applies_with_search_unready());
+    expectations.extend(empty_lists());
+    expectations.push(list_pods(vec![running_kafka.clone(), pulling]));
+    expectations.push(status_patch());
+    expectations.push(event());
+    expectations.push(event());
+    let (_, seen, server) = visit(&ctx, server, &dp, expectations).await;
+    let message = "container elasticsearch of pod shops/shop-es-0 cannot pull image docker.elastic.co/elasticsearch/elasticsearch:9.99.0: Back-off pulling image \"docker.elastic.co/elasticsearch/elasticsearch:9.99.0\"";
+    let status = &body_of(&seen, "/status?")["status"];
+    assert_eq!(
+        status["conditions"][2],
+        json!({"type": "SearchReady", "status": "False", "reason": "ImagePullBackOff",
+               "message": message, "observedGeneration": 1,
+               "lastTransitionTime": "2026-01-01T00:16:40Z"})
+    );
+    assert_eq!(status["components"]["search"]["message"], message);
+    let events = bodies_of(&seen, "/events?");
+    assert_eq!(events[0]["reason"], "PhaseChanged");
+    assert_eq!(
+        events[0]["note"],
+        format!("(none) -> Provisioning: waiting for search: {message}")
+    );
+    assert_eq!(
+        (&events[1]["reason"], &events[1]["type"], &events[1]["note"]),
+        (
+            &json!("ImagePullBackOff"),
+            &json!("Warning"),
+            &json!(format!("SearchReady: {message}"))
+        )
+    );
+    dp.status = written_status(&seen);
+
+    // The next visit only observes: it reads the pods again (the StatefulSet still had no
+    // ready node when last applied). The image came: the node is starting, no problem.
+    let starting = pod_json(
+        "shop-es-0",
+        "search",
+        json!({"phase": "Running", "containerStatuses": [{
+            "name": "elasticsearch", "image": "docker.elastic.co/elasticsearch/elasticsearch:8.18.0",
+            "imageID": "", "ready": false, "restartCount": 0, "state": {"running": {}}
+        }]}),
+    );
+    let (_, seen, _) = visit(
+        &ctx,
+        server,
+        &dp,
+        vec![list_pods(vec![running_kafka, starting]), status_patch()],
+    )
+    .await;
+    let status = written_status(&seen).expect("status written");
+    let search = &status.conditions[2];
+    assert_eq!(
+        (search.reason.as_str(), search.message.as_str()),
+        (
+            "ReplicasNotReady",
+            "0/1 Elasticsearch nodes ready (StatefulSet shops/shop-es); if this persists, see `kubectl -n shops describe statefulset shop-es` and its pods' events"
+        )
+    );
+    // Still False: the transition time stays.
+    assert_eq!(search.last_transition_time, super::fixtures::at(1000));
+}
+
+#[tokio::test]
+async fn a_managed_opensearch_gets_no_search_credentials() {
+    let dp = super::fixtures::opensearch_pipeline(1);
+    let plan = super::fixtures::opensearch_plan(1);
+    let jobs = job_names_of(&plan);
+    assert_eq!(jobs, job_names(), "the Jobs do not depend on the engine");
+    // Only MinIO's generated Secret is read; none of Elasticsearch's is read or applied.
+    let mut expectations = vec![get_secret("shop-minio-credentials", Reply::Status(404))];
+    let applies: Vec<Expect> = managed_applies(false)
+        .into_iter()
+        .filter(|e| !e.uri.contains("secrets/shop-es-"))
+        .map(|e| {
+            if e.uri.contains("/statefulsets/shop-es?") {
+                e.checking(|body| {
+                    let container = &body["spec"]["template"]["spec"]["containers"][0];
+                    assert_eq!(container["name"], "opensearch");
+                    assert_eq!(container["image"], "opensearchproject/opensearch:2.19.1");
+                    assert!(!container.to_string().contains("ELASTIC_PASSWORD"));
+                })
+            } else if e.uri.contains("/configmaps/shop-runtime-config?") {
+                e.checking(|body| {
+                    assert_eq!(
+                        body["data"]["DP_SEARCH_URL"],
+                        "http://shop-es.shops.svc:9200"
+                    );
+                    assert!(body["data"].get("DP_SEARCH_USERNAME").is_none());
+                })
+            } else if e.uri.contains("/deployments/shop-runtime?") {
+                e.checking(|body| assert!(!body.to_string().contains("DP_SEARCH_PASSWORD")))
+            } else {
+                e
+            }
+        })
+        .collect();
+    assert_eq!(applies.len(), 19 - 2);
+    expectations.extend(applies);
+    expectations.extend(empty_lists());
+    expectations.push(list_pods(vec![]));
+    expectations.push(status_patch());
+    expectations.push(event());
+    let (result, seen, _) = run(dp, expectations).await;
+    result.expect("reconciled");
+    let status = &body_of(&seen, "/status?")["status"];
+    assert_eq!(
+        status["conditions"][2]["message"],
+        "0/1 OpenSearch nodes ready (StatefulSet shops/shop-es); if this persists, see `kubectl -n shops describe statefulset shop-es` and its pods' events"
+    );
 }

@@ -12,7 +12,7 @@ use pipeline_config::PipelineNames;
 use super::observed::Problem;
 use crate::crd::{
     AutoscalingSpec, DataPipeline, ExternalKafka, ExternalObjectStore, ExternalSearch,
-    ManagedKafka, ManagedObjectStore, ManagedSearch, MAX_NAME_LENGTH,
+    ManagedKafka, ManagedObjectStore, SearchEngine, StorageSpec, MAX_NAME_LENGTH,
 };
 
 /// Operator-wide settings that fill gaps in a spec.
@@ -83,8 +83,18 @@ pub struct SearchPlan {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum SearchMode {
-    Managed(ManagedSearch),
+    Managed(ManagedSearchPlan),
     External(ExternalSearch),
+}
+
+/// A search cluster the operator deploys, its image resolved for its engine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManagedSearchPlan {
+    pub engine: SearchEngine,
+    pub replicas: i32,
+    pub image: String,
+    pub storage: StorageSpec,
+    pub resources: Option<ResourceRequirements>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -191,7 +201,16 @@ pub fn validate(
                     "must be 1 or at least 3: two master-eligible nodes cannot survive the loss of either",
                 ));
             }
-            SearchMode::Managed(managed.clone())
+            SearchMode::Managed(ManagedSearchPlan {
+                engine: managed.engine,
+                replicas: managed.replicas,
+                image: managed
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| managed.engine.default_image().to_string()),
+                storage: managed.storage.clone(),
+                resources: managed.resources.clone(),
+            })
         }
         (None, Some(external)) => SearchMode::External(external.clone()),
         _ => return Err(exactly_one("spec.search", "managed", "external")),
@@ -400,6 +419,38 @@ mod tests {
         assert_eq!(plan.owner.kind, "DataPipeline");
         assert_eq!(plan.owner.controller, Some(true));
         assert_eq!(plan.owner.uid, "0b9f5f2e-2c1a-4d5e-9a35-1f4b3c2d1e0f");
+    }
+
+    #[test]
+    fn the_search_image_defaults_by_engine() {
+        let image = |dp: &DataPipeline| match validate(dp, &settings()).expect("valid").search.mode
+        {
+            SearchMode::Managed(m) => (m.engine, m.image),
+            SearchMode::External(_) => unreachable!("managed fixture"),
+        };
+        assert_eq!(
+            image(&managed_pipeline()),
+            (
+                SearchEngine::Elasticsearch,
+                "docker.elastic.co/elasticsearch/elasticsearch:8.18.0".to_string()
+            )
+        );
+        let mut dp = managed_pipeline();
+        let managed = dp.spec.search.managed.as_mut().expect("managed");
+        managed.engine = SearchEngine::Opensearch;
+        assert_eq!(
+            image(&dp),
+            (
+                SearchEngine::Opensearch,
+                "opensearchproject/opensearch:2.19.1".to_string()
+            )
+        );
+        dp.spec.search.managed.as_mut().expect("managed").image =
+            Some("registry.example.com/opensearch:2.19.1-patched".into());
+        assert_eq!(
+            image(&dp).1,
+            "registry.example.com/opensearch:2.19.1-patched"
+        );
     }
 
     #[test]

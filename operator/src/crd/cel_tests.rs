@@ -96,7 +96,11 @@ fn every_invalid_example_is_refused_with_its_message() {
 
 #[test]
 fn valid_examples_pass_every_rule() {
-    for name in ["shop-events.yaml", "external-services.yaml"] {
+    for name in [
+        "shop-events.yaml",
+        "shop-events-opensearch.yaml",
+        "external-services.yaml",
+    ] {
         let path = examples_dir().join(name);
         let pipelines: Vec<Value> = yaml_documents(&path)
             .into_iter()
@@ -140,6 +144,61 @@ fn partitions_may_grow_but_not_shrink() {
         found,
         vec!["spec.kafka.partitions cannot decrease (Kafka cannot remove partitions): it is 6, requested 3"]
     );
+}
+
+#[test]
+fn managed_opensearch_takes_the_same_node_counts() {
+    for (replicas, valid) in [(1, true), (2, false), (3, true), (5, true)] {
+        let mut dp = minimal("shop");
+        dp["spec"]["search"]["managed"] = json!({"engine": "opensearch", "replicas": replicas});
+        let found: Vec<(String, String)> = errors(&dp, None)
+            .into_iter()
+            .map(|e| (e.field_path, e.message))
+            .collect();
+        let expected = if valid {
+            vec![]
+        } else {
+            vec![(
+                "spec.search.managed".to_string(),
+                "spec.search.managed.replicas must be 1 or at least 3: two master-eligible nodes cannot survive the loss of either".to_string(),
+            )]
+        };
+        assert_eq!(found, expected, "{replicas} OpenSearch nodes");
+    }
+    // An image of one's own is fine; leaving it out picks the engine's default.
+    let mut dp = minimal("shop");
+    dp["spec"]["search"]["managed"] =
+        json!({"engine": "opensearch", "image": "registry.example.com/opensearch:2.19.1"});
+    assert_eq!(errors(&dp, None), vec![]);
+}
+
+#[test]
+fn the_managed_search_engine_cannot_change() {
+    let old = minimal("shop");
+    let mut same = old.clone();
+    same["spec"]["search"]["managed"]["replicas"] = json!(3);
+    same["spec"]["search"]["managed"]["engine"] = json!("elasticsearch");
+    assert_eq!(errors(&same, Some(&old)), vec![]);
+
+    let mut switched = old.clone();
+    switched["spec"]["search"]["managed"]["engine"] = json!("opensearch");
+    let found: Vec<(String, String)> = errors(&switched, Some(&old))
+        .into_iter()
+        .map(|e| (e.field_path, e.message))
+        .collect();
+    assert_eq!(
+        found,
+        vec![(
+            "spec.search.managed".to_string(),
+            "spec.search.managed.engine cannot change from elasticsearch to opensearch: the volumes of the nodes hold data the other engine cannot read; create a new pipeline, or point spec.search.external at a cluster of the other engine".to_string()
+        )]
+    );
+
+    // Going external (and back to a new managed cluster later) is not a change of engine.
+    let mut external = old.clone();
+    external["spec"]["search"] =
+        json!({"external": {"url": "https://search.example.com", "engine": "opensearch"}});
+    assert_eq!(errors(&external, Some(&old)), vec![]);
 }
 
 #[test]

@@ -43,6 +43,42 @@ pub mod reasons {
     /// `spec.runtime.replicas` is 0 without `spec.paused`: nothing processes events.
     pub const SCALED_TO_ZERO: &str = "ScaledToZero";
 
+    // --- a component's pods cannot start (the message names the pod and container) ---
+    /// No node can take a pod (resources, node selectors, unbound volume claims).
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// The image could not be pulled (wrong name or tag, private registry).
+    pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
+    /// The image could not be pulled, and the kubelet waits before trying again.
+    pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+    /// The image reference is malformed.
+    pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";
+    /// A Secret or ConfigMap the container needs is missing (or lacks a key).
+    pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+    /// The container runtime could not create the container.
+    pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
+    /// The container could not be started (e.g. its command does not exist in the image).
+    pub const RUN_CONTAINER_ERROR: &str = "RunContainerError";
+    /// The container was killed for using more memory than its limit.
+    pub const OOM_KILLED: &str = "OOMKilled";
+    /// The container keeps exiting, and the kubelet waits before restarting it.
+    pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+    /// The container exited with an error.
+    pub const CONTAINER_FAILED: &str = "ContainerFailed";
+
+    /// Every reason a component's pods can give, most actionable first.
+    pub const POD_PROBLEMS: [&str; 10] = [
+        UNSCHEDULABLE,
+        ERR_IMAGE_PULL,
+        IMAGE_PULL_BACK_OFF,
+        INVALID_IMAGE_NAME,
+        CREATE_CONTAINER_CONFIG_ERROR,
+        CREATE_CONTAINER_ERROR,
+        RUN_CONTAINER_ERROR,
+        OOM_KILLED,
+        CRASH_LOOP_BACK_OFF,
+        CONTAINER_FAILED,
+    ];
+
     // --- Ready ---
     /// Every component is ready.
     pub const ALL_COMPONENTS_READY: &str = "AllComponentsReady";
@@ -69,7 +105,8 @@ pub mod reasons {
     pub const KAFKA_UNREACHABLE: &str = "KafkaUnreachable";
 }
 
-/// Kubernetes Event reasons the operator emits on the DataPipeline.
+/// Kubernetes Event reasons the operator emits on the DataPipeline. A component whose
+/// pods cannot start is announced with the condition's reason (`reasons::POD_PROBLEMS`).
 pub mod events {
     pub const PHASE_CHANGED: &str = "PhaseChanged";
     pub const SECRET_NOT_FOUND: &str = super::reasons::SECRET_NOT_FOUND;

@@ -71,8 +71,8 @@ pub struct DataPipelineSpec {
     /// The S3-compatible object store holding the Parquet lake: a MinIO deployed by the
     /// operator (`managed`) or an existing endpoint such as AWS S3 (`external`).
     pub object_store: ObjectStoreSpec,
-    /// The search engine holding customer profiles: an Elasticsearch deployed by the operator
-    /// (`managed`) or an existing Elasticsearch or OpenSearch (`external`).
+    /// The search engine holding customer profiles: an Elasticsearch or OpenSearch deployed by
+    /// the operator (`managed`) or an existing Elasticsearch or OpenSearch (`external`).
     pub search: SearchSpec,
     /// The pipeline-runtime pods that process events into profiles.
     #[serde(default)]
@@ -411,12 +411,13 @@ fn default_region() -> String {
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "has(self.managed) != has(self.external)",
-        "message": "set exactly one of spec.search.managed (the operator deploys Elasticsearch) or spec.search.external (use an existing Elasticsearch or OpenSearch)"
+        "message": "set exactly one of spec.search.managed (the operator deploys Elasticsearch or OpenSearch) or spec.search.external (use an existing Elasticsearch or OpenSearch)"
     }
 ]))]
 pub struct SearchSpec {
-    /// Deploy an Elasticsearch cluster in the namespace, security on, with a generated
-    /// password for the `elastic` user.
+    /// Deploy a search cluster in the namespace: Elasticsearch (security on, with a
+    /// generated password for the `elastic` user) or OpenSearch (security plugin off); see
+    /// `engine`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedSearch>,
     /// Use an existing Elasticsearch or OpenSearch.
@@ -434,26 +435,43 @@ pub struct SearchSpec {
     pub index: Option<String>,
 }
 
-/// An Elasticsearch cluster deployed by the operator.
+/// A search cluster deployed by the operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "self.replicas == 1 || self.replicas >= 3",
         "message": "spec.search.managed.replicas must be 1 or at least 3: two master-eligible nodes cannot survive the loss of either"
+    },
+    {
+        "rule": "self.engine == oldSelf.engine",
+        "messageExpression": "'spec.search.managed.engine cannot change from %s to %s: the volumes of the nodes hold data the other engine cannot read; create a new pipeline, or point spec.search.external at a cluster of the other engine'.format([oldSelf.engine, self.engine])"
     }
 ]))]
 pub struct ManagedSearch {
-    /// Number of Elasticsearch nodes: 1 (single-node discovery) or at least 3.
+    /// Which engine to deploy. `elasticsearch` (default): the official Elasticsearch image
+    /// with security on, a generated password for the `elastic` user (Secret
+    /// `<name>-es-elastic-user`) and TLS between the nodes. `opensearch`: the official
+    /// OpenSearch image with its security plugin switched off (`DISABLE_SECURITY_PLUGIN`):
+    /// plain HTTP without authentication inside the namespace and no TLS between the nodes,
+    /// so anything that can reach the `<name>-es` Service can read and write the index;
+    /// restrict access with a NetworkPolicy where that matters. Cannot change once created.
+    #[serde(default)]
+    pub engine: SearchEngine,
+    /// Number of nodes: 1 (single-node discovery) or at least 3.
     #[serde(default = "one")]
     pub replicas: i32,
-    /// The Elasticsearch image.
-    #[serde(default = "default_elasticsearch_image")]
-    pub image: String,
+    /// The engine's image. Defaults to `docker.elastic.co/elasticsearch/elasticsearch:8.18.0`
+    /// for Elasticsearch and `opensearchproject/opensearch:2.19.1` for OpenSearch; another
+    /// image must keep the official image's layout and entrypoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Persistent volume of each node.
     #[serde(default)]
     pub storage: StorageSpec,
-    /// CPU and memory of each node. Elasticsearch sizes its heap from the memory limit.
+    /// CPU and memory of each node. The heap is half the memory: Elasticsearch sizes it
+    /// from the memory limit itself; for OpenSearch the operator sets `OPENSEARCH_JAVA_OPTS`
+    /// to half the memory limit (else the request, else the image's default of 1 GiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
@@ -461,8 +479,9 @@ pub struct ManagedSearch {
 impl Default for ManagedSearch {
     fn default() -> Self {
         Self {
+            engine: SearchEngine::default(),
             replicas: 1,
-            image: default_elasticsearch_image(),
+            image: None,
             storage: StorageSpec::default(),
             resources: None,
         }
@@ -472,10 +491,8 @@ impl Default for ManagedSearch {
 /// Default Elasticsearch image of managed search clusters.
 pub const DEFAULT_ELASTICSEARCH_IMAGE: &str =
     "docker.elastic.co/elasticsearch/elasticsearch:8.18.0";
-
-fn default_elasticsearch_image() -> String {
-    DEFAULT_ELASTICSEARCH_IMAGE.into()
-}
+/// Default OpenSearch image of managed search clusters.
+pub const DEFAULT_OPENSEARCH_IMAGE: &str = "opensearchproject/opensearch:2.19.1";
 
 /// An existing Elasticsearch or OpenSearch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -509,6 +526,24 @@ pub enum SearchEngine {
     #[default]
     Elasticsearch,
     Opensearch,
+}
+
+impl SearchEngine {
+    /// The engine's name as people write it, for messages.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Elasticsearch => "Elasticsearch",
+            Self::Opensearch => "OpenSearch",
+        }
+    }
+
+    /// The image of a managed cluster when the spec names none.
+    pub fn default_image(self) -> &'static str {
+        match self {
+            Self::Elasticsearch => DEFAULT_ELASTICSEARCH_IMAGE,
+            Self::Opensearch => DEFAULT_OPENSEARCH_IMAGE,
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------ runtime

@@ -7,8 +7,10 @@ pub mod ingest;
 pub mod kafka;
 pub mod minio;
 pub mod names;
+pub mod opensearch;
 pub mod pdb;
 pub mod runtime;
+pub mod search;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -38,7 +40,7 @@ use super::{
     validate::{KafkaMode, ObjectStoreMode, SearchMode, ValidatedPipeline},
 };
 use crate::{
-    crd::StorageSpec,
+    crd::{SearchEngine, StorageSpec},
     error::{Error, Result},
 };
 
@@ -122,20 +124,22 @@ pub fn desired_children(
         setup_jobs.push(Child::Job(minio::bucket_job(p, store)?, Role::Bucket));
     }
     if let SearchMode::Managed(search) = &p.search.mode {
-        let password = credentials
-            .elastic_password
-            .as_ref()
-            .ok_or_else(|| missing("the elastic password"))?;
-        let tls = credentials
-            .search_transport
-            .as_ref()
-            .ok_or_else(|| missing("Elasticsearch transport TLS"))?;
-        secrets.push(Child::Secret(secrets::elastic_user(p, password)));
-        secrets.push(Child::Secret(secrets::search_transport_tls(p, tls)));
-        services.push(Child::Service(elasticsearch::headless_service(p)));
-        services.push(Child::Service(elasticsearch::client_service(p)));
+        if search.engine == SearchEngine::Elasticsearch {
+            let password = credentials
+                .elastic_password
+                .as_ref()
+                .ok_or_else(|| missing("the elastic password"))?;
+            let tls = credentials
+                .search_transport
+                .as_ref()
+                .ok_or_else(|| missing("Elasticsearch transport TLS"))?;
+            secrets.push(Child::Secret(secrets::elastic_user(p, password)));
+            secrets.push(Child::Secret(secrets::search_transport_tls(p, tls)));
+        }
+        services.push(Child::Service(search::headless_service(p)));
+        services.push(Child::Service(search::client_service(p)));
         statefulsets.push(Child::StatefulSet(
-            elasticsearch::statefulset(p, search),
+            search::statefulset(p, search),
             Role::Search,
         ));
         budgets.push(Child::PodDisruptionBudget(pdb::budget(
@@ -319,6 +323,39 @@ pub fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// Bytes of a memory quantity (`1Gi`, `1536Mi`, `2G`, `1e9`, `1073741824`); `None` if it
+/// is not one.
+pub fn memory_bytes(quantity: &Quantity) -> Option<f64> {
+    let text = quantity.0.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let binary = |power: i32| 1024f64.powi(power);
+    let factor = match suffix {
+        "" => 1.0,
+        "Ki" => binary(1),
+        "Mi" => binary(2),
+        "Gi" => binary(3),
+        "Ti" => binary(4),
+        "Pi" => binary(5),
+        "Ei" => binary(6),
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        exponent => {
+            let digits = exponent.strip_prefix(['e', 'E'])?;
+            10f64.powi(digits.parse().ok()?)
+        }
+    };
+    Some(number * factor).filter(|bytes| bytes.is_finite() && *bytes >= 0.0)
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -396,6 +433,31 @@ mod tests {
     }
 
     #[test]
+    fn managed_opensearch_has_no_search_secrets() {
+        let plan = crate::controller::fixtures::opensearch_plan(3);
+        let credentials = GeneratedCredentials {
+            elastic_password: None,
+            search_transport: None,
+            ..fixed_credentials()
+        };
+        let children = desired_children(&plan, &credentials).expect("built");
+        let search: Vec<(String, String)> = summary(&children)
+            .into_iter()
+            .filter(|(_, name)| name.starts_with("shop-es"))
+            .collect();
+        let s = |kind: &str, name: &str| (kind.to_string(), name.to_string());
+        assert_eq!(
+            search,
+            vec![
+                s("Service", "shop-es-headless"),
+                s("Service", "shop-es"),
+                s("StatefulSet", "shop-es"),
+                s("PodDisruptionBudget", "shop-es"),
+            ]
+        );
+    }
+
+    #[test]
     fn external_pipeline_deploys_only_the_runtime() {
         let children =
             desired_children(&external_pipeline_plan(), &GeneratedCredentials::default())
@@ -465,6 +527,22 @@ mod tests {
         let a = desired_children(&managed_plan(), &fixed_credentials()).expect("built");
         let b = desired_children(&managed_plan(), &fixed_credentials()).expect("built");
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn memory_quantities_in_bytes() {
+        let bytes = |q: &str| memory_bytes(&Quantity(q.into()));
+        assert_eq!(bytes("1Gi"), Some(1_073_741_824.0));
+        assert_eq!(bytes("1536Mi"), Some(1_610_612_736.0));
+        assert_eq!(bytes("512Ki"), Some(524_288.0));
+        assert_eq!(bytes("2G"), Some(2e9));
+        assert_eq!(bytes("500M"), Some(5e8));
+        assert_eq!(bytes("1e9"), Some(1e9));
+        assert_eq!(bytes("1.5Gi"), Some(1_610_612_736.0));
+        assert_eq!(bytes("1073741824"), Some(1_073_741_824.0));
+        assert_eq!(bytes("1Gb"), None);
+        assert_eq!(bytes("Gi"), None);
+        assert_eq!(bytes("-1Gi"), None);
     }
 
     #[test]

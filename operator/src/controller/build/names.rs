@@ -120,7 +120,8 @@ impl ChildNames {
     pub fn bucket_job(&self, hash: &str) -> String {
         self.with(&format!("minio-bucket-{hash}"))
     }
-    /// Elasticsearch StatefulSet, client Service and PodDisruptionBudget.
+    /// Search (Elasticsearch or OpenSearch) StatefulSet, client Service and
+    /// PodDisruptionBudget.
     pub fn search(&self) -> String {
         self.with("es")
     }

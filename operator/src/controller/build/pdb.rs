@@ -1,5 +1,5 @@
 //! PodDisruptionBudgets: voluntary disruptions (node drains) take at most one pod of a
-//! Kafka, Elasticsearch or runtime workload at a time. Pure.
+//! Kafka, search (Elasticsearch or OpenSearch) or runtime workload at a time. Pure.
 
 use k8s_openapi::{
     api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},

@@ -21,14 +21,16 @@ use k8s_openapi::{
 use pipeline_config::env as e;
 
 use super::{
-    container_security, elasticsearch, env_from_secret, http_probe, kafka, meta, minio,
+    container_security, env_from_secret, http_probe, kafka, meta, minio,
     names::{labels, selector_labels, ChildNames, Role, CONFIG_CHECKSUM_ANNOTATION},
-    pod_security, sha256_hex, tmp_volume,
+    pod_security,
+    search::{self, BasicAuth, Username},
+    sha256_hex, tmp_volume,
 };
 use crate::{
     controller::{
         dereference::keys,
-        validate::{KafkaMode, ObjectStoreMode, SearchMode, ValidatedPipeline},
+        validate::{KafkaMode, ObjectStoreMode, ValidatedPipeline},
     },
     crd::CaSecretRef,
 };
@@ -88,17 +90,20 @@ pub fn config_data(p: &ValidatedPipeline) -> BTreeMap<String, String> {
             data.insert(e::S3_PATH_STYLE.into(), s.path_style.to_string());
         }
     }
-    match &p.search.mode {
-        SearchMode::Managed(_) => data.extend(elasticsearch::runtime_config(p)),
-        SearchMode::External(s) => {
-            data.insert(e::SEARCH_URL.into(), s.url.clone());
-            if s.ca_secret_ref.is_some() {
-                data.insert(
-                    e::SEARCH_CA_FILE.into(),
-                    format!("{SEARCH_CA_DIR}/{CA_FILE}"),
-                );
-            }
-        }
+    let search = search::endpoint(p);
+    data.insert(e::SEARCH_URL.into(), search.url);
+    if let Some(BasicAuth {
+        username: Username::Fixed(username),
+        ..
+    }) = search.auth
+    {
+        data.insert(e::SEARCH_USERNAME.into(), username);
+    }
+    if search.ca.is_some() {
+        data.insert(
+            e::SEARCH_CA_FILE.into(),
+            format!("{SEARCH_CA_DIR}/{CA_FILE}"),
+        );
     }
     data
 }
@@ -165,28 +170,15 @@ pub fn credential_env(p: &ValidatedPipeline, needs: Needs) -> Vec<EnvVar> {
         }
     }
     if needs.search {
-        match &p.search.mode {
-            SearchMode::Managed(_) => {
-                vars.push(env_from_secret(
-                    e::SEARCH_PASSWORD,
-                    &names.elastic_user(),
-                    keys::ELASTIC,
-                ));
+        if let Some(auth) = search::endpoint(p).auth {
+            if let Username::SecretKey(key) = &auth.username {
+                vars.push(env_from_secret(e::SEARCH_USERNAME, &auth.secret, key));
             }
-            SearchMode::External(s) => {
-                if let Some(r) = &s.secret_ref {
-                    vars.push(env_from_secret(
-                        e::SEARCH_USERNAME,
-                        &r.name,
-                        &r.username_key,
-                    ));
-                    vars.push(env_from_secret(
-                        e::SEARCH_PASSWORD,
-                        &r.name,
-                        &r.password_key,
-                    ));
-                }
-            }
+            vars.push(env_from_secret(
+                e::SEARCH_PASSWORD,
+                &auth.secret,
+                &auth.password_key,
+            ));
         }
     }
     vars
@@ -225,10 +217,8 @@ pub fn volumes(p: &ValidatedPipeline, needs: Needs) -> (Vec<Volume>, Vec<VolumeM
         }
     }
     if needs.search {
-        if let SearchMode::External(s) = &p.search.mode {
-            if let Some(ca) = &s.ca_secret_ref {
-                pairs.push(ca_volume("search-ca", SEARCH_CA_DIR, ca));
-            }
+        if let Some(ca) = &search::endpoint(p).ca {
+            pairs.push(ca_volume("search-ca", SEARCH_CA_DIR, ca));
         }
     }
     pairs.into_iter().unzip()
@@ -360,6 +350,26 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert_eq!(data, expected);
+    }
+
+    #[test]
+    fn managed_opensearch_is_reached_without_credentials() {
+        let p = crate::controller::fixtures::opensearch_plan(1);
+        let data = config_data(&p);
+        assert_eq!(data["DP_SEARCH_URL"], "http://shop-es.shops.svc:9200");
+        assert!(!data.contains_key("DP_SEARCH_USERNAME"));
+        assert!(!data.contains_key("DP_SEARCH_CA_FILE"));
+        let names: Vec<String> = credential_env(&p, Needs { search: true })
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(
+            names,
+            vec!["DP_S3_ACCESS_KEY_ID", "DP_S3_SECRET_ACCESS_KEY"]
+        );
+        let d = serde_json::to_value(deployment(&p, "abc123")).expect("json");
+        assert!(!d.to_string().contains("DP_SEARCH_PASSWORD"));
+        assert!(!d.to_string().contains("elastic"));
     }
 
     #[test]

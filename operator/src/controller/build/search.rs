@@ -1,0 +1,334 @@
+//! Search, whichever the engine. `endpoint` says how the runtime and the operator reach the
+//! pipeline's search engine, managed or external (URL, engine, basic-authentication Secret,
+//! CA): the one place the runtime's configuration and the operator's own count read it
+//! from. For a managed cluster: its headless and client Services, and the StatefulSet
+//! around the node that `elasticsearch::node` or `opensearch::node` describes. Pure.
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{StatefulSet, StatefulSetSpec},
+        core::v1::{
+            Container, ContainerPort, EnvVar, ExecAction, PodSpec, PodTemplateSpec, Probe, Service,
+            ServicePort, ServiceSpec, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+};
+
+use super::{
+    container_security, data_claim, elasticsearch, meta,
+    names::{labels, selector_labels, ChildNames, Role},
+    opensearch, pod_security, tmp_volume,
+};
+use crate::{
+    controller::validate::{ManagedSearchPlan, SearchMode, ValidatedPipeline},
+    crd::{CaSecretRef, SearchEngine},
+};
+
+pub const HTTP_PORT: i32 = 9200;
+pub const TRANSPORT_PORT: i32 = 9300;
+
+/// URL of a managed cluster's HTTP API inside the Kubernetes cluster.
+pub fn url(p: &ValidatedPipeline) -> String {
+    format!(
+        "http://{}.{}.svc:{HTTP_PORT}",
+        ChildNames::new(&p.name).search(),
+        p.namespace
+    )
+}
+
+/// Where the basic-authentication username comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Username {
+    /// A fixed name (the managed Elasticsearch's `elastic` user).
+    Fixed(String),
+    /// This key of the credentials Secret.
+    SecretKey(String),
+}
+
+/// Basic authentication: a Secret holding the password, and the username.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub secret: String,
+    pub username: Username,
+    pub password_key: String,
+}
+
+/// How to reach the pipeline's search engine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchEndpoint {
+    pub url: String,
+    pub engine: SearchEngine,
+    /// `None`: no authentication.
+    pub auth: Option<BasicAuth>,
+    /// CA certificate of an `https://` URL signed by a private CA.
+    pub ca: Option<CaSecretRef>,
+}
+
+pub fn endpoint(p: &ValidatedPipeline) -> SearchEndpoint {
+    match &p.search.mode {
+        SearchMode::Managed(search) => SearchEndpoint {
+            url: url(p),
+            engine: search.engine,
+            auth: match search.engine {
+                SearchEngine::Elasticsearch => Some(elasticsearch::basic_auth(p)),
+                // The security plugin is off: plain HTTP, nobody to authenticate as.
+                SearchEngine::Opensearch => None,
+            },
+            ca: None,
+        },
+        SearchMode::External(s) => SearchEndpoint {
+            url: s.url.clone(),
+            engine: s.engine,
+            auth: s.secret_ref.as_ref().map(|r| BasicAuth {
+                secret: r.name.clone(),
+                username: Username::SecretKey(r.username_key.clone()),
+                password_key: r.password_key.clone(),
+            }),
+            ca: s.ca_secret_ref.clone(),
+        },
+    }
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        ..ServicePort::default()
+    }
+}
+
+/// Stable node names and discovery (seed hosts resolve to every pod, ready or not).
+pub fn headless_service(p: &ValidatedPipeline) -> Service {
+    Service {
+        metadata: meta(p, ChildNames::new(&p.name).search_headless(), Role::Search),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(&p.name, Role::Search)),
+            ports: Some(vec![
+                port("http", HTTP_PORT),
+                port("transport", TRANSPORT_PORT),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn client_service(p: &ValidatedPipeline) -> Service {
+    Service {
+        metadata: meta(p, ChildNames::new(&p.name).search(), Role::Search),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&p.name, Role::Search)),
+            ports: Some(vec![port("http", HTTP_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Engine settings as (dotted name, value) pairs, in the order they are passed.
+pub type Settings = Vec<(String, String)>;
+
+/// Settings both engines take the same way: the node's (cluster and node names, no mmap)
+/// and discovery (single-node for one node; seed hosts and the initial voting nodes, under
+/// the engine's name `initial_nodes_setting`, for three or more).
+pub fn common_settings(
+    p: &ValidatedPipeline,
+    search: &ManagedSearchPlan,
+    initial_nodes_setting: &str,
+) -> (Settings, Settings) {
+    let names = ChildNames::new(&p.name);
+    let node = vec![
+        ("cluster.name".to_string(), p.name.clone()),
+        ("node.name".to_string(), "$(POD_NAME)".to_string()),
+        ("network.host".to_string(), "0.0.0.0".to_string()),
+        // No mmap: works on nodes whose vm.max_map_count was never raised (kind, most laptops).
+        ("node.store.allow_mmap".to_string(), "false".to_string()),
+    ];
+    let discovery = if search.replicas == 1 {
+        vec![("discovery.type".to_string(), "single-node".to_string())]
+    } else {
+        let initial = (0..search.replicas)
+            .map(|i| format!("{}-{i}", names.search()))
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            ("discovery.seed_hosts".to_string(), names.search_headless()),
+            (initial_nodes_setting.to_string(), initial),
+        ]
+    };
+    (node, discovery)
+}
+
+/// What differs between the engines' node pods.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub container: &'static str,
+    /// uid (and gid) of the image's user.
+    pub uid: i64,
+    pub data_dir: &'static str,
+    pub env: Vec<EnvVar>,
+    /// Run by `bash -c`; exit 0 = ready.
+    pub readiness_script: &'static str,
+    /// Volumes and mounts besides the data volume and `/tmp`.
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+}
+
+fn node(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Node {
+    match search.engine {
+        SearchEngine::Elasticsearch => elasticsearch::node(p, search),
+        SearchEngine::Opensearch => opensearch::node(p, search),
+    }
+}
+
+pub fn statefulset(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> StatefulSet {
+    let names = ChildNames::new(&p.name);
+    let node = node(p, search);
+    let (tmp, tmp_mount) = tmp_volume();
+    let mut mounts = vec![VolumeMount {
+        name: "data".into(),
+        mount_path: node.data_dir.into(),
+        ..VolumeMount::default()
+    }];
+    mounts.extend(node.mounts);
+    mounts.push(tmp_mount);
+    let mut volumes = node.volumes;
+    volumes.push(tmp);
+    let container = Container {
+        name: node.container.into(),
+        image: Some(search.image.clone()),
+        env: Some(node.env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("transport".into()),
+                container_port: TRANSPORT_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "bash".into(),
+                    "-c".into(),
+                    node.readiness_script.into(),
+                ]),
+            }),
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        // No liveness probe: restarting a node in a long GC pause makes things worse
+        // (the same choice as Elastic's own operator).
+        resources: search.resources.clone(),
+        // Both images write under config/ at start (keystore, demo-config checks, logs).
+        security_context: Some(container_security(false)),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    StatefulSet {
+        metadata: meta(p, names.search(), Role::Search),
+        spec: Some(StatefulSetSpec {
+            service_name: Some(names.search_headless()),
+            replicas: Some(search.replicas),
+            // Cluster formation waits for the initial voting nodes: start them together.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&p.name, Role::Search)),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&p.name, Role::Search)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(pod_security(node.uid, Some(node.uid))),
+                    enable_service_links: Some(false),
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(120),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![data_claim(&search.storage)]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::{external_pipeline_plan, managed_plan, opensearch_plan};
+    use serde_json::json;
+
+    #[test]
+    fn endpoints_of_each_kind_of_search() {
+        assert_eq!(
+            endpoint(&managed_plan()),
+            SearchEndpoint {
+                url: "http://shop-es.shops.svc:9200".into(),
+                engine: SearchEngine::Elasticsearch,
+                auth: Some(BasicAuth {
+                    secret: "shop-es-elastic-user".into(),
+                    username: Username::Fixed("elastic".into()),
+                    password_key: "elastic".into(),
+                }),
+                ca: None,
+            }
+        );
+        assert_eq!(
+            endpoint(&opensearch_plan(1)),
+            SearchEndpoint {
+                url: "http://shop-es.shops.svc:9200".into(),
+                engine: SearchEngine::Opensearch,
+                auth: None,
+                ca: None,
+            }
+        );
+        assert_eq!(
+            endpoint(&external_pipeline_plan()),
+            SearchEndpoint {
+                url: "https://opensearch.search.svc:9200".into(),
+                engine: SearchEngine::Opensearch,
+                auth: Some(BasicAuth {
+                    secret: "shop-search-user".into(),
+                    username: Username::SecretKey("username".into()),
+                    password_key: "password".into(),
+                }),
+                ca: None,
+            }
+        );
+    }
+
+    #[test]
+    fn services() {
+        let p = managed_plan();
+        let headless = serde_json::to_value(headless_service(&p)).expect("json");
+        assert_eq!(headless["metadata"]["name"], "shop-es-headless");
+        assert_eq!(headless["spec"]["clusterIP"], "None");
+        assert_eq!(headless["spec"]["publishNotReadyAddresses"], true);
+        assert_eq!(
+            headless["spec"]["ports"],
+            json!([{"name": "http", "port": 9200}, {"name": "transport", "port": 9300}])
+        );
+        let client = serde_json::to_value(client_service(&p)).expect("json");
+        assert_eq!(client["metadata"]["name"], "shop-es");
+        assert_eq!(
+            client["spec"]["ports"],
+            json!([{"name": "http", "port": 9200}])
+        );
+    }
+}
