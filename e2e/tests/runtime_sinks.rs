@@ -73,13 +73,16 @@ fn event(user_id: u64, event_type: EventType, price_cents: i64, brand: Option<&s
 fn profiles(users: u64) -> Vec<Profile> {
     let mut book = ProfileBook::new();
     for user in 1..=users {
-        book.apply(&event(user, EventType::View, 1999, Some("apple")));
+        book.apply(&event(user, EventType::View, 1999, Some("apple")))
+            .expect("small sums fit");
         if user % 3 == 0 {
-            book.apply(&event(user, EventType::Purchase, 1999 + user as i64, None));
+            book.apply(&event(user, EventType::Purchase, 1999 + user as i64, None))
+                .expect("small sums fit");
         }
     }
     // A user id above i64::MAX: the index maps user_id as unsigned_long.
-    book.apply(&event(u64::MAX - 1, EventType::Cart, 5, None));
+    book.apply(&event(u64::MAX - 1, EventType::Cart, 5, None))
+        .expect("small sums fit");
     book.profiles()
 }
 

@@ -3,14 +3,18 @@
 //! any `Read` (a file, an object body); memory stays constant whatever the input's size.
 //!
 //! Line numbers are physical lines of the input (the header is line 1, blank lines count as
-//! lines but yield nothing). Only the columns we use are validated: an extra column may
+//! lines but yield nothing). A line ends at LF, CRLF or a CR not followed by LF (old Mac
+//! files), so the three styles give the same rows and line numbers; inside a quoted field
+//! any of them is data. Only the columns we use are validated: an extra column may
 //! hold anything, including bytes that are not UTF-8.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 
 use crate::error::{Error, Result};
-use crate::event::{Event, EventType, RejectKind, Rejected};
+use crate::event::{
+    Event, EventType, RejectKind, Rejected, KAFKA_MESSAGE_MAX_BYTES, MAX_EVENT_JSON_BYTES,
+};
 use crate::money::{self, PriceError};
 use crate::time;
 
@@ -204,6 +208,19 @@ impl std::ops::Index<usize> for Record {
 /// A record longer than this is rejected and the rest of its line skipped unread, so
 /// a file without line breaks cannot make memory grow.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// Longest `category_code` or `brand`, in UTF-8 bytes. They become the `keyword` fields
+/// `favorite_category` and `favorite_brand` of the search index
+/// ([`crate::search::index_mapping`]), and Lucene refuses a term longer than 32,766 bytes
+/// (`IndexWriter.MAX_TERM_LENGTH`): Elasticsearch and OpenSearch would reject the whole
+/// profile document ("immense term") at checkpoint time. A longer value is rejected here,
+/// with its row, instead. (`user_session` is not indexed, only counted by hash; the event
+/// size limit, [`crate::event::MAX_EVENT_JSON_BYTES`], bounds it.)
+pub const MAX_KEYWORD_BYTES: usize = 32_766;
+/// Longest raw row a rejection carries (a longer one is cut and its reason says so), so a
+/// dead-letter message always fits in a Kafka message: the JSON escaping of these bytes
+/// takes at most 6 times as many, 384 KiB, far below
+/// [`crate::event::KAFKA_MESSAGE_MAX_BYTES`].
+pub const MAX_REJECTED_RAW_BYTES: usize = 64 * 1024;
 /// A quoted field may span at most this many further lines...
 const MAX_CONTINUATION_LINES: usize = 16;
 /// ...and this many bytes in all.
@@ -249,27 +266,55 @@ impl<R: Read> Records<R> {
         }
     }
 
-    /// Appends one physical line (with its terminator) to `out`; returns the bytes
-    /// appended, 0 at the end of the input.
+    /// Appends one physical line (with its terminator: LF, CRLF, or a CR not followed by
+    /// LF) to `out`; returns the bytes appended, 0 at the end of the input.
     fn read_line(&mut self, out: &mut Vec<u8>) -> std::io::Result<(usize, LineEnd)> {
-        let start = out.len();
         if let Some(line) = self.pushback.pop_front() {
             self.offset += line.len() as u64;
             out.extend_from_slice(&line);
             return Ok((line.len(), LineEnd::Newline));
         }
-        let n = (&mut self.input)
-            .take(MAX_RECORD_BYTES as u64)
-            .read_until(b'\n', out)?;
-        self.offset += n as u64;
-        if out[start..].last() == Some(&b'\n') {
-            Ok((n, LineEnd::Newline))
-        } else if n >= MAX_RECORD_BYTES {
-            self.skip_line()?;
-            Ok((n, LineEnd::Oversized))
-        } else {
-            Ok((n, LineEnd::EndOfInput))
+        let start = out.len();
+        loop {
+            let room = MAX_RECORD_BYTES - (out.len() - start);
+            if room == 0 {
+                self.offset += (out.len() - start) as u64;
+                self.skip_line()?;
+                return Ok((out.len() - start, LineEnd::Oversized));
+            }
+            let buffer = self.input.fill_buf()?;
+            if buffer.is_empty() {
+                let n = out.len() - start;
+                self.offset += n as u64;
+                return Ok((n, LineEnd::EndOfInput));
+            }
+            let window = &buffer[..buffer.len().min(room)];
+            match memchr::memchr2(b'\n', b'\r', window) {
+                Some(at) => {
+                    let cr = window[at] == b'\r';
+                    out.extend_from_slice(&window[..=at]);
+                    self.input.consume(at + 1);
+                    if cr && self.next_is_line_feed()? {
+                        out.push(b'\n');
+                        self.input.consume(1);
+                    }
+                    let n = out.len() - start;
+                    self.offset += n as u64;
+                    return Ok((n, LineEnd::Newline));
+                }
+                None => {
+                    let n = window.len();
+                    out.extend_from_slice(window);
+                    self.input.consume(n);
+                }
+            }
         }
+    }
+
+    /// Whether the next input byte is a line feed (reads more input when the buffer is
+    /// empty, so a CRLF split across two reads is still one line end).
+    fn next_is_line_feed(&mut self) -> std::io::Result<bool> {
+        Ok(self.input.fill_buf()?.first() == Some(&b'\n'))
     }
 
     /// Reads the next non-blank record into `record`; returns its (first line, byte offset).
@@ -346,17 +391,22 @@ impl<R: Read> Records<R> {
         Ok(())
     }
 
-    /// Consumes input up to and including the next line feed.
+    /// Consumes input up to and including the next line end (LF, CRLF or CR).
     fn skip_line(&mut self) -> std::io::Result<()> {
         loop {
             let buffer = self.input.fill_buf()?;
             if buffer.is_empty() {
                 return Ok(());
             }
-            match memchr::memchr(b'\n', buffer) {
+            match memchr::memchr2(b'\n', b'\r', buffer) {
                 Some(at) => {
+                    let cr = buffer[at] == b'\r';
                     self.input.consume(at + 1);
                     self.offset += at as u64 + 1;
+                    if cr && self.next_is_line_feed()? {
+                        self.input.consume(1);
+                        self.offset += 1;
+                    }
                     return Ok(());
                 }
                 None => {
@@ -369,12 +419,15 @@ impl<R: Read> Records<R> {
     }
 }
 
+/// Removes one line end (LF, CRLF or CR) from the end of `raw`.
 fn trim_terminator(raw: &mut Vec<u8>) {
     if raw.last() == Some(&b'\n') {
         raw.pop();
         if raw.last() == Some(&b'\r') {
             raw.pop();
         }
+    } else if raw.last() == Some(&b'\r') {
+        raw.pop();
     }
 }
 
@@ -460,13 +513,27 @@ impl<R: Read> CsvEvents<R> {
         } else {
             parse_record(&self.record, &self.columns)
         };
-        let outcome = outcome.map_err(|problem| Rejected {
-            source: self.source.clone(),
-            line,
-            field: problem.field.map(str::to_owned),
-            kind: problem.kind,
-            reason: problem.reason,
-            raw: String::from_utf8_lossy(shown_raw(self.record.raw())).into_owned(),
+        let outcome = outcome.map_err(|problem| {
+            let raw = self.record.raw();
+            let (raw, reason) = if raw.len() > MAX_REJECTED_RAW_BYTES {
+                (
+                    &raw[..MAX_REJECTED_RAW_BYTES],
+                    format!(
+                        "{} (raw row cut to its first {MAX_REJECTED_RAW_BYTES} bytes)",
+                        problem.reason
+                    ),
+                )
+            } else {
+                (raw, problem.reason)
+            };
+            Rejected {
+                source: self.source.clone(),
+                line,
+                field: problem.field.map(str::to_owned),
+                kind: problem.kind,
+                reason,
+                raw: String::from_utf8_lossy(raw).into_owned(),
+            }
         });
         Ok(Some(ParsedRow {
             line,
@@ -474,15 +541,6 @@ impl<R: Read> CsvEvents<R> {
             outcome,
         }))
     }
-}
-
-/// The raw row in a rejection, cut at 4 KiB for oversized rows.
-fn shown_raw(raw: &[u8]) -> &[u8] {
-    &raw[..raw.len().min(if raw.len() >= MAX_RECORD_BYTES {
-        4096
-    } else {
-        raw.len()
-    })]
 }
 
 impl<R: Read> Iterator for CsvEvents<R> {
@@ -594,6 +652,55 @@ fn optional_text(
     }
 }
 
+/// An optional text that becomes a search `keyword`: at most [`MAX_KEYWORD_BYTES`].
+fn optional_keyword(
+    field: &'static str,
+    record: &Record,
+    column: Option<usize>,
+) -> std::result::Result<Option<String>, Problem> {
+    let text = optional_text(field, record, column)?;
+    match text {
+        Some(text) if text.len() > MAX_KEYWORD_BYTES => Err(problem(
+            field,
+            RejectKind::Malformed,
+            format!(
+                "{field} is {} bytes long, more than the {MAX_KEYWORD_BYTES} bytes a search keyword can hold (Lucene's term limit): {}",
+                text.len(),
+                shown(text.as_bytes())
+            ),
+        )),
+        text => Ok(text),
+    }
+}
+
+/// Bytes of an event's JSON form outside its three free texts, with room to spare (the
+/// largest possible is under 300: field names, ids of 20 digits, time, price).
+const EVENT_JSON_FIXED_BOUND: usize = 1024;
+
+/// Refuses an event whose JSON form would not fit in a Kafka message
+/// ([`crate::event::MAX_EVENT_JSON_BYTES`]). The exact size is computed only when the
+/// texts are long enough for the bound to matter (escaping at most sextuples a byte).
+fn check_event_size(event: &Event) -> std::result::Result<(), Problem> {
+    let text_bytes = [&event.category_code, &event.brand, &event.user_session]
+        .iter()
+        .map(|t| t.as_ref().map_or(0, String::len))
+        .sum::<usize>();
+    if text_bytes * 6 + EVENT_JSON_FIXED_BOUND <= MAX_EVENT_JSON_BYTES {
+        return Ok(());
+    }
+    let size = event.to_json().len();
+    if size <= MAX_EVENT_JSON_BYTES {
+        return Ok(());
+    }
+    Err(Problem {
+        field: None,
+        kind: RejectKind::Malformed,
+        reason: format!(
+            "the event's JSON form would be {size} bytes, more than the {MAX_EVENT_JSON_BYTES} a Kafka message can carry (librdkafka message.max.bytes {KAFKA_MESSAGE_MAX_BYTES}, less key and framing)"
+        ),
+    })
+}
+
 /// Validates one data row against the §3 rules. The first failing field, in the order of
 /// the REES46 header, is reported.
 pub fn parse_record(record: &Record, columns: &Columns) -> std::result::Result<Event, Problem> {
@@ -638,8 +745,8 @@ pub fn parse_record(record: &Record, columns: &Columns) -> std::result::Result<E
                 .ok_or_else(|| malformed("category_id", bytes, "is not an integer below 2^64"))?,
         ),
     };
-    let category_code = optional_text("category_code", record, columns.category_code)?;
-    let brand = optional_text("brand", record, columns.brand)?;
+    let category_code = optional_keyword("category_code", record, columns.category_code)?;
+    let brand = optional_keyword("brand", record, columns.brand)?;
     let price_bytes = required("price", &record[columns.price])?;
     let price_cents = money::parse_price_cents(price_bytes).map_err(|e| {
         let kind = match e {
@@ -663,7 +770,7 @@ pub fn parse_record(record: &Record, columns: &Columns) -> std::result::Result<E
     })?;
     let user_id = positive_id("user_id", &record[columns.user_id])?;
     let user_session = optional_text("user_session", record, columns.user_session)?;
-    Ok(Event {
+    let event = Event {
         event_time,
         event_type,
         product_id,
@@ -673,7 +780,9 @@ pub fn parse_record(record: &Record, columns: &Columns) -> std::result::Result<E
         price_cents,
         user_id,
         user_session,
-    })
+    };
+    check_event_size(&event)?;
+    Ok(event)
 }
 
 #[cfg(test)]
@@ -1015,7 +1124,11 @@ mod tests {
             assert_eq!(rejected[0].line, 2);
             assert_eq!(rejected[0].kind, RejectKind::Malformed);
             assert_eq!(rejected[0].field, None);
-            assert_eq!(rejected[0].raw.len(), 4096);
+            assert_eq!(rejected[0].raw.len(), MAX_REJECTED_RAW_BYTES);
+            assert_eq!(
+                rejected[0].reason,
+                "row is longer than 1048576 bytes (raw row cut to its first 65536 bytes)"
+            );
             assert_eq!(accepted.len(), 1);
             assert_eq!(accepted[0].0, 3);
         }
@@ -1081,5 +1194,189 @@ mod tests {
             .unwrap();
         assert_eq!(rows.len(), 1);
         assert!(rows[0].outcome.is_ok());
+    }
+
+    /// The same rows in each line-end style: a good row, a blank line, a bad row, a row
+    /// with a quoted field spanning two lines, a good row.
+    fn rows_with_line_ends(eol: &str) -> String {
+        format!(
+            "{h}{eol}{g}{eol}{eol}bad{eol}2019-10-01 00:00:00 UTC,view,1,,,\"two{eol}lines\",1.00,5,s{eol}{c}{eol}",
+            h = HEADER.trim_end(),
+            g = GOOD.trim_end(),
+            c = GOOD.trim_end().replace("view", "cart"),
+        )
+    }
+
+    #[test]
+    fn cr_lf_and_crlf_line_ends_give_the_same_rows_and_line_numbers() {
+        for eol in ["\n", "\r\n", "\r"] {
+            let (accepted, rejected) = parse(rows_with_line_ends(eol).as_bytes());
+            let lines: Vec<u64> = accepted.iter().map(|(l, _)| *l).collect();
+            assert_eq!(lines, vec![2, 5, 7], "{eol:?}");
+            assert_eq!(accepted[0].1.user_id, 541_312_140, "{eol:?}");
+            assert_eq!(
+                accepted[1].1.brand.as_deref(),
+                Some(format!("two{eol}lines").as_str()),
+                "{eol:?}: inside a quoted field the line end is data"
+            );
+            assert_eq!(accepted[2].1.event_type, EventType::Cart, "{eol:?}");
+            assert_eq!(rejected.len(), 1, "{eol:?}");
+            assert_eq!(rejected[0].line, 4, "{eol:?}");
+            assert_eq!(rejected[0].raw, "bad", "{eol:?}");
+            assert_eq!(rejected[0].kind, RejectKind::FieldCount, "{eol:?}");
+        }
+    }
+
+    #[test]
+    fn mixed_line_ends_and_a_final_cr() {
+        let text = format!(
+            "{}\r{}\n\r\nbad\r\r\n{}\r",
+            HEADER.trim_end(),
+            GOOD.trim_end(),
+            GOOD.trim_end()
+        );
+        let (accepted, rejected) = parse(text.as_bytes());
+        let lines: Vec<u64> = accepted.iter().map(|(l, _)| *l).collect();
+        // header 1, GOOD 2, blank 3, bad 4, blank 5, GOOD 6.
+        assert_eq!(lines, vec![2, 6]);
+        let lines: Vec<u64> = rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, vec![4]);
+        let offsets: Vec<u64> = open("t", text.as_bytes())
+            .unwrap()
+            .map(|r| r.unwrap().byte_offset)
+            .collect();
+        let header = HEADER.len() as u64;
+        let good = GOOD.len() as u64;
+        assert_eq!(
+            offsets,
+            vec![header, header + good + 2, header + good + 2 + 6]
+        );
+    }
+
+    #[test]
+    fn a_crlf_split_between_two_reads_is_one_line_end() {
+        // One byte per read: every CR is at the end of what was read so far.
+        struct OneByte<'a>(&'a [u8]);
+        impl Read for OneByte<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match (self.0.split_first(), buf.first_mut()) {
+                    (Some((b, rest)), Some(slot)) => {
+                        *slot = *b;
+                        self.0 = rest;
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                }
+            }
+        }
+        for eol in ["\r\n", "\r"] {
+            let text = rows_with_line_ends(eol);
+            let rows: Vec<(u64, bool)> = open("slow", OneByte(text.as_bytes()))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .map(|r| (r.line, r.outcome.is_ok()))
+                .collect();
+            assert_eq!(
+                rows,
+                vec![(2, true), (4, false), (5, true), (7, true)],
+                "{eol:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_row_ended_by_a_cr_costs_one_row() {
+        let long = "x".repeat(MAX_RECORD_BYTES + 10);
+        for eol in ["\r", "\r\n"] {
+            let text = format!(
+                "{}{eol}{long}{eol}{}{eol}",
+                HEADER.trim_end(),
+                GOOD.trim_end()
+            );
+            let (accepted, rejected) = parse(text.as_bytes());
+            assert_eq!(rejected.len(), 1, "{eol:?}");
+            assert_eq!(rejected[0].line, 2, "{eol:?}");
+            assert_eq!(accepted.len(), 1, "{eol:?}");
+            assert_eq!(accepted[0].0, 3, "{eol:?}");
+        }
+    }
+
+    /// A REES46 row whose brand, category_code and user_session are the given texts.
+    fn row_with(category_code: &str, brand: &str, session: &str) -> String {
+        format!("2019-10-01 00:00:00 UTC,view,1,2,{category_code},{brand},1.00,5,{session}")
+    }
+
+    #[test]
+    fn keyword_fields_longer_than_lucenes_term_limit_are_rejected() {
+        let fits = "b".repeat(32_766);
+        let too_long = "b".repeat(32_767);
+        let (accepted, rejected) =
+            parse(format!("{HEADER}{}\n", row_with(&fits, &fits, "s")).as_bytes());
+        assert_eq!((accepted.len(), rejected.len()), (1, 0));
+        assert_eq!(accepted[0].1.brand.as_ref().map(String::len), Some(32_766));
+        // user_session is not indexed: the keyword limit does not apply to it.
+        let (accepted, _) = parse(format!("{HEADER}{}\n", row_with("", "", &too_long)).as_bytes());
+        assert_eq!(accepted.len(), 1);
+
+        for (field, row) in [
+            ("category_code", row_with(&too_long, "acme", "s")),
+            ("brand", row_with("", &too_long, "s")),
+        ] {
+            let r = reject(&row);
+            assert_eq!(r.field.as_deref(), Some(field));
+            assert_eq!(r.kind, RejectKind::Malformed);
+            assert_eq!(
+                r.reason,
+                format!(
+                    "{field} is 32767 bytes long, more than the 32766 bytes a search keyword can hold (Lucene's term limit): \"{}…\"",
+                    "b".repeat(60)
+                )
+            );
+            assert_eq!(r.raw, row);
+        }
+        // Multi-byte characters count in bytes: 10,923 × 3 = 32,769 bytes.
+        let r = reject(&row_with("", &"€".repeat(10_923), "s"));
+        assert_eq!(r.field.as_deref(), Some("brand"));
+        assert!(
+            r.reason.starts_with("brand is 32769 bytes long"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn an_event_too_large_for_a_kafka_message_is_rejected_when_parsed() {
+        assert_eq!(MAX_EVENT_JSON_BYTES, 999_944);
+        // The JSON form of this row without its session's characters.
+        let (accepted, _) = parse(format!("{HEADER}{}\n", row_with("", "", "s")).as_bytes());
+        let base = accepted[0].1.to_json().len() - 1;
+        let fits = "s".repeat(MAX_EVENT_JSON_BYTES - base);
+        let (accepted, rejected) =
+            parse(format!("{HEADER}{}\n", row_with("", "", &fits)).as_bytes());
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(accepted[0].1.to_json().len(), 999_944);
+
+        let too_long = format!("{fits}s");
+        let r = reject(&row_with("", "", &too_long));
+        assert_eq!(r.field, None);
+        assert_eq!(r.kind, RejectKind::Malformed);
+        assert_eq!(
+            r.reason,
+            "the event's JSON form would be 999945 bytes, more than the 999944 a Kafka message can carry (librdkafka message.max.bytes 1000000, less key and framing) (raw row cut to its first 65536 bytes)"
+        );
+        assert_eq!(r.raw.len(), 65_536);
+        assert_eq!(r.raw, row_with("", "", &too_long)[..65_536]);
+        // The dead letter itself fits in a Kafka message.
+        assert!(serde_json::to_vec(&r).unwrap().len() < 100_000);
+
+        // Escaping counts: 170,000 control bytes become 1,020,000 bytes of JSON.
+        let controls = "\u{1}".repeat(170_000);
+        let r = reject(&row_with("", "", &controls));
+        assert_eq!(r.field, None);
+        assert!(
+            r.reason.starts_with("the event's JSON form would be 1020"),
+            "{}",
+            r.reason
+        );
     }
 }

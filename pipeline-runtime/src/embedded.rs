@@ -7,7 +7,14 @@
 //! between them give backpressure; memory is bounded by the number of users plus a fixed
 //! number of buffered events, whatever the size of the file.
 //!
-//! Output under DIR (each run first removes these, and only these, paths):
+//! The input is opened and its header checked before anything is written. The outputs go
+//! to a new directory next to DIR (`.DIR.tmp-*`, same filesystem), which replaces DIR only
+//! when the run succeeded: the old DIR is renamed aside, the new one renamed in, the old
+//! one removed. A failed run leaves DIR as it was and removes its temporary directory.
+//! Because DIR is replaced as a whole, `run` refuses a DIR holding anything but these
+//! outputs (it would be deleted with them).
+//!
+//! Output under DIR:
 //! - `events/dt=YYYY-MM-DD/part-NNNNN.parquet`: accepted events, at most
 //!   [`crate::parquet::ROWS_PER_FILE`] rows per file, in input order within a day;
 //! - `profiles/part-NNNNN.parquet`: one row per user, ordered by user_id;
@@ -109,28 +116,43 @@ enum Job {
 }
 
 /// Runs the job and writes every output. Returns the summary (also in `summary.json`).
+///
+/// `options.out` is replaced only on success; on failure it is left untouched.
 pub fn run(options: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
-    prepare_output(&options.out)?;
     let input = File::open(&options.input).map_err(|e| Error::file(&options.input, e))?;
     let input_len = input.metadata().map(|m| m.len()).unwrap_or(0);
     let source = options.input.display().to_string();
     let reader = csv_input::open(source.clone(), input)?;
+    let out = check_output(&options.out)?;
+    let staging = Staging::create(&out)?;
+    let summary = run_into(options, reader, input_len, source, started, staging.path())?;
+    staging.replace_output()?;
+    Ok(summary)
+}
 
+/// The job proper, writing every output under `out`.
+fn run_into(
+    options: &RunOptions,
+    reader: csv_input::CsvReader<File>,
+    input_len: u64,
+    source: String,
+    started: Instant,
+    out: &Path,
+) -> Result<RunSummary> {
     let (events_tx, events_rx) = sync_channel::<Vec<Event>>(4);
     // Emptied chunks go back to the parser, so chunk buffers are allocated once.
     let (recycle_tx, recycle_rx) = sync_channel::<Vec<Event>>(6);
     // One file waiting while one is encoded: each holds up to ROWS_PER_FILE events.
     let (jobs_tx, jobs_rx) = sync_channel::<Job>(1);
     let rows_per_file = options.rows_per_file.max(1);
-    let out = options.out.clone();
 
     let (parsed, aggregate, files) = std::thread::scope(|scope| {
-        let encoder = scope.spawn(move || encode_files(&out, jobs_rx));
+        let encoder = scope.spawn(move || encode_files(out, jobs_rx));
         let aggregator =
             scope.spawn(move || aggregate(events_rx, recycle_tx, jobs_tx, rows_per_file));
         let progress = progress_bar(options.progress, input_len);
-        let parsed = parse_all(reader, &options.out, events_tx, recycle_rx, &progress);
+        let parsed = parse_all(reader, out, events_tx, recycle_rx, &progress);
         progress.finish_and_clear();
         let aggregate = join(aggregator);
         let files = join(encoder);
@@ -164,7 +186,7 @@ pub fn run(options: &RunOptions) -> Result<RunSummary> {
         events_per_second: parsed.accepted as f64 / elapsed.as_secs_f64().max(1e-9),
         report,
     };
-    let path = options.out.join("summary.json");
+    let path = out.join("summary.json");
     let json = serde_json::to_vec_pretty(&summary)?;
     std::fs::write(&path, json).map_err(|e| Error::file(&path, e))?;
     Ok(summary)
@@ -176,30 +198,157 @@ fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
         .unwrap_or_else(|_| Err(Error::Worker("a worker thread panicked".into())))
 }
 
-/// Removes the outputs of an earlier run into the same directory, so no stale part file
-/// survives, and creates the directory.
-fn prepare_output(out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| Error::file(out, e))?;
-    for dir in [
+/// The entries `run` writes under its output directory.
+fn output_entries() -> [&'static str; 4] {
+    [
         pipeline_config::layout::EVENTS_PREFIX,
         pipeline_config::layout::PROFILES_PREFIX,
-    ] {
-        let path = out.join(dir);
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::file(&path, e)),
+        "rejected.jsonl",
+        "summary.json",
+    ]
+}
+
+fn config_error(out: &Path, reason: String) -> Error {
+    Error::Config {
+        name: format!("--out {}", out.display()),
+        reason,
+    }
+}
+
+/// Checks, before any work, that `out` can be replaced as a whole: it names a directory
+/// (not `.`, `..` or `/`), and is absent, or a directory holding only `run` outputs.
+/// Returns it as parent + name (`out/.` and `out/` become `out`).
+fn check_output(given: &Path) -> Result<PathBuf> {
+    let (Some(parent), Some(name)) = (given.parent(), given.file_name()) else {
+        return Err(config_error(
+            given,
+            "must name a directory of its own (it is replaced as a whole)".into(),
+        ));
+    };
+    let out = parent.join(name);
+    let metadata = match std::fs::symlink_metadata(&out) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::file(&out, e)),
+    };
+    if !metadata.is_dir() {
+        return Err(config_error(given, "exists and is not a directory".into()));
+    }
+    let mut foreign = Vec::new();
+    for entry in std::fs::read_dir(&out).map_err(|e| Error::file(&out, e))? {
+        let name = entry.map_err(|e| Error::file(&out, e))?.file_name();
+        let name = name.to_string_lossy();
+        if !output_entries().contains(&name.as_ref()) {
+            foreign.push(name.into_owned());
         }
     }
-    for file in ["rejected.jsonl", "summary.json"] {
-        let path = out.join(file);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::file(&path, e)),
+    if foreign.is_empty() {
+        return Ok(out);
+    }
+    foreign.sort();
+    Err(config_error(
+        given,
+        format!(
+            "holds entries run did not write ({}); the directory is replaced as a whole, so give a new or empty one",
+            foreign.join(", ")
+        ),
+    ))
+}
+
+/// A sibling of `out` named `.NAME.KIND-PID-N` that does not exist yet.
+fn sibling(out: &Path, kind: &str, attempt: u32) -> PathBuf {
+    let name = out.file_name().unwrap_or_default().to_string_lossy();
+    let pid = std::process::id();
+    out.with_file_name(format!(".{name}.{kind}-{pid}-{attempt}"))
+}
+
+/// The temporary output directory of one run, next to `out` (same filesystem, so the
+/// final renames are atomic). Removed when dropped unless it replaced `out`.
+struct Staging {
+    out: PathBuf,
+    dir: PathBuf,
+    done: bool,
+}
+
+impl Staging {
+    fn create(out: &Path) -> Result<Staging> {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::file(parent, e))?;
+        }
+        let mut attempt = 0;
+        loop {
+            let dir = sibling(out, "tmp", attempt);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    return Ok(Staging {
+                        out: out.to_path_buf(),
+                        dir,
+                        done: false,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(Error::file(&dir, e)),
+            }
         }
     }
-    Ok(())
+
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Puts the finished outputs in place of `out`: the old directory (if any) is renamed
+    /// aside, the new one renamed in, then the old one removed. If the second rename
+    /// fails, the old directory is put back.
+    fn replace_output(mut self) -> Result<()> {
+        let out = self.out.clone();
+        let old = match std::fs::symlink_metadata(&out) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::file(&out, e)),
+            Ok(_) => {
+                let mut attempt = 0;
+                let mut old = sibling(&out, "old", attempt);
+                while old.exists() {
+                    attempt += 1;
+                    old = sibling(&out, "old", attempt);
+                }
+                std::fs::rename(&out, &old).map_err(|e| Error::file(&out, e))?;
+                Some(old)
+            }
+        };
+        if let Err(e) = std::fs::rename(&self.dir, &out) {
+            if let Some(old) = &old {
+                if let Err(back) = std::fs::rename(old, &out) {
+                    tracing::error!(
+                        old = %old.display(),
+                        out = %out.display(),
+                        error = %back,
+                        "could not put the previous output back"
+                    );
+                }
+            }
+            return Err(Error::file(&out, e));
+        }
+        self.done = true;
+        if let Some(old) = old {
+            // The new output is in place; a leftover old copy is only wasted space.
+            if let Err(e) = std::fs::remove_dir_all(&old) {
+                tracing::warn!(old = %old.display(), error = %e, "could not remove the previous output");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove the temporary output");
+            }
+        }
+    }
 }
 
 fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
@@ -293,7 +442,9 @@ fn aggregate(
     };
     for mut chunk in events {
         for event in chunk.drain(..) {
-            book.apply(&event);
+            // An overflowing profile fails the run, naming the user; the partial output is
+            // discarded with the temporary directory.
+            book.apply(&event)?;
             tally.add(&event);
             let day = event.utc_day();
             let buffer = buffers
@@ -616,7 +767,7 @@ mod tests {
         let (dir, summary) = run_on(&csv, 4096);
         let mut book = ProfileBook::new();
         for row in csv_input::open("x", &csv[..]).unwrap() {
-            book.apply(&row.unwrap().outcome.unwrap());
+            book.apply(&row.unwrap().outcome.unwrap()).unwrap();
         }
         assert_eq!(summary.events_accepted, 30_000);
         assert_eq!(summary.events_rejected, 0);
@@ -633,5 +784,147 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("nope.csv"), "{err}");
+    }
+
+    #[test]
+    fn cr_only_input_is_read_row_by_row() {
+        let mac: Vec<u8> = INPUT
+            .iter()
+            .map(|&b| if b == b'\n' { b'\r' } else { b })
+            .collect();
+        for input in [mac, INPUT.to_vec()] {
+            let (dir, summary) = run_on(&input, pq::ROWS_PER_FILE);
+            assert_eq!(summary.events_accepted, 5);
+            assert_eq!(summary.events_rejected, 9);
+            assert_eq!(summary.profiles, 2);
+            assert_eq!(summary.revenue, "10.00");
+            let lines: Vec<u64> = std::fs::read_to_string(dir.path().join("out/rejected.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Rejected>(l).unwrap().line)
+                .collect();
+            assert_eq!(lines, vec![4, 5, 6, 7, 8, 9, 10, 11, 15]);
+        }
+    }
+
+    /// Every file under `dir` with its bytes.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), bytes);
+                }
+            }
+        }
+        files
+    }
+
+    /// Names in `dir` (the parent of the output): no temporary or old copy may remain.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_failing_run_leaves_the_previous_output_untouched() {
+        let (dir, _) = run_on(INPUT, pq::ROWS_PER_FILE);
+        let out = dir.path().join("out");
+        let before = snapshot(&out);
+        assert_eq!(before.len(), 5, "{:?}", before.keys());
+
+        // A mistyped input.
+        let err = run(&RunOptions::new(dir.path().join("typo.csv"), &out)).unwrap_err();
+        assert!(err.to_string().contains("typo.csv"), "{err}");
+        assert_eq!(snapshot(&out), before);
+
+        // An input whose header is unusable.
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(&bad, b"user_id,price\n1,2\n").unwrap();
+        let err = run(&RunOptions::new(&bad, &out)).unwrap_err();
+        assert!(matches!(err, Error::Header { .. }), "{err}");
+        assert_eq!(snapshot(&out), before);
+
+        // A run that fails half way (a profile overflows): its partial output goes.
+        let mut huge = b"user_id,event_type,product_id,price,timestamp\n".to_vec();
+        for _ in 0..10 {
+            huge.extend_from_slice(b"77,purchase,1,9999999999999999.99,2019-10-05 12:00:00 UTC\n");
+        }
+        let overflow = dir.path().join("overflow.csv");
+        std::fs::write(&overflow, huge).unwrap();
+        let err = run(&RunOptions::new(&overflow, &out)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "profile of user_id 77: revenue would exceed 92233720368547758.07 (the largest sum of cents a 64-bit integer holds)"
+        );
+        assert_eq!(snapshot(&out), before);
+        assert_eq!(
+            names_in(dir.path()),
+            vec!["bad.csv", "in.csv", "out", "overflow.csv"]
+        );
+    }
+
+    #[test]
+    fn a_successful_run_replaces_the_previous_output() {
+        let (dir, _) = run_on(INPUT, 2);
+        let out = dir.path().join("out");
+        assert!(out.join("events/dt=2019-10-02/part-00001.parquet").exists());
+        let one_row = dir.path().join("one.csv");
+        std::fs::write(
+            &one_row,
+            b"user_id,event_type,product_id,price,timestamp\n9,view,1,1.00,2019-10-05 12:00:00 UTC\n",
+        )
+        .unwrap();
+        let summary = run(&RunOptions::new(&one_row, &out)).unwrap();
+        assert_eq!((summary.events_accepted, summary.profiles), (1, 1));
+        let files: Vec<PathBuf> = snapshot(&out).into_keys().collect();
+        assert_eq!(
+            files,
+            vec![
+                PathBuf::from("events/dt=2019-10-05/part-00000.parquet"),
+                PathBuf::from("profiles/part-00000.parquet"),
+                PathBuf::from("rejected.jsonl"),
+                PathBuf::from("summary.json"),
+            ]
+        );
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(on_disk["events_accepted"], 1);
+        assert_eq!(names_in(dir.path()), vec!["in.csv", "one.csv", "out"]);
+    }
+
+    #[test]
+    fn an_output_directory_holding_other_files_is_refused_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        std::fs::write(&input, INPUT).unwrap();
+        let out = dir.path().join("home");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+        std::fs::write(out.join("summary.json"), b"{}").unwrap();
+        let err = run(&RunOptions::new(&input, &out)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "configuration: --out {}: holds entries run did not write (notes.txt); the directory is replaced as a whole, so give a new or empty one",
+                out.display()
+            )
+        );
+        assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
+        assert_eq!(names_in(dir.path()), vec!["home", "in.csv"]);
+        let err = run(&RunOptions::new(&input, dir.path().join("in.csv"))).unwrap_err();
+        assert!(
+            err.to_string().ends_with(": exists and is not a directory"),
+            "{err}"
+        );
     }
 }

@@ -28,6 +28,10 @@ pub enum Error {
     /// A JSON event (Kafka message value) could not be decoded.
     #[error("event JSON: {0}")]
     EventJson(String),
+    /// A profile value would overflow (names the user); see
+    /// [`crate::profile::ProfileError`].
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
     /// A serialized profile state could not be decoded.
     #[error("profile state: {0}")]
     ProfileState(String),

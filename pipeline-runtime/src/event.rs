@@ -16,6 +16,16 @@ use crate::error::{Error, Result};
 use crate::money;
 use crate::time;
 
+/// librdkafka's `message.max.bytes` (its default), which the ingest producer sets
+/// explicitly ([`crate::kafka::producer_config`]): a message whose key, value and record
+/// framing exceed it fails at produce time with `MSG_SIZE_TOO_LARGE`.
+pub const KAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// Longest JSON form of an event that fits in one Kafka message: the limit less the
+/// longest key (a u64 user_id in decimal, 20 bytes) and librdkafka's worst-case record
+/// framing (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`, 36 bytes). A row whose event would be
+/// longer is rejected when parsed (see [`crate::csv_input`]), never at produce time.
+pub const MAX_EVENT_JSON_BYTES: usize = KAFKA_MESSAGE_MAX_BYTES - 20 - 36;
+
 /// The four kinds of e-commerce events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -225,7 +235,8 @@ pub enum RejectKind {
     FieldCount,
     /// A required field is empty.
     MissingField,
-    /// A required field does not parse (time, id, price, ...).
+    /// A required field does not parse (time, id, price, ...), or the row or a field is
+    /// longer than the pipeline can carry (search keyword, Kafka message, record limits).
     Malformed,
     /// `event_type` is not one of the four names.
     UnknownEventType,
@@ -286,7 +297,9 @@ pub struct Rejected {
     /// A sentence for people, e.g. `price is negative: "-1.00"`.
     pub reason: String,
     /// The row exactly as in the input, without its line terminator; bytes that are not
-    /// UTF-8 appear as U+FFFD.
+    /// UTF-8 appear as U+FFFD. A row longer than
+    /// [`crate::csv_input::MAX_REJECTED_RAW_BYTES`] is cut to that many bytes, and the
+    /// reason says so.
     pub raw: String,
 }
 

@@ -1071,4 +1071,35 @@ mod tests {
         assert!(json.contains("\"topic\":\"dead_letters\""), "{json}");
         assert_eq!(serde_json::from_str::<IngestProgress>(&json).unwrap(), p);
     }
+
+    #[test]
+    fn ingest_reads_cr_only_line_ends_with_the_same_tokenizer_as_run() {
+        let text = "user_id,event_type,product_id,price,timestamp\r\
+                    1,view,2,3.00,2019-10-05 12:00:00 UTC\r\
+                    \r\
+                    2,wishlist,2,3.00,2019-10-05 12:00:00 UTC\r\
+                    3,cart,4,5.50,2019-10-05 12:00:01 UTC\r";
+        let mut rows = Vec::new();
+        read_rows(Box::new(text.as_bytes()), "mac.csv", &mut |row| {
+            rows.push(match row {
+                Row::Accepted { line, event } => (line, Some(event.user_id), String::new()),
+                Row::Rejected(r) => (r.line, None, r.reason),
+            });
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (2, Some(1), String::new()),
+                (
+                    4,
+                    None,
+                    "event_type \"wishlist\" is not view, cart, remove_from_cart or purchase"
+                        .to_string()
+                ),
+                (5, Some(3), String::new()),
+            ]
+        );
+    }
 }

@@ -681,7 +681,7 @@ mod tests {
     #[test]
     fn profiles_round_trip_with_exact_column_names() {
         let mut book = ProfileBook::new();
-        events().iter().for_each(|e| book.apply(e));
+        events().iter().for_each(|e| book.apply(e).unwrap());
         let profiles = book.profiles();
         let batch = profiles_to_batch(&profiles).unwrap();
         let names: Vec<&str> = batch
@@ -704,11 +704,11 @@ mod tests {
     #[test]
     fn states_round_trip() {
         let mut book = ProfileBook::new();
-        events().iter().for_each(|e| book.apply(e));
+        events().iter().for_each(|e| book.apply(e).unwrap());
         let mut more = events();
         more[0].user_id = 7;
         more[1].user_id = 8;
-        more.iter().for_each(|e| book.apply(e));
+        more.iter().for_each(|e| book.apply(e).unwrap());
         let records: Vec<StateRecord> = book
             .user_ids_sorted()
             .into_iter()

@@ -58,6 +58,11 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("queue.buffering.max.kbytes", "262144")
         // Delivery keeps being retried for this long before a message fails.
         .set("message.timeout.ms", "300000")
+        // The default, stated so the parser's event size limit and this cannot diverge.
+        .set(
+            "message.max.bytes",
+            crate::event::KAFKA_MESSAGE_MAX_BYTES.to_string(),
+        )
         .set("statistics.interval.ms", "0");
     config
 }

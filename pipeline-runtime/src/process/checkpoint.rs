@@ -354,19 +354,31 @@ fn encode_lake(batch: &Batch) -> Result<Vec<(String, Bytes)>> {
 /// of records is restored into a scratch book whose profiles are encoded, so no second
 /// copy of the partition exists at once.
 fn snapshot_of(records: &[StateRecord]) -> Result<Vec<u8>> {
+    // A record that cannot be restored (impossible for records of a live book) ends the
+    // chunks early and fails the snapshot.
+    let mut failure = None;
     let chunks = records
         .chunks(crate::parquet::ENCODE_CHUNK_ROWS)
-        .map(|chunk| {
+        .map_while(|chunk| {
             let mut book = ProfileBook::new();
             for record in chunk {
-                book.restore_record(record);
+                if let Err(e) = book.restore_record(record) {
+                    failure = Some(e);
+                    return None;
+                }
             }
-            chunk
-                .iter()
-                .filter_map(|record| book.profile(record.user_id))
-                .collect::<Vec<Profile>>()
+            Some(
+                chunk
+                    .iter()
+                    .filter_map(|record| book.profile(record.user_id))
+                    .collect::<Vec<Profile>>(),
+            )
         });
-    crate::parquet::encode_profile_chunks(chunks)
+    let encoded = crate::parquet::encode_profile_chunks(chunks)?;
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(encoded),
+    }
 }
 
 /// Encodes the snapshot and the state, consuming them (a full checkpoint's are every user
@@ -660,12 +672,18 @@ pub async fn recover(store: &ObjectStore, partition: i32) -> Result<Recovered> {
         );
     }
     let mut book = ProfileBook::new();
+    let unusable = |key: &str, e: crate::profile::ProfileError| Error::State {
+        key: key.to_string(),
+        reason: e.to_string(),
+    };
     for record in base.iter().flat_map(|b| b.records.iter()) {
-        book.restore_record(record);
+        book.restore_record(record)
+            .map_err(|e| unusable(&state_key(partition), e))?;
     }
     for &index in &plan.chain {
-        for record in &deltas[index].1.records {
-            book.restore_record(record);
+        let (key, file) = &deltas[index];
+        for record in &file.records {
+            book.restore_record(record).map_err(|e| unusable(key, e))?;
         }
     }
     Ok(Recovered {

@@ -61,6 +61,10 @@ const QUIET_AFTER: Duration = Duration::from_millis(250);
 pub struct ProcessSummary {
     pub events_applied: u64,
     pub events_replayed: u64,
+    /// Messages not applied, each logged at error level with partition and offset: not an
+    /// event (undecodable, no value), or an event its user's profile cannot take (a count
+    /// or the revenue would overflow; the log names the user_id).
+    pub events_skipped: u64,
     pub checkpoints: u64,
 }
 
@@ -456,20 +460,29 @@ impl Worker {
                     slot.last_message = last_message;
                     match event {
                         Some(Ok(event)) => match slot.state.apply(offset, event) {
-                            Applied::Applied => summary.events_applied += 1,
-                            Applied::Replayed => {
+                            Ok(Applied::Applied) => summary.events_applied += 1,
+                            Ok(Applied::Replayed) => {
                                 summary.events_replayed += 1;
                                 metrics.events_replayed.inc();
+                            }
+                            // The state is unchanged and the offset consumed (see
+                            // `PartitionState::apply`): reported like an undecodable event.
+                            Err(e) => {
+                                tracing::error!(partition, offset, error = %e, "event its profile cannot take skipped");
+                                metrics.events_rejected.inc();
+                                summary.events_skipped += 1;
                             }
                         },
                         Some(Err(e)) => {
                             tracing::error!(partition, offset, error = %e, "undecodable event skipped");
                             metrics.events_rejected.inc();
+                            summary.events_skipped += 1;
                             slot.state.skip(offset);
                         }
                         None => {
                             tracing::error!(partition, offset, "event without a value skipped");
                             metrics.events_rejected.inc();
+                            summary.events_skipped += 1;
                             slot.state.skip(offset);
                         }
                     }
@@ -756,7 +769,8 @@ mod tests {
             price_cents: 100,
             user_id,
             user_session: None,
-        });
+        })
+        .unwrap();
         book.record(user_id).unwrap()
     }
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::event::Event;
-use crate::profile::{Profile, ProfileBook, StateRecord};
+use crate::profile::{Profile, ProfileBook, ProfileError, StateRecord};
 
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,15 +71,23 @@ impl PartitionState {
     }
 
     /// Applies the event at `offset`, unless the state already holds it.
-    pub fn apply(&mut self, offset: i64, event: Event) -> Applied {
+    ///
+    /// An event its user's profile cannot take (a count or the revenue would overflow)
+    /// is an error: neither the profile nor the lake gets it, and its offset is consumed
+    /// like an undecodable message's, so a replay refuses it again in the same way and
+    /// the partition keeps going. The caller reports it.
+    pub fn apply(&mut self, offset: i64, event: Event) -> Result<Applied, ProfileError> {
         if offset < self.next_offset {
-            return Applied::Replayed;
+            return Ok(Applied::Replayed);
         }
-        self.book.apply(&event);
+        if let Err(e) = self.book.apply(&event) {
+            self.skip(offset);
+            return Err(e);
+        }
         self.changed.insert(event.user_id);
         self.pending.push(event);
         self.next_offset = offset + 1;
-        Applied::Applied
+        Ok(Applied::Applied)
     }
 
     /// Moves past a message that is not an event (undecodable): nothing to apply, but the
@@ -236,17 +244,17 @@ mod tests {
         let mut p = PartitionState::restored(3, ProfileBook::new(), 10, 0);
         assert_eq!(
             p.apply(9, event(1, EventType::View, 100)),
-            Applied::Replayed
+            Ok(Applied::Replayed)
         );
         assert!(!p.has_pending());
         assert_eq!(
             p.apply(10, event(1, EventType::View, 100)),
-            Applied::Applied
+            Ok(Applied::Applied)
         );
         // The same offset again (a re-delivery after a seek) is a replay too.
         assert_eq!(
             p.apply(10, event(1, EventType::View, 100)),
-            Applied::Replayed
+            Ok(Applied::Replayed)
         );
         assert_eq!(p.next_offset(), 11);
         assert_eq!(p.pending_events(), 1);
@@ -255,8 +263,8 @@ mod tests {
     #[test]
     fn batches_cover_consecutive_offset_ranges() {
         let mut p = PartitionState::restored(0, ProfileBook::new(), 0, 0);
-        p.apply(0, event(5, EventType::View, 100));
-        p.apply(1, event(2, EventType::Purchase, 250));
+        p.apply(0, event(5, EventType::View, 100)).unwrap();
+        p.apply(1, event(2, EventType::Purchase, 250)).unwrap();
         p.skip(2);
         let first = p.take_batch(true);
         assert_eq!((first.start, first.end), (0, 3));
@@ -270,7 +278,7 @@ mod tests {
         assert!(!p.has_pending());
         assert!(!p.behind_full());
 
-        p.apply(3, event(5, EventType::Cart, 100));
+        p.apply(3, event(5, EventType::Cart, 100)).unwrap();
         let second = p.take_batch(true);
         assert_eq!((second.start, second.end), (3, 4));
         assert_eq!(
@@ -284,12 +292,12 @@ mod tests {
     #[test]
     fn a_delta_carries_only_the_changed_users_and_a_full_folds_the_deltas() {
         let mut p = PartitionState::restored(0, ProfileBook::new(), 0, 0);
-        p.apply(0, event(5, EventType::View, 100));
-        p.apply(1, event(2, EventType::View, 100));
+        p.apply(0, event(5, EventType::View, 100)).unwrap();
+        p.apply(1, event(2, EventType::View, 100)).unwrap();
         let full = p.take_batch(true);
         assert_eq!(full.state.len(), 2);
 
-        p.apply(2, event(2, EventType::Purchase, 250));
+        p.apply(2, event(2, EventType::Purchase, 250)).unwrap();
         let delta = p.take_batch(false);
         assert_eq!((delta.start, delta.end), (2, 3));
         assert!(!delta.full);
@@ -323,7 +331,7 @@ mod tests {
         let never = LastFull::default();
         // Nothing to write: no full, even for a partition that never had one.
         assert!(!policy.wants_full(&p, never, t0, true));
-        p.apply(0, event(1, EventType::View, 100));
+        p.apply(0, event(1, EventType::View, 100)).unwrap();
         // The first checkpoint after an assign is full.
         assert!(policy.wants_full(&p, never, t0, false));
         let last = LastFull {
@@ -355,5 +363,42 @@ mod tests {
         assert!(p.has_pending());
         let b = p.take_batch(false);
         assert_eq!((b.start, b.end, b.events.len()), (4, 5, 0));
+    }
+
+    #[test]
+    fn an_event_its_profile_cannot_take_is_refused_and_its_offset_consumed() {
+        let mut book = ProfileBook::new();
+        let mut record = {
+            let mut scratch = ProfileBook::new();
+            scratch.apply(&event(7, EventType::Purchase, 100)).unwrap();
+            scratch.record(7).unwrap()
+        };
+        record.revenue_cents = i64::MAX - 99;
+        book.restore_record(&record).unwrap();
+        let mut p = PartitionState::restored(0, book, 5, 0);
+        let err = p.apply(5, event(7, EventType::Purchase, 100)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "profile of user_id 7: revenue would exceed 92233720368547758.07 (the largest sum of cents a 64-bit integer holds)"
+        );
+        // Not in the profile, not in the lake; the offset is consumed.
+        assert_eq!(p.next_offset(), 6);
+        assert_eq!(p.pending_events(), 0);
+        assert!(p.has_pending());
+        p.apply(6, event(8, EventType::View, 100)).unwrap();
+        let batch = p.take_batch(true);
+        assert_eq!((batch.start, batch.end), (5, 7));
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(
+            batch.changed.iter().map(|x| x.user_id).collect::<Vec<_>>(),
+            vec![8]
+        );
+        let user7 = batch.state.iter().find(|r| r.user_id == 7).unwrap();
+        assert_eq!((user7.purchases, user7.revenue_cents), (1, i64::MAX - 99));
+        // A replay of the refused offset is a replay, not a second refusal.
+        assert_eq!(
+            p.apply(5, event(7, EventType::Purchase, 100)),
+            Ok(Applied::Replayed)
+        );
     }
 }

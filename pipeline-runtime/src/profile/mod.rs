@@ -7,13 +7,27 @@ mod state;
 
 pub use compact::{session_key, Interner};
 pub use segment::Segment;
-pub use state::{Profile, ProfileState, StateRecord, PROFILE_COLUMNS};
+pub use state::{Profile, ProfileState, Quantity, StateRecord, PROFILE_COLUMNS};
 
 use compact::mix64;
 
 use crate::event::Event;
 
 const CHUNK: usize = 1 << 16;
+
+/// A user's profile cannot take an event or a state: a count or the revenue would no
+/// longer fit its integer type. The user's state is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    #[error("profile of user_id {user_id}: {quantity} would exceed {}", .quantity.limit())]
+    Overflow { user_id: u64, quantity: Quantity },
+}
+
+impl ProfileError {
+    fn overflow(user_id: u64) -> impl FnOnce(Quantity) -> ProfileError {
+        move |quantity| ProfileError::Overflow { user_id, quantity }
+    }
+}
 
 /// The profile state of many users, with the interner their category and brand symbols
 /// refer to.
@@ -95,10 +109,12 @@ impl ProfileBook {
             .map(|(slot, &id)| (id, slot as u32))
     }
 
-    /// Folds one event into its user's state.
-    pub fn apply(&mut self, event: &Event) {
+    /// Folds one event into its user's state; on overflow the state is unchanged.
+    pub fn apply(&mut self, event: &Event) -> Result<(), ProfileError> {
         let slot = self.slot_of(event.user_id);
-        self.chunks[slot / CHUNK][slot % CHUNK].apply(event, &mut self.names);
+        self.chunks[slot / CHUNK][slot % CHUNK]
+            .apply(event, &mut self.names)
+            .map_err(ProfileError::overflow(event.user_id))
     }
 
     pub fn get(&self, user_id: u64) -> Option<&ProfileState> {
@@ -163,16 +179,21 @@ impl ProfileBook {
     }
 
     /// Merges a persisted record into the book (restoring after a crash, or combining
-    /// partial states of the same user).
-    pub fn merge_record(&mut self, record: &StateRecord) {
-        let restored = ProfileState::from_record(record, &mut self.names);
-        self.slot_mut(record.user_id).merge(&restored);
+    /// partial states of the same user); on overflow the user's state is unchanged.
+    pub fn merge_record(&mut self, record: &StateRecord) -> Result<(), ProfileError> {
+        let overflow = ProfileError::overflow(record.user_id);
+        let restored = ProfileState::from_record(record, &mut self.names).map_err(overflow)?;
+        self.slot_mut(record.user_id)
+            .merge(&restored)
+            .map_err(ProfileError::overflow(record.user_id))
     }
 
     /// Replaces whatever state a user has with the record's.
-    pub fn restore_record(&mut self, record: &StateRecord) {
-        let restored = ProfileState::from_record(record, &mut self.names);
+    pub fn restore_record(&mut self, record: &StateRecord) -> Result<(), ProfileError> {
+        let restored = ProfileState::from_record(record, &mut self.names)
+            .map_err(ProfileError::overflow(record.user_id))?;
         *self.slot_mut(record.user_id) = restored;
+        Ok(())
     }
 
     /// Keeps only the users for which `keep(user_id)` holds (e.g. the users of the Kafka

@@ -31,15 +31,16 @@ const BRANDS: usize = 4;
 /// [`encode_day`], and counters are packed as `(symbol + 1) << 32 | count`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileState {
-    /// Sum of purchase prices in cents. Saturates at i64::MAX, i.e. 92 million billion
-    /// currency units for one user, which no real data reaches; 8 bytes instead of 16 for
-    /// every user is worth that documented bound.
+    /// Sum of purchase prices in cents, at most i64::MAX (92 million billion currency
+    /// units for one user, which no real data reaches; 8 bytes instead of 16 for every
+    /// user is worth that bound). A sum beyond it is an error ([`Quantity::Revenue`]),
+    /// never saturated or wrapped.
     revenue_cents: i64,
     first_seen: i64,
     last_seen: i64,
     /// -1 when there was no purchase.
     max_purchase_cents: i64,
-    /// Indexed by `type_index`.
+    /// Indexed by `type_index`; a count beyond u32::MAX is an error ([`Quantity`]).
     counts: [u32; 4],
     firsts: [u64; 5],
     /// Elements of each collection held in `spill`.
@@ -73,9 +74,54 @@ fn unpack(value: u64) -> (Sym, u32) {
     (Sym::from_index(((value >> 32) - 1) as u32), value as u32)
 }
 
+/// Adds to a packed counter. Callers check with [`ProfileState::counter`] first that the
+/// sum fits (saturation here would only hide a bug).
 fn add_count(value: u64, count: u32) -> u64 {
     let total = (value as u32).saturating_add(count);
     (value & !0xFFFF_FFFF) | u64::from(total)
+}
+
+/// A quantity of a profile state that would not fit its integer type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    /// The count of one event type (`views`, `carts`, `removals`, `purchases`).
+    Events(EventType),
+    /// The sum of purchase prices in cents.
+    Revenue,
+    /// The events of one `category_code` (for `favorite_category`).
+    CategoryEvents,
+    /// The events of one `brand` (for `favorite_brand`).
+    BrandEvents,
+}
+
+impl Quantity {
+    /// The largest value the quantity can hold, as a person reads it.
+    pub fn limit(self) -> String {
+        match self {
+            Quantity::Revenue => format!(
+                "{} (the largest sum of cents a 64-bit integer holds)",
+                money::format_cents(i128::from(i64::MAX))
+            ),
+            _ => format!(
+                "{} events (the largest count a profile state holds)",
+                u32::MAX
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Quantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Quantity::Events(EventType::View) => "views",
+            Quantity::Events(EventType::Cart) => "carts",
+            Quantity::Events(EventType::RemoveFromCart) => "removals",
+            Quantity::Events(EventType::Purchase) => "purchases",
+            Quantity::Revenue => "revenue",
+            Quantity::CategoryEvents => "the events of one category_code",
+            Quantity::BrandEvents => "the events of one brand",
+        })
+    }
 }
 
 impl Default for ProfileState {
@@ -153,6 +199,24 @@ impl ProfileState {
         }
     }
 
+    /// The current count of `sym` in counter collection `which` (0 when absent).
+    fn counter(&self, which: usize, sym: Sym) -> u32 {
+        let key = u64::from(sym.index()) + 1;
+        if self.firsts[which] >> 32 == key {
+            return self.firsts[which] as u32;
+        }
+        let spilled = self.spilled_values(which);
+        match spilled.binary_search_by_key(&key, |v| v >> 32) {
+            Ok(pos) => spilled[pos] as u32,
+            Err(_) => 0,
+        }
+    }
+
+    /// Whether `count` more of `sym` still fit in counter collection `which`.
+    fn counter_fits(&self, which: usize, sym: Sym, count: u32) -> bool {
+        self.counter(which, sym).checked_add(count).is_some()
+    }
+
     /// The elements of one collection (first inline element, then the spilled ones).
     fn values(&self, which: usize) -> impl Iterator<Item = u64> + '_ {
         let first = (self.firsts[which] != 0).then_some(self.firsts[which]);
@@ -184,12 +248,32 @@ impl ProfileState {
         best.map(|(_, name)| name)
     }
 
-    /// Folds one event in. `names` interns category and brand strings.
-    pub fn apply(&mut self, event: &Event, names: &mut Interner) {
-        let slot = &mut self.counts[type_index(event.event_type)];
-        *slot = slot.saturating_add(1);
+    /// Folds one event in. `names` interns category and brand strings. When a count or the
+    /// revenue would overflow, returns that quantity and leaves the state as it was.
+    pub fn apply(&mut self, event: &Event, names: &mut Interner) -> Result<(), Quantity> {
+        let kind = type_index(event.event_type);
+        let count = self.counts[kind]
+            .checked_add(1)
+            .ok_or(Quantity::Events(event.event_type))?;
+        let revenue = if event.event_type == EventType::Purchase {
+            self.revenue_cents
+                .checked_add(event.price_cents)
+                .ok_or(Quantity::Revenue)?
+        } else {
+            self.revenue_cents
+        };
+        let category = event.category_code.as_deref().map(|c| names.intern(c));
+        let brand = event.brand.as_deref().map(|b| names.intern(b));
+        if category.is_some_and(|sym| !self.counter_fits(CATEGORIES, sym, 1)) {
+            return Err(Quantity::CategoryEvents);
+        }
+        if brand.is_some_and(|sym| !self.counter_fits(BRANDS, sym, 1)) {
+            return Err(Quantity::BrandEvents);
+        }
+        // Nothing can fail from here on.
+        self.counts[kind] = count;
+        self.revenue_cents = revenue;
         if event.event_type == EventType::Purchase {
-            self.revenue_cents = self.revenue_cents.saturating_add(event.price_cents);
             self.max_purchase_cents = self.max_purchase_cents.max(event.price_cents);
         }
         self.first_seen = self.first_seen.min(event.event_time);
@@ -199,20 +283,42 @@ impl ProfileState {
         }
         self.insert(PRODUCTS, event.product_id);
         self.insert(DAYS, encode_day(time::utc_day(event.event_time)));
-        if let Some(code) = &event.category_code {
-            self.count_into(CATEGORIES, names.intern(code), 1);
+        if let Some(sym) = category {
+            self.count_into(CATEGORIES, sym, 1);
         }
-        if let Some(brand) = &event.brand {
-            self.count_into(BRANDS, names.intern(brand), 1);
+        if let Some(sym) = brand {
+            self.count_into(BRANDS, sym, 1);
         }
+        Ok(())
     }
 
     /// Folds another state of the same user in (both interned in the same `Interner`).
-    pub fn merge(&mut self, other: &ProfileState) {
-        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
-            *mine = mine.saturating_add(theirs);
+    /// When a count or the revenue would overflow, returns that quantity and leaves the
+    /// state as it was.
+    pub fn merge(&mut self, other: &ProfileState) -> Result<(), Quantity> {
+        let mut counts = self.counts;
+        for ((sum, theirs), kind) in counts.iter_mut().zip(other.counts).zip(EventType::ALL) {
+            *sum = sum.checked_add(theirs).ok_or(Quantity::Events(kind))?;
         }
-        self.revenue_cents = self.revenue_cents.saturating_add(other.revenue_cents);
+        let revenue = self
+            .revenue_cents
+            .checked_add(other.revenue_cents)
+            .ok_or(Quantity::Revenue)?;
+        for (which, quantity) in [
+            (CATEGORIES, Quantity::CategoryEvents),
+            (BRANDS, Quantity::BrandEvents),
+        ] {
+            let fits = other
+                .values(which)
+                .map(unpack)
+                .all(|(sym, count)| self.counter_fits(which, sym, count));
+            if !fits {
+                return Err(quantity);
+            }
+        }
+        // Nothing can fail from here on.
+        self.counts = counts;
+        self.revenue_cents = revenue;
         self.max_purchase_cents = self.max_purchase_cents.max(other.max_purchase_cents);
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
@@ -225,6 +331,7 @@ impl ProfileState {
                 .map(unpack)
                 .for_each(|(sym, count)| self.count_into(which, sym, count));
         }
+        Ok(())
     }
 
     pub fn total_events(&self) -> u64 {
@@ -260,6 +367,8 @@ impl ProfileState {
             removals: self.count(EventType::RemoveFromCart),
             purchases,
             revenue_cents: self.revenue_cents,
+            // |revenue / purchases| <= |revenue| (rounding adds at most one cent, and only
+            // when dividing by 2 or more), so the quotient always fits in i64.
             avg_order_value_cents: money::divide_cents_rounded(
                 i128::from(self.revenue_cents),
                 purchases,
@@ -311,8 +420,13 @@ impl ProfileState {
     }
 
     /// Rebuilds a state from its record, interning its strings into `names`. Zero session
-    /// keys and product ids (impossible in a record we wrote) are skipped.
-    pub fn from_record(record: &StateRecord, names: &mut Interner) -> ProfileState {
+    /// keys and product ids (impossible in a record we wrote) are skipped; a name listed
+    /// twice (also impossible) has its counts added, and a sum that would overflow is
+    /// returned as an error.
+    pub fn from_record(
+        record: &StateRecord,
+        names: &mut Interner,
+    ) -> Result<ProfileState, Quantity> {
         let mut state = ProfileState {
             revenue_cents: record.revenue_cents,
             first_seen: record.first_seen,
@@ -335,13 +449,19 @@ impl ProfileState {
         for &day in &record.days {
             state.insert(DAYS, encode_day(day));
         }
-        for (name, count) in &record.categories {
-            state.count_into(CATEGORIES, names.intern(name), *count);
+        for (which, quantity, named) in [
+            (CATEGORIES, Quantity::CategoryEvents, &record.categories),
+            (BRANDS, Quantity::BrandEvents, &record.brands),
+        ] {
+            for (name, count) in named {
+                let sym = names.intern(name);
+                if !state.counter_fits(which, sym, *count) {
+                    return Err(quantity);
+                }
+                state.count_into(which, sym, *count);
+            }
         }
-        for (name, count) in &record.brands {
-            state.count_into(BRANDS, names.intern(name), *count);
-        }
-        state
+        Ok(state)
     }
 
     /// Heap bytes owned by this state (beyond its 128 inline bytes).

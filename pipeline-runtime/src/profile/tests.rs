@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::event::{Event, EventType};
+use crate::money::MAX_PRICE_CENTS;
 use crate::time::parse_event_time;
 
 fn at(text: &str) -> i64 {
@@ -117,7 +118,7 @@ fn hand_example() -> Vec<Event> {
 #[test]
 fn hand_computed_profile() {
     let mut book = ProfileBook::new();
-    hand_example().iter().for_each(|e| book.apply(e));
+    hand_example().iter().for_each(|e| book.apply(e).unwrap());
     let p = book.profile(1).expect("user 1");
     let expected = Profile {
         user_id: 1,
@@ -158,7 +159,8 @@ fn user_without_purchases_carts_or_optional_fields() {
         999,
         9,
         None,
-    ));
+    ))
+    .unwrap();
     book.apply(&event(
         "2019-10-02 00:00:00 UTC",
         EventType::View,
@@ -168,7 +170,8 @@ fn user_without_purchases_carts_or_optional_fields() {
         999,
         9,
         None,
-    ));
+    ))
+    .unwrap();
     let p = book.profile(9).unwrap();
     assert_eq!(p.revenue_cents, 0);
     assert_eq!(p.avg_order_value_cents, 0);
@@ -197,7 +200,8 @@ fn average_order_value_rounds_half_away_from_zero() {
             cents,
             3,
             None,
-        ));
+        ))
+        .unwrap();
     }
     assert_eq!(book.profile(3).unwrap().avg_order_value_cents, 2);
 }
@@ -220,7 +224,8 @@ fn favorite_ties_are_lexicographically_smallest() {
             100,
             4,
             Some("s"),
-        ));
+        ))
+        .unwrap();
     }
     let p = book.profile(4).unwrap();
     assert_eq!(p.favorite_category.as_deref(), Some("a.y"));
@@ -241,7 +246,8 @@ fn segment_of(purchases: u64, revenue_cents: i64, carts: u64, views: u64) -> Seg
             cents,
             8,
             None,
-        ));
+        ))
+        .unwrap();
     };
     for i in 0..purchases {
         // The first purchase carries the remainder so the total is exact.
@@ -280,22 +286,22 @@ fn all_seven_segments_at_their_boundaries() {
 fn records_round_trip_and_merge() {
     let events = hand_example();
     let mut whole = ProfileBook::new();
-    events.iter().for_each(|e| whole.apply(e));
+    events.iter().for_each(|e| whole.apply(e).unwrap());
 
     let record = whole.record(1).unwrap();
     let json = serde_json::to_string(&record).unwrap();
     let back: StateRecord = serde_json::from_str(&json).unwrap();
     let mut restored = ProfileBook::new();
-    restored.restore_record(&back);
+    restored.restore_record(&back).unwrap();
     assert_eq!(restored.profile(1), whole.profile(1));
     assert_eq!(restored.record(1), Some(record));
 
     let (left, right) = events.split_at(3);
     let mut a = ProfileBook::new();
     let mut b = ProfileBook::new();
-    left.iter().for_each(|e| a.apply(e));
-    right.iter().for_each(|e| b.apply(e));
-    a.merge_record(&b.record(1).unwrap());
+    left.iter().for_each(|e| a.apply(e).unwrap());
+    right.iter().for_each(|e| b.apply(e).unwrap());
+    a.merge_record(&b.record(1).unwrap()).unwrap();
     assert_eq!(a.profile(1), whole.profile(1));
 }
 
@@ -312,7 +318,8 @@ fn retain_keeps_only_chosen_users() {
             0,
             user,
             None,
-        ));
+        ))
+        .unwrap();
     }
     book.retain(|id| id % 2 == 1);
     assert_eq!(book.user_ids_sorted(), vec![1, 3, 5]);
@@ -336,7 +343,8 @@ fn sorted_profiles_come_in_chunks_in_user_order() {
             0,
             user,
             None,
-        ));
+        ))
+        .unwrap();
     }
     let expected = book.profiles();
     let sorted = book.into_sorted_profiles(2);
@@ -489,9 +497,9 @@ proptest! {
             .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
     ) {
         let mut book = ProfileBook::new();
-        events.iter().for_each(|e| book.apply(e));
+        events.iter().for_each(|e| book.apply(e).unwrap());
         let mut other = ProfileBook::new();
-        shuffled.iter().for_each(|e| other.apply(e));
+        shuffled.iter().for_each(|e| other.apply(e).unwrap());
         let profiles = book.profiles();
         prop_assert_eq!(&profiles, &naive_profiles(&events));
         prop_assert_eq!(&profiles, &other.profiles());
@@ -507,13 +515,13 @@ proptest! {
     ) {
         let cut = cut.min(events.len());
         let mut whole = ProfileBook::new();
-        events.iter().for_each(|e| whole.apply(e));
+        events.iter().for_each(|e| whole.apply(e).unwrap());
         let mut first = ProfileBook::new();
-        events[..cut].iter().for_each(|e| first.apply(e));
+        events[..cut].iter().for_each(|e| first.apply(e).unwrap());
         let mut second = ProfileBook::new();
-        events[cut..].iter().for_each(|e| second.apply(e));
+        events[cut..].iter().for_each(|e| second.apply(e).unwrap());
         for id in second.user_ids_sorted() {
-            first.merge_record(&second.record(id).unwrap());
+            first.merge_record(&second.record(id).unwrap()).unwrap();
         }
         prop_assert_eq!(first.profiles(), whole.profiles());
     }
@@ -539,7 +547,7 @@ fn a_heavy_user_spills_and_still_matches_the_naive_definition() {
         });
     }
     let mut book = ProfileBook::new();
-    events.iter().for_each(|e| book.apply(e));
+    events.iter().for_each(|e| book.apply(e).unwrap());
     assert_eq!(book.profiles(), naive_profiles(&events));
     let p = book.profile(42).unwrap();
     assert_eq!(
@@ -547,6 +555,203 @@ fn a_heavy_user_spills_and_still_matches_the_naive_definition() {
         (1500, 400, 61)
     );
     let mut restored = ProfileBook::new();
-    restored.restore_record(&book.record(42).unwrap());
+    restored.restore_record(&book.record(42).unwrap()).unwrap();
     assert_eq!(restored.profile(42), Some(p));
+}
+
+/// A state record of `user` with the given counts and revenue, one product and one day.
+fn record_of(user: u64, views: u32, purchases: u32, revenue_cents: i64) -> StateRecord {
+    StateRecord {
+        user_id: user,
+        views,
+        carts: 0,
+        removals: 0,
+        purchases,
+        revenue_cents,
+        max_purchase_cents: (purchases > 0).then_some(revenue_cents.min(MAX_PRICE_CENTS)),
+        first_seen: at("2019-10-01 00:00:00 UTC"),
+        last_seen: at("2019-10-01 00:00:00 UTC"),
+        session_keys: vec![],
+        products: vec![1],
+        days: vec![18_170],
+        categories: vec![],
+        brands: vec![],
+    }
+}
+
+#[test]
+fn revenue_past_i64_max_is_an_error_naming_the_user_and_changes_nothing() {
+    let mut book = ProfileBook::new();
+    let purchase = |time: &str| {
+        event(
+            time,
+            EventType::Purchase,
+            7,
+            Some("a"),
+            Some("b"),
+            MAX_PRICE_CENTS,
+            77,
+            Some("s"),
+        )
+    };
+    // Nine purchases at the largest price fit: 8,999,999,999,999,999,991 cents.
+    for _ in 0..9 {
+        book.apply(&purchase("2019-10-01 10:00:00 UTC")).unwrap();
+    }
+    let before = book.record(77).unwrap();
+    let err = book
+        .apply(&purchase("2019-10-02 10:00:00 UTC"))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ProfileError::Overflow {
+            user_id: 77,
+            quantity: Quantity::Revenue
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "profile of user_id 77: revenue would exceed 92233720368547758.07 (the largest sum of cents a 64-bit integer holds)"
+    );
+    // The refused event left no trace: not its count, day, category or brand.
+    assert_eq!(book.record(77).unwrap(), before);
+    let p = book.profile(77).unwrap();
+    assert_eq!(
+        (p.purchases, p.revenue_cents, p.avg_order_value_cents),
+        (9, 8_999_999_999_999_999_991, 999_999_999_999_999_999)
+    );
+    assert_eq!(p.active_days, 1);
+    // The crate error says the same (what `run` reports).
+    let err: crate::Error = err.into();
+    assert_eq!(
+        err.to_string(),
+        "profile of user_id 77: revenue would exceed 92233720368547758.07 (the largest sum of cents a 64-bit integer holds)"
+    );
+}
+
+#[test]
+fn a_count_past_u32_max_is_an_error_naming_the_user() {
+    let mut book = ProfileBook::new();
+    book.restore_record(&record_of(5, u32::MAX, 0, 0)).unwrap();
+    let view = event(
+        "2019-10-01 00:00:00 UTC",
+        EventType::View,
+        1,
+        None,
+        None,
+        100,
+        5,
+        None,
+    );
+    let err = book.apply(&view).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "profile of user_id 5: views would exceed 4294967295 events (the largest count a profile state holds)"
+    );
+    assert_eq!(book.profile(5).unwrap().views, 4_294_967_295);
+    // Another type still counts.
+    let cart = Event {
+        event_type: EventType::Cart,
+        ..view
+    };
+    book.apply(&cart).unwrap();
+    assert_eq!(book.profile(5).unwrap().total_events, 4_294_967_296);
+}
+
+#[test]
+fn a_category_or_brand_count_past_u32_max_is_an_error() {
+    let mut record = record_of(6, 0, 0, 0);
+    record.categories = vec![("a".into(), u32::MAX)];
+    record.brands = vec![("b".into(), u32::MAX)];
+    let mut book = ProfileBook::new();
+    book.restore_record(&record).unwrap();
+    let view = |category: Option<&str>, brand: Option<&str>| {
+        event(
+            "2019-10-01 00:00:00 UTC",
+            EventType::View,
+            1,
+            category,
+            brand,
+            100,
+            6,
+            None,
+        )
+    };
+    let err = book.apply(&view(Some("a"), None)).unwrap_err();
+    assert_eq!(
+        err,
+        ProfileError::Overflow {
+            user_id: 6,
+            quantity: Quantity::CategoryEvents
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "profile of user_id 6: the events of one category_code would exceed 4294967295 events (the largest count a profile state holds)"
+    );
+    let err = book.apply(&view(Some("c"), Some("b"))).unwrap_err();
+    assert_eq!(
+        err,
+        ProfileError::Overflow {
+            user_id: 6,
+            quantity: Quantity::BrandEvents
+        }
+    );
+    // Neither refused event was counted, not even its category "c".
+    assert_eq!(book.record(6).unwrap(), record);
+    book.apply(&view(Some("c"), Some("d"))).unwrap();
+    assert_eq!(book.profile(6).unwrap().views, 1);
+}
+
+#[test]
+fn merging_states_past_the_limits_is_an_error_and_changes_nothing() {
+    let mut book = ProfileBook::new();
+    book.restore_record(&record_of(8, 1, 1, i64::MAX - 5))
+        .unwrap();
+    let err = book.merge_record(&record_of(8, 1, 1, 6)).unwrap_err();
+    assert_eq!(
+        err,
+        ProfileError::Overflow {
+            user_id: 8,
+            quantity: Quantity::Revenue
+        }
+    );
+    assert_eq!(book.record(8).unwrap(), record_of(8, 1, 1, i64::MAX - 5));
+    book.merge_record(&record_of(8, 1, 1, 5)).unwrap();
+    assert_eq!(book.profile(8).unwrap().revenue_cents, i64::MAX);
+    assert_eq!(
+        book.profile(8).unwrap().avg_order_value_cents,
+        i64::MAX / 2 + 1
+    );
+
+    let err = book
+        .merge_record(&record_of(8, u32::MAX, 0, 0))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ProfileError::Overflow {
+            user_id: 8,
+            quantity: Quantity::Events(EventType::View)
+        }
+    );
+    let mut twice = record_of(9, 0, 0, 0);
+    twice.brands = vec![("b".into(), u32::MAX), ("b".into(), 1)];
+    assert_eq!(
+        ProfileBook::new().restore_record(&twice).unwrap_err(),
+        ProfileError::Overflow {
+            user_id: 9,
+            quantity: Quantity::BrandEvents
+        }
+    );
+}
+
+#[test]
+fn average_order_value_of_the_largest_revenue_fits() {
+    let mut book = ProfileBook::new();
+    book.restore_record(&record_of(3, 0, 1, i64::MAX)).unwrap();
+    let p = book.profile(3).unwrap();
+    assert_eq!(
+        (p.revenue_cents, p.avg_order_value_cents),
+        (i64::MAX, i64::MAX)
+    );
 }
