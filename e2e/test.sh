@@ -4,9 +4,14 @@
 #   2. checks formatting and lints,
 #   3. runs the unit and controller tests (no servers needed),
 #   4. starts real Kafka, OpenSearch, an S3 server and a Kubernetes control plane,
-#   5. runs the integration tests against them,
-#   6. stops the servers (also on failure) and exits non-zero on any failure.
-# Heavy downloads and builds are cached in $DATAPIPELINE_CACHE (default ~/.cache/datapipeline).
+#   5. runs the integration tests against them, then stops those servers,
+#   6. builds every image (e2e/images.sh: base-image stand-ins, the project's two images, each
+#      started once, the managed services' images), starts a cluster with a real kubelet
+#      node (e2e/services.sh up node), checks real pods there (DNS, Services, volumes) and
+#      loads the images into it,
+#   7. stops everything (also on failure) and exits non-zero on any failure.
+# Heavy downloads and builds are cached in $DATAPIPELINE_CACHE (default ~/.cache/datapipeline);
+# image layers and the image builds' cargo caches in Docker's own store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,15 +28,33 @@ e2e/install-prerequisites.sh
 
 step "format and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "unit and controller tests"
 cargo test --locked   # default members: everything but e2e, which needs the servers
 
+cleanup() {
+  step "stop servers"
+  e2e/services.sh down kafka opensearch s3 k8s node || true
+  e2e/images.sh docker-down || true
+}
+trap cleanup EXIT
+
 step "start servers"
-trap 'step "stop servers"; e2e/services.sh down || true' EXIT
-e2e/services.sh up
+e2e/services.sh up kafka opensearch s3 k8s
 eval "$(e2e/services.sh env)"
 
 step "integration tests against the real servers"
 cargo test -p e2e --locked --no-fail-fast -- --test-threads=1
+
+step "stop the process servers (the real-pod tier brings its own)"
+e2e/services.sh down kafka opensearch s3 k8s
+
+step "images"
+e2e/images.sh all
+
+step "a cluster with a real node"
+e2e/services.sh up node
+eval "$(e2e/services.sh env)"
+e2e/services.sh smoke node
+e2e/images.sh load-node

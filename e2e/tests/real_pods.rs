@@ -1,0 +1,494 @@
+//! The first-hour test, on a real node: the Helm chart installed with the project's own
+//! images (`e2e/images.sh`), the operator running as a pod, and all-managed DataPipelines
+//! whose Kafka, MinIO stand-in, OpenSearch and runtime run as real containers on a real
+//! kubelet (`e2e/services.sh up node`: a control plane of its own, containerd, CNI bridge,
+//! kube-proxy, CoreDNS). The results are compared field by field with the embedded `run` of
+//! the same generated events.
+//!
+//! Needs: `NODE_KUBECONFIG` (from `e2e/services.sh env`), the images built and loaded into
+//! the node (`e2e/images.sh all && e2e/images.sh load-node`). The host reaches the
+//! pipeline's Services through their ClusterIPs (kube-proxy's rules apply to the host's
+//! own traffic too), never a pod address directly.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use datapipeline_operator::{controller::build::names::ChildNames, crd::DataPipeline};
+use e2e::k8s::{self, helm, kubectl, poll_until, repo_root, TestNamespace};
+use e2e::runtime::{expected_from_embedded_run, Expected};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams};
+use pipeline_runtime::config::{S3Credentials, S3Settings, SearchSettings, StoreSettings};
+use pipeline_runtime::search::SearchIndex;
+use pipeline_runtime::store::ObjectStore;
+
+/// The images `e2e/images.sh` builds; the services' are local stand-ins (see its header and
+/// `e2e/images/services.sh`).
+const OPERATOR_IMAGE: (&str, &str) = ("datapipeline-operator", "dev");
+const RUNTIME_IMAGE: (&str, &str) = ("pipeline-runtime", "dev");
+const KAFKA_IMAGE: &str = "e2e.local/kafka:4.1.0";
+const MINIO_IMAGE: &str = "e2e.local/minio:versitygw";
+const MC_IMAGE: &str = "e2e.local/mc:s5cmd";
+const OPENSEARCH_IMAGE: &str = "e2e.local/opensearch:2.19.1";
+
+const OPERATOR_NAMESPACE: &str = "datapipeline-system";
+const READY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const DONE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Points every helper of `e2e::k8s` (client, kubectl, helm) at the real-node cluster.
+/// Each test file is its own process, so this does not leak into the kwok tests.
+fn use_node_cluster() -> Result<()> {
+    let kubeconfig = k8s::service_setting("NODE_KUBECONFIG")
+        .context("the real-node cluster is not up: `e2e/services.sh up node`")?;
+    std::env::set_var("KUBECONFIG", kubeconfig);
+    Ok(())
+}
+
+/// `helm upgrade --install` of the chart with the project's images; idempotent, so each
+/// test can call it.
+async fn install_chart() -> Result<()> {
+    let chart = repo_root().join("charts/datapipeline-operator");
+    let chart = chart.to_str().context("chart path")?;
+    let sets = [
+        format!("image.repository={}", OPERATOR_IMAGE.0),
+        format!("image.tag={}", OPERATOR_IMAGE.1),
+        format!("runtimeImage.repository={}", RUNTIME_IMAGE.0),
+        format!("runtimeImage.tag={}", RUNTIME_IMAGE.1),
+        // Observe often, so the status follows a short run closely.
+        "logging.level=info".to_string(),
+    ];
+    let mut args = vec![
+        "upgrade",
+        "--install",
+        "datapipeline",
+        chart,
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "5m",
+    ];
+    for s in &sets {
+        args.push("--set");
+        args.push(s);
+    }
+    helm(&args).await?;
+    Ok(())
+}
+
+/// An all-managed pipeline on the local images.
+fn pipeline_manifest(
+    name: &str,
+    namespace: &str,
+    kafka_replicas: i32,
+    events: u64,
+    seed: u64,
+    rate_per_second: Option<u64>,
+    runtime_image: Option<&str>,
+) -> serde_json::Value {
+    let mut generator = serde_json::json!({"events": events, "seed": seed});
+    if let Some(rate) = rate_per_second {
+        generator["ratePerSecond"] = rate.into();
+    }
+    let mut runtime = serde_json::json!({
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "lagPerReplica": 100000,
+                        "scaleDownStabilizationSeconds": 60},
+        "checkpointIntervalSeconds": 2,
+    });
+    if let Some(image) = runtime_image {
+        runtime["image"] = image.into();
+    }
+    serde_json::json!({
+        "apiVersion": "datapipeline.io/v1alpha1",
+        "kind": "DataPipeline",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "source": {"generator": generator},
+            "kafka": {
+                "managed": {
+                    "replicas": kafka_replicas,
+                    "image": KAFKA_IMAGE,
+                    "storage": {"size": "2Gi"},
+                    "resources": {"requests": {"cpu": "100m", "memory": "768Mi"},
+                                  "limits": {"memory": "768Mi"}},
+                },
+                "partitions": 3,
+                "retentionHours": 24,
+            },
+            "objectStore": {
+                "managed": {
+                    "image": MINIO_IMAGE,
+                    "clientImage": MC_IMAGE,
+                    "storage": {"size": "2Gi"},
+                    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                                  "limits": {"memory": "512Mi"}},
+                },
+                "bucket": format!("{name}-lake"),
+            },
+            "search": {
+                "managed": {
+                    "engine": "opensearch",
+                    "replicas": 1,
+                    "image": OPENSEARCH_IMAGE,
+                    "storage": {"size": "2Gi"},
+                    "resources": {"requests": {"cpu": "100m", "memory": "1536Mi"},
+                                  "limits": {"memory": "1536Mi"}},
+                },
+            },
+            "runtime": runtime,
+        }
+    })
+}
+
+async fn apply(manifest: &serde_json::Value) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("pipeline.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(manifest)?)?;
+    kubectl(&["apply", "-f", path.to_str().context("path")?]).await?;
+    Ok(())
+}
+
+/// What the embedded `run` makes of the generator's events (the generator of the ingest
+/// Job writes the same rows: same seed, no broken rows).
+fn expected_for(events: u64, seed: u64) -> Result<(tempfile::TempDir, Expected)> {
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("events.csv");
+    let config = pipeline_runtime::generator::GeneratorConfig {
+        events,
+        seed,
+        bad_rows_per_million: 0,
+    };
+    pipeline_runtime::generator::generate_file(config, &csv)?;
+    let expected = expected_from_embedded_run(&csv, &dir.path().join("out"))?;
+    Ok((dir, expected))
+}
+
+/// `http://<ClusterIP>:<port>` of a Service of the pipeline.
+async fn service_url(client: &kube::Client, ns: &str, name: &str, port: u16) -> Result<String> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let service = services.get(name).await?;
+    let ip = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .filter(|ip| ip != "None")
+        .with_context(|| format!("service {name} has no ClusterIP"))?;
+    Ok(format!("http://{ip}:{port}"))
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Result<String> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .with_context(|| format!("secret has no {key}"))?;
+    Ok(String::from_utf8(bytes.0.clone())?)
+}
+
+/// The pipeline's lake and index, opened from the host through the Services.
+async fn open_sinks(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<(ObjectStore, SearchIndex)> {
+    let names = ChildNames::new(name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let credentials = secrets.get(&names.minio_credentials()).await?;
+    let store = ObjectStore::open(&StoreSettings::S3(S3Settings {
+        bucket: format!("{name}-lake"),
+        endpoint: Some(service_url(client, ns, &names.minio(), 9000).await?),
+        region: "us-east-1".into(),
+        path_style: true,
+        credentials: Some(S3Credentials {
+            access_key_id: secret_value(&credentials, "accessKeyId")?,
+            secret_access_key: pipeline_runtime::config::Secret::new(secret_value(
+                &credentials,
+                "secretAccessKey",
+            )?),
+        }),
+    }))
+    .await?;
+    let search = SearchIndex::connect(
+        &SearchSettings {
+            url: service_url(client, ns, &names.search(), 9200).await?,
+            index: pipeline_config::PipelineNames::new(name).profiles_index(),
+            credentials: None,
+            ca_file: None,
+        },
+        None,
+    )?;
+    Ok((store, search))
+}
+
+/// Every profile in the index and in the Parquet snapshot, and every accepted event in the
+/// lake exactly once, equal to the embedded run.
+async fn verify_sinks(
+    store: &ObjectStore,
+    search: &SearchIndex,
+    expected: &Expected,
+) -> Result<()> {
+    search.refresh().await?;
+    let mut indexed = search.read_all().await?;
+    indexed.sort_by_key(|p| p.user_id);
+    same("profiles in the search index", &indexed, &expected.profiles)?;
+
+    let mut snapshot = Vec::new();
+    for object in store.list("profiles/").await? {
+        let bytes = store.get(&object.key).await?.context("object vanished")?;
+        snapshot.extend(pipeline_runtime::parquet::decode_profiles(bytes)?);
+    }
+    snapshot.sort_by_key(|p| p.user_id);
+    same(
+        "profiles in the Parquet snapshot",
+        &snapshot,
+        &expected.profiles,
+    )?;
+
+    let mut lake = Vec::new();
+    for object in store.list("events/").await? {
+        let bytes = store.get(&object.key).await?.context("object vanished")?;
+        for event in pipeline_runtime::parquet::decode_events(bytes)? {
+            lake.push(String::from_utf8_lossy(&event.to_json()).into_owned());
+        }
+    }
+    lake.sort();
+    same(
+        "events in the lake (each exactly once)",
+        &lake,
+        &expected.events,
+    )
+}
+
+fn same<T: std::fmt::Debug + PartialEq>(what: &str, actual: &[T], expected: &[T]) -> Result<()> {
+    if actual == expected {
+        return Ok(());
+    }
+    match actual.iter().zip(expected).position(|(a, e)| a != e) {
+        Some(i) => bail!(
+            "{what}: {} actual vs {} expected; first difference at #{i}:\n  actual:   {:?}\n  expected: {:?}",
+            actual.len(),
+            expected.len(),
+            actual[i],
+            expected[i]
+        ),
+        None => bail!("{what}: {} actual vs {} expected", actual.len(), expected.len()),
+    }
+}
+
+/// Waits until the status says every event is processed: profiles in the index = expected,
+/// events processed = accepted, no lag.
+async fn wait_until_done(api: &Api<DataPipeline>, name: &str, expected: &Expected) -> Result<()> {
+    let profiles = expected.profiles.len() as i64;
+    let events = expected.events.len() as i64;
+    poll_until("every event processed", DONE_TIMEOUT, || async {
+        let dp = api.get(name).await?;
+        let t = dp.status.as_ref().and_then(|s| s.throughput.as_ref());
+        Ok(t.filter(|t| {
+            t.profiles == profiles && t.events_processed == events && t.consumer_lag == 0
+        })
+        .map(|_| ()))
+    })
+    .await
+}
+
+async fn pods(client: &kube::Client, ns: &str, selector: &str) -> Result<Vec<Pod>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items)
+}
+
+/// Every child the operator made for `name` is gone (or going) after the pipeline is.
+async fn wait_until_children_gone(ns: &str, name: &str) -> Result<()> {
+    let selector = format!("app.kubernetes.io/instance={name}");
+    poll_until("every child deleted", Duration::from_secs(180), || async {
+        let out = kubectl(&[
+            "get",
+            "statefulsets,deployments,jobs,services,configmaps,secrets,pods,poddisruptionbudgets",
+            "-n",
+            ns,
+            "-l",
+            &selector,
+            "-o",
+            "name",
+        ])
+        .await?;
+        Ok(out.stdout.trim().is_empty().then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_pipeline_with_three_kafka_nodes_runs_in_real_containers() -> Result<()> {
+    k8s::init_logging();
+    use_node_cluster()?;
+    let client = k8s::client().await?;
+    install_chart().await?;
+    let ns = TestNamespace::create(&client, "pods").await?;
+    let name = "shop";
+    let (events, seed) = (200_000, 7);
+    let (_dir, expected) = expected_for(events, seed)?;
+
+    let started = Instant::now();
+    // A bounded rate, so the process pod can be deleted while events still flow.
+    apply(&pipeline_manifest(
+        name,
+        &ns.name,
+        3,
+        events,
+        seed,
+        Some(20_000),
+        None,
+    ))
+    .await?;
+    let api: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    k8s::wait_until_running(&api, name, READY_TIMEOUT).await?;
+    let to_ready = started.elapsed();
+    eprintln!("kubectl apply -> Ready: {:.0} s", to_ready.as_secs_f64());
+
+    // Delete the process pod(s) while the generator is still publishing.
+    let process = format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=runtime");
+    let ingest = format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=ingest");
+    poll_until(
+        "the generator running",
+        Duration::from_secs(300),
+        || async {
+            let running = pods(&client, &ns.name, &ingest)
+                .await?
+                .iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+            Ok(running.then_some(()))
+        },
+    )
+    .await?;
+    let victims = pods(&client, &ns.name, &process).await?;
+    ensure!(!victims.is_empty(), "no process pod to delete");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    for pod in &victims {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        eprintln!("deleting process pod {pod_name} mid-run");
+        pod_api.delete(&pod_name, &DeleteParams::default()).await?;
+    }
+
+    // While it runs: what a user sees.
+    let during = kubectl(&["get", "dp", "-n", &ns.name]).await?.stdout;
+    eprintln!("$ kubectl get dp\n{during}");
+
+    wait_until_done(&api, name, &expected).await?;
+    eprintln!(
+        "kubectl apply -> last profile: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (store, search) = open_sinks(&client, &ns.name, name).await?;
+    verify_sinks(&store, &search, &expected).await?;
+    eprintln!(
+        "{} profiles and {} events equal the embedded run",
+        expected.profiles.len(),
+        expected.events.len()
+    );
+
+    let wide = kubectl(&["get", "pods", "-n", &ns.name, "-o", "wide"])
+        .await?
+        .stdout;
+    eprintln!("$ kubectl get pods -o wide\n{wide}");
+    let dp = kubectl(&["get", "dp", "-n", &ns.name]).await?.stdout;
+    eprintln!("$ kubectl get dp\n{dp}");
+    let line = dp.lines().nth(1).context("no pipeline row")?;
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    // NAME PHASE READY EVENTS/S LAG REPLICAS AGE
+    ensure!(columns.len() == 7, "printer columns missing: {line:?}");
+    ensure!(columns[1] == "Running", "phase is {}", columns[1]);
+    ensure!(columns[4] == "0", "LAG is {} after the run", columns[4]);
+    ensure!(
+        columns[3].parse::<f64>().is_ok(),
+        "EVENTS/S is {:?}",
+        columns[3]
+    );
+
+    kubectl(&["delete", "dp", name, "-n", &ns.name, "--wait=true"]).await?;
+    wait_until_children_gone(&ns.name, name).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_pipeline_with_one_kafka_node_runs_in_real_containers() -> Result<()> {
+    k8s::init_logging();
+    use_node_cluster()?;
+    let client = k8s::client().await?;
+    install_chart().await?;
+    let ns = TestNamespace::create(&client, "pods1").await?;
+    let name = "small";
+    let (events, seed) = (20_000, 11);
+    let (_dir, expected) = expected_for(events, seed)?;
+    apply(&pipeline_manifest(
+        name, &ns.name, 1, events, seed, None, None,
+    ))
+    .await?;
+    let api: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    k8s::wait_until_running(&api, name, READY_TIMEOUT).await?;
+    wait_until_done(&api, name, &expected).await?;
+    let (store, search) = open_sinks(&client, &ns.name, name).await?;
+    verify_sinks(&store, &search, &expected).await?;
+    kubectl(&["delete", "dp", name, "-n", &ns.name, "--wait=true"]).await?;
+    wait_until_children_gone(&ns.name, name).await
+}
+
+/// A runtime image that cannot run the runtime (a plain Debian image: `process` is no
+/// command there) crash-loops; the pipeline's RuntimeReady condition says so, with the
+/// container's message, and `kubectl describe dp` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_cannot_start_says_why() -> Result<()> {
+    k8s::init_logging();
+    use_node_cluster()?;
+    let client = k8s::client().await?;
+    install_chart().await?;
+    let ns = TestNamespace::create(&client, "broken").await?;
+    let name = "broken";
+    apply(&pipeline_manifest(
+        name,
+        &ns.name,
+        1,
+        1_000,
+        1,
+        None,
+        Some("debian:bookworm"),
+    ))
+    .await?;
+    let api: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let dp = poll_until(
+        "RuntimeReady=False with the container's failure",
+        READY_TIMEOUT,
+        || async {
+            let dp = api.get(name).await?;
+            let failing = k8s::pipeline_condition(&dp, "RuntimeReady").is_some_and(|c| {
+                c.status == "False"
+                    && ["CrashLoopBackOff", "RunContainerError", "StartError"]
+                        .contains(&c.reason.as_str())
+            });
+            Ok(failing.then_some(dp))
+        },
+    )
+    .await?;
+    let condition = k8s::pipeline_condition(&dp, "RuntimeReady").context("no condition")?;
+    eprintln!(
+        "RuntimeReady: {} {}: {}",
+        condition.status, condition.reason, condition.message
+    );
+    ensure!(
+        condition.message.contains("process"),
+        "the message does not name the failing command: {}",
+        condition.message
+    );
+    let described = kubectl(&["describe", "dp", name, "-n", &ns.name])
+        .await?
+        .stdout;
+    ensure!(
+        described.contains(&condition.reason),
+        "kubectl describe dp does not show {}:\n{described}",
+        condition.reason
+    );
+    kubectl(&["delete", "dp", name, "-n", &ns.name, "--wait=true"]).await?;
+    wait_until_children_gone(&ns.name, name).await
+}
