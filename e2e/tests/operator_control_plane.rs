@@ -206,8 +206,7 @@ async fn crd_installs_and_is_established() -> anyhow::Result<()> {
 
 /// 2. The API server refuses every `examples/invalid/*.yaml` with the field and message its
 ///    top comment announces (one cause each: the example breaks only that rule), accepts
-///    both valid examples with the same defaults the operator's types apply, and refuses a
-///    decrease of the partition count (a transition rule).
+///    both valid examples with the same defaults the operator's types apply.
 #[tokio::test]
 async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Result<()> {
     let client = k8s::client().await?;
@@ -323,29 +322,155 @@ async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Resul
         .await?;
     }
 
-    // Transition rule: partitions may grow, never shrink.
-    let path = k8s::repo_root().join("examples/shop-events.yaml");
-    k8s::apply_file(&client, &ns.name, &path).await?;
+    Ok(())
+}
+
+/// One refused edit: the patch, the field the API server names and the rule's message.
+struct RefusedEdit {
+    what: &'static str,
+    patch: serde_json::Value,
+    field: &'static str,
+    message: String,
+}
+
+/// 2b. Transition rules: on a stored pipeline the API server refuses, each with exactly
+///     its rule's cause, a change of the partitions (up or down), of the managed Kafka
+///     node count, and of the storage size or class of Kafka, MinIO and search; it
+///     accepts an edit that changes none of them, and the pipeline is unchanged by the
+///     refused ones.
+#[tokio::test]
+async fn edits_that_would_lose_data_are_refused() -> anyhow::Result<()> {
+    let client = k8s::client().await?;
+    k8s::install_crd(&client).await?;
+    let ns = TestNamespace::create(&client, "e2e-transition").await?;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    k8s::apply_file(
+        &client,
+        &ns.name,
+        &k8s::repo_root().join("examples/shop-events.yaml"),
+    )
+    .await?;
+    let stored = pipelines.get(SHOP).await?;
+
+    let partitions_why = "ingest sends each user to partition hash(user_id) modulo the partition count and the runtime keeps each profile with its partition, so another count would split profiles between partitions (and Kafka cannot remove partitions); create a new pipeline for another partition count";
+    let size = |field: &str, claims: &str| {
+        format!("{field}.storage.size cannot change from 5Gi to 20Gi: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change; to grow the volumes, expand the PersistentVolumeClaims {claims} themselves (if their StorageClass allows expansion), otherwise create a new pipeline")
+    };
+    let class = |field: &str| {
+        format!("{field}.storage.storageClassName cannot change: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change, and existing volumes cannot move to another StorageClass; create a new pipeline")
+    };
+    let edits = [
+        RefusedEdit {
+            what: "more partitions",
+            patch: serde_json::json!({"spec": {"kafka": {"partitions": 8}}}),
+            field: "spec.kafka",
+            message: format!(
+                "spec.kafka.partitions cannot change (it is 6, requested 8): {partitions_why}"
+            ),
+        },
+        RefusedEdit {
+            what: "fewer partitions",
+            patch: serde_json::json!({"spec": {"kafka": {"partitions": 3}}}),
+            field: "spec.kafka",
+            message: format!(
+                "spec.kafka.partitions cannot change (it is 6, requested 3): {partitions_why}"
+            ),
+        },
+        RefusedEdit {
+            what: "three Kafka nodes instead of one",
+            patch: serde_json::json!({"spec": {"kafka": {"managed": {"replicas": 3}}}}),
+            field: "spec.kafka.managed",
+            message: "spec.kafka.managed.replicas cannot change from 1 to 3: the nodes form a static KRaft controller quorum (controller.quorum.voters names every node and is fixed when their storage is formatted), which Kafka cannot grow or shrink; create a new pipeline with the replicas you want".into(),
+        },
+        RefusedEdit {
+            what: "a bigger Kafka volume",
+            patch: serde_json::json!({"spec": {"kafka": {"managed": {"storage": {"size": "20Gi"}}}}}),
+            field: "spec.kafka.managed",
+            message: size("spec.kafka.managed", "data-<name>-kafka-<n>"),
+        },
+        RefusedEdit {
+            what: "a bigger MinIO volume",
+            patch: serde_json::json!({"spec": {"objectStore": {"managed": {"storage": {"size": "20Gi"}}}}}),
+            field: "spec.objectStore.managed",
+            message: size("spec.objectStore.managed", "data-<name>-minio-0"),
+        },
+        RefusedEdit {
+            what: "a bigger search volume",
+            patch: serde_json::json!({"spec": {"search": {"managed": {"storage": {"size": "20Gi"}}}}}),
+            field: "spec.search.managed",
+            message: size("spec.search.managed", "data-<name>-es-<n>"),
+        },
+        RefusedEdit {
+            what: "another StorageClass for Kafka",
+            patch: serde_json::json!({"spec": {"kafka": {"managed": {"storage": {"storageClassName": "fast"}}}}}),
+            field: "spec.kafka.managed",
+            message: class("spec.kafka.managed"),
+        },
+        RefusedEdit {
+            what: "another StorageClass for MinIO",
+            patch: serde_json::json!({"spec": {"objectStore": {"managed": {"storage": {"storageClassName": "fast"}}}}}),
+            field: "spec.objectStore.managed",
+            message: class("spec.objectStore.managed"),
+        },
+        RefusedEdit {
+            what: "another StorageClass for search",
+            patch: serde_json::json!({"spec": {"search": {"managed": {"storage": {"storageClassName": "fast"}}}}}),
+            field: "spec.search.managed",
+            message: class("spec.search.managed"),
+        },
+    ];
     let params = PatchParams::default();
-    let grow = serde_json::json!({"spec": {"kafka": {"partitions": 8}}});
-    pipelines
-        .patch("shop", &params, &Patch::Merge(&grow))
-        .await?;
-    let shrink = serde_json::json!({"spec": {"kafka": {"partitions": 3}}});
-    let refused = pipelines
-        .patch("shop", &params, &Patch::Merge(&shrink))
-        .await
-        .expect_err("decreasing partitions must be refused");
-    let status = k8s::api_status(&refused).context("an API refusal")?;
-    assert_eq!(status.code, 422, "{status:?}");
+    let mut failures = Vec::new();
+    for edit in &edits {
+        let outcome = pipelines
+            .patch(SHOP, &params, &Patch::Merge(&edit.patch))
+            .await;
+        let refused = match outcome {
+            Ok(_) => {
+                failures.push(format!("{}: ACCEPTED", edit.what));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let status = k8s::api_status(&refused).context("an API refusal")?;
+        let causes: Vec<(String, String)> = status
+            .details
+            .iter()
+            .flat_map(|d| d.causes.iter())
+            .map(|c| (c.field.clone(), c.message.clone()))
+            .collect();
+        let want = vec![(
+            edit.field.to_string(),
+            format!("Invalid value: \"object\": {}", edit.message),
+        )];
+        if status.code != 422 || causes != want {
+            failures.push(format!(
+                "{}: {} {:?}, expected {want:?}",
+                edit.what, status.code, causes
+            ));
+        }
+    }
     assert!(
-        status.message.contains(
-            "spec.kafka: Invalid value: \"object\": spec.kafka.partitions cannot decrease \
-             (Kafka cannot remove partitions): it is 8, requested 3"
-        ),
-        "{}",
-        status.message
+        failures.is_empty(),
+        "edits not refused as expected:\n{}",
+        failures.join("\n")
     );
+    let after = pipelines.get(SHOP).await?;
+    assert_eq!(after.spec, stored.spec, "refused edits changed nothing");
+    assert_eq!(after.metadata.generation, stored.metadata.generation);
+
+    // Everything else may change: resources, the image, retention, the runtime.
+    let allowed = serde_json::json!({"spec": {
+        "kafka": {"retentionHours": 24, "managed": {"image": "apache/kafka:4.1.1",
+                  "resources": {"limits": {"memory": "2Gi"}}}},
+        "objectStore": {"managed": {"resources": {"limits": {"memory": "1Gi"}}}},
+        "runtime": {"checkpointIntervalSeconds": 10}
+    }});
+    let edited = pipelines
+        .patch(SHOP, &params, &Patch::Merge(&allowed))
+        .await?;
+    assert_eq!(edited.spec.kafka.retention_hours, 24);
+    assert_eq!(edited.spec.kafka.partitions, 6);
     Ok(())
 }
 

@@ -356,7 +356,7 @@ pub fn compute_status(
                     FALSE,
                     reasons::LAG_GROWING,
                     format!(
-                        "consumer lag grew from {} to {} over the last {}s: processing ({}/s) is slower than ingest ({}/s); raise spec.runtime.autoscaling.maxReplicas (up to the partition count) or the partitions, or look for sink errors in the runtime's logs",
+                        "consumer lag grew from {} to {} over the last {}s: processing ({}/s) is slower than ingest ({}/s); raise spec.runtime.autoscaling.maxReplicas (up to the partition count), or look for sink errors in the runtime's logs",
                         growth.from,
                         growth.to,
                         growth.seconds,
@@ -1059,7 +1059,7 @@ mod tests {
         );
         assert_eq!(
             ready.message,
-            "consumer lag grew from 0 to 3000 over the last 60s: processing (50/s) is slower than ingest (100/s); raise spec.runtime.autoscaling.maxReplicas (up to the partition count) or the partitions, or look for sink errors in the runtime's logs"
+            "consumer lag grew from 0 to 3000 over the last 60s: processing (50/s) is slower than ingest (100/s); raise spec.runtime.autoscaling.maxReplicas (up to the partition count), or look for sink errors in the runtime's logs"
         );
         // Components themselves stay ready.
         assert!(degraded.conditions[..4].iter().all(|c| c.status == "True"));

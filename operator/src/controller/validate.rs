@@ -158,6 +158,12 @@ pub fn validate(
             if managed.replicas < 1 {
                 return Err(invalid("spec.kafka.managed.replicas", "must be at least 1"));
             }
+            if managed.replicas == 2 {
+                return Err(invalid(
+                    "spec.kafka.managed.replicas",
+                    "must be 1 or at least 3: losing either of two nodes stops the cluster",
+                ));
+            }
             KafkaMode::Managed(managed.clone())
         }
         (None, Some(external)) => {
@@ -489,6 +495,31 @@ mod tests {
                 message: "must start with a lowercase letter".into()
             })
         );
+    }
+
+    #[test]
+    fn two_kafka_nodes_are_refused() {
+        for (replicas, valid) in [(1, true), (2, false), (3, true), (5, true)] {
+            let mut dp = managed_pipeline();
+            if let Some(kafka) = dp.spec.kafka.managed.as_mut() {
+                kafka.replicas = replicas;
+            }
+            let expected = if valid {
+                Ok(())
+            } else {
+                Err(Problem::InvalidSpec {
+                    field: "spec.kafka.managed.replicas".into(),
+                    message:
+                        "must be 1 or at least 3: losing either of two nodes stops the cluster"
+                            .into(),
+                })
+            };
+            assert_eq!(
+                validate(&dp, &settings()).map(|_| ()),
+                expected,
+                "{replicas} nodes"
+            );
+        }
     }
 
     #[test]

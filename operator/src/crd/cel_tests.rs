@@ -71,8 +71,8 @@ fn every_invalid_example_is_refused_with_its_message() {
     files.sort();
     assert_eq!(
         files.len(),
-        27,
-        "one invalid example per CEL rule (the transition rule is tested below)"
+        28,
+        "one invalid example per CEL rule (the transition rules are tested below)"
     );
     for file in files {
         let (field, message) = expectation(&file);
@@ -126,24 +126,160 @@ fn minimal(name: &str) -> Value {
     })
 }
 
+/// The (field, message) pairs of the refusal of `new` replacing `old`.
+fn transition_errors(new: &Value, old: &Value) -> Vec<(String, String)> {
+    errors(new, Some(old))
+        .into_iter()
+        .map(|e| (e.field_path, e.message))
+        .collect()
+}
+
+fn refusal(field: &str, message: &str) -> Vec<(String, String)> {
+    vec![(field.to_string(), message.to_string())]
+}
+
 #[test]
-fn partitions_may_grow_but_not_shrink() {
+fn partitions_cannot_change() {
     let mut old = minimal("shop");
     old["spec"]["kafka"]["partitions"] = json!(6);
-    let mut grown = old.clone();
-    grown["spec"]["kafka"]["partitions"] = json!(12);
-    assert_eq!(errors(&grown, Some(&old)), vec![]);
-
-    let mut shrunk = old.clone();
-    shrunk["spec"]["kafka"]["partitions"] = json!(3);
-    let found: Vec<String> = errors(&shrunk, Some(&old))
-        .into_iter()
-        .map(|e| e.message)
-        .collect();
+    let why = "ingest sends each user to partition hash(user_id) modulo the partition count and the runtime keeps each profile with its partition, so another count would split profiles between partitions (and Kafka cannot remove partitions); create a new pipeline for another partition count";
+    for (requested, shown) in [(12, "it is 6, requested 12"), (3, "it is 6, requested 3")] {
+        let mut changed = old.clone();
+        changed["spec"]["kafka"]["partitions"] = json!(requested);
+        assert_eq!(
+            transition_errors(&changed, &old),
+            refusal(
+                "spec.kafka",
+                &format!("spec.kafka.partitions cannot change ({shown}): {why}")
+            ),
+            "{requested} partitions"
+        );
+    }
+    // Other Kafka settings may change. The partitions of an external Kafka's topics are
+    // just as fixed (the rule is on spec.kafka, whoever runs Kafka).
+    let mut retention = old.clone();
+    retention["spec"]["kafka"]["retentionHours"] = json!(24);
+    assert_eq!(transition_errors(&retention, &old), vec![]);
+    let external =
+        json!({"external": {"bootstrapServers": "kafka.example.com:9092"}, "partitions": 6});
+    let mut old_external = old.clone();
+    old_external["spec"]["kafka"] = external.clone();
+    let mut grown_external = old_external.clone();
+    grown_external["spec"]["kafka"]["partitions"] = json!(8);
     assert_eq!(
-        found,
-        vec!["spec.kafka.partitions cannot decrease (Kafka cannot remove partitions): it is 6, requested 3"]
+        transition_errors(&grown_external, &old_external),
+        refusal(
+            "spec.kafka",
+            &format!("spec.kafka.partitions cannot change (it is 6, requested 8): {why}")
+        )
     );
+    // Left out, the partitions default to 6: writing the default is no change.
+    let mut implicit = minimal("shop");
+    implicit["spec"]["kafka"]["managed"] = json!({});
+    assert_eq!(transition_errors(&implicit, &old), vec![]);
+}
+
+#[test]
+fn two_kafka_nodes_are_refused() {
+    for (replicas, valid) in [(1, true), (2, false), (3, true), (4, true)] {
+        let mut dp = minimal("shop");
+        dp["spec"]["kafka"]["managed"] = json!({"replicas": replicas});
+        let found: Vec<(String, String)> = errors(&dp, None)
+            .into_iter()
+            .map(|e| (e.field_path, e.message))
+            .collect();
+        let expected = if valid {
+            vec![]
+        } else {
+            refusal(
+                "spec.kafka.managed",
+                "spec.kafka.managed.replicas must be 1 or at least 3: with 2 nodes the KRaft quorum of 2 controllers and min.insync.replicas 2 both need every node, so losing either stops the cluster; use 1 (no redundancy) or 3 (survives the loss of a node)",
+            )
+        };
+        assert_eq!(found, expected, "{replicas} Kafka nodes");
+    }
+}
+
+#[test]
+fn the_managed_kafka_node_count_cannot_change() {
+    let mut old = minimal("shop");
+    old["spec"]["kafka"]["managed"] = json!({"replicas": 3});
+    for (replicas, from_to) in [(5, "from 3 to 5"), (1, "from 3 to 1")] {
+        let mut changed = old.clone();
+        changed["spec"]["kafka"]["managed"]["replicas"] = json!(replicas);
+        assert_eq!(
+            transition_errors(&changed, &old),
+            refusal(
+                "spec.kafka.managed",
+                &format!("spec.kafka.managed.replicas cannot change {from_to}: the nodes form a static KRaft controller quorum (controller.quorum.voters names every node and is fixed when their storage is formatted), which Kafka cannot grow or shrink; create a new pipeline with the replicas you want")
+            ),
+            "{replicas} nodes"
+        );
+    }
+    // The image and resources may change (a rolling update).
+    let mut image = old.clone();
+    image["spec"]["kafka"]["managed"]["image"] = json!("apache/kafka:4.1.1");
+    assert_eq!(transition_errors(&image, &old), vec![]);
+    // Moving to an external Kafka is not a change of the managed node count.
+    let mut external = old.clone();
+    external["spec"]["kafka"] = json!({"external": {"bootstrapServers": "kafka.example.com:9092"}});
+    assert_eq!(transition_errors(&external, &old), vec![]);
+}
+
+#[test]
+fn the_storage_of_managed_services_cannot_change() {
+    let services = [
+        ("kafka", "spec.kafka.managed", "data-<name>-kafka-<n>"),
+        (
+            "objectStore",
+            "spec.objectStore.managed",
+            "data-<name>-minio-0",
+        ),
+        ("search", "spec.search.managed", "data-<name>-es-<n>"),
+    ];
+    for (service, field, claims) in services {
+        let old = minimal("shop");
+        // Writing the default size out is no change.
+        let mut same = old.clone();
+        same["spec"][service]["managed"]["storage"] = json!({"size": "10Gi"});
+        assert_eq!(transition_errors(&same, &old), vec![], "{service}");
+
+        let mut bigger = old.clone();
+        bigger["spec"][service]["managed"]["storage"] = json!({"size": "20Gi"});
+        assert_eq!(
+            transition_errors(&bigger, &old),
+            refusal(
+                field,
+                &format!("{field}.storage.size cannot change from 10Gi to 20Gi: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change; to grow the volumes, expand the PersistentVolumeClaims {claims} themselves (if their StorageClass allows expansion), otherwise create a new pipeline")
+            ),
+            "{service}"
+        );
+
+        let class_refusal = refusal(
+            field,
+            &format!("{field}.storage.storageClassName cannot change: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change, and existing volumes cannot move to another StorageClass; create a new pipeline"),
+        );
+        let mut classed = old.clone();
+        classed["spec"][service]["managed"]["storage"] = json!({"storageClassName": "fast"});
+        assert_eq!(
+            transition_errors(&classed, &old),
+            class_refusal,
+            "{service}: default class -> fast"
+        );
+        let mut other_class = classed.clone();
+        other_class["spec"][service]["managed"]["storage"]["storageClassName"] = json!("slow");
+        assert_eq!(
+            transition_errors(&other_class, &classed),
+            class_refusal,
+            "{service}: fast -> slow"
+        );
+        assert_eq!(
+            transition_errors(&old, &classed),
+            class_refusal,
+            "{service}: fast -> default class"
+        );
+        assert_eq!(transition_errors(&classed, &classed), vec![], "{service}");
+    }
 }
 
 #[test]

@@ -143,8 +143,8 @@ pub struct GeneratorSpec {
         "message": "spec.kafka.partitions must be at least 1"
     },
     {
-        "rule": "self.partitions >= oldSelf.partitions",
-        "messageExpression": "'spec.kafka.partitions cannot decrease (Kafka cannot remove partitions): it is %d, requested %d'.format([oldSelf.partitions, self.partitions])"
+        "rule": "self.partitions == oldSelf.partitions",
+        "messageExpression": "'spec.kafka.partitions cannot change (it is %d, requested %d): ingest sends each user to partition hash(user_id) modulo the partition count and the runtime keeps each profile with its partition, so another count would split profiles between partitions (and Kafka cannot remove partitions); create a new pipeline for another partition count'.format([oldSelf.partitions, self.partitions])"
     },
     {
         "rule": "self.retentionHours >= 1",
@@ -160,7 +160,10 @@ pub struct KafkaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalKafka>,
     /// Partitions of the events topic; the runtime never runs more busy replicas than this.
-    /// Can grow, never shrink.
+    /// Fixed once the pipeline exists: ingest routes each user to a partition by a hash of
+    /// the user id modulo this count, and each profile lives with its partition, so another
+    /// count would split profiles. Choose it for the most runtime replicas you expect; for
+    /// another count, create a new pipeline.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
     /// How long Kafka keeps events, in hours.
@@ -180,17 +183,36 @@ fn default_retention_hours() -> i64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.replicas >= 1", "message": "spec.kafka.managed.replicas must be at least 1"}
+    {"rule": "self.replicas >= 1", "message": "spec.kafka.managed.replicas must be at least 1"},
+    {
+        "rule": "self.replicas != 2",
+        "message": "spec.kafka.managed.replicas must be 1 or at least 3: with 2 nodes the KRaft quorum of 2 controllers and min.insync.replicas 2 both need every node, so losing either stops the cluster; use 1 (no redundancy) or 3 (survives the loss of a node)"
+    },
+    {
+        "rule": "self.replicas == oldSelf.replicas",
+        "messageExpression": "'spec.kafka.managed.replicas cannot change from %d to %d: the nodes form a static KRaft controller quorum (controller.quorum.voters names every node and is fixed when their storage is formatted), which Kafka cannot grow or shrink; create a new pipeline with the replicas you want'.format([oldSelf.replicas, self.replicas])"
+    },
+    {
+        "rule": "self.storage.size == oldSelf.storage.size",
+        "messageExpression": "'spec.kafka.managed.storage.size cannot change from %s to %s: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change; to grow the volumes, expand the PersistentVolumeClaims data-<name>-kafka-<n> themselves (if their StorageClass allows expansion), otherwise create a new pipeline'.format([oldSelf.storage.size, self.storage.size])"
+    },
+    {
+        "rule": "(has(self.storage.storageClassName) ? self.storage.storageClassName : '') == (has(oldSelf.storage.storageClassName) ? oldSelf.storage.storageClassName : '')",
+        "message": "spec.kafka.managed.storage.storageClassName cannot change: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change, and existing volumes cannot move to another StorageClass; create a new pipeline"
+    }
 ]))]
 pub struct ManagedKafka {
-    /// Number of Kafka nodes, each both broker and KRaft controller. 3 tolerates the loss
-    /// of one node. Changing it after creation needs a controller-quorum migration.
+    /// Number of Kafka nodes, each both broker and KRaft controller: 1 (no redundancy) or
+    /// at least 3 (3 tolerates the loss of one node); 2 is refused, since losing either of
+    /// two nodes stops the cluster. Fixed once the pipeline exists: the nodes form a static
+    /// KRaft controller quorum that Kafka cannot grow or shrink.
     #[serde(default = "one")]
     pub replicas: i32,
     /// The official Apache Kafka image.
     #[serde(default = "default_kafka_image")]
     pub image: String,
-    /// Persistent volume of each node.
+    /// Persistent volume of each node. Its size and class cannot change once the pipeline
+    /// exists (a StatefulSet's volumeClaimTemplates are immutable).
     #[serde(default)]
     pub storage: StorageSpec,
     /// CPU and memory of each node.
@@ -332,6 +354,16 @@ pub struct ObjectStoreSpec {
 /// A MinIO deployed by the operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.storage.size == oldSelf.storage.size",
+        "messageExpression": "'spec.objectStore.managed.storage.size cannot change from %s to %s: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change; to grow the volumes, expand the PersistentVolumeClaims data-<name>-minio-0 themselves (if their StorageClass allows expansion), otherwise create a new pipeline'.format([oldSelf.storage.size, self.storage.size])"
+    },
+    {
+        "rule": "(has(self.storage.storageClassName) ? self.storage.storageClassName : '') == (has(oldSelf.storage.storageClassName) ? oldSelf.storage.storageClassName : '')",
+        "message": "spec.objectStore.managed.storage.storageClassName cannot change: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change, and existing volumes cannot move to another StorageClass; create a new pipeline"
+    }
+]))]
 pub struct ManagedObjectStore {
     /// The MinIO server image.
     #[serde(default = "default_minio_image")]
@@ -339,7 +371,8 @@ pub struct ManagedObjectStore {
     /// The MinIO client (`mc`) image of the bucket-creation Job.
     #[serde(default = "default_mc_image")]
     pub client_image: String,
-    /// Persistent volume of the MinIO node.
+    /// Persistent volume of the MinIO node. Its size and class cannot change once the
+    /// pipeline exists (a StatefulSet's volumeClaimTemplates are immutable).
     #[serde(default)]
     pub storage: StorageSpec,
     /// CPU and memory of the MinIO node.
@@ -446,6 +479,14 @@ pub struct SearchSpec {
     {
         "rule": "self.engine == oldSelf.engine",
         "messageExpression": "'spec.search.managed.engine cannot change from %s to %s: the volumes of the nodes hold data the other engine cannot read; create a new pipeline, or point spec.search.external at a cluster of the other engine'.format([oldSelf.engine, self.engine])"
+    },
+    {
+        "rule": "self.storage.size == oldSelf.storage.size",
+        "messageExpression": "'spec.search.managed.storage.size cannot change from %s to %s: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change; to grow the volumes, expand the PersistentVolumeClaims data-<name>-es-<n> themselves (if their StorageClass allows expansion), otherwise create a new pipeline'.format([oldSelf.storage.size, self.storage.size])"
+    },
+    {
+        "rule": "(has(self.storage.storageClassName) ? self.storage.storageClassName : '') == (has(oldSelf.storage.storageClassName) ? oldSelf.storage.storageClassName : '')",
+        "message": "spec.search.managed.storage.storageClassName cannot change: it is part of the volumeClaimTemplates of the StatefulSet, which Kubernetes does not let change, and existing volumes cannot move to another StorageClass; create a new pipeline"
     }
 ]))]
 pub struct ManagedSearch {
@@ -466,7 +507,8 @@ pub struct ManagedSearch {
     /// image must keep the official image's layout and entrypoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Persistent volume of each node.
+    /// Persistent volume of each node. Its size and class cannot change once the pipeline
+    /// exists (a StatefulSet's volumeClaimTemplates are immutable).
     #[serde(default)]
     pub storage: StorageSpec,
     /// CPU and memory of each node. The heap is half the memory: Elasticsearch sizes it
@@ -654,9 +696,11 @@ fn default_scale_down_stabilization_seconds() -> i32 {
 pub struct StorageSpec {
     /// Size of the volume, e.g. `10Gi`.
     #[serde(default = "default_storage_size")]
+    #[schemars(length(max = 64))]
     pub size: String,
     /// StorageClass of the volume; omit for the cluster's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
 }
 

@@ -232,8 +232,11 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
     }
 }
 
-/// Creates (or grows) the events and dead-letter topics once the brokers answer, and sets
-/// their retention. Idempotent: safe to rerun.
+/// Creates the events and dead-letter topics once the brokers answer, and sets their
+/// retention. Idempotent: safe to rerun. A topic that already exists with another
+/// partition count (volumes kept from an earlier pipeline of the same name) is never
+/// altered: ingest routes users by their key modulo the count and each profile lives with
+/// its partition, so the Job fails and its log says why.
 pub const TOPICS_SCRIPT: &str = r#"set -eu
 bin=/opt/kafka/bin
 until "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1; do
@@ -246,8 +249,9 @@ for topic in "$EVENTS_TOPIC" "$DLQ_TOPIC"; do
     --config "retention.ms=$RETENTION_MS"
   current=$("$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --describe --topic "$topic" \
     | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' | head -n 1)
-  if [ "$current" -lt "$PARTITIONS" ]; then
-    "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --alter --topic "$topic" --partitions "$PARTITIONS"
+  if [ "$current" != "$PARTITIONS" ]; then
+    echo "topic $topic has $current partitions, spec.kafka.partitions is $PARTITIONS: the partition count of a topic with events is never changed (profiles are kept per partition); delete the pipeline's Kafka volumes or use a new pipeline name" >&2
+    exit 1
   fi
   "$bin/kafka-configs.sh" --bootstrap-server "$BOOTSTRAP" --alter --entity-type topics \
     --entity-name "$topic" --add-config "retention.ms=$RETENTION_MS"
