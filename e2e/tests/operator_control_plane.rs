@@ -1134,8 +1134,22 @@ async fn second_reconcile_changes_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Names of the StatefulSets owning a volume claim.
+fn claim_owners(claim: &PersistentVolumeClaim) -> Vec<String> {
+    claim
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == "StatefulSet")
+        .map(|o| o.name.clone())
+        .collect()
+}
+
 /// 5. Deleting the pipeline removes its children: the real garbage collector follows the
-///    owner references (and the workloads' own pods and ReplicaSets go with them).
+///    owner references (and the workloads' own pods and ReplicaSets go with them). The
+///    volume claims go too (the StatefulSets' `persistentVolumeClaimRetentionPolicy`),
+///    except those of a service whose `storage.retainOnDelete` is true: here Kafka's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_pipeline_garbage_collects_children() -> anyhow::Result<()> {
     let run = running_pipeline("e2e-gc", "examples/shop-events.yaml").await?;
@@ -1144,12 +1158,81 @@ async fn deleting_the_pipeline_garbage_collects_children() -> anyhow::Result<()>
     assert_children(&children, &SHOP_MANAGED_CHILDREN);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pipeline_pods = ListParams::default().labels("app.kubernetes.io/instance=shop");
-    // kafka, minio, es, runtime, and one pod per Job (3).
-    assert_eq!(
-        pods.list(&pipeline_pods).await?.items.len(),
-        7,
-        "pods of the pipeline"
-    );
+    // kafka, minio, es, runtime, and one pod per Job (3; the generator's is created once
+    // Kafka and MinIO are ready, so it may still be on its way).
+    k8s::poll_until(
+        "the 7 pods of the pipeline",
+        Duration::from_secs(60),
+        || async { Ok((pods.list(&pipeline_pods).await?.items.len() == 7).then_some(())) },
+    )
+    .await?;
+
+    // Every claim is owned by its StatefulSet (whenDeleted: Delete), until Kafka's volume
+    // is to be kept: the StatefulSet controller then lets go of it.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let owners = || async {
+        let mut owners: Vec<(String, Vec<String>)> = claims
+            .list(&Default::default())
+            .await?
+            .iter()
+            .map(|c| (c.name_any(), claim_owners(c)))
+            .collect();
+        owners.sort();
+        anyhow::Ok(owners)
+    };
+    let owned = |kafka_owned: bool| {
+        let kafka = if kafka_owned {
+            vec!["shop-kafka".to_string()]
+        } else {
+            vec![]
+        };
+        vec![
+            ("data-shop-es-0".to_string(), vec!["shop-es".to_string()]),
+            ("data-shop-kafka-0".to_string(), kafka),
+            (
+                "data-shop-minio-0".to_string(),
+                vec!["shop-minio".to_string()],
+            ),
+        ]
+    };
+    let all_owned = owned(true);
+    k8s::poll_until(
+        "every volume claim owned by its StatefulSet",
+        Duration::from_secs(60),
+        || async { Ok((owners().await? == all_owned).then_some(())) },
+    )
+    .await?;
+    let keep =
+        serde_json::json!({"spec": {"kafka": {"managed": {"storage": {"retainOnDelete": true}}}}});
+    run.pipelines
+        .patch(SHOP, &PatchParams::default(), &Patch::Merge(&keep))
+        .await?;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    k8s::poll_until(
+        "shop-kafka to retain its volumes when deleted",
+        Duration::from_secs(60),
+        || async {
+            let policy = statefulsets
+                .get("shop-kafka")
+                .await?
+                .spec
+                .and_then(|s| s.persistent_volume_claim_retention_policy);
+            Ok(policy
+                .is_some_and(|p| {
+                    p.when_deleted.as_deref() == Some("Retain")
+                        && p.when_scaled.as_deref() == Some("Retain")
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
+    let kafka_kept = owned(false);
+    k8s::poll_until(
+        "the Kafka volume claim released by its StatefulSet",
+        Duration::from_secs(60),
+        || async { Ok((owners().await? == kafka_kept).then_some(())) },
+    )
+    .await?;
 
     run.pipelines.delete(SHOP, &DeleteParams::default()).await?;
     k8s::poll_until(
@@ -1182,15 +1265,21 @@ async fn deleting_the_pipeline_garbage_collects_children() -> anyhow::Result<()>
         0,
         "ReplicaSets left"
     );
-    // StatefulSet volume claims are not children (no owner): they keep the data.
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let kept: Vec<String> = claims
-        .list(&Default::default())
-        .await?
-        .iter()
-        .map(|c| c.name_any())
-        .collect();
-    println!("PersistentVolumeClaims left after deleting the pipeline: {kept:?}");
+    // The volumes went with their StatefulSets, but for the one asked to be kept.
+    let left = k8s::poll_until(
+        "the garbage collector to delete the volume claims not kept",
+        Duration::from_secs(120),
+        || async {
+            let left = owners().await?;
+            Ok((left.len() == 1).then_some(left))
+        },
+    )
+    .await?;
+    assert_eq!(
+        left,
+        vec![("data-shop-kafka-0".to_string(), vec![])],
+        "volume claims left after deleting the pipeline"
+    );
     Ok(())
 }
 

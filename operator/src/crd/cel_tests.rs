@@ -279,6 +279,12 @@ fn the_storage_of_managed_services_cannot_change() {
             "{service}: fast -> default class"
         );
         assert_eq!(transition_errors(&classed, &classed), vec![], "{service}");
+
+        // Keeping the volumes (or not) may change at any time.
+        let mut kept = old.clone();
+        kept["spec"][service]["managed"]["storage"] = json!({"retainOnDelete": true});
+        assert_eq!(transition_errors(&kept, &old), vec![], "{service}");
+        assert_eq!(transition_errors(&old, &kept), vec![], "{service}");
     }
 }
 

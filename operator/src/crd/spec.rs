@@ -702,6 +702,18 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
+    /// Keep the volumes when the pipeline is deleted. Default false: the
+    /// PersistentVolumeClaims (`data-<name>-kafka-<n>`, `data-<name>-minio-0`,
+    /// `data-<name>-es-<n>`) and their data are deleted with the pipeline, or when the spec
+    /// stops deploying the service (StatefulSet `persistentVolumeClaimRetentionPolicy`
+    /// `whenDeleted: Delete`), so a pipeline created again with the same name starts empty
+    /// instead of silently finding the old topics, offsets, objects and profiles. true keeps
+    /// them (`whenDeleted: Retain`): a pipeline created later with the same name in the
+    /// same namespace then adopts them, data included; delete them with `kubectl delete pvc`
+    /// when the data may go. Can change at any time; scaling down never deletes volumes
+    /// (`whenScaled: Retain`).
+    #[serde(default)]
+    pub retain_on_delete: bool,
 }
 
 impl Default for StorageSpec {
@@ -709,6 +721,7 @@ impl Default for StorageSpec {
         Self {
             size: default_storage_size(),
             storage_class_name: None,
+            retain_on_delete: false,
         }
     }
 }

@@ -19,7 +19,7 @@ use k8s_openapi::{
 use sha2::{Digest, Sha256};
 
 use super::{
-    at_most, container_security, data_claim, env, env_from_field, meta,
+    at_most, claim_retention, container_security, data_claim, env, env_from_field, meta,
     names::{labels, selector_labels, ChildNames, Role},
     pod_security, short_hash, tcp_probe, tmp_volume,
 };
@@ -226,6 +226,7 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
                 }),
             },
             volume_claim_templates: Some(vec![data_claim(&kafka.storage)]),
+            persistent_volume_claim_retention_policy: Some(claim_retention(&kafka.storage)),
             ..StatefulSetSpec::default()
         }),
         status: None,
@@ -430,6 +431,10 @@ mod tests {
             sts["spec"]["volumeClaimTemplates"],
             json!([{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}}}])
+        );
+        assert_eq!(
+            sts["spec"]["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Delete", "whenScaled": "Retain"})
         );
     }
 

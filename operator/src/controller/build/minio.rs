@@ -16,7 +16,7 @@ use k8s_openapi::{
 };
 
 use super::{
-    container_security, data_claim, env, env_from_secret, http_probe, meta,
+    claim_retention, container_security, data_claim, env, env_from_secret, http_probe, meta,
     names::{labels, selector_labels, ChildNames, Role},
     pod_security, short_hash, tmp_volume,
 };
@@ -141,6 +141,7 @@ pub fn statefulset(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Statefu
                 }),
             },
             volume_claim_templates: Some(vec![data_claim(&store.storage)]),
+            persistent_volume_claim_retention_policy: Some(claim_retention(&store.storage)),
             ..StatefulSetSpec::default()
         }),
         status: None,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
-        apps::v1::{Deployment, StatefulSet},
+        apps::v1::{Deployment, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy},
         batch::v1::Job,
         core::v1::{
             Capabilities, ConfigMap, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
@@ -297,6 +297,22 @@ pub fn data_claim(storage: &StorageSpec) -> PersistentVolumeClaim {
     }
 }
 
+/// What happens to a StatefulSet's volumes: deleted with the StatefulSet (so with the
+/// pipeline, whose child it is) unless `retainOnDelete`; never deleted by a scale-down.
+pub fn claim_retention(storage: &StorageSpec) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
+    StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some(
+            if storage.retain_on_delete {
+                "Retain"
+            } else {
+                "Delete"
+            }
+            .into(),
+        ),
+        when_scaled: Some("Retain".into()),
+    }
+}
+
 pub fn tcp_probe(port: i32, initial_delay: i32, period: i32, failures: i32) -> Probe {
     Probe {
         tcp_socket: Some(TCPSocketAction {
@@ -520,6 +536,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `(name, persistentVolumeClaimRetentionPolicy)` of every StatefulSet of a plan.
+    fn claim_retentions(p: &ValidatedPipeline) -> Vec<(String, serde_json::Value)> {
+        desired_children(p, &fixed_credentials())
+            .expect("built")
+            .into_iter()
+            .filter_map(|c| match c {
+                Child::StatefulSet(sts, _) => Some((
+                    sts.metadata.name.clone().unwrap_or_default(),
+                    serde_json::to_value(&sts).expect("json")["spec"]
+                        ["persistentVolumeClaimRetentionPolicy"]
+                        .clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn volumes_go_with_the_pipeline_unless_kept() {
+        let deleted = serde_json::json!({"whenDeleted": "Delete", "whenScaled": "Retain"});
+        let retained = serde_json::json!({"whenDeleted": "Retain", "whenScaled": "Retain"});
+        let s = |name: &str, policy: &serde_json::Value| (name.to_string(), policy.clone());
+        let mut p = managed_plan();
+        assert_eq!(
+            claim_retentions(&p),
+            vec![
+                s("shop-kafka", &deleted),
+                s("shop-minio", &deleted),
+                s("shop-es", &deleted)
+            ]
+        );
+        if let KafkaMode::Managed(kafka) = &mut p.kafka.mode {
+            kafka.storage.retain_on_delete = true;
+        }
+        if let SearchMode::Managed(search) = &mut p.search.mode {
+            search.storage.retain_on_delete = true;
+        }
+        assert_eq!(
+            claim_retentions(&p),
+            vec![
+                s("shop-kafka", &retained),
+                s("shop-minio", &deleted),
+                s("shop-es", &retained)
+            ]
+        );
+        if let ObjectStoreMode::Managed(store) = &mut p.object_store.mode {
+            store.storage.retain_on_delete = true;
+        }
+        assert_eq!(claim_retentions(&p)[1], s("shop-minio", &retained));
     }
 
     #[test]

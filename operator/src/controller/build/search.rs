@@ -16,7 +16,7 @@ use k8s_openapi::{
 };
 
 use super::{
-    container_security, data_claim, elasticsearch, meta,
+    claim_retention, container_security, data_claim, elasticsearch, meta,
     names::{labels, selector_labels, ChildNames, Role},
     opensearch, pod_security, tmp_volume,
 };
@@ -262,6 +262,7 @@ pub fn statefulset(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Statefu
                 }),
             },
             volume_claim_templates: Some(vec![data_claim(&search.storage)]),
+            persistent_volume_claim_retention_policy: Some(claim_retention(&search.storage)),
             ..StatefulSetSpec::default()
         }),
         status: None,
