@@ -10,6 +10,8 @@
 #   e2e/images.sh load-node  import the images the real-pod tests run into the real node's
 #                            containerd (NODE_CONTAINERD_SOCK, from `e2e/services.sh env`)
 #   e2e/images.sh list       the images and their sizes
+#   e2e/images.sh fresh-build  README's first command in a fresh Debian chroot with only
+#                            README's prerequisites (no Docker needed)
 #
 # The project's Dockerfiles keep their real FROM lines (rust:1-bookworm,
 # gcr.io/distroless/cc-debian12:nonroot). Those images cannot be pulled here, so this
@@ -173,28 +175,10 @@ BUILDPACK_DEPS=(autoconf automake bzip2 dpkg-dev file g++ gcc imagemagick libbz2
   libssl-dev libtool libwebp-dev libxml2-dev libxslt-dev libyaml-dev make patch unzip xz-utils
   zlib1g-dev default-libmysqlclient-dev)
 
-rootfs_rust_builder() {
-  local root=$1 debian_tar toolchain
-  debian_tar=$(cached_tar debian-bookworm rootfs_debian)
-  mkdir -p "$root"
-  tar -C "$root" -xf "$debian_tar"
-  with_chroot "$root" apt-get update -qq
-  local pkgs=() p
-  # One apt-cache call per package inside one chroot: `sq` is not in bookworm.
-  mapfile -t pkgs < <(with_chroot "$root" bash -c \
-    'for p; do apt-cache show "$p" >/dev/null 2>&1 && echo "$p" || echo "skip $p" >&2; done' _ \
-    "${BUILDPACK_CURL[@]}" "${BUILDPACK_SCM[@]}" "${BUILDPACK_DEPS[@]}")
-  with_chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
-  # This machine's own TLS trust anchors (a site CA in /usr/local/share/ca-certificates,
-  # as behind an inspecting proxy): without them cargo in the builder cannot reach
-  # crates.io here. A user's real rust image needs the same only behind such a proxy.
-  if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
-    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
-    with_chroot "$root" update-ca-certificates >/dev/null
-  fi
-  # The Rust toolchain the host's rustup has (README's prerequisite), laid out as the
-  # official image lays it out: RUSTUP_HOME=/usr/local/rustup, CARGO_HOME=/usr/local/cargo.
+# The Rust toolchain the host's rustup has (README's prerequisite), laid out as the
+# official image lays it out: RUSTUP_HOME=/usr/local/rustup, CARGO_HOME=/usr/local/cargo.
+install_host_toolchain() {
+  local root=$1 toolchain
   toolchain=$(rustup default | awk '{print $1}')
   [[ -n $toolchain ]] || die "no default rustup toolchain on this machine"
   local src=${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$toolchain
@@ -211,6 +195,69 @@ rootfs_rust_builder() {
   printf 'version = "12"\ndefault_toolchain = "%s"\nprofile = "minimal"\n' "$toolchain" \
     >"$root/usr/local/rustup/settings.toml"
   chmod -R a+w "$root/usr/local/rustup" "$root/usr/local/cargo"
+}
+
+rootfs_rust_builder() {
+  local root=$1 debian_tar
+  debian_tar=$(cached_tar debian-bookworm rootfs_debian)
+  mkdir -p "$root"
+  tar -C "$root" -xf "$debian_tar"
+  with_chroot "$root" apt-get update -qq
+  local pkgs=()
+  # One apt-cache call per package inside one chroot: `sq` is not in bookworm.
+  # shellcheck disable=SC2016 # expanded by the chroot's bash
+  mapfile -t pkgs < <(with_chroot "$root" bash -c \
+    'for p; do apt-cache show "$p" >/dev/null 2>&1 && echo "$p" || echo "skip $p" >&2; done' _ \
+    "${BUILDPACK_CURL[@]}" "${BUILDPACK_SCM[@]}" "${BUILDPACK_DEPS[@]}")
+  with_chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
+  add_site_cas "$root"
+  install_host_toolchain "$root"
+}
+
+# This machine's own TLS trust anchors (a site CA in /usr/local/share/ca-certificates, as
+# behind an inspecting proxy): without them cargo in a chroot or container cannot reach
+# crates.io here. A user's real rust image needs the same only behind such a proxy.
+add_site_cas() {
+  local root=$1
+  if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    with_chroot "$root" update-ca-certificates >/dev/null
+  fi
+}
+
+# README's first command on a fresh Debian: a chroot of the debian:bookworm root filesystem
+# with only what README's Prerequisites install (its apt-get line, as written, plus the
+# host's rustup toolchain standing in for rustup's installer), a copy of HEAD's files (no
+# build caches), and the command read from README.md, so the check follows the text.
+# ca-certificates is in every Debian system but not in the minbase root filesystem.
+# Not part of e2e/test.sh: a cold release build takes ~20 min on two cores.
+fresh_build() {
+  local debian_tar work root apt_line command
+  apt_line=$(grep -o 'apt-get install build-essential[a-z0-9 -]*' "$REPO_DIR/README.md" | head -1)
+  command=$(grep -m1 '^cargo run --release -p pipeline-runtime -- generate' "$REPO_DIR/README.md")
+  [[ -n $apt_line && -n $command ]] || die "README.md no longer has the apt-get line or the first command"
+  debian_tar=$(cached_tar debian-bookworm rootfs_debian)
+  work=$(mktemp -d "$IMAGE_CACHE/.fresh.XXXXXX")
+  # shellcheck disable=SC2064 # expand now: the trap must remove this run's directory
+  trap "rm -rf '$work'" EXIT
+  root=$work/rootfs
+  mkdir -p "$root"
+  tar -C "$root" -xf "$debian_tar"
+  with_chroot "$root" apt-get update -qq
+  with_chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates >/dev/null
+  add_site_cas "$root"
+  log "fresh Debian: $apt_line"
+  # shellcheck disable=SC2086 # the README's words, split as a shell would
+  with_chroot "$root" env DEBIAN_FRONTEND=noninteractive ${apt_line/install/install -y -qq} >/dev/null
+  install_host_toolchain "$root"
+  mkdir -p "$root/src"
+  git -C "$REPO_DIR" archive HEAD | tar -C "$root/src" -xf -
+  log "fresh Debian: $command"
+  local t0=$SECONDS
+  with_chroot "$root" env -i HOME=/root TERM=dumb RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo \
+    PATH=/usr/local/cargo/bin:/usr/sbin:/usr/bin:/sbin:/bin bash -euo pipefail -c "cd /src && $command"
+  log "fresh Debian: README's first command passed in $((SECONDS - t0)) s"
 }
 
 DISTROLESS_DEBS=(base-files netbase tzdata ca-certificates libc6 libssl3 libgcc-s1 libgomp1 libstdc++6 gcc-12-base)
@@ -344,6 +391,7 @@ main() {
   docker-up) docker_up ;;
   docker-down) docker_down ;;
   list) list_images ;;
+  fresh-build) fresh_build ;;
   *) die "unknown command ${1}; see the header of $0" ;;
   esac
 }
