@@ -1,8 +1,10 @@
 //! Makes the cluster match the desired children: server-side apply of each child in the
 //! given order under the operator's field manager (forced: the operator owns these
 //! objects), then deletion of children a changed spec no longer wants (found by label,
-//! deleted only when this pipeline owns them). I/O; the decisions are the pure
-//! `children_state` and `orphans`.
+//! deleted only when this pipeline owns them). A child that cannot be applied does not
+//! stop the others: it is reported with its component (`ApplyFailure`) and the reconcile
+//! fails after the status says so. I/O; the decisions are the pure `children_state`,
+//! `failure_of` and `orphans`.
 
 use std::{collections::BTreeSet, fmt::Debug};
 
@@ -27,7 +29,7 @@ use super::{
         names::{children_selector, Role, MANAGER},
         Child,
     },
-    observed::{ChildrenState, IngestState, JobState, WorkloadState},
+    observed::{ApplyFailure, ChildrenState, Component, IngestState, JobState, WorkloadState},
 };
 use crate::error::{Error, Result};
 
@@ -65,44 +67,109 @@ where
     })
 }
 
-/// Applies every child in order; stops at the first failure (the reconcile is retried).
-pub async fn apply_children(
-    client: &Client,
-    namespace: &str,
-    children: &[Child],
-) -> Result<Vec<Applied>> {
-    let mut applied = Vec::with_capacity(children.len());
-    for child in children {
-        let result = match child {
-            Child::Secret(o) => apply_one(client, namespace, o)
-                .await
-                .map(|_| Applied::Other)?,
-            Child::ConfigMap(o) => apply_one(client, namespace, o)
-                .await
-                .map(|_| Applied::Other)?,
-            Child::Service(o) => apply_one(client, namespace, o)
-                .await
-                .map(|_| Applied::Other)?,
-            Child::PodDisruptionBudget(o) => apply_one(client, namespace, o)
-                .await
-                .map(|_| Applied::Other)?,
-            Child::StatefulSet(o, role) => {
-                Applied::StatefulSet(Box::new(apply_one(client, namespace, o).await?), *role)
-            }
-            Child::Job(o, role) => {
-                Applied::Job(Box::new(apply_one(client, namespace, o).await?), *role)
-            }
-            Child::Deployment(o, role) => {
-                Applied::Deployment(Box::new(apply_one(client, namespace, o).await?), *role)
-            }
-        };
-        applied.push(result);
-    }
-    Ok(applied)
+/// What applying the children gave: each applied child as the API server returned it
+/// (a workload that could not be applied as built, without status), and the failures.
+#[derive(Debug, Default)]
+pub struct ApplyOutcome {
+    pub applied: Vec<Applied>,
+    /// The children that could not be applied, each with its error.
+    pub failed: Vec<(ApplyFailure, Error)>,
 }
 
-/// The readiness of the applied workloads, by role.
-pub fn children_state(applied: &[Applied]) -> Result<ChildrenState> {
+impl ApplyOutcome {
+    /// What the status reports of the failures.
+    pub fn failures(&self) -> Vec<ApplyFailure> {
+        self.failed.iter().map(|(f, _)| f.clone()).collect()
+    }
+
+    /// The error the reconcile ends with: the first failure's.
+    pub fn into_error(self) -> Option<Error> {
+        self.failed.into_iter().next().map(|(_, e)| e)
+    }
+}
+
+/// The status's account of a child that could not be applied: the API server's own
+/// message where it gave one (a 422 names the refused field).
+pub fn failure_of(child: &Child, namespace: &str, error: &Error) -> ApplyFailure {
+    let message = match error {
+        Error::Apply { source, .. } => match source.as_ref() {
+            kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    };
+    ApplyFailure {
+        component: child.role().map_or(Component::Runtime, Component::of_role),
+        kind: child.kind(),
+        namespace: namespace.to_string(),
+        name: child.name().to_string(),
+        message,
+    }
+}
+
+/// The applied form of a child, or for a workload that failed, the child as built (no
+/// status: nothing of it is known to be ready).
+async fn apply_child(client: &Client, namespace: &str, child: &Child) -> Result<Applied> {
+    Ok(match child {
+        Child::Secret(o) => apply_one(client, namespace, o)
+            .await
+            .map(|_| Applied::Other)?,
+        Child::ConfigMap(o) => apply_one(client, namespace, o)
+            .await
+            .map(|_| Applied::Other)?,
+        Child::Service(o) => apply_one(client, namespace, o)
+            .await
+            .map(|_| Applied::Other)?,
+        Child::PodDisruptionBudget(o) => apply_one(client, namespace, o)
+            .await
+            .map(|_| Applied::Other)?,
+        Child::StatefulSet(o, role) => {
+            Applied::StatefulSet(Box::new(apply_one(client, namespace, o).await?), *role)
+        }
+        Child::Job(o, role) => {
+            Applied::Job(Box::new(apply_one(client, namespace, o).await?), *role)
+        }
+        Child::Deployment(o, role) => {
+            Applied::Deployment(Box::new(apply_one(client, namespace, o).await?), *role)
+        }
+    })
+}
+
+/// A child as built, standing in for one that could not be applied.
+fn unapplied(child: &Child) -> Applied {
+    match child {
+        Child::StatefulSet(o, role) => Applied::StatefulSet(Box::new(o.clone()), *role),
+        Child::Job(o, role) => Applied::Job(Box::new(o.clone()), *role),
+        Child::Deployment(o, role) => Applied::Deployment(Box::new(o.clone()), *role),
+        _ => Applied::Other,
+    }
+}
+
+/// Applies every child in order. A failure does not stop the others (one refused
+/// StatefulSet must not freeze the runtime's updates): it is collected and the next child
+/// is applied.
+pub async fn apply_children(client: &Client, namespace: &str, children: &[Child]) -> ApplyOutcome {
+    let mut outcome = ApplyOutcome::default();
+    for child in children {
+        match apply_child(client, namespace, child).await {
+            Ok(applied) => outcome.applied.push(applied),
+            Err(error) => {
+                tracing::warn!(kind = child.kind(), %namespace, name = child.name(), %error, "cannot apply a child; applying the others");
+                outcome.applied.push(unapplied(child));
+                outcome
+                    .failed
+                    .push((failure_of(child, namespace, &error), error));
+            }
+        }
+    }
+    outcome
+}
+
+/// The readiness of the applied workloads, by role, and the children that failed.
+pub fn children_state(
+    applied: &[Applied],
+    apply_failures: Vec<ApplyFailure>,
+) -> Result<ChildrenState> {
     let mut kafka = None;
     let mut kafka_topics = None;
     let mut object_store = None;
@@ -153,6 +220,7 @@ pub fn children_state(applied: &[Applied]) -> Result<ChildrenState> {
         search,
         runtime: runtime.ok_or_else(|| missing("the runtime Deployment"))?,
         ingest: ingest.ok_or_else(|| missing("the ingest workload"))?,
+        apply_failures,
     })
 }
 
@@ -264,6 +332,61 @@ mod tests {
             }),
             ..ObjectMeta::default()
         }
+    }
+
+    fn kafka_statefulset() -> Child {
+        let plan = crate::controller::fixtures::managed_plan();
+        let crate::controller::validate::KafkaMode::Managed(kafka) = &plan.kafka.mode else {
+            unreachable!("managed fixture")
+        };
+        Child::StatefulSet(
+            crate::controller::build::kafka::statefulset(&plan, kafka),
+            Role::Kafka,
+        )
+    }
+
+    fn apply_error(source: kube::Error) -> Error {
+        Error::Apply {
+            kind: "StatefulSet",
+            namespace: "shops".into(),
+            name: "shop-kafka".into(),
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn a_failure_is_told_in_the_api_servers_words_for_its_component() {
+        let refused = kube::Error::Api(
+            kube::core::Status::failure("spec: Forbidden: no", "Invalid")
+                .with_code(422)
+                .boxed(),
+        );
+        let child = kafka_statefulset();
+        assert_eq!(
+            failure_of(&child, "shops", &apply_error(refused)),
+            ApplyFailure {
+                component: Component::Kafka,
+                kind: "StatefulSet",
+                namespace: "shops".into(),
+                name: "shop-kafka".into(),
+                message: "spec: Forbidden: no".into(),
+            }
+        );
+        // Not an API answer: the error's own text.
+        let other = failure_of(
+            &child,
+            "shops",
+            &apply_error(kube::Error::LinesCodecMaxLineLengthExceeded),
+        );
+        assert_eq!(
+            other.message,
+            kube::Error::LinesCodecMaxLineLengthExceeded.to_string()
+        );
+        // A refused child stands in as built, with no status: nothing of it is ready.
+        let Applied::StatefulSet(sts, Role::Kafka) = unapplied(&child) else {
+            panic!("a StatefulSet stands in for itself")
+        };
+        assert_eq!(sts.status, None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Kubernetes Events on a DataPipeline for the transitions a user cares about: a phase
 //! change, and the appearance of a problem they must fix (missing Secret, invalid spec, a
-//! component whose pods cannot start).
+//! component whose pods cannot start or whose child the API server refused).
 //! `transition_notices` is pure; `publish` sends them and only logs failures, because an
 //! Event that cannot be written must not fail the reconcile.
 
@@ -65,11 +65,12 @@ pub fn transition_notices(
             });
         }
     }
-    // A component whose pods cannot start, once per new reason (a message that only
-    // counts another restart is no news).
+    // A component whose pods cannot start or whose child the API server refused, once
+    // per new reason (a message that only counts another restart is no news).
     for condition in &new.conditions {
+        let reason = condition.reason.as_str();
         if !types::ALL.contains(&condition.type_.as_str())
-            || !reasons::POD_PROBLEMS.contains(&condition.reason.as_str())
+            || !(reasons::POD_PROBLEMS.contains(&reason) || reason == reasons::APPLY_FAILED)
         {
             continue;
         }

@@ -214,6 +214,7 @@ pub fn ready_children() -> ChildrenState {
         search: Some(workload("StatefulSet", "shop-es", 1, 1)),
         runtime: workload("Deployment", "shop-runtime", 2, 2),
         ingest: IngestState::Job(job("shop-generate-abcd1234", JobOutcome::Running)),
+        apply_failures: Vec::new(),
     }
 }
 
@@ -267,6 +268,8 @@ pub enum Reply {
     WithRequestStatus(Value),
     /// An API error with this HTTP code.
     Status(u16),
+    /// 422 Invalid with this message, as the API server refuses a forbidden update.
+    Invalid(&'static str),
 }
 
 impl Expect {
@@ -348,6 +351,14 @@ impl ApiServerVerifier {
                         object["status"] = body["status"].clone();
                         json_response(200, &object)
                     }
+                    Reply::Invalid(message) => json_response(
+                        422,
+                        &json!({
+                            "kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "message": message,
+                            "reason": "Invalid", "code": 422
+                        }),
+                    ),
                     Reply::Status(code) => json_response(
                         *code,
                         &json!({

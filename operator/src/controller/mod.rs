@@ -401,6 +401,9 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
     }
     info!(pipeline = %pipeline_key, generation = dp.metadata.generation, reason = ?apply_reason, "reconciling");
 
+    // The first child that could not be applied: the reconcile fails (and is retried with
+    // backoff) once the status has said which child it was and why.
+    let mut apply_error = None;
     let (observation, action, outcome) =
         match dereference::dereference(&ctx.client, &namespace, &name, &dp.spec).await? {
             Err(problem) => blocked(problem),
@@ -420,7 +423,7 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                     let credentials =
                         credentials::complete(existing, &plan, ctx.credentials.as_ref())?;
                     let children = build::desired_children(&plan, &credentials)?;
-                    let applied = apply::apply_children(&ctx.client, &namespace, &children).await?;
+                    let applied = apply::apply_children(&ctx.client, &namespace, &children).await;
                     let deleted =
                         apply::delete_orphans(&ctx.client, &namespace, &name, &plan.uid, &children)
                             .await?;
@@ -434,7 +437,9 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                             ),
                         });
                     }
-                    let children = Box::new(apply::children_state(&applied)?);
+                    let children =
+                        Box::new(apply::children_state(&applied.applied, applied.failures())?);
+                    apply_error = applied.into_error();
                     let pods = pods::read_problems(&ctx.client, &namespace, &name, &children).await;
                     let facts = facts(&plan);
                     ctx.remember_apply(
@@ -466,7 +471,11 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
     if matches!(outcome, Outcome::Blocked(_)) {
         ctx.remember_apply(&pipeline_key, None);
     }
-    write_status(dp, ctx, &observation, notices, action, outcome).await
+    let written = write_status(dp, ctx, &observation, notices, action, outcome).await?;
+    match apply_error {
+        Some(error) => Err(error),
+        None => Ok(written),
+    }
 }
 
 /// Computes the status from the observation, writes it if it changed, publishes the

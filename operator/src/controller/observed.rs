@@ -7,7 +7,7 @@ use k8s_openapi::api::{
     batch::v1::Job,
 };
 
-use super::autoscale::FlowHealth;
+use super::{autoscale::FlowHealth, build::names::Role};
 use crate::crd::{
     conditions::reasons, status::Phase, AutoscalerStatus, SearchEngine, ThroughputStatus,
 };
@@ -22,6 +22,17 @@ pub enum Component {
 }
 
 impl Component {
+    /// The component whose condition reports on children of this role (a setup Job
+    /// reports with its service, the ingest role with the runtime).
+    pub fn of_role(role: Role) -> Self {
+        match role {
+            Role::Kafka | Role::KafkaTopics => Self::Kafka,
+            Role::ObjectStore | Role::Bucket => Self::ObjectStore,
+            Role::Search => Self::Search,
+            Role::Runtime | Role::Ingest => Self::Runtime,
+        }
+    }
+
     pub fn condition_type(self) -> &'static str {
         use crate::crd::conditions::types;
         match self {
@@ -234,6 +245,18 @@ pub enum IngestState {
     Job(JobState),
 }
 
+/// A child the API server refused to apply (the other children were applied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyFailure {
+    /// Whose condition reports it.
+    pub component: Component,
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    /// What the API server said (for a 422, the field it refused and why).
+    pub message: String,
+}
+
 /// Readiness of everything applied in one reconcile. `None` = external (not deployed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildrenState {
@@ -244,6 +267,8 @@ pub struct ChildrenState {
     pub search: Option<WorkloadState>,
     pub runtime: WorkloadState,
     pub ingest: IngestState,
+    /// Children that could not be applied this visit.
+    pub apply_failures: Vec<ApplyFailure>,
 }
 
 /// Why a component's pods cannot start: a reason of `reasons::POD_PROBLEMS` and a message

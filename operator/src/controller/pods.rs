@@ -62,23 +62,7 @@ pub async fn read_problems(
 /// The component whose condition a pod's problems belong to (by its component label).
 fn component(pod: &Pod) -> Option<Component> {
     let label = pod.labels().get(LABEL_COMPONENT)?;
-    let role = [
-        Role::Kafka,
-        Role::KafkaTopics,
-        Role::ObjectStore,
-        Role::Bucket,
-        Role::Search,
-        Role::Runtime,
-        Role::Ingest,
-    ]
-    .into_iter()
-    .find(|r| r.component() == label)?;
-    Some(match role {
-        Role::Kafka | Role::KafkaTopics => Component::Kafka,
-        Role::ObjectStore | Role::Bucket => Component::ObjectStore,
-        Role::Search => Component::Search,
-        Role::Runtime | Role::Ingest => Component::Runtime,
-    })
+    Role::from_component(label).map(Component::of_role)
 }
 
 /// The most actionable problem of each component's pods.

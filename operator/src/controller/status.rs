@@ -15,8 +15,8 @@ use super::{
     autoscale::FlowHealth,
     build::names::MANAGER,
     observed::{
-        ChildrenState, Component, IngestState, JobOutcome, JobState, Observation, PipelineFacts,
-        PodProblem, Problem, WorkloadState,
+        ApplyFailure, ChildrenState, Component, IngestState, JobOutcome, JobState, Observation,
+        PipelineFacts, PodProblem, Problem, WorkloadState,
     },
 };
 use crate::{
@@ -225,6 +225,37 @@ fn assess_runtime(children: &ChildrenState, facts: &PipelineFacts) -> Assessment
     }
 }
 
+/// A component with a child the API server refused is not ready, whatever its workload
+/// says, and its condition names the child and the API server's reason.
+fn with_apply_failures(
+    assessment: Assessment,
+    failures: &[ApplyFailure],
+    component: Component,
+) -> Assessment {
+    let mine: Vec<String> = failures
+        .iter()
+        .filter(|f| f.component == component)
+        .map(|f| {
+            format!(
+                "cannot apply {} {}/{}: {}",
+                f.kind, f.namespace, f.name, f.message
+            )
+        })
+        .collect();
+    if mine.is_empty() {
+        return assessment;
+    }
+    Assessment {
+        ready: false,
+        reason: reasons::APPLY_FAILED,
+        message: format!(
+            "{}; the operator applied the pipeline's other children and retries with backoff",
+            mine.join("; ")
+        ),
+        ..assessment
+    }
+}
+
 /// A component waiting for its pods says why they cannot start, when they cannot: the
 /// pod problem's reason and message replace the generic ones.
 fn with_pod_problem(assessment: Assessment, problem: Option<&PodProblem>) -> Assessment {
@@ -322,7 +353,13 @@ pub fn compute_status(
                 (Component::Search, search),
                 (Component::Runtime, runtime),
             ]
-            .map(|(component, a)| with_pod_problem(a, pods.of(component)));
+            .map(|(component, a)| {
+                with_apply_failures(
+                    with_pod_problem(a, pods.of(component)),
+                    &children.apply_failures,
+                    component,
+                )
+            });
 
             let parts = [
                 (Component::Kafka, &kafka),
@@ -1283,6 +1320,78 @@ mod tests {
         let status = compute_status(None, Some(1), &with_pods(children, every, facts), &at(5));
         assert_eq!(status.conditions[1].reason, "SetupJobFailed");
         assert_eq!(status.conditions[3].reason, "Paused");
+    }
+
+    #[test]
+    fn a_refused_child_makes_its_component_unready_and_names_it() {
+        let forbidden = "StatefulSet.apps \"shop-kafka\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
+        let mut children = ready_children();
+        children.apply_failures = vec![
+            ApplyFailure {
+                component: Component::Kafka,
+                kind: "StatefulSet",
+                namespace: "shops".into(),
+                name: "shop-kafka".into(),
+                message: forbidden.into(),
+            },
+            ApplyFailure {
+                component: Component::Kafka,
+                kind: "Service",
+                namespace: "shops".into(),
+                name: "shop-kafka".into(),
+                message: "mocked failure".into(),
+            },
+        ];
+        // A pod problem does not hide the refusal either.
+        let pods = PodProblems {
+            kafka: Some(PodProblem {
+                reason: reasons::CRASH_LOOP_BACK_OFF,
+                message: "container kafka keeps exiting".into(),
+            }),
+            ..PodProblems::default()
+        };
+        let status = compute_status(
+            None,
+            Some(2),
+            &with_pods(children, pods, managed_facts()),
+            &at(5),
+        );
+        let message = format!("cannot apply StatefulSet shops/shop-kafka: {forbidden}; cannot apply Service shops/shop-kafka: mocked failure; the operator applied the pipeline's other children and retries with backoff");
+        assert_eq!(
+            status.conditions[0],
+            Condition {
+                type_: "KafkaReady".into(),
+                status: "False".into(),
+                reason: "ApplyFailed".into(),
+                message: message.clone(),
+                observed_generation: Some(2),
+                last_transition_time: at(5),
+            }
+        );
+        // The other components are judged as usual.
+        let others: Vec<(&str, &str)> = status.conditions[1..4]
+            .iter()
+            .map(|c| (c.type_.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            others,
+            vec![
+                ("ObjectStoreReady", "WorkloadReady"),
+                ("SearchReady", "WorkloadReady"),
+                ("RuntimeReady", "WorkloadReady")
+            ]
+        );
+        let ready = ready_condition(&status);
+        assert_eq!(
+            (ready.reason.as_str(), ready.message.clone()),
+            (
+                "ComponentsNotReady",
+                format!("waiting for Kafka: {message}")
+            )
+        );
+        assert_eq!(status.phase, Some(Phase::Provisioning));
+        let kafka = status.components.expect("components").kafka;
+        assert_eq!((kafka.ready, kafka.message), (false, message));
     }
 
     #[test]

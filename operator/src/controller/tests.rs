@@ -566,18 +566,36 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
 
 #[tokio::test]
 async fn api_errors_fail_the_reconcile_and_back_off() {
-    let expectations = vec![
+    let mut expectations = vec![
         get_secret("shop-minio-credentials", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
-        Expect::new(
-            Method::PATCH,
-            format!("{}/shop-minio-credentials{APPLY}", collection("Secret")),
-            Reply::Status(500),
-        ),
     ];
+    // The first apply fails; the others go ahead, and the status names the failed one.
+    expectations.extend(managed_applies(false).into_iter().map(|mut e| {
+        if e.uri.contains("/secrets/shop-minio-credentials?") {
+            e.reply = Reply::Status(500);
+        }
+        e
+    }));
+    expectations.extend(empty_lists());
+    expectations.push(list_pods(vec![]));
+    expectations.push(status_patch());
+    expectations.push(event());
+    expectations.push(event());
     let dp = Arc::new(managed_pipeline());
-    let (result, _, ctx) = run((*dp).clone(), expectations).await;
+    let (result, seen, ctx) = run((*dp).clone(), expectations).await;
+    let status = &body_of(&seen, "/status?")["status"];
+    assert_eq!(
+        (
+            &status["conditions"][1]["reason"],
+            &status["conditions"][1]["message"]
+        ),
+        (
+            &json!("ApplyFailed"),
+            &json!("cannot apply Secret shops/shop-minio-credentials: mocked failure; the operator applied the pipeline's other children and retries with backoff")
+        )
+    );
     let error = result.expect_err("the apply failed");
     assert_eq!(error.category(), "apply");
     assert!(
@@ -598,6 +616,68 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
         .metrics
         .render()
         .contains("datapipeline_operator_reconcile_failures_total{category=\"apply\"} 1"));
+}
+
+const FORBIDDEN: &str = "StatefulSet.apps \"shop-kafka\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
+
+#[tokio::test]
+async fn a_refused_child_does_not_stop_the_others_and_is_named_in_the_status() {
+    let mut expectations: Vec<Expect> = ready_expectations(false).into_iter().take(3).collect();
+    // The Kafka StatefulSet is refused (an immutable field changed behind the CRD's back);
+    // every later child is still applied.
+    expectations.extend(managed_applies(true).into_iter().map(|mut e| {
+        if e.uri.contains("/statefulsets/shop-kafka?") {
+            e.reply = Reply::Invalid(FORBIDDEN);
+        }
+        e
+    }));
+    expectations.extend(empty_lists());
+    // Kafka is not known to be ready: the pods are read.
+    expectations.push(list_pods(vec![]));
+    expectations.push(status_patch());
+    expectations.push(event());
+    expectations.push(event());
+    let dp = Arc::new(managed_pipeline());
+    let (result, seen, ctx) = run((*dp).clone(), expectations).await;
+    assert_eq!(
+        seen.iter()
+            .filter(|(method, _, _)| method == Method::PATCH)
+            .count(),
+        19 + 1,
+        "every child and the status"
+    );
+    let message = format!("cannot apply StatefulSet shops/shop-kafka: {FORBIDDEN}; the operator applied the pipeline's other children and retries with backoff");
+    let status = &body_of(&seen, "/status?")["status"];
+    assert_eq!(
+        status["conditions"][0],
+        json!({"type": "KafkaReady", "status": "False", "reason": "ApplyFailed",
+               "message": message, "observedGeneration": 1,
+               "lastTransitionTime": "2026-01-01T00:16:40Z"})
+    );
+    assert_eq!(status["conditions"][3]["reason"], "WorkloadReady");
+    let events = bodies_of(&seen, "/events?");
+    assert_eq!(events[0]["reason"], "PhaseChanged");
+    assert_eq!(
+        (&events[1]["reason"], &events[1]["type"], &events[1]["note"]),
+        (
+            &json!("ApplyFailed"),
+            &json!("Warning"),
+            &json!(format!("KafkaReady: {message}"))
+        )
+    );
+    // The reconcile still fails, so it is retried with backoff.
+    let error = result.expect_err("a child was refused");
+    assert_eq!(error.category(), "apply");
+    assert!(
+        error
+            .to_string()
+            .starts_with("applying StatefulSet shops/shop-kafka:"),
+        "{error}"
+    );
+    assert_eq!(
+        error_policy(dp, &error, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
 }
 
 #[test]

@@ -38,6 +38,9 @@ pub mod reasons {
     pub const SETUP_JOB_FAILED: &str = "SetupJobFailed";
     /// The generator Job failed; its logs say why.
     pub const INGEST_FAILED: &str = "IngestFailed";
+    /// The API server refused a child of the component (the message names it and says
+    /// why); the other children were applied.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
     /// `spec.paused` is true: the runtime runs no pods.
     pub const PAUSED: &str = "Paused";
     /// `spec.runtime.replicas` is 0 without `spec.paused`: nothing processes events.
@@ -106,7 +109,8 @@ pub mod reasons {
 }
 
 /// Kubernetes Event reasons the operator emits on the DataPipeline. A component whose
-/// pods cannot start is announced with the condition's reason (`reasons::POD_PROBLEMS`).
+/// pods cannot start, or whose child the API server refused, is announced with the
+/// condition's reason (`reasons::POD_PROBLEMS`, `reasons::APPLY_FAILED`).
 pub mod events {
     pub const PHASE_CHANGED: &str = "PhaseChanged";
     pub const SECRET_NOT_FOUND: &str = super::reasons::SECRET_NOT_FOUND;

@@ -69,8 +69,8 @@ impl Child {
         }
     }
 
-    pub fn name(&self) -> &str {
-        let meta = match self {
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
             Self::Secret(o) => &o.metadata,
             Self::ConfigMap(o) => &o.metadata,
             Self::Service(o) => &o.metadata,
@@ -78,8 +78,27 @@ impl Child {
             Self::PodDisruptionBudget(o) => &o.metadata,
             Self::Job(o, _) => &o.metadata,
             Self::Deployment(o, _) => &o.metadata,
-        };
-        meta.name.as_deref().unwrap_or_default()
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.meta().name.as_deref().unwrap_or_default()
+    }
+
+    /// The role the child serves: tagged on workloads, read from the component label of
+    /// the others.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Self::StatefulSet(_, role) | Self::Job(_, role) | Self::Deployment(_, role) => {
+                Some(*role)
+            }
+            _ => self
+                .meta()
+                .labels
+                .as_ref()?
+                .get(names::LABEL_COMPONENT)
+                .and_then(|label| Role::from_component(label)),
+        }
     }
 }
 
@@ -446,6 +465,42 @@ mod tests {
                 assert_eq!(*name, want_name);
             }
         }
+    }
+
+    #[test]
+    fn every_child_has_a_role() {
+        let children = desired_children(&managed_plan(), &fixed_credentials()).expect("built");
+        let roles: Vec<(&str, Option<Role>)> =
+            children.iter().map(|c| (c.name(), c.role())).collect();
+        let jobs: Vec<&str> = children
+            .iter()
+            .filter(|c| c.kind() == "Job")
+            .map(Child::name)
+            .collect();
+        assert_eq!(
+            roles,
+            vec![
+                ("shop-minio-credentials", Some(Role::ObjectStore)),
+                ("shop-es-elastic-user", Some(Role::Search)),
+                ("shop-es-transport", Some(Role::Search)),
+                ("shop-runtime-config", Some(Role::Runtime)),
+                ("shop-kafka-headless", Some(Role::Kafka)),
+                ("shop-kafka", Some(Role::Kafka)),
+                ("shop-minio", Some(Role::ObjectStore)),
+                ("shop-es-headless", Some(Role::Search)),
+                ("shop-es", Some(Role::Search)),
+                ("shop-kafka", Some(Role::Kafka)),
+                ("shop-minio", Some(Role::ObjectStore)),
+                ("shop-es", Some(Role::Search)),
+                ("shop-kafka", Some(Role::Kafka)),
+                ("shop-es", Some(Role::Search)),
+                ("shop-runtime", Some(Role::Runtime)),
+                (jobs[0], Some(Role::KafkaTopics)),
+                (jobs[1], Some(Role::Bucket)),
+                ("shop-runtime", Some(Role::Runtime)),
+                (jobs[2], Some(Role::Ingest)),
+            ]
+        );
     }
 
     #[test]

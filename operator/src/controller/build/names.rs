@@ -29,6 +29,21 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 7] = [
+        Self::Kafka,
+        Self::KafkaTopics,
+        Self::ObjectStore,
+        Self::Bucket,
+        Self::Search,
+        Self::Runtime,
+        Self::Ingest,
+    ];
+
+    /// The role whose `component` label value this is.
+    pub fn from_component(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.component() == label)
+    }
+
     pub fn app_name(self) -> &'static str {
         match self {
             Self::Kafka | Self::KafkaTopics => "kafka",
