@@ -2,7 +2,8 @@
 //! (the process serves requests) and `/readyz` (the role is connected: the consumer joined
 //! its group or the producer reached the brokers; and no checkpoint is failing against a
 //! sink, so a pipeline whose lake or index refuses writes shows unready pods and the
-//! operator reports it Degraded). Does network I/O.
+//! operator reports it Degraded; the 503 body then says which partition, which sink and
+//! what it answered). Does network I/O.
 
 use std::net::SocketAddr;
 
@@ -36,18 +37,20 @@ async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
 }
 
 async fn ready_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
-    readiness(metrics.is_ready(), metrics.sinks_failing())
+    readiness(metrics.is_ready(), metrics.sinks_failing().as_deref())
 }
 
-/// The `/readyz` answer.
-pub fn readiness(connected: bool, sinks_failing: bool) -> (StatusCode, &'static str) {
-    match (connected, sinks_failing) {
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        (true, true) => (
+/// The `/readyz` answer (`sink_failure`: why checkpoints are failing, if they are).
+pub fn readiness(connected: bool, sink_failure: Option<&str>) -> (StatusCode, String) {
+    match (connected, sink_failure) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready".to_string()),
+        (true, Some(reason)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "checkpoints failing: a sink refuses or cannot be reached (see the logs and datapipeline_process_sink_errors_total)",
+            format!(
+                "checkpoints failing, retried until they succeed: {reason} (see the logs and datapipeline_process_sink_errors_total)"
+            ),
         ),
-        (true, false) => (StatusCode::OK, "ready"),
+        (true, None) => (StatusCode::OK, "ready".to_string()),
     }
 }
 
@@ -99,11 +102,15 @@ mod tests {
         assert_eq!(get(addr, "/readyz").await.0, 503);
         metrics.set_ready(true);
         assert_eq!(get(addr, "/readyz").await.0, 200);
-        metrics.set_sinks_failing(true);
+        metrics.set_sinks_failing(Some("partition 3: search: bulk: HTTP 401".into()));
         let (status, body) = get(addr, "/readyz").await;
         assert_eq!(status, 503);
-        assert!(body.starts_with("checkpoints failing"), "{body}");
-        metrics.set_sinks_failing(false);
+        assert_eq!(
+            body,
+            "checkpoints failing, retried until they succeed: partition 3: search: bulk: HTTP 401 \
+             (see the logs and datapipeline_process_sink_errors_total)"
+        );
+        metrics.set_sinks_failing(None);
         assert_eq!(get(addr, "/readyz").await.0, 200);
         metrics.events_in.inc_by(5);
         let (status, body) = get(addr, "/metrics").await;

@@ -16,6 +16,7 @@ pub mod time;
 
 // The distributed roles: configuration, clients, sinks, ingest and process.
 pub mod config;
+pub mod dead_letter;
 pub mod http;
 pub mod ingest;
 pub mod kafka;

@@ -1,8 +1,10 @@
-//! The runtime's Prometheus metrics (one registry per process) and the readiness flag the
-//! probes read. Labels come from fixed enums, never from error text. No I/O.
+//! The runtime's Prometheus metrics (one registry per process) and the readiness state the
+//! probes read (connected, and why checkpoints are failing if they are). Labels come from
+//! fixed enums, never from error text; the failure reason is only shown by `/readyz`. No
+//! I/O.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::fmt::Write as _;
 
@@ -21,8 +23,8 @@ pub enum Sink {
     Search,
 }
 
-/// What kind of sink error: `rejected` documents will never be written (a 4xx other than
-/// 429); `retried` attempts were throttled or failed transiently and are being retried;
+/// What kind of sink error: `rejected` documents will never be written (the search index
+/// refused them for good; each is dead-lettered, see [`DeadLetterStage`]); `retried` attempts were throttled or failed transiently and are being retried;
 /// `failed` operations gave up after their retries.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum SinkErrorKind {
@@ -63,6 +65,38 @@ impl EncodeLabelValue for SinkErrorKind {
     }
 }
 
+/// Which stage wrote a record to the dead-letter topic `<pipeline>-events-dlq`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum DeadLetterStage {
+    /// A CSV row the ingest rejected (one record per row).
+    Row,
+    /// A landing object the ingest cannot read as CSV at all (one record per object).
+    LandingFile,
+    /// A profile the search index refused for good (one record per document).
+    Search,
+}
+
+impl DeadLetterStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterStage::Row => "row",
+            DeadLetterStage::LandingFile => "landing_file",
+            DeadLetterStage::Search => "search",
+        }
+    }
+}
+
+impl EncodeLabelValue for DeadLetterStage {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    pub stage: DeadLetterStage,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkErrorLabels {
     pub sink: Sink,
@@ -81,12 +115,17 @@ pub struct Metrics {
     pub events_in: Counter,
     /// Events published (ingest) or stored in the lake at a checkpoint (process).
     pub events_out: Counter,
-    /// Rows dead-lettered by ingest.
+    /// Rows dead-lettered by ingest; in the process role, messages skipped because they are
+    /// not an event its profile can take (logged, not dead-lettered).
     pub events_rejected: Counter,
+    /// Records written to the dead-letter topic, by stage.
+    pub dead_letters: Family<DeadLetterLabels, Counter>,
     /// Events skipped because the restored state already holds them (replay).
     pub events_replayed: Counter,
     pub checkpoint_duration: Histogram,
     pub checkpoints: Counter,
+    /// Checkpoint attempts that failed (each failed checkpoint is retried until it succeeds).
+    pub checkpoint_failures: Counter,
     /// Checkpoints that wrote the profile snapshot and a base (the rest are deltas).
     pub full_checkpoints: Counter,
     /// Unix seconds of the last completed checkpoint (0: none yet).
@@ -103,8 +142,9 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct Health {
     ready: AtomicBool,
-    /// Checkpoints are failing (a sink refuses or is unreachable) and being retried.
-    sinks_failing: AtomicBool,
+    /// Why checkpoints are failing (a sink refuses or is unreachable) and being retried;
+    /// `None` while they succeed.
+    sink_failure: Mutex<Option<String>>,
     /// Bumped on every loop iteration of the role; a stuck role stops moving it.
     heartbeat: AtomicU64,
 }
@@ -116,8 +156,10 @@ impl Metrics {
         let events_out = Counter::default();
         let events_rejected = Counter::default();
         let events_replayed = Counter::default();
+        let dead_letters = Family::<DeadLetterLabels, Counter>::default();
         let checkpoint_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let checkpoints = Counter::default();
+        let checkpoint_failures = Counter::default();
         let full_checkpoints = Counter::default();
         let last_checkpoint = Gauge::<i64, AtomicI64>::default();
         let lag = Family::<PartitionLabels, Gauge>::default();
@@ -141,6 +183,11 @@ impl Metrics {
             events_rejected.clone(),
         );
         r.register(
+            "dead_letters",
+            "Records written to the dead-letter topic, by stage (row: a CSV row ingest rejected; landing_file: a landing object that is not a CSV file ingest reads; search: a profile the search index refused for good)",
+            dead_letters.clone(),
+        );
+        r.register(
             "events_replayed",
             "Events skipped because the restored state already counts them",
             events_replayed.clone(),
@@ -151,6 +198,11 @@ impl Metrics {
             checkpoint_duration.clone(),
         );
         r.register("checkpoints", "Completed checkpoints", checkpoints.clone());
+        r.register(
+            "checkpoint_failures",
+            "Checkpoint attempts that failed; the checkpoint is retried until it succeeds",
+            checkpoint_failures.clone(),
+        );
         r.register(
             "full_checkpoints",
             "Completed checkpoints that wrote the profile snapshot and a base state",
@@ -185,9 +237,11 @@ impl Metrics {
             events_in,
             events_out,
             events_rejected,
+            dead_letters,
             events_replayed,
             checkpoint_duration,
             checkpoints,
+            checkpoint_failures,
             full_checkpoints,
             last_checkpoint,
             lag,
@@ -205,6 +259,12 @@ impl Metrics {
             .inc_by(count);
     }
 
+    pub fn dead_letter(&self, stage: DeadLetterStage, count: u64) {
+        self.dead_letters
+            .get_or_create(&DeadLetterLabels { stage })
+            .inc_by(count);
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.health.ready.store(ready, Ordering::Relaxed);
     }
@@ -213,14 +273,23 @@ impl Metrics {
         self.health.ready.load(Ordering::Relaxed)
     }
 
-    /// Set while at least one checkpoint is failing and retried; `/readyz` then answers
-    /// 503, so the pod turns unready and the operator reports the pipeline Degraded.
-    pub fn set_sinks_failing(&self, failing: bool) {
-        self.health.sinks_failing.store(failing, Ordering::Relaxed);
+    /// Set (to the failure of one of them) while at least one checkpoint is failing and
+    /// retried, `None` once none is; `/readyz` then answers 503 with the reason, so the pod
+    /// turns unready and the operator reports the pipeline Degraded.
+    pub fn set_sinks_failing(&self, failure: Option<String>) {
+        let mut current = match self.health.sink_failure.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *current = failure;
     }
 
-    pub fn sinks_failing(&self) -> bool {
-        self.health.sinks_failing.load(Ordering::Relaxed)
+    /// Why checkpoints are failing, if they are.
+    pub fn sinks_failing(&self) -> Option<String> {
+        match self.health.sink_failure.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     pub fn beat(&self) {
@@ -245,6 +314,8 @@ mod tests {
         let m = Metrics::new("process");
         m.events_in.inc_by(3);
         m.sink_error(Sink::Search, SinkErrorKind::Rejected, 2);
+        m.dead_letter(DeadLetterStage::Search, 2);
+        m.dead_letter(DeadLetterStage::LandingFile, 1);
         m.lag
             .get_or_create(&PartitionLabels { partition: 4 })
             .set(17);
@@ -263,6 +334,27 @@ mod tests {
             text.contains("datapipeline_process_consumer_lag{partition=\"4\"} 17"),
             "{text}"
         );
+        assert!(
+            text.contains("datapipeline_process_dead_letters_total{stage=\"search\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("datapipeline_process_dead_letters_total{stage=\"landing_file\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn sink_failure_reason() {
+        let m = Metrics::new("process");
+        assert_eq!(m.sinks_failing(), None);
+        m.set_sinks_failing(Some("partition 0: search: bulk: HTTP 403".into()));
+        assert_eq!(
+            m.clone().sinks_failing().as_deref(),
+            Some("partition 0: search: bulk: HTTP 403")
+        );
+        m.set_sinks_failing(None);
+        assert_eq!(m.sinks_failing(), None);
     }
 
     #[test]

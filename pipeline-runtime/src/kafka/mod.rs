@@ -67,6 +67,26 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// The process role's dead-letter producer: idempotent with acks from all in-sync
+/// replicas (a dead letter is durable before the checkpoint commits past it), sent at
+/// once (they are rare), partitioned by key as Kafka's Java clients do, and failing a
+/// delivery after 30 s so a checkpoint retries instead of hanging.
+pub fn dead_letter_producer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = client_config(settings, "pipeline-runtime-process-dlq");
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "30000")
+        .set(
+            "message.max.bytes",
+            crate::event::KAFKA_MESSAGE_MAX_BYTES.to_string(),
+        )
+        .set("statistics.interval.ms", "0");
+    config
+}
+
 /// The process consumer: manual commits only (offsets are committed after the checkpoint
 /// wrote everything), no offset store, cooperative rebalancing so a scale-out moves only
 /// the partitions it must.
@@ -354,6 +374,16 @@ mod tests {
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("compression.type"), Some("lz4"));
         assert_eq!(c.get("sasl.mechanism"), None);
+    }
+
+    #[test]
+    fn dead_letter_producer_waits_for_all_replicas() {
+        let c = dead_letter_producer_config(&settings(None));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(c.get("message.timeout.ms"), Some("30000"));
+        assert_eq!(c.get("bootstrap.servers"), Some("b1:9092,b2:9092"));
     }
 
     #[test]

@@ -14,7 +14,14 @@
 //! 1. intent `_state/process/p<P>.intent.json`: the batch's range and the lake objects
 //!    about to be written;
 //! 2. lake objects `events/dt=<day>/p<P>-o<start>.parquet`, one per UTC day in the batch;
-//! 3. changed profiles bulk-indexed with `_id = user_id`;
+//! 3. changed profiles bulk-indexed with `_id = user_id`; every one must end indexed or
+//!    refused for good (see [`crate::search`]). The refused ones are written to the
+//!    dead-letter topic and acknowledged (see [`crate::dead_letter`]) before going on, so
+//!    the commit point is never reached past a profile that vanished without a trace.
+//!    While the index refuses writes for a reason that can pass (a write block, auth,
+//!    throttling, a missing index, a server failure), this step fails, the checkpoint is
+//!    retried with backoff indefinitely and the process reports itself unready with the
+//!    reason (see [`super`]);
 //! 4. either a **delta** (the changed users' states; the commit point, one atomic PUT), or
 //!    a **full** checkpoint: the profile snapshot `profiles/p<P>.parquet` (every user of
 //!    P), then a new base at `end` (the commit point), then the deltas it supersedes are
@@ -50,6 +57,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::partition::Batch;
+use crate::dead_letter::{search_dead_letters, DeadLetterProducer};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::profile::{Profile, ProfileBook, StateRecord};
@@ -440,6 +448,9 @@ pub struct CheckpointJob {
     encoded: tokio::sync::OnceCell<EncodedBatch>,
     /// Microseconds the last successful write spent on the snapshot and the state.
     state_cost_micros: std::sync::atomic::AtomicU64,
+    /// Step 3 finished (profiles indexed, refused ones dead-lettered): a retry of a later
+    /// step does not index (and dead-letter) them again.
+    search_done: std::sync::atomic::AtomicBool,
 }
 
 impl CheckpointJob {
@@ -455,6 +466,7 @@ impl CheckpointJob {
             raw: std::sync::Mutex::new(Some(batch)),
             encoded: tokio::sync::OnceCell::new(),
             state_cost_micros: std::sync::atomic::AtomicU64::new(0),
+            search_done: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -508,8 +520,13 @@ impl CheckpointJob {
     }
 
     /// Writes the checkpoint (steps 1-4 above). Idempotent: running it again writes the
-    /// same objects and documents.
-    pub async fn write(&self, store: &ObjectStore, search: &SearchIndex) -> Result<()> {
+    /// same objects and documents (and skips step 3 once it finished).
+    pub async fn write(
+        &self,
+        store: &ObjectStore,
+        search: &SearchIndex,
+        dead_letters: &DeadLetterProducer,
+    ) -> Result<()> {
         let started = std::time::Instant::now();
         let encoded = self.encoded().await?;
         let encoded_at = started.elapsed();
@@ -526,8 +543,22 @@ impl CheckpointJob {
             })
             .await?;
         let lake_at = started.elapsed();
-        if !self.changed.is_empty() {
-            search.index_profiles(&self.changed).await?;
+        if !self.changed.is_empty() && !self.search_done.load(std::sync::atomic::Ordering::Acquire)
+        {
+            let report = search.index_profiles(&self.changed).await?;
+            if !report.dead_letters.is_empty() {
+                let letters = search_dead_letters(
+                    search.index_name(),
+                    partition,
+                    self.start,
+                    self.end,
+                    &report.dead_letters,
+                    &self.changed,
+                );
+                dead_letters.record_search(&letters).await?;
+            }
+            self.search_done
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         let search_at = started.elapsed();
         if let Some(snapshot) = &encoded.snapshot {

@@ -15,6 +15,17 @@
 //! committed after full checkpoints only, so a committed offset means the snapshot holds
 //! it too; the durable state (base plus deltas), not the commit, is where processing
 //! resumes.
+//!
+//! A checkpoint that fails (a sink refuses or cannot be reached, whatever the error) is
+//! retried with backoff (0.5 s doubling to 30 s) for as long as it fails; its partition
+//! neither commits nor writes a later checkpoint meanwhile, and is paused once its pending
+//! events reach their share. While any checkpoint is failing, `/readyz` answers 503 naming
+//! the partition, the sink and the error (for the search index: the HTTP status and the
+//! engine's error type and reason), so the operator reports the pipeline Degraded; it turns
+//! ready again once they succeed. Only a checkpoint whose encoded batch is gone (encoding
+//! failed after consuming it) ends the member, so the partition is replayed from its
+//! durable state. On revoke and shutdown the checkpoint gets [`FINAL_ATTEMPTS`] more tries;
+//! if they fail it is abandoned without a commit and the next owner replays it.
 
 pub mod checkpoint;
 pub mod partition;
@@ -33,6 +44,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::config::{CheckpointSettings, KafkaSettings, Lookup, ProcessArgs, ProcessEnv};
+use crate::dead_letter::DeadLetterProducer;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::kafka::consumer::{commit_offsets, PartitionHandler, RebalanceContext};
@@ -92,12 +104,14 @@ pub async fn run_with(
     }
     let store = ObjectStore::open(&args.store.resolve(lookup)?).await?;
     let search = SearchIndex::connect(&search_settings, Some(metrics.clone()))?;
+    let dead_letters = DeadLetterProducer::new(&kafka, Some(metrics.clone()))?;
     crate::retry::retry("create search index", 10, || search.ensure_index()).await?;
     tracing::info!(
         topic = %kafka.events_topic,
         group = %kafka.consumer_group,
         store = %store.describe(),
         index = %search.index_name(),
+        dead_letters = %dead_letters.topic(),
         "process started"
     );
     let worker = Worker {
@@ -106,6 +120,7 @@ pub async fn run_with(
         shared: Arc::new(Shared {
             store,
             search,
+            dead_letters,
             metrics,
             handle: Handle::current(),
             slots: Mutex::new(BTreeMap::new()),
@@ -149,6 +164,7 @@ fn spawn_signal_listener(shutdown: Arc<AtomicBool>) {
 struct Shared {
     store: ObjectStore,
     search: SearchIndex,
+    dead_letters: DeadLetterProducer,
     metrics: Metrics,
     handle: Handle,
     slots: Mutex<BTreeMap<i32, Slot>>,
@@ -183,8 +199,25 @@ struct InFlight {
     started: Instant,
     retry_at: Option<Instant>,
     backoff: Backoff,
-    /// Failed attempts of this checkpoint so far.
-    failures: u32,
+    /// The last failure of this checkpoint (`None`: it has not failed), for `/readyz`.
+    last_error: Option<String>,
+}
+
+/// The sink a checkpoint failure happened in.
+fn sink_of(error: &Error) -> Sink {
+    match error {
+        Error::Search { .. } => Sink::Search,
+        Error::Kafka { .. } => Sink::Kafka,
+        _ => Sink::ObjectStore,
+    }
+}
+
+/// What `/readyz` says about a failing checkpoint.
+fn failure_reason(partition: i32, error: &Error) -> String {
+    format!(
+        "partition {partition}: sink {}: {error}",
+        sink_of(error).as_str()
+    )
 }
 
 impl Shared {
@@ -198,8 +231,9 @@ impl Shared {
     fn spawn_checkpoint(&self, job: Arc<CheckpointJob>) -> JoinHandle<Result<()>> {
         let store = self.store.clone();
         let search = self.search.clone();
+        let dead_letters = self.dead_letters.clone();
         self.handle
-            .spawn(async move { job.write(&store, &search).await })
+            .spawn(async move { job.write(&store, &search, &dead_letters).await })
     }
 
     /// Writes a checkpoint now, retrying a few times (revoke and shutdown).
@@ -208,13 +242,13 @@ impl Shared {
         let result = self.handle.block_on(crate::retry::retry(
             "final checkpoint",
             FINAL_ATTEMPTS,
-            || job.write(&self.store, &self.search),
+            || job.write(&self.store, &self.search, &self.dead_letters),
         ));
         match &result {
             Ok(()) => self.checkpoint_done(&job, started),
-            Err(_) => self
+            Err(e) => self
                 .metrics
-                .sink_error(Sink::ObjectStore, SinkErrorKind::Failed, 1),
+                .sink_error(sink_of(e), SinkErrorKind::Failed, 1),
         }
         result
     }
@@ -573,20 +607,19 @@ impl Worker {
                 }
                 Err(e) => {
                     let delay = in_flight.backoff.next_delay();
-                    tracing::warn!(partition, error = %e, retry_in_ms = delay.as_millis() as u64, "checkpoint failed; will retry");
-                    let sink = match &e {
-                        Error::Search { .. } => Sink::Search,
-                        _ => Sink::ObjectStore,
-                    };
+                    let sink = sink_of(&e);
+                    tracing::warn!(partition, sink = sink.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64, "checkpoint failed; will retry");
                     shared.metrics.sink_error(sink, SinkErrorKind::Retried, 1);
+                    shared.metrics.checkpoint_failures.inc();
                     in_flight.retry_at = Some(Instant::now() + delay);
-                    in_flight.failures += 1;
+                    in_flight.last_error = Some(failure_reason(partition, &e));
                 }
             }
         }
         let failing = slots
             .values()
-            .any(|s| s.in_flight.as_ref().is_some_and(|f| f.failures > 0));
+            .filter_map(|s| s.in_flight.as_ref())
+            .find_map(|f| f.last_error.clone());
         shared.metrics.set_sinks_failing(failing);
         drop(slots);
         let finished = commits.len() as u64;
@@ -651,7 +684,7 @@ impl Worker {
                     started: Instant::now(),
                     retry_at: None,
                     backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-                    failures: 0,
+                    last_error: None,
                 });
             }
             let should_pause = slot.in_flight.is_some() && slot.state.pending_events() >= share;
@@ -748,9 +781,21 @@ mod tests {
             None,
         )
         .unwrap();
+        // Nothing listens there either; no dead letter is written by these tests.
+        let kafka = KafkaSettings {
+            bootstrap: "127.0.0.1:9".into(),
+            security_protocol: crate::config::SecurityProtocol::Plaintext,
+            sasl: None,
+            ca_file: None,
+            events_topic: "unused-events".into(),
+            dlq_topic: "unused-events-dlq".into(),
+            consumer_group: "unused".into(),
+            group_instance_id: None,
+        };
         Arc::new(Shared {
             store: ObjectStore::Local(LocalStore::new(dir.to_path_buf()).unwrap()),
             search,
+            dead_letters: DeadLetterProducer::new(&kafka, None).unwrap(),
             metrics: Metrics::new("process"),
             handle: runtime.handle().clone(),
             slots: Mutex::new(BTreeMap::new()),
@@ -932,6 +977,37 @@ mod tests {
             None
         );
         assert_eq!(shared.metrics.assigned_partitions.get(), 0);
+    }
+
+    #[test]
+    fn a_failing_checkpoint_is_reported_with_its_partition_and_sink() {
+        let search = Error::Search {
+            step: "bulk",
+            retryable: true,
+            message: "3 documents not indexed after 5 attempts; last answer: HTTP 403 cluster_block_exception: blocked".into(),
+        };
+        assert_eq!(
+            failure_reason(4, &search),
+            "partition 4: sink search: search: bulk: 3 documents not indexed after 5 attempts; \
+             last answer: HTTP 403 cluster_block_exception: blocked"
+        );
+        let kafka = Error::Kafka {
+            step: "dead letter",
+            retryable: true,
+            message: "Message production error: MessageTimedOut".into(),
+        };
+        assert_eq!(sink_of(&kafka), Sink::Kafka);
+        let store = Error::Store {
+            op: "put",
+            key: "k".into(),
+            retryable: true,
+            message: "503".into(),
+        };
+        assert_eq!(sink_of(&store), Sink::ObjectStore);
+        assert_eq!(
+            failure_reason(0, &store),
+            "partition 0: sink object_store: object store: put k: 503"
+        );
     }
 
     #[test]
