@@ -9,7 +9,9 @@
 #      started once, the managed services' images), starts a cluster with a real kubelet
 #      node (e2e/services.sh up node), checks real pods there (DNS, Services, volumes) and
 #      loads the images into it,
-#   7. stops everything (also on failure) and exits non-zero on any failure.
+#   7. runs the first-hour tests there (e2e/tests/real_pods.rs: the Helm chart, all-managed
+#      pipelines with 3 and 1 Kafka nodes compared with the embedded run, a broken image),
+#   8. stops everything (also on failure) and exits non-zero on any failure.
 # Heavy downloads and builds are cached in $DATAPIPELINE_CACHE (default ~/.cache/datapipeline);
 # image layers and the image builds' cargo caches in Docker's own store.
 set -euo pipefail
@@ -58,3 +60,6 @@ e2e/services.sh up node
 eval "$(e2e/services.sh env)"
 e2e/services.sh smoke node
 e2e/images.sh load-node
+
+step "the first hour on the real node: the chart, all-managed pipelines in real containers"
+cargo test -p e2e --locked --features real-pods --test real_pods -- --test-threads=1 --nocapture
