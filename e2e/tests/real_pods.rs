@@ -277,16 +277,57 @@ async fn wait_until_children_gone(ns: &str, name: &str) -> Result<()> {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn managed_pipeline_with_three_kafka_nodes_runs_in_real_containers() -> Result<()> {
+/// The node cluster, the chart installed, a fresh namespace, and what the embedded run
+/// makes of the generator's events.
+async fn set_up(
+    prefix: &str,
+    events: u64,
+    seed: u64,
+) -> Result<(kube::Client, TestNamespace, tempfile::TempDir, Expected)> {
     k8s::init_logging();
     use_node_cluster()?;
     let client = k8s::client().await?;
     install_chart().await?;
-    let ns = TestNamespace::create(&client, "pods").await?;
-    let name = "shop";
-    let (events, seed) = (200_000, 7);
-    let (_dir, expected) = expected_for(events, seed)?;
+    let ns = TestNamespace::create(&client, prefix).await?;
+    let (dir, expected) = expected_for(events, seed)?;
+    Ok((client, ns, dir, expected))
+}
+
+/// Waits until every event is processed, then compares the index, the snapshot and the
+/// lake with the embedded run.
+async fn check_results(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    expected: &Expected,
+    started: Instant,
+) -> Result<()> {
+    let api: Api<DataPipeline> = Api::namespaced(client.clone(), ns);
+    wait_until_done(&api, name, expected).await?;
+    eprintln!(
+        "kubectl apply -> last profile: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (store, search) = open_sinks(client, ns, name).await?;
+    verify_sinks(&store, &search, expected).await?;
+    eprintln!(
+        "{} profiles and {} events equal the embedded run",
+        expected.profiles.len(),
+        expected.events.len()
+    );
+    Ok(())
+}
+
+/// `kubectl delete dp`, and every child goes with it.
+async fn delete_pipeline(ns: &str, name: &str) -> Result<()> {
+    kubectl(&["delete", "dp", name, "-n", ns, "--wait=true"]).await?;
+    wait_until_children_gone(ns, name).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_pipeline_with_three_kafka_nodes_runs_in_real_containers() -> Result<()> {
+    let (name, events, seed) = ("shop", 200_000, 7);
+    let (client, ns, _dir, expected) = set_up("pods", events, seed).await?;
 
     let started = Instant::now();
     // A bounded rate (about 200 s of publishing), so the process pod can be deleted while
@@ -359,18 +400,7 @@ async fn managed_pipeline_with_three_kafka_nodes_runs_in_real_containers() -> Re
 
     let to_ready = first_ready.await??;
     eprintln!("kubectl apply -> Ready: {:.0} s", to_ready.as_secs_f64());
-    wait_until_done(&api, name, &expected).await?;
-    eprintln!(
-        "kubectl apply -> last profile: {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    let (store, search) = open_sinks(&client, &ns.name, name).await?;
-    verify_sinks(&store, &search, &expected).await?;
-    eprintln!(
-        "{} profiles and {} events equal the embedded run",
-        expected.profiles.len(),
-        expected.events.len()
-    );
+    check_results(&client, &ns.name, name, &expected, started).await?;
 
     let wide = kubectl(&["get", "pods", "-n", &ns.name, "-o", "wide"])
         .await?
@@ -390,21 +420,13 @@ async fn managed_pipeline_with_three_kafka_nodes_runs_in_real_containers() -> Re
         columns[3]
     );
 
-    kubectl(&["delete", "dp", name, "-n", &ns.name, "--wait=true"]).await?;
-    wait_until_children_gone(&ns.name, name).await?;
-    Ok(())
+    delete_pipeline(&ns.name, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_pipeline_with_one_kafka_node_runs_in_real_containers() -> Result<()> {
-    k8s::init_logging();
-    use_node_cluster()?;
-    let client = k8s::client().await?;
-    install_chart().await?;
-    let ns = TestNamespace::create(&client, "pods1").await?;
-    let name = "small";
-    let (events, seed) = (20_000, 11);
-    let (_dir, expected) = expected_for(events, seed)?;
+    let (name, events, seed) = ("small", 20_000, 11);
+    let (client, ns, _dir, expected) = set_up("pods1", events, seed).await?;
     let started = Instant::now();
     apply(&pipeline_manifest(
         name, &ns.name, 1, events, seed, None, None,
@@ -412,20 +434,12 @@ async fn managed_pipeline_with_one_kafka_node_runs_in_real_containers() -> Resul
     .await?;
     let api: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
     k8s::wait_until_running(&api, name, READY_TIMEOUT).await?;
-    wait_until_done(&api, name, &expected).await?;
     eprintln!(
-        "kubectl apply -> last profile: {:.0} s",
+        "kubectl apply -> Ready: {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    let (store, search) = open_sinks(&client, &ns.name, name).await?;
-    verify_sinks(&store, &search, &expected).await?;
-    eprintln!(
-        "{} profiles and {} events equal the embedded run",
-        expected.profiles.len(),
-        expected.events.len()
-    );
-    kubectl(&["delete", "dp", name, "-n", &ns.name, "--wait=true"]).await?;
-    wait_until_children_gone(&ns.name, name).await
+    check_results(&client, &ns.name, name, &expected, started).await?;
+    delete_pipeline(&ns.name, name).await
 }
 
 /// A runtime image that cannot run the runtime (a plain Debian image: `process` is no
@@ -484,6 +498,5 @@ async fn a_runtime_that_cannot_start_says_why() -> Result<()> {
         "kubectl describe dp does not show {}:\n{described}",
         condition.reason
     );
-    kubectl(&["delete", "dp", name, "-n", &ns.name, "--wait=true"]).await?;
-    wait_until_children_gone(&ns.name, name).await
+    delete_pipeline(&ns.name, name).await
 }
