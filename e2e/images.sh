@@ -58,19 +58,8 @@ DOCKERD_DIR=$DP_RUN/docker
 DOCKERD_PID=$DOCKERD_DIR/dockerd.pid
 DOCKERD_LOG=$DOCKERD_DIR/dockerd.log
 
-# A client that can run BuildKit builds: docker with buildx, else Debian's 20.10 client
-# (whose built-in BuildKit support the newer clients dropped).
-pick_docker() {
-  if docker buildx version >/dev/null 2>&1; then
-    DOCKER=(docker)
-  elif [[ -x /usr/bin/docker ]]; then
-    DOCKER=(/usr/bin/docker)
-  else
-    DOCKER=(docker)
-  fi
-  export DOCKER_BUILDKIT=1
-}
-pick_docker
+# shellcheck source=e2e/images/docker-client.sh
+source "$E2E_DIR/images/docker-client.sh"
 
 docker_ready() { "${DOCKER[@]}" info >/dev/null 2>&1; }
 

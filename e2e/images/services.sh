@@ -99,14 +99,8 @@ JAVA_HOME=${SERVICES_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}
 [[ -x $JAVA_HOME/bin/javac ]] || JAVA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")
 export JAVA_HOME
 
-if docker buildx version >/dev/null 2>&1; then
-  DOCKER=(docker)
-elif [[ -x /usr/bin/docker ]]; then
-  DOCKER=(/usr/bin/docker)
-else
-  DOCKER=(docker)
-fi
-export DOCKER_BUILDKIT=1
+# shellcheck source=e2e/images/docker-client.sh
+source "$(dirname "${BASH_SOURCE[0]}")/docker-client.sh"
 
 log() { printf '[images/services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
