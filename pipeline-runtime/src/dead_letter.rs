@@ -11,10 +11,17 @@
 //! | stage | written by | key | record |
 //! |---|---|---|---|
 //! | a CSV row | ingest | the source id | [`crate::event::Rejected`]: `source` (path or object key), `line`, `field`, `kind`, `reason`, `raw` |
+//! | a landing object | ingest | the source id | [`crate::event::Rejected`] with `kind: "bad_file"`, `line: 1`, no field, empty `raw`: see [`bad_file`] |
 //! | a profile document | process | the user_id | [`SearchDeadLetter`]: `stage: "search"`, `source` (the index), `kind: "search_refused"`, `reason`, `partition`, `batch_start`, `batch_end`, `user_id`, `status`, `error_type`, `document` (the profile) |
 //!
-//! They are counted in `datapipeline_<role>_dead_letters_total{stage="row"|"search"}`
+//! They are counted in `datapipeline_<role>_dead_letters_total{stage="row"|"landing_file"|"search"}`
 //! and logged at error level.
+//!
+//! A bad landing object goes through the same exactly-once path as the rows (see
+//! [`crate::ingest`]): one record, then the object's progress record
+//! `_state/ingest/<source id>.json` is marked complete with `dead_letter: <reason>`, so no
+//! restart reads it again and the objects after it proceed. The object itself stays where
+//! it is; uploading a corrected version (a new ETag) makes it a new source.
 //!
 //! The topic rather than the object store: the ingest's rows are already there (with
 //! exactly-once delivery), the operator already counts it into the pipeline's status, and
@@ -43,7 +50,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::config::KafkaSettings;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::event::{RejectKind, Rejected};
 use crate::metrics::{DeadLetterStage, Metrics};
 use crate::profile::Profile;
 use crate::search::DocumentRefusal;
@@ -52,6 +60,9 @@ use crate::search::DocumentRefusal;
 pub const SEARCH_STAGE: &str = "search";
 /// `kind` of a search dead letter.
 pub const SEARCH_REFUSED: &str = "search_refused";
+/// Longest `reason` of a bad-file dead letter, in bytes (a binary "header" can be up to a
+/// megabyte of garbage; the reason quotes it).
+pub const MAX_FILE_REASON_BYTES: usize = 1024;
 /// How long a dead letter may wait for the brokers before the checkpoint fails (and is
 /// retried).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -111,6 +122,41 @@ pub fn search_dead_letters(
         .collect();
     letters.sort_by_key(|l| l.user_id);
     letters
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, saying so.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} (cut at {max} bytes)", &text[..cut])
+}
+
+/// The dead letter of a landing object that is not a CSV file the pipeline reads, when
+/// `error` (from opening it) says so: its first line is not a usable header (empty, binary,
+/// compressed, another format, or a header without the required columns). Those are
+/// properties of the object's bytes, so every read gives the same record (the ingest's
+/// exactly-once resume compares it). Failures to read it (network, auth, throttling) are
+/// not: they are `None` and retried.
+pub fn bad_file(source: &str, error: &Error) -> Option<Rejected> {
+    match error {
+        Error::Header { reason, .. } => Some(Rejected {
+            source: source.to_string(),
+            line: 1,
+            field: None,
+            kind: RejectKind::BadFile,
+            reason: bounded(
+                &format!("not a CSV file this pipeline reads: bad header: {reason}"),
+                MAX_FILE_REASON_BYTES,
+            ),
+            raw: String::new(),
+        }),
+        _ => None,
+    }
 }
 
 /// The process role's writer of dead letters: an idempotent producer to the dead-letter
@@ -272,5 +318,85 @@ mod tests {
         assert_eq!(json["batch_start"], 100);
         assert_eq!(json["user_id"], 3);
         assert_eq!(json["document"]["favorite_brand"], "acme");
+    }
+
+    #[test]
+    fn a_bad_header_is_a_bad_file_and_a_read_failure_is_not() {
+        let header = Error::Header {
+            input: "landing/x.csv".into(),
+            reason: "the input is empty (no header line)".into(),
+        };
+        assert_eq!(
+            bad_file("landing/x.csv", &header),
+            Some(Rejected {
+                source: "landing/x.csv".into(),
+                line: 1,
+                field: None,
+                kind: RejectKind::BadFile,
+                reason: "not a CSV file this pipeline reads: bad header: the input is empty (no header line)"
+                    .into(),
+                raw: String::new(),
+            })
+        );
+        let read = Error::Read {
+            input: "landing/x.csv".into(),
+            error: std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"),
+        };
+        assert_eq!(bad_file("landing/x.csv", &read), None);
+        let store = Error::Store {
+            op: "get",
+            key: "landing/x.csv".into(),
+            retryable: false,
+            message: "AccessDenied".into(),
+        };
+        assert_eq!(bad_file("landing/x.csv", &store), None);
+    }
+
+    #[test]
+    fn long_reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(bounded("short", 10), "short");
+        // "aéé" is 5 bytes (a: 0, é: 1-2, é: 3-4); a cut inside an "é" backs off before it.
+        assert_eq!(bounded("aéé", 4), "aé (cut at 4 bytes)");
+        assert_eq!(bounded("aéé", 3), "aé (cut at 3 bytes)");
+        assert_eq!(bounded("aéé", 2), "a (cut at 2 bytes)");
+    }
+
+    #[test]
+    fn binary_and_foreign_csv_objects_are_bad_files_with_their_reason() {
+        let open = |bytes: &'static [u8]| {
+            let error = crate::csv_input::open("landing/b.csv", bytes)
+                .err()
+                .expect("no usable header");
+            bad_file("landing/b.csv", &error).map(|r| r.reason)
+        };
+        // The start of a gzip stream: not UTF-8, no header.
+        assert_eq!(
+            open(b"\x1f\x8b\x08\x00\xff\x00"),
+            Some(
+                "not a CSV file this pipeline reads: bad header: required column(s) event_time, \
+                 event_type, product_id, price, user_id not found in header \"\\u{1f}\u{fffd}\\u{8}\\0\u{fffd}\\0\""
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            open(b"id,name\n1,x\n"),
+            Some(
+                "not a CSV file this pipeline reads: bad header: required column(s) event_time, \
+                 event_type, product_id, price, user_id not found in header \"id,name\""
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            open(b""),
+            Some(
+                "not a CSV file this pipeline reads: bad header: the input is empty (no header line)"
+                    .to_string()
+            )
+        );
+        // A megabyte-long first line is quoted only up to the bound.
+        let long: &'static [u8] = Box::leak(vec![b'x'; 1 << 20].into_boxed_slice());
+        let reason = open(long).unwrap();
+        assert!(reason.ends_with(" (cut at 1024 bytes)"), "{reason}");
+        assert_eq!(reason.len(), 1024 + " (cut at 1024 bytes)".len());
     }
 }

@@ -248,9 +248,16 @@ pub enum RejectKind {
     InfinitePrice,
     /// A field is not valid UTF-8.
     InvalidUtf8,
+    /// Not a row: a whole landing object is not a CSV file the pipeline reads (its first
+    /// line is no usable header: empty, binary, compressed, another format). Only the
+    /// ingest of the landing prefix writes it, once per object (see
+    /// [`crate::dead_letter::bad_file`]).
+    BadFile,
 }
 
 impl RejectKind {
+    /// Every kind a *row* can be rejected for (what `run`'s summary counts), i.e. all but
+    /// [`RejectKind::BadFile`].
     pub const ALL: [RejectKind; 8] = [
         RejectKind::FieldCount,
         RejectKind::MissingField,
@@ -272,6 +279,7 @@ impl RejectKind {
             RejectKind::PriceNotANumber => "price_not_a_number",
             RejectKind::InfinitePrice => "infinite_price",
             RejectKind::InvalidUtf8 => "invalid_utf8",
+            RejectKind::BadFile => "bad_file",
         }
     }
 }

@@ -25,6 +25,22 @@
 //! source is half published (the role runs as a single instance) and that the partition
 //! counts do not change meanwhile; a message that is not the expected row stops the ingest
 //! with an error rather than guessing.
+//!
+//! # Landing objects that are not CSV
+//!
+//! Landing objects are read in key order. One whose first line is no usable header (empty,
+//! binary or compressed, another CSV's header) is a **dead-lettered file**
+//! ([`crate::dead_letter::bad_file`]): instead of rows, one record (`kind: "bad_file"`,
+//! the object key as `source`, the reason) goes to the dead-letter topic through the same
+//! exactly-once path as a row, and its progress record is marked complete with
+//! `dead_letter: <reason>`. The objects after it proceed, no restart reads it again, and
+//! it is counted in `datapipeline_ingest_dead_letters_total{stage="landing_file"}` and
+//! [`IngestSummary::sources_dead_lettered`]. Rows of a readable object that break the
+//! rules stay row dead letters (`stage="row"`). Failures to *read* an object are not its
+//! content's fault and are never dead-lettered: opening it is retried with backoff, and a
+//! failure while streaming it (or a refused credential) ends the run with the error; the
+//! restart resumes the object where its progress record says. A `--input FILE` with a bad
+//! header fails the run as before (the user named that file).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -44,7 +60,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, Rejected};
 use crate::kafka::producer::{IngestProducer, TopicKind};
 use crate::kafka::{kafka_error, partition_for_key, ReaderContext};
-use crate::metrics::Metrics;
+use crate::metrics::{DeadLetterStage, Metrics};
 use crate::store::{ObjectInfo, ObjectStore};
 
 /// How often progress is recorded (a flush barrier) while a source is being published.
@@ -127,6 +143,10 @@ pub struct IngestProgress {
     pub accepted: u64,
     #[serde(default)]
     pub rejected: u64,
+    /// Why the source was dead-lettered as a whole instead of read (a landing object that
+    /// is not a CSV file the pipeline reads); set with `complete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
 }
 
 /// One partition of one topic in a progress record.
@@ -161,6 +181,7 @@ impl IngestProgress {
                 .collect(),
             accepted: 0,
             rejected: 0,
+            dead_letter: None,
         }
     }
 
@@ -318,6 +339,8 @@ impl Resume {
 pub struct IngestSummary {
     pub sources: u64,
     pub sources_skipped: u64,
+    /// Landing objects dead-lettered as files by this run (not CSV; see the module doc).
+    pub sources_dead_lettered: u64,
     pub rows_accepted: u64,
     pub rows_rejected: u64,
     /// Rows not sent because an earlier run had delivered them.
@@ -363,6 +386,7 @@ pub async fn run_with(args: IngestArgs, lookup: &dyn Lookup) -> Result<IngestSum
             match outcome {
                 None => summary.sources_skipped += 1,
                 Some(s) => {
+                    summary.sources_dead_lettered += u64::from(s.dead_lettered);
                     summary.rows_accepted += s.accepted;
                     summary.rows_rejected += s.rejected;
                     summary.rows_already_delivered += s.already_delivered;
@@ -418,6 +442,8 @@ struct SourceCounts {
     accepted: u64,
     rejected: u64,
     already_delivered: u64,
+    /// The source was dead-lettered as a file instead of read.
+    dead_lettered: bool,
 }
 
 /// Publishes one source unless its progress says it is complete (`None`).
@@ -437,8 +463,13 @@ async fn publish(
         })?),
         None => None,
     };
-    if previous.as_ref().is_some_and(|p| p.complete) {
-        tracing::info!(source = %source.name(), "already published; skipping");
+    if let Some(previous) = previous.as_ref().filter(|p| p.complete) {
+        match &previous.dead_letter {
+            Some(reason) => {
+                tracing::info!(source = %source.name(), reason = %reason, "dead-lettered earlier as a file; skipping")
+            }
+            None => tracing::info!(source = %source.name(), "already published; skipping"),
+        }
         return Ok(None);
     }
     let counts = [
@@ -470,6 +501,7 @@ async fn publish(
 
     let reader = open_source(source, store).await?;
     let job = PublishJob {
+        landing: matches!(source, Source::Object(_)),
         source_name: source.name(),
         source_id: id,
         progress,
@@ -484,13 +516,15 @@ async fn publish(
     let counts = tokio::task::spawn_blocking(move || job.run(reader))
         .await
         .map_err(|e| Error::Worker(format!("ingest thread: {e}")))??;
-    tracing::info!(
-        source = %source.name(),
-        accepted = counts.accepted,
-        rejected = counts.rejected,
-        already_delivered = counts.already_delivered,
-        "source published"
-    );
+    if !counts.dead_lettered {
+        tracing::info!(
+            source = %source.name(),
+            accepted = counts.accepted,
+            rejected = counts.rejected,
+            already_delivered = counts.already_delivered,
+            "source published"
+        );
+    }
     Ok(Some(counts))
 }
 
@@ -508,7 +542,10 @@ async fn open_source(source: &Source, store: &ObjectStore) -> Result<Box<dyn Rea
             let file = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
             Ok(Box::new(file))
         }
-        Source::Object(o) => store.open_reader(&o.key).await,
+        // Nothing is sent before it opens: a transient failure is simply retried.
+        Source::Object(o) => {
+            crate::retry::retry("open landing object", 6, || store.open_reader(&o.key)).await
+        }
         Source::Generator {
             events,
             seed,
@@ -522,6 +559,8 @@ async fn open_source(source: &Source, store: &ObjectStore) -> Result<Box<dyn Rea
 
 /// The blocking part of publishing a source: parse, route, send, record progress.
 struct PublishJob {
+    /// A landing object: dead-lettered as a file when it is not CSV.
+    landing: bool,
     source_name: String,
     source_id: String,
     progress: IngestProgress,
@@ -537,6 +576,15 @@ struct PublishJob {
 impl PublishJob {
     fn run(mut self, reader: Box<dyn Read + Send>) -> Result<SourceCounts> {
         let source_name = self.source_name.clone();
+        let csv = match crate::csv_input::open(source_name.clone(), reader) {
+            Ok(csv) => csv,
+            Err(e) => {
+                return match crate::dead_letter::bad_file(&source_name, &e) {
+                    Some(letter) if self.landing => self.dead_letter_file(letter),
+                    _ => Err(e),
+                }
+            }
+        };
         let events_partitions = self.counts[0].1;
         let dlq_partition = partition_for_key(self.source_id.as_bytes(), self.counts[1].1);
         let producer = self.producer.clone();
@@ -564,6 +612,7 @@ impl PublishJob {
                 Row::Rejected(rejected) => {
                     counts.rejected += 1;
                     self.metrics.events_rejected.inc();
+                    self.metrics.dead_letter(DeadLetterStage::Row, 1);
                     serde_json::to_writer(&mut value, rejected)?;
                     (TopicKind::DeadLetters, rejected.line, 0)
                 }
@@ -606,7 +655,7 @@ impl PublishJob {
             }
             Ok(())
         };
-        read_rows(reader, &source_name, &mut on_row)?;
+        for_each_row(csv, &mut on_row)?;
         let sent = sent_lines(&sent_events, dlq_partition, sent_dlq);
         if self.resume.unmatched() > 0 {
             return Err(Error::State {
@@ -622,6 +671,58 @@ impl PublishJob {
         self.progress.rejected = counts.rejected;
         self.barrier(&sent)?;
         self.metrics.events_out.inc_by(sent_since_barrier);
+        Ok(counts)
+    }
+
+    /// Publishes the one dead letter of a landing object that is not CSV (instead of its
+    /// rows), through the same resume decision as a row (line 1 on the source's
+    /// dead-letter partition), then marks the source complete with the reason.
+    fn dead_letter_file(mut self, letter: Rejected) -> Result<SourceCounts> {
+        let dlq_partition = partition_for_key(self.source_id.as_bytes(), self.counts[1].1);
+        let value = serde_json::to_vec(&letter)?;
+        let key = self.source_id.clone();
+        let decision = self
+            .resume
+            .decide(TopicKind::DeadLetters, dlq_partition, letter.line, || {
+                fingerprint(key.as_bytes(), &value)
+            })
+            .map_err(|reason| Error::State {
+                key: self.progress_key.clone(),
+                reason,
+            })?;
+        let mut counts = SourceCounts {
+            dead_lettered: true,
+            ..SourceCounts::default()
+        };
+        match decision {
+            Decision::AlreadyDelivered => counts.already_delivered += 1,
+            Decision::Send => self.producer.send(
+                TopicKind::DeadLetters,
+                dlq_partition,
+                key.as_bytes(),
+                &value,
+            )?,
+        }
+        if self.resume.unmatched() > 0 {
+            return Err(Error::State {
+                key: self.progress_key.clone(),
+                reason: format!(
+                    "{} messages after the last barrier match nothing this source publishes: another producer wrote to the topics",
+                    self.resume.unmatched()
+                ),
+            });
+        }
+        self.progress.complete = true;
+        self.progress.dead_letter = Some(letter.reason.clone());
+        let sent = BTreeMap::from([((TopicKind::DeadLetters, dlq_partition), letter.line)]);
+        self.barrier(&sent)?;
+        self.metrics.dead_letter(DeadLetterStage::LandingFile, 1);
+        tracing::error!(
+            source = %self.source_name,
+            reason = %letter.reason,
+            progress = %self.progress_key,
+            "landing object is not a CSV file this pipeline reads; dead-lettered and skipped"
+        );
         Ok(counts)
     }
 
@@ -665,12 +766,20 @@ pub enum Row {
 }
 
 /// Streams the CSV rows of `reader` into `on_row`.
+#[cfg(test)]
 fn read_rows(
     reader: Box<dyn Read + Send>,
     source_name: &str,
     on_row: &mut dyn FnMut(Row) -> Result<()>,
 ) -> Result<()> {
-    let mut rows = crate::csv_input::open(source_name, reader)?;
+    for_each_row(crate::csv_input::open(source_name, reader)?, on_row)
+}
+
+/// Streams the rows of an opened CSV input into `on_row`.
+fn for_each_row(
+    mut rows: crate::csv_input::CsvReader<Box<dyn Read + Send>>,
+    on_row: &mut dyn FnMut(Row) -> Result<()>,
+) -> Result<()> {
     while let Some(row) = rows.next_row()? {
         match row.outcome {
             Ok(event) => on_row(Row::Accepted {
@@ -1070,6 +1179,25 @@ mod tests {
         let json = serde_json::to_string(&p).unwrap();
         assert!(json.contains("\"topic\":\"dead_letters\""), "{json}");
         assert_eq!(serde_json::from_str::<IngestProgress>(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn a_dead_lettered_source_keeps_its_reason_and_older_records_have_none() {
+        let mut p = IngestProgress::fresh(&source(), &[(TopicKind::DeadLetters, 0, 3)]);
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("\"dead_letter\""), "{json}");
+        p.complete = true;
+        p.dead_letter = Some("not a CSV file this pipeline reads: bad header: x".into());
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(
+            json.contains("\"dead_letter\":\"not a CSV file this pipeline reads: bad header: x\""),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<IngestProgress>(&json).unwrap(), p);
+        // A record written before dead-lettered files existed.
+        let old = r#"{"source":"landing/a.csv","source_id":"0123","complete":true,"partitions":[],"accepted":5,"rejected":0}"#;
+        let old: IngestProgress = serde_json::from_str(old).unwrap();
+        assert_eq!((old.complete, old.dead_letter), (true, None));
     }
 
     #[test]
