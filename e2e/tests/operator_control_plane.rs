@@ -1,7 +1,9 @@
 //! The operator against a real Kubernetes control plane (etcd, kube-apiserver,
 //! controller-manager, scheduler and kwok, from `e2e/services.sh up k8s`): the CRD installs,
-//! the API server refuses every invalid example with its message, the controller creates
-//! and keeps the children, garbage collection removes them, and the Helm chart installs.
+//! the API server refuses every invalid example with its message and every edit that would
+//! lose or split data (transition rules), the controller creates and keeps the children,
+//! garbage collection removes them (volumes included unless kept), a failed generator Job
+//! is recreated and reported, and the Helm chart installs.
 //! Each test works in a fresh namespace and fails when the API server is unreachable.
 //! Run: `e2e/services.sh up k8s && cargo test -p e2e --test operator_control_plane -- --test-threads=1`.
 
@@ -882,16 +884,34 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
             "{name}"
         );
     }
+    // kwok completes Job pods; the generator Job is created only once Kafka and MinIO
+    // are ready (the reconcile that reached Running), so it may still be running.
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    for job in jobs.list(&Default::default()).await? {
-        let succeeded = job.status.as_ref().and_then(|s| s.succeeded);
-        assert_eq!(
-            succeeded,
-            Some(1),
-            "Job {} (kwok completes Job pods)",
-            job.name_any()
-        );
-    }
+    let succeeded = k8s::poll_until(
+        "the three Jobs to succeed",
+        Duration::from_secs(60),
+        || async {
+            let succeeded: Vec<(String, Option<i32>)> = jobs
+                .list(&Default::default())
+                .await?
+                .iter()
+                .map(|j| (j.name_any(), j.status.as_ref().and_then(|s| s.succeeded)))
+                .collect();
+            Ok(
+                (succeeded.len() == 3 && succeeded.iter().all(|(_, s)| *s == Some(1)))
+                    .then_some(succeeded),
+            )
+        },
+    )
+    .await?;
+    let prefixes: Vec<&str> = succeeded
+        .iter()
+        .map(|(name, _)| name.rsplit_once('-').map_or(name.as_str(), |(p, _)| p))
+        .collect();
+    assert_eq!(
+        prefixes,
+        ["shop-generate", "shop-kafka-topics", "shop-minio-bucket"]
+    );
 
     // Generated credentials: in Secrets, never as literals in a pod spec.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -1432,6 +1452,161 @@ async fn missing_secret_blocks_until_it_is_created() -> anyhow::Result<()> {
             secret.owners
         );
     }
+    Ok(())
+}
+
+/// 9. A generator Job that fails is recreated, and the status and an Event say so. kwok
+///    completes every Job pod it runs, so the test makes this one fail for real: the
+///    pipeline starts paused, so the operator creates its generator Job suspended (once
+///    Kafka and MinIO are ready), and the test gives that never-started Job a node
+///    selector no node has and a one-second deadline (both may change while a Job is
+///    suspended). Resumed, the Job's pod cannot be scheduled and the Job controller fails
+///    it with DeadlineExceeded; the operator deletes it and the next apply creates it as
+///    built, which kwok completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_generator_job_is_recreated_and_reported() -> anyhow::Result<()> {
+    k8s::init_logging();
+    let client = k8s::client().await?;
+    k8s::install_crd(&client).await?;
+    let ns = TestNamespace::create(&client, "e2e-ingest-retry").await?;
+    let controller = RunningController::start(&client, &ns.name);
+    let mut pipeline = k8s::yaml_documents(&k8s::repo_root().join("examples/shop-events.yaml"))?
+        .into_iter()
+        .find(|d| d["kind"] == "DataPipeline")
+        .context("the DataPipeline")?;
+    pipeline["spec"]["paused"] = serde_json::json!(true);
+    k8s::apply_raw(&client, &ns.name, pipeline).await??;
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+    let generator_of = |list: Vec<Job>| {
+        list.into_iter()
+            .find(|j| j.name_any().starts_with("shop-generate-"))
+    };
+
+    let suspended = k8s::poll_until(
+        "the suspended generator Job",
+        Duration::from_secs(120),
+        || async {
+            controller.ensure_running()?;
+            Ok(generator_of(jobs.list(&Default::default()).await?.items))
+        },
+    )
+    .await?;
+    let name = suspended.name_any();
+    let first_uid = suspended.metadata.uid.clone().context("uid")?;
+    assert_eq!(
+        suspended.spec.as_ref().and_then(|s| s.suspend),
+        Some(true),
+        "a paused pipeline's generator Job is suspended"
+    );
+    let unschedulable = serde_json::json!({"spec": {
+        "activeDeadlineSeconds": 1,
+        "template": {"spec": {"nodeSelector": {"e2e.datapipeline.io/nowhere": "true"}}}
+    }});
+    jobs.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&unschedulable),
+    )
+    .await?;
+    let resume = serde_json::json!({"spec": {"paused": false}});
+    pipelines
+        .patch(SHOP, &PatchParams::default(), &Patch::Merge(&resume))
+        .await?;
+
+    let failure = "DeadlineExceeded: Job was active longer than specified deadline";
+    let dp = k8s::wait_for(
+        &pipelines,
+        SHOP,
+        "status.ingestJob to record a recreation",
+        Duration::from_secs(120),
+        |dp: Option<&DataPipeline>| {
+            dp.and_then(|dp| dp.status.as_ref())
+                .and_then(|s| s.ingest_job.as_ref())
+                .is_some_and(|r| r.recreations == 1)
+        },
+    )
+    .await
+    .map_err(|e| match controller.ensure_running() {
+        Ok(()) => e,
+        Err(stopped) => e.context(stopped),
+    })?;
+    let record = dp
+        .status
+        .as_ref()
+        .and_then(|s| s.ingest_job.clone())
+        .context("status.ingestJob")?;
+    assert_eq!(
+        (record.name.as_str(), record.last_failure.as_str()),
+        (name.as_str(), failure)
+    );
+    assert!(record.last_recreation_time.is_some());
+
+    // The Job is back under the same name, as built (no node selector, no deadline), and
+    // kwok completes it; the pipeline runs, and says what happened.
+    let recreated = k8s::wait_for(
+        &jobs,
+        &name,
+        "the recreated generator Job to complete",
+        Duration::from_secs(120),
+        |job: Option<&Job>| {
+            job.is_some_and(|j| {
+                j.metadata.uid.as_deref() != Some(first_uid.as_str())
+                    && j.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .flatten()
+                            .any(|c| c.type_ == "Complete" && c.status == "True")
+                    })
+            })
+        },
+    )
+    .await?;
+    let spec = recreated.spec.as_ref().context("Job spec")?;
+    assert_eq!(spec.active_deadline_seconds, None);
+    assert_eq!(
+        spec.template
+            .spec
+            .as_ref()
+            .and_then(|p| p.node_selector.clone()),
+        None
+    );
+    let dp = k8s::wait_for(
+        &pipelines,
+        SHOP,
+        "RuntimeReady to report the completed, recreated Job",
+        Duration::from_secs(120),
+        |dp: Option<&DataPipeline>| {
+            dp.and_then(|dp| k8s::pipeline_condition(dp, "RuntimeReady"))
+                .is_some_and(|c| c.status == "True" && c.message.contains("completed"))
+        },
+    )
+    .await?;
+    let runtime = k8s::pipeline_condition(&dp, "RuntimeReady").context("RuntimeReady")?;
+    assert_eq!(
+        runtime.message,
+        format!("1/1 runtime pods ready; generator Job {name} completed, recreated 1 time after failures (last: {failure})")
+    );
+    let status = dp.status.as_ref().context("status")?;
+    assert_eq!(
+        status.ingest_job.as_ref(),
+        Some(&record),
+        "the record stays"
+    );
+
+    // The recreation is an Event on the pipeline.
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), &ns.name);
+    let note = format!("generator Job {name} failed ({failure}); deleted it to run it again (recreation 1 of 3): the new run resumes from its progress record and publishes no event twice");
+    let recreations: Vec<(Option<String>, Option<String>)> = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("IngestJobRecreated"))
+        .map(|e| (e.type_, e.message))
+        .collect();
+    assert_eq!(recreations, vec![(Some("Warning".to_string()), Some(note))]);
+    drop(controller);
     Ok(())
 }
 

@@ -47,6 +47,22 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    #[error("reading Job {namespace}/{name}: {source}")]
+    ReadJob {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error("deleting the failed Job {namespace}/{name} to run it again: {source}")]
+    RecreateJob {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
     #[error("writing the status of DataPipeline {namespace}/{name}: {source}")]
     WriteStatus {
         namespace: String,
@@ -68,6 +84,7 @@ impl Error {
             Self::Build { .. } => "build",
             Self::Apply { .. } => "apply",
             Self::ListOrphans { .. } | Self::DeleteOrphan { .. } => "orphan_cleanup",
+            Self::ReadJob { .. } | Self::RecreateJob { .. } => "ingest_job",
             Self::WriteStatus { .. } => "status",
             Self::MissingMetadata(_) => "metadata",
         }

@@ -29,7 +29,9 @@ use super::{
         names::{children_selector, Role, MANAGER},
         Child,
     },
-    observed::{ApplyFailure, ChildrenState, Component, IngestState, JobState, WorkloadState},
+    observed::{
+        ApplyFailure, ChildrenState, Component, IngestState, JobState, Recovery, WorkloadState,
+    },
 };
 use crate::error::{Error, Result};
 
@@ -39,6 +41,11 @@ pub enum Applied {
     StatefulSet(Box<StatefulSet>, Role),
     Job(Box<Job>, Role),
     Deployment(Box<Deployment>, Role),
+    /// The generator Job, not created: it waits for these components.
+    IngestWaiting {
+        job: String,
+        waiting_for: Vec<&'static str>,
+    },
     Other,
 }
 
@@ -193,7 +200,12 @@ pub fn children_state(
                 match role {
                     Role::KafkaTopics => kafka_topics = Some(state),
                     Role::Bucket => bucket = Some(state),
-                    Role::Ingest => ingest = Some(IngestState::Job(state)),
+                    Role::Ingest => {
+                        ingest = Some(IngestState::Job {
+                            job: state,
+                            recovery: Recovery::NotNeeded,
+                        })
+                    }
                     _ => {}
                 }
             }
@@ -204,6 +216,12 @@ pub fn children_state(
                     Role::Ingest => ingest = Some(IngestState::Deployment(state)),
                     _ => {}
                 }
+            }
+            Applied::IngestWaiting { job, waiting_for } => {
+                ingest = Some(IngestState::Waiting {
+                    job: job.clone(),
+                    waiting_for: waiting_for.clone(),
+                });
             }
             Applied::Other => {}
         }

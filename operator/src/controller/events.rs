@@ -65,12 +65,15 @@ pub fn transition_notices(
             });
         }
     }
-    // A component whose pods cannot start or whose child the API server refused, once
-    // per new reason (a message that only counts another restart is no news).
+    // A component whose pods cannot start, whose child the API server refused, or whose
+    // generator Job failed for good, once per new reason (a message that only counts
+    // another restart is no news).
     for condition in &new.conditions {
         let reason = condition.reason.as_str();
         if !types::ALL.contains(&condition.type_.as_str())
-            || !(reasons::POD_PROBLEMS.contains(&reason) || reason == reasons::APPLY_FAILED)
+            || !(reasons::POD_PROBLEMS.contains(&reason)
+                || reason == reasons::APPLY_FAILED
+                || reason == reasons::INGEST_FAILED)
         {
             continue;
         }

@@ -18,7 +18,8 @@ use super::{
     credentials::{CredentialGenerator, GeneratedCredentials, S3Keys, TlsBundle},
     observe::NoThroughput,
     observed::{
-        ChildrenState, IngestState, JobOutcome, JobState, Observation, PipelineFacts, WorkloadState,
+        ChildrenState, IngestState, JobOutcome, JobState, Observation, PipelineFacts, Recovery,
+        WorkloadState,
     },
     validate::{validate, ManagedSearchPlan, OperatorSettings, SearchMode, ValidatedPipeline},
     Context,
@@ -196,11 +197,13 @@ fn workload(kind: &'static str, name: &str, desired: i32, ready: i32) -> Workloa
     }
 }
 
-fn job(name: &str, outcome: JobOutcome) -> JobState {
+pub fn job(name: &str, outcome: JobOutcome) -> JobState {
     JobState {
         name: name.into(),
         outcome,
         suspended: false,
+        failure: None,
+        deleting: false,
     }
 }
 
@@ -213,7 +216,10 @@ pub fn ready_children() -> ChildrenState {
         bucket: Some(job("shop-minio-bucket-0000beef", JobOutcome::Succeeded)),
         search: Some(workload("StatefulSet", "shop-es", 1, 1)),
         runtime: workload("Deployment", "shop-runtime", 2, 2),
-        ingest: IngestState::Job(job("shop-generate-abcd1234", JobOutcome::Running)),
+        ingest: IngestState::Job {
+            job: job("shop-generate-abcd1234", JobOutcome::Running),
+            recovery: Recovery::NotNeeded,
+        },
         apply_failures: Vec::new(),
     }
 }

@@ -11,6 +11,7 @@ pub mod build;
 pub mod credentials;
 pub mod dereference;
 pub mod events;
+pub mod ingest_job;
 pub mod kafka;
 pub mod observe;
 pub mod observed;
@@ -423,7 +424,7 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                     let credentials =
                         credentials::complete(existing, &plan, ctx.credentials.as_ref())?;
                     let children = build::desired_children(&plan, &credentials)?;
-                    let applied = apply::apply_children(&ctx.client, &namespace, &children).await;
+                    let applied = apply_children(ctx, &namespace, &children).await?;
                     let deleted =
                         apply::delete_orphans(&ctx.client, &namespace, &name, &plan.uid, &children)
                             .await?;
@@ -437,8 +438,19 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                             ),
                         });
                     }
-                    let children =
+                    let mut children =
                         Box::new(apply::children_state(&applied.applied, applied.failures())?);
+                    notices.extend(
+                        ingest_job::recover(
+                            &ctx.client,
+                            &namespace,
+                            &mut children.ingest,
+                            &applied.applied,
+                            dp.status.as_ref().and_then(|s| s.ingest_job.as_ref()),
+                            &now,
+                        )
+                        .await?,
+                    );
                     apply_error = applied.into_error();
                     let pods = pods::read_problems(&ctx.client, &namespace, &name, &children).await;
                     let facts = facts(&plan);
@@ -476,6 +488,24 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
         Some(error) => Err(error),
         None => Ok(written),
     }
+}
+
+/// Applies the children in order, the generator Job last and only once what it writes to
+/// is ready (or it exists already).
+async fn apply_children(
+    ctx: &Context,
+    namespace: &str,
+    children: &[build::Child],
+) -> Result<apply::ApplyOutcome> {
+    let (generator, others) = match children.split_last() {
+        Some((job @ build::Child::Job(_, Role::Ingest), others)) => (Some(job), others),
+        _ => (None, children),
+    };
+    let mut applied = apply::apply_children(&ctx.client, namespace, others).await;
+    if let Some(job) = generator {
+        ingest_job::apply(&ctx.client, namespace, job, &mut applied).await?;
+    }
+    Ok(applied)
 }
 
 /// Computes the status from the observation, writes it if it changed, publishes the

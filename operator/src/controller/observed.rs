@@ -2,9 +2,12 @@
 //! (missing Secret, impossible spec) or the readiness of the children it applied. Pure data
 //! passed from the I/O steps to the pure status computation.
 
-use k8s_openapi::api::{
-    apps::v1::{Deployment, StatefulSet},
-    batch::v1::Job,
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        batch::v1::Job,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
 };
 
 use super::{autoscale::FlowHealth, build::names::Role};
@@ -202,6 +205,10 @@ pub struct JobState {
     pub outcome: JobOutcome,
     /// `spec.suspend`.
     pub suspended: bool,
+    /// Why it failed: `<reason>: <message>` of its `Failed` condition.
+    pub failure: Option<String>,
+    /// It is being deleted (`metadata.deletionTimestamp`).
+    pub deleting: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,10 +235,25 @@ impl JobState {
         } else {
             JobOutcome::Running
         };
+        let failure = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Failed" && c.status == "True")
+            .filter(|_| outcome == JobOutcome::Failed)
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c.reason.as_deref().unwrap_or("Failed"),
+                    c.message.as_deref().unwrap_or("no message")
+                )
+            });
         Self {
             name: job.metadata.name.clone().unwrap_or_default(),
             outcome,
             suspended: job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false),
+            failure,
+            deleting: job.metadata.deletion_timestamp.is_some(),
         }
     }
 }
@@ -241,8 +263,28 @@ impl JobState {
 pub enum IngestState {
     /// Watching the landing prefix.
     Deployment(WorkloadState),
-    /// Generating a fixed number of events.
-    Job(JobState),
+    /// Generating a fixed number of events, and what the operator did about a failure.
+    Job { job: JobState, recovery: Recovery },
+    /// The generator Job is not created yet: it waits for these components to be ready
+    /// (display names, e.g. `Kafka`).
+    Waiting {
+        job: String,
+        waiting_for: Vec<&'static str>,
+    },
+}
+
+/// What the operator does about a failed generator Job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// The Job has not failed.
+    NotNeeded,
+    /// It failed and was deleted at `at`, so that the next apply creates it again: the
+    /// `attempt`-th recreation of this Job.
+    Recreated { attempt: i32, at: Time },
+    /// It failed and is already being deleted (a recreation under way).
+    Deleting,
+    /// It failed after `recreations` recreations: the operator leaves it to the user.
+    GivenUp { recreations: i32 },
 }
 
 /// A child the API server refused to apply (the other children were applied).

@@ -14,16 +14,17 @@ use pipeline_config::PipelineNames;
 use super::{
     autoscale::FlowHealth,
     build::names::MANAGER,
+    ingest_job::MAX_RECREATIONS,
     observed::{
         ApplyFailure, ChildrenState, Component, IngestState, JobOutcome, JobState, Observation,
-        PipelineFacts, PodProblem, Problem, WorkloadState,
+        PipelineFacts, PodProblem, Problem, Recovery, WorkloadState,
     },
 };
 use crate::{
     crd::{
         conditions::{reasons, types},
         AutoscalerStatus, ComponentHealth, ComponentsStatus, DataPipeline, DataPipelineStatus,
-        Phase,
+        IngestJobStatus, Phase,
     },
     error::{Error, Result},
 };
@@ -146,7 +147,59 @@ fn assess_managed_or_external(
     }
 }
 
-fn assess_runtime(children: &ChildrenState, facts: &PipelineFacts) -> Assessment {
+/// ", recreated 2 times after failures (last: <reason>: <message>)" when it was.
+fn recreated_suffix(record: Option<&IngestJobStatus>) -> String {
+    match record {
+        Some(r) if r.recreations > 0 => format!(
+            ", recreated {} time{} after failures (last: {})",
+            r.recreations,
+            if r.recreations == 1 { "" } else { "s" },
+            r.last_failure
+        ),
+        _ => String::new(),
+    }
+}
+
+/// "Kafka is" / "Kafka and the object store are".
+fn waiting_list(waiting_for: &[&str]) -> String {
+    format!(
+        "{} {}",
+        waiting_for.join(" and "),
+        if waiting_for.len() == 1 { "is" } else { "are" }
+    )
+}
+
+/// What `status.ingestJob` says after this visit: a recreation made now is recorded; an
+/// earlier record stays while it is about the current generator Job.
+fn ingest_job_record(
+    old: Option<&DataPipelineStatus>,
+    ingest: &IngestState,
+) -> Option<IngestJobStatus> {
+    let current = match ingest {
+        IngestState::Job {
+            job,
+            recovery: Recovery::Recreated { attempt, at },
+        } => {
+            return Some(IngestJobStatus {
+                name: job.name.clone(),
+                recreations: *attempt,
+                last_failure: job.failure.clone().unwrap_or_default(),
+                last_recreation_time: Some(at.clone()),
+            })
+        }
+        IngestState::Job { job, .. } => &job.name,
+        IngestState::Waiting { job, .. } => job,
+        IngestState::Deployment(_) => return None,
+    };
+    old.and_then(|s| s.ingest_job.clone())
+        .filter(|r| &r.name == current)
+}
+
+fn assess_runtime(
+    children: &ChildrenState,
+    facts: &PipelineFacts,
+    record: Option<&IngestJobStatus>,
+) -> Assessment {
     let ns = &facts.namespace;
     let runtime = &children.runtime;
     let replicas = (Some(runtime.ready), Some(runtime.desired));
@@ -195,26 +248,60 @@ fn assess_runtime(children: &ChildrenState, facts: &PipelineFacts) -> Assessment
                 processing.message, ingest.name, ingest.name
             ),
         ),
-        IngestState::Job(job) if job.outcome == JobOutcome::Failed => verdict(
-            false,
-            reasons::INGEST_FAILED,
-            format!(
-                "{}; the generator Job {ns}/{} failed: see `kubectl -n {ns} logs job/{}`",
-                processing.message, job.name, job.name
-            ),
-        ),
-        IngestState::Job(job) => verdict(
+        IngestState::Job { job, recovery } if job.outcome == JobOutcome::Failed => {
+            let name = &job.name;
+            let failed = format!(
+                "{}; the generator Job {ns}/{name} failed ({})",
+                processing.message,
+                job.failure.as_deref().unwrap_or("no reason given")
+            );
+            let done = record.map_or(0, |r| r.recreations);
+            let max = MAX_RECREATIONS;
+            match recovery {
+                Recovery::Recreated { attempt, .. } => verdict(
+                    false,
+                    reasons::INGEST_JOB_RECREATED,
+                    format!("{failed}; the operator deleted it to run it again (recreation {attempt} of {max}): the new run resumes from its progress record and publishes no event twice"),
+                ),
+                Recovery::Deleting => verdict(
+                    false,
+                    reasons::INGEST_JOB_RECREATED,
+                    format!("{failed}; it is being deleted to run again (recreation {done} of {max})"),
+                ),
+                Recovery::GivenUp { recreations } => verdict(
+                    false,
+                    reasons::INGEST_FAILED,
+                    format!("{failed} after {recreations} recreations, so the operator leaves it: see `kubectl -n {ns} logs job/{name}` and `kubectl -n {ns} describe job {name}`, fix the cause, then `kubectl -n {ns} delete job {name}` to run it once more"),
+                ),
+                Recovery::NotNeeded => verdict(
+                    false,
+                    reasons::INGEST_FAILED,
+                    format!("{failed}: see `kubectl -n {ns} logs job/{name}`"),
+                ),
+            }
+        }
+        IngestState::Job { job, .. } => verdict(
             true,
             reasons::WORKLOAD_READY,
             format!(
-                "{}; generator Job {} {}",
+                "{}; generator Job {} {}{}",
                 processing.message,
                 job.name,
                 if job.outcome == JobOutcome::Succeeded {
                     "completed"
                 } else {
                     "running"
-                }
+                },
+                recreated_suffix(record)
+            ),
+        ),
+        IngestState::Waiting { job, waiting_for } => verdict(
+            true,
+            reasons::WORKLOAD_READY,
+            format!(
+                "{}; generator Job {job} is created once {} ready",
+                processing.message,
+                waiting_list(waiting_for)
             ),
         ),
         IngestState::Deployment(_) => verdict(
@@ -346,7 +433,8 @@ pub fn compute_status(
                 "",
                 ns,
             );
-            let runtime = assess_runtime(children, facts);
+            let ingest_job = ingest_job_record(old, &children.ingest);
+            let runtime = assess_runtime(children, facts, ingest_job.as_ref());
             let [kafka, object_store, search, runtime] = [
                 (Component::Kafka, kafka),
                 (Component::ObjectStore, object_store),
@@ -462,6 +550,7 @@ pub fn compute_status(
                     runtime: runtime.health(),
                     ingest: ingest_health(&children.ingest),
                 }),
+                ingest_job,
                 throughput,
                 autoscaler: autoscaler.clone().map(|a| AutoscalerStatus {
                     current_replicas: rt.current,
@@ -532,7 +621,7 @@ fn ingest_health(ingest: &IngestState) -> ComponentHealth {
             desired_replicas: Some(d.desired),
             message: format!("Deployment {} watching the landing prefix", d.name),
         },
-        IngestState::Job(job) => ComponentHealth {
+        IngestState::Job { job, .. } => ComponentHealth {
             mode: "Managed".into(),
             ready: job.outcome != JobOutcome::Failed,
             ready_replicas: None,
@@ -541,11 +630,24 @@ fn ingest_health(ingest: &IngestState) -> ComponentHealth {
                 "generator Job {} {}",
                 job.name,
                 match (job.outcome, job.suspended) {
-                    (JobOutcome::Succeeded, _) => "completed",
-                    (JobOutcome::Failed, _) => "failed",
-                    (JobOutcome::Running, true) => "suspended",
-                    (JobOutcome::Running, false) => "running",
+                    (JobOutcome::Succeeded, _) => "completed".to_string(),
+                    (JobOutcome::Failed, _) => format!(
+                        "failed ({})",
+                        job.failure.as_deref().unwrap_or("no reason given")
+                    ),
+                    (JobOutcome::Running, true) => "suspended".to_string(),
+                    (JobOutcome::Running, false) => "running".to_string(),
                 }
+            ),
+        },
+        IngestState::Waiting { job, waiting_for } => ComponentHealth {
+            mode: "Managed".into(),
+            ready: false,
+            ready_replicas: None,
+            desired_replicas: None,
+            message: format!(
+                "generator Job {job} not created yet: it is created once {} ready",
+                waiting_list(waiting_for)
             ),
         },
     }
@@ -1392,6 +1494,50 @@ mod tests {
         assert_eq!(status.phase, Some(Phase::Provisioning));
         let kafka = status.components.expect("components").kafka;
         assert_eq!((kafka.ready, kafka.message), (false, message));
+    }
+
+    #[test]
+    fn a_generator_job_waiting_for_kafka_is_said_to() {
+        let mut children = ready_children();
+        children.kafka.as_mut().expect("kafka").ready = 0;
+        children.ingest = IngestState::Waiting {
+            job: "shop-generate-abcd1234".into(),
+            waiting_for: vec!["Kafka"],
+        };
+        let old = DataPipelineStatus {
+            ingest_job: Some(IngestJobStatus {
+                name: "shop-generate-00000000".into(),
+                recreations: 2,
+                last_failure: "BackoffLimitExceeded: Job has reached the specified backoff limit"
+                    .into(),
+                last_recreation_time: Some(at(1)),
+            }),
+            ..DataPipelineStatus::default()
+        };
+        let status = compute_status(
+            Some(&old),
+            Some(2),
+            &applied(children, managed_facts()),
+            &at(5),
+        );
+        let runtime = &status.conditions[3];
+        assert_eq!(
+            (runtime.status.as_str(), runtime.message.as_str()),
+            (
+                "True",
+                "2/2 runtime pods ready; generator Job shop-generate-abcd1234 is created once Kafka is ready"
+            )
+        );
+        let ingest = status.components.expect("components").ingest;
+        assert_eq!(
+            (ingest.ready, ingest.message.as_str()),
+            (
+                false,
+                "generator Job shop-generate-abcd1234 not created yet: it is created once Kafka is ready"
+            )
+        );
+        // The record of an older generator spec's Job goes: the new Job starts afresh.
+        assert_eq!(status.ingest_job, None);
     }
 
     #[test]

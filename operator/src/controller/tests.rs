@@ -140,7 +140,26 @@ fn sts_status(ready: i32) -> Value {
     json!({"replicas": 1, "readyReplicas": ready, "observedGeneration": 1})
 }
 
-/// The applies of the all-managed fixture, in order, with the given readiness.
+/// The look for the generator Job that a visit makes instead of applying it while Kafka or
+/// the object store is not ready: here it does not exist yet.
+fn generator_not_created() -> Expect {
+    Expect::new(
+        Method::GET,
+        format!("{}/{}", collection("Job"), job_names()[2]),
+        Reply::Status(404),
+    )
+}
+
+/// `applies` with the generator Job waiting for Kafka or the store (looked up, not applied).
+fn generator_waits(mut applies: Vec<Expect>) -> Vec<Expect> {
+    let last = applies.pop().expect("the generator Job's apply");
+    assert!(last.uri.contains("/jobs/shop-generate-"), "{}", last.uri);
+    applies.push(generator_not_created());
+    applies
+}
+
+/// The applies of the all-managed fixture, in order, with the given readiness. Not
+/// ready, the generator Job is only looked up: it is created once Kafka and MinIO are.
 fn managed_applies(ready: bool) -> Vec<Expect> {
     let r = i32::from(ready);
     let jobs = job_names();
@@ -151,7 +170,7 @@ fn managed_applies(ready: bool) -> Vec<Expect> {
             json!({"active": 1})
         }
     };
-    vec![
+    let applies = vec![
         apply("Secret", "shop-minio-credentials", Value::Null),
         apply("Secret", "shop-es-elastic-user", Value::Null),
         apply("Secret", "shop-es-transport", Value::Null),
@@ -175,7 +194,12 @@ fn managed_applies(ready: bool) -> Vec<Expect> {
             json!({"replicas": 1, "readyReplicas": r, "observedGeneration": 1}),
         ),
         apply("Job", &jobs[2], job_status(false)),
-    ]
+    ];
+    if ready {
+        applies
+    } else {
+        generator_waits(applies)
+    }
 }
 
 fn body_of<'a>(seen: &'a Seen, uri_part: &str) -> &'a Value {
@@ -260,6 +284,14 @@ async fn first_reconcile_creates_everything_in_order() {
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "ComponentsNotReady");
     assert_eq!(ready["lastTransitionTime"], "2026-01-01T00:16:40Z");
+    // Kafka and MinIO are not ready: the generator Job was not created.
+    assert_eq!(
+        status["status"]["components"]["ingest"],
+        json!({"mode": "Managed", "ready": false, "message": format!(
+            "generator Job {} not created yet: it is created once Kafka and the object store are ready",
+            job_names()[2]
+        )})
+    );
 
     let event = body_of(&seen, "/events?");
     assert_eq!(event["reason"], "PhaseChanged");
@@ -618,6 +650,187 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
         .contains("datapipeline_operator_reconcile_failures_total{category=\"apply\"} 1"));
 }
 
+/// The generator Job as the API server returns it: with a uid, and failed.
+fn failed_generator_job(uid: &str) -> Value {
+    let job = desired_children(&managed_plan(), &fixed_credentials())
+        .expect("built")
+        .into_iter()
+        .find_map(|c| match c {
+            Child::Job(job, super::build::names::Role::Ingest) => Some(job),
+            _ => None,
+        })
+        .expect("the generator Job");
+    let mut json = serde_json::to_value(job).expect("JSON");
+    json["metadata"]["uid"] = json!(uid);
+    json["status"] = json!({"failed": 7, "conditions": [
+        {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+         "message": "Job has reached the specified backoff limit"},
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+         "message": "Job has reached the specified backoff limit"}
+    ]});
+    json
+}
+
+/// The applies of a ready all-managed pipeline whose generator Job failed.
+fn expectations_with_failed_generator(uid: &'static str) -> Vec<Expect> {
+    let mut expectations = ready_expectations(false);
+    let generator = expectations
+        .iter_mut()
+        .find(|e| e.uri.contains("/jobs/shop-generate-"))
+        .expect("the generator Job's apply");
+    generator.reply = Reply::Json(failed_generator_job(uid));
+    expectations
+}
+
+#[tokio::test]
+async fn a_failed_generator_job_is_recreated_three_times_then_left_to_the_user() {
+    let generator = job_names()[2].clone();
+    let (ctx, server) = Context::test();
+    let mut dp = managed_pipeline();
+
+    // 1. It failed: deleted (its pods first, only this very Job), recorded, announced.
+    let mut expectations = expectations_with_failed_generator("job-uid-1");
+    let lists = expectations.split_off(expectations.len() - CLEANUP_ORDER.len());
+    expectations.push(
+        Expect::new(
+            Method::DELETE,
+            format!("{}/{generator}?", collection("Job")),
+            Reply::Json(
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
+            ),
+        )
+        .checking(|body| {
+            assert_eq!(body["propagationPolicy"], "Foreground");
+            assert_eq!(body["preconditions"], json!({"uid": "job-uid-1"}));
+        }),
+    );
+    // The orphan cleanup comes first; the deletion follows it.
+    let delete = expectations.pop().expect("delete");
+    expectations.extend(lists);
+    expectations.push(delete);
+    expectations.push(status_patch());
+    expectations.push(event());
+    expectations.push(event());
+    let (_, seen, server) = visit(&ctx, server, &dp, expectations).await;
+    let status = written_status(&seen).expect("status written");
+    let failure = "BackoffLimitExceeded: Job has reached the specified backoff limit";
+    assert_eq!(
+        status.ingest_job,
+        Some(crate::crd::IngestJobStatus {
+            name: generator.clone(),
+            recreations: 1,
+            last_failure: failure.into(),
+            last_recreation_time: Some(super::fixtures::at(1000)),
+        })
+    );
+    let runtime = &status.conditions[3];
+    assert_eq!(
+        (
+            runtime.type_.as_str(),
+            runtime.status.as_str(),
+            runtime.reason.as_str()
+        ),
+        ("RuntimeReady", "False", "IngestJobRecreated")
+    );
+    assert_eq!(
+        runtime.message,
+        format!("1/1 runtime pods ready; the generator Job shops/{generator} failed ({failure}); the operator deleted it to run it again (recreation 1 of 3): the new run resumes from its progress record and publishes no event twice")
+    );
+    let events = bodies_of(&seen, "/events?");
+    assert_eq!(
+        (&events[0]["reason"], &events[0]["type"], &events[0]["note"]),
+        (
+            &json!("IngestJobRecreated"),
+            &json!("Warning"),
+            &json!(format!("generator Job {generator} failed ({failure}); deleted it to run it again (recreation 1 of 3): the new run resumes from its progress record and publishes no event twice"))
+        )
+    );
+    assert_eq!(events[1]["reason"], "PhaseChanged");
+    dp.status = Some(status);
+
+    // 2. The recreated Job runs (the deletion woke the pipeline): the record stays and the
+    //    runtime is ready again.
+    ctx.dependent_changed("shops/shop".into());
+    let mut expectations = ready_expectations(false);
+    expectations.push(status_patch());
+    expectations.push(event());
+    let (_, seen, server) = visit(&ctx, server, &dp, expectations).await;
+    let status = written_status(&seen).expect("status written");
+    assert_eq!(status.ingest_job.as_ref().map(|r| r.recreations), Some(1));
+    assert_eq!(
+        status.conditions[3].message,
+        format!("1/1 runtime pods ready; generator Job {generator} running, recreated 1 time after failures (last: {failure})")
+    );
+    assert_eq!(status.phase, Some(crate::crd::Phase::Running));
+    dp.status = Some(status);
+
+    // 3. It failed again after its third recreation: left as it is, and said so.
+    if let Some(record) = dp.status.as_mut().and_then(|s| s.ingest_job.as_mut()) {
+        record.recreations = 3;
+    }
+    ctx.dependent_changed("shops/shop".into());
+    let mut expectations = expectations_with_failed_generator("job-uid-4");
+    expectations.push(status_patch());
+    expectations.push(event());
+    expectations.push(event());
+    let (_, seen, _) = visit(&ctx, server, &dp, expectations).await;
+    assert!(
+        !seen.iter().any(|(method, _, _)| method == Method::DELETE),
+        "no fourth recreation"
+    );
+    let status = written_status(&seen).expect("status written");
+    assert_eq!(status.ingest_job.as_ref().map(|r| r.recreations), Some(3));
+    let runtime = &status.conditions[3];
+    let given_up = format!("1/1 runtime pods ready; the generator Job shops/{generator} failed ({failure}) after 3 recreations, so the operator leaves it: see `kubectl -n shops logs job/{generator}` and `kubectl -n shops describe job {generator}`, fix the cause, then `kubectl -n shops delete job {generator}` to run it once more");
+    assert_eq!(
+        (runtime.reason.as_str(), runtime.message.as_str()),
+        ("IngestFailed", given_up.as_str())
+    );
+    let events = bodies_of(&seen, "/events?");
+    assert_eq!(events[0]["reason"], "PhaseChanged");
+    assert_eq!(
+        (&events[1]["reason"], &events[1]["type"], &events[1]["note"]),
+        (
+            &json!("IngestFailed"),
+            &json!("Warning"),
+            &json!(format!("RuntimeReady: {given_up}"))
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_existing_generator_job_is_kept_while_kafka_is_not_ready() {
+    let generator = job_names()[2].clone();
+    let mut expectations = vec![
+        get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-es-elastic-user", Reply::Status(404)),
+        get_secret("shop-es-transport", Reply::Status(404)),
+    ];
+    let mut applies = managed_applies(false);
+    // The Job exists (created while Kafka was ready): it is applied, not left alone.
+    applies.pop();
+    applies.push(Expect::new(
+        Method::GET,
+        format!("{}/{generator}", collection("Job")),
+        Reply::Json(
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                           "metadata": {"name": generator.clone(), "namespace": "shops"}}),
+        ),
+    ));
+    applies.push(apply("Job", &generator, json!({"active": 1})));
+    expectations.extend(applies);
+    expectations.extend(empty_lists());
+    expectations.push(list_pods(vec![]));
+    expectations.push(status_patch());
+    expectations.push(event());
+    let (result, seen, _) = run(managed_pipeline(), expectations).await;
+    result.expect("reconciled");
+    assert_eq!(
+        body_of(&seen, "/status?")["status"]["components"]["ingest"]["message"],
+        format!("generator Job {generator} running")
+    );
+}
+
 const FORBIDDEN: &str = "StatefulSet.apps \"shop-kafka\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
 
 #[tokio::test]
@@ -625,12 +838,18 @@ async fn a_refused_child_does_not_stop_the_others_and_is_named_in_the_status() {
     let mut expectations: Vec<Expect> = ready_expectations(false).into_iter().take(3).collect();
     // The Kafka StatefulSet is refused (an immutable field changed behind the CRD's back);
     // every later child is still applied.
-    expectations.extend(managed_applies(true).into_iter().map(|mut e| {
-        if e.uri.contains("/statefulsets/shop-kafka?") {
-            e.reply = Reply::Invalid(FORBIDDEN);
-        }
-        e
-    }));
+    // The generator Job waits: Kafka is not known to be ready.
+    expectations.extend(generator_waits(
+        managed_applies(true)
+            .into_iter()
+            .map(|mut e| {
+                if e.uri.contains("/statefulsets/shop-kafka?") {
+                    e.reply = Reply::Invalid(FORBIDDEN);
+                }
+                e
+            })
+            .collect(),
+    ));
     expectations.extend(empty_lists());
     // Kafka is not known to be ready: the pods are read.
     expectations.push(list_pods(vec![]));
@@ -643,8 +862,8 @@ async fn a_refused_child_does_not_stop_the_others_and_is_named_in_the_status() {
         seen.iter()
             .filter(|(method, _, _)| method == Method::PATCH)
             .count(),
-        19 + 1,
-        "every child and the status"
+        18 + 1,
+        "every child but the waiting generator Job, and the status"
     );
     let message = format!("cannot apply StatefulSet shops/shop-kafka: {FORBIDDEN}; the operator applied the pipeline's other children and retries with backoff");
     let status = &body_of(&seen, "/status?")["status"];

@@ -36,8 +36,10 @@ pub mod reasons {
     pub const SETUP_JOB_RUNNING: &str = "SetupJobRunning";
     /// A setup Job (topics, bucket) failed; its logs say why.
     pub const SETUP_JOB_FAILED: &str = "SetupJobFailed";
-    /// The generator Job failed; its logs say why.
+    /// The generator Job failed and the operator no longer recreates it; its logs say why.
     pub const INGEST_FAILED: &str = "IngestFailed";
+    /// The generator Job failed; the operator deleted it so that it runs again.
+    pub const INGEST_JOB_RECREATED: &str = "IngestJobRecreated";
     /// The API server refused a child of the component (the message names it and says
     /// why); the other children were applied.
     pub const APPLY_FAILED: &str = "ApplyFailed";
@@ -121,4 +123,6 @@ pub mod events {
     pub const SCALED_UP: &str = "ScaledUp";
     /// The autoscaler lowered the runtime's replicas.
     pub const SCALED_DOWN: &str = "ScaledDown";
+    /// The generator Job failed and was deleted to run again.
+    pub const INGEST_JOB_RECREATED: &str = super::reasons::INGEST_JOB_RECREATED;
 }

@@ -29,6 +29,10 @@ pub struct DataPipelineStatus {
     /// The lag-driven autoscaler's latest decision and its inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<AutoscalerStatus>,
+    /// The generator Job's failures and the operator's recreations of it (present once
+    /// it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_job: Option<IngestJobStatus>,
     /// Runtime processing pods that exist (the `/scale` subresource's status replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
@@ -103,6 +107,25 @@ pub struct ComponentHealth {
     /// What is going on, in words.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+}
+
+/// A generator Job that failed: the operator deletes it so that it runs again (resuming
+/// where it stopped, publishing no event twice), a bounded number of times.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestJobStatus {
+    /// The generator Job. Its name carries a hash of its spec: a new generator spec is a
+    /// new Job, whose count starts again.
+    pub name: String,
+    /// Times the operator deleted the failed Job to run it again.
+    #[serde(default)]
+    pub recreations: i32,
+    /// Why it last failed: the reason and message of its `Failed` condition.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_failure: String,
+    /// When the operator last deleted it to run it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recreation_time: Option<Time>,
 }
 
 /// Events flowing through the pipeline.
