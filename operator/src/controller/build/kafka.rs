@@ -237,10 +237,11 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
 /// retention. Idempotent: safe to rerun. A topic that already exists with another
 /// partition count (volumes kept from an earlier pipeline of the same name) is never
 /// altered: ingest routes users by their key modulo the count and each profile lives with
-/// its partition, so the Job fails and its log says why.
+/// its partition, so the Job fails and its log says why. The probe is bounded by `timeout`:
+/// started before the brokers resolve, the tool can wait far longer than the loop's pace.
 pub const TOPICS_SCRIPT: &str = r#"set -eu
 bin=/opt/kafka/bin
-until "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1; do
+until timeout 60 "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1; do
   echo "waiting for Kafka at $BOOTSTRAP"
   sleep 5
 done
