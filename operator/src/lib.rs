@@ -1,8 +1,6 @@
 //! Operator library: the DataPipeline CRD, its reconciler and the pure builders of its children.
 
-pub mod autoscaler;
 pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod metrics;
-pub mod throughput;

@@ -29,9 +29,8 @@ use super::{
         names::{children_selector, Role, MANAGER},
         Child,
     },
-    observed::{
-        ApplyFailure, ChildrenState, Component, IngestState, JobState, Recovery, WorkloadState,
-    },
+    observed::{ApplyFailure, ChildrenState, IngestState, JobState, Recovery, WorkloadState},
+    problem::Component,
 };
 use crate::error::{Error, Result};
 

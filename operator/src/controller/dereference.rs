@@ -1,7 +1,9 @@
 //! Reads what a DataPipeline refers to but does not contain: the Secrets its spec names
 //! (checked for existence and keys, values never kept) and the credentials the operator
-//! generated earlier (so they are reused, never regenerated). I/O only; the decisions
-//! about what to read are the pure `referenced_secrets`.
+//! generated earlier (so they are reused, never regenerated). Also the one place Secrets
+//! are read for their values (`read_secret`, `secret_text`: the measuring reads Kafka and
+//! search credentials with them). I/O; the decisions about what to read are the pure
+//! `referenced_secrets` and `check_references`.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,7 @@ use kube::{Api, Client};
 use super::{
     build::names::ChildNames,
     credentials::{GeneratedCredentials, S3Keys, TlsBundle},
-    observed::{Component, Problem},
+    problem::{Component, Problem},
 };
 use crate::{
     crd::{DataPipelineSpec, SearchEngine},
@@ -136,11 +138,23 @@ fn has_key(secret: &Secret, key: &str) -> bool {
             .is_some_and(|d| d.contains_key(key))
 }
 
-fn text(secret: &Secret, key: &str) -> Option<String> {
+/// The UTF-8 text of a Secret's key, if it has the key.
+pub fn secret_text(secret: &Secret, key: &str) -> Option<String> {
     let ByteString(bytes) = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.clone())
-        .ok()
-        .filter(|s| !s.is_empty())
+    String::from_utf8(bytes.clone()).ok()
+}
+
+/// Reads a Secret for its values; the error says which Secret could not be read.
+pub async fn read_secret(client: &Client, namespace: &str, name: &str) -> Result<Secret, String> {
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot read Secret {namespace}/{name}: {e}"))
+}
+
+/// A generated credential: the text of its key, absent when empty.
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    secret_text(secret, key).filter(|s| !s.is_empty())
 }
 
 /// Credentials stored in the operator's own Secrets (each `None` if absent or incomplete).

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::{
     credentials::{CredentialGenerator, GeneratedCredentials, S3Keys, TlsBundle},
-    observe::NoThroughput,
+    measure::observer::NoThroughput,
     observed::{
         ChildrenState, IngestState, JobOutcome, JobState, Observation, PipelineFacts, Recovery,
         WorkloadState,

@@ -30,7 +30,8 @@ use super::{
     apply::{apply_children, Applied, ApplyOutcome},
     build::{names::Role, Child},
     events::Notice,
-    observed::{Component, IngestState, JobOutcome, JobState, Recovery, WorkloadState},
+    observed::{IngestState, JobOutcome, JobState, Recovery, WorkloadState},
+    problem::Component,
 };
 use crate::{
     crd::{conditions::events, IngestJobStatus},

@@ -12,11 +12,10 @@ pub mod credentials;
 pub mod dereference;
 pub mod events;
 pub mod ingest_job;
-pub mod kafka;
-pub mod observe;
+pub mod measure;
 pub mod observed;
 pub mod pods;
-pub mod search;
+pub mod problem;
 pub mod status;
 pub mod validate;
 pub mod visit;
@@ -53,13 +52,16 @@ use kube::{
 use tracing::{info, warn};
 
 use self::{
-    autoscale::PipelineMemory,
+    autoscale::evaluation::{self, Evaluation, PipelineMemory},
     build::names::{
         selector_labels, selector_string, Role, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER,
     },
     credentials::CredentialGenerator,
     events::Notice,
-    observe::{Measurement, ThroughputObserver},
+    measure::{
+        observer::{Measurement, ThroughputObserver},
+        offset_reader::KafkaOffsets,
+    },
     observed::{Observation, PipelineFacts},
     validate::{KafkaMode, ObjectStoreMode, OperatorSettings, SearchMode, ValidatedPipeline},
     visit::{Identity, LastApply},
@@ -166,7 +168,7 @@ impl Context {
         plan: &ValidatedPipeline,
         dp: &DataPipeline,
         now: &Time,
-    ) -> (Measurement, autoscale::Evaluation) {
+    ) -> (Measurement, Evaluation) {
         // Offsets are read once Kafka has been seen ready (external Kafka always is): a
         // cluster still starting would only time out.
         let (measurement, fresh) = if kafka_was_ready(dp) {
@@ -239,12 +241,12 @@ impl Context {
         plan: &ValidatedPipeline,
         old: Option<&crate::crd::DataPipelineStatus>,
         now: &Time,
-    ) -> autoscale::Evaluation {
+    ) -> Evaluation {
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         let entry = memory
             .entry(key.to_string())
             .or_insert_with(|| PipelineMemory::new(self.window_ms()));
-        autoscale::evaluate(entry, measurement, fresh, plan, old, now)
+        evaluation::evaluate(entry, measurement, fresh, plan, old, now)
     }
 
     fn record_failure(&self, key: &str) -> u32 {
@@ -542,7 +544,7 @@ fn kafka_was_ready(dp: &DataPipeline) -> bool {
     })
 }
 
-fn blocked(problem: observed::Problem) -> (Observation, Action, Outcome) {
+fn blocked(problem: problem::Problem) -> (Observation, Action, Outcome) {
     let outcome = Outcome::Blocked(problem.category());
     // Nothing changes until the user edits the pipeline or creates the Secret; both wake
     // the controller.
@@ -618,7 +620,7 @@ pub async fn run(
             metrics,
             config.settings,
             Arc::new(credentials::RandomCredentials),
-            Arc::new(kafka::KafkaOffsets {
+            Arc::new(KafkaOffsets {
                 client: client.clone(),
             }),
             Arc::new(system_clock),

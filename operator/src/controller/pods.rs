@@ -14,9 +14,9 @@ use kube::{api::ListParams, Api, Client, ResourceExt};
 use super::{
     build::names::{children_selector, Role, LABEL_COMPONENT},
     observed::{
-        ChildrenState, Component, IngestState, JobOutcome, JobState, PodProblem, PodProblems,
-        WorkloadState,
+        ChildrenState, IngestState, JobOutcome, JobState, PodProblem, PodProblems, WorkloadState,
     },
+    problem::Component,
 };
 use crate::crd::conditions::reasons;
 

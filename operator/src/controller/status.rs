@@ -12,13 +12,14 @@ use serde_json::json;
 use pipeline_config::PipelineNames;
 
 use super::{
-    autoscale::FlowHealth,
+    autoscale::evaluation::FlowHealth,
     build::names::MANAGER,
     ingest_job::MAX_RECREATIONS,
     observed::{
-        ApplyFailure, ChildrenState, Component, IngestState, JobOutcome, JobState, Observation,
-        PipelineFacts, PodProblem, Problem, Recovery, WorkloadState,
+        ApplyFailure, ChildrenState, IngestState, JobOutcome, JobState, Observation, PipelineFacts,
+        PodProblem, Recovery, WorkloadState,
     },
+    problem::{Component, Problem},
 };
 use crate::{
     crd::{
@@ -1178,7 +1179,7 @@ mod tests {
         let running = measured(None, Some(throughput.clone()), None, healthy.clone(), 10);
         assert_eq!(running.phase, Some(Phase::Running));
         let growing = FlowHealth {
-            lag_growth: Some(crate::throughput::LagGrowth {
+            lag_growth: Some(crate::controller::measure::throughput::LagGrowth {
                 from: 0,
                 to: 3000,
                 seconds: 60,

@@ -908,9 +908,11 @@ fn backoff_doubles_up_to_five_minutes() {
 #[tokio::test]
 async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
     use crate::{
-        controller::observe::{FixedMeasurement, Measurement},
+        controller::measure::{
+            observer::{FixedMeasurement, Measurement},
+            throughput::{OffsetsSnapshot, PartitionOffsets},
+        },
         crd::{AutoscalerStatus, AutoscalingSpec},
-        throughput::{OffsetsSnapshot, PartitionOffsets},
     };
     let mut dp = managed_pipeline();
     dp.spec.runtime.autoscaling = Some(AutoscalingSpec {

@@ -9,7 +9,7 @@ use k8s_openapi::{
 use kube::Resource;
 use pipeline_config::PipelineNames;
 
-use super::observed::Problem;
+use super::problem::Problem;
 use crate::crd::{
     AutoscalingSpec, DataPipeline, ExternalKafka, ExternalObjectStore, ExternalSearch,
     ManagedKafka, ManagedObjectStore, SearchEngine, StorageSpec, MAX_NAME_LENGTH,

@@ -25,9 +25,9 @@ use rustls::{
     ClientConfig, RootCertStore,
 };
 
-use super::{
+use crate::controller::{
     build::search::{self, Username},
-    kafka::{read_secret, secret_text},
+    dereference::{read_secret, secret_text},
     validate::ValidatedPipeline,
 };
 

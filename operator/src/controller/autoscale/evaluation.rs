@@ -1,15 +1,22 @@
 //! From one measurement (Kafka offsets and the search index's document count) to the
-//! status's `throughput` and `autoscaler` blocks and the runtime's replica count. No I/O: `evaluate` works on the per-pipeline memory the
+//! status's `throughput` and `autoscaler` blocks and the runtime's replica count. No I/O:
+//! `evaluate` works on the per-pipeline memory the
 //! controller keeps (the sample window and the recommendation history), which lives in
 //! the operator's memory only; after a restart the window refills within one window.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{events::Notice, observe::Measurement, validate::ValidatedPipeline};
+use super::decision::{decide, Policy, Previous, Recommendation};
 use crate::{
-    autoscaler::{decide, Policy, Previous, Recommendation},
+    controller::{
+        events::Notice,
+        measure::{
+            observer::Measurement,
+            throughput::{LagGrowth, Sample, Window},
+        },
+        validate::ValidatedPipeline,
+    },
     crd::{AutoscalerInputs, AutoscalerStatus, DataPipelineStatus, ThroughputStatus},
-    throughput::{LagGrowth, Sample, Window},
 };
 
 /// What the operator remembers about one pipeline between reconciles.
@@ -219,9 +226,12 @@ pub fn evaluate(
 mod tests {
     use super::*;
     use crate::{
-        controller::{fixtures, validate::validate},
+        controller::{
+            fixtures,
+            measure::throughput::{OffsetsSnapshot, PartitionOffsets},
+            validate::validate,
+        },
         crd::AutoscalingSpec,
-        throughput::{OffsetsSnapshot, PartitionOffsets},
     };
 
     fn plan(

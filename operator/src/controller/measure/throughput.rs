@@ -2,11 +2,9 @@
 //! autoscaler inputs; a sliding window of samples -> ingested and processed events/s over
 //! the window and whether the lag keeps growing. A snapshot also carries the search
 //! index's document count when it could be read. No I/O (the Kafka reader lives in
-//! `controller::kafka`, the count reader in `controller::search`).
+//! `offset_reader`, the count reader in `index_count`).
 
 use std::collections::VecDeque;
-
-use crate::autoscaler::LagInputs;
 
 /// Offsets of one partition of the events topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +28,17 @@ impl PartitionOffsets {
     pub fn lag(&self) -> i64 {
         (self.log_end - self.position()).max(0)
     }
+}
+
+/// The lag measurement an autoscaling decision is based on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LagInputs {
+    /// Consumer lag summed over the events topic's partitions.
+    pub total_lag: i64,
+    /// Partitions of the events topic.
+    pub partitions: i32,
+    /// Partitions whose lag is above zero.
+    pub partitions_with_lag: i32,
 }
 
 /// One measurement of a pipeline's topics.

@@ -1,13 +1,13 @@
 //! The seam through which Kafka offsets (and the search index's document count) reach the
 //! reconciler: the reconciler asks an observer for a snapshot of the pipeline's topics.
-//! `kafka::KafkaOffsets` reads them from the brokers and the count from the search engine
-//! (I/O); `NoThroughput` measures nothing (unit tests, and the mocked-API tests that must
-//! not touch a network).
+//! `offset_reader::KafkaOffsets` reads them from the brokers and the count from the search
+//! engine (I/O); `NoThroughput` measures nothing (unit tests, and the mocked-API tests that
+//! must not touch a network). No I/O here.
 
 use futures::future::BoxFuture;
 
-use super::validate::ValidatedPipeline;
-use crate::throughput::OffsetsSnapshot;
+use super::throughput::OffsetsSnapshot;
+use crate::controller::validate::ValidatedPipeline;
 
 /// The outcome of one attempt to measure a pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,14 +4,13 @@
 //! commits (OffsetFetch); it never subscribes, so it never joins the group and never
 //! triggers a rebalance of the runtime's consumers. rdkafka is blocking: every call runs
 //! in `spawn_blocking` with a bounded timeout. The observer also asks the search engine
-//! for the index's document count (`search::profiles`, concurrently and bounded too); a
-//! count that cannot be read is logged and left out, it never fails the measurement.
+//! for the index's document count (`index_count::profiles`, concurrently and bounded too);
+//! a count that cannot be read is logged and left out, it never fails the measurement.
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use kube::Client;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     ClientConfig, Offset, TopicPartitionList,
@@ -20,12 +19,15 @@ use rdkafka::{
 use tracing::{debug, warn};
 
 use super::{
+    index_count::{self, CountError},
+    observer::{Measurement, ThroughputObserver},
+    throughput::{OffsetsSnapshot, PartitionOffsets},
+};
+use crate::controller::{
     build::kafka::bootstrap,
-    observe::{Measurement, ThroughputObserver},
-    search::{self, CountError},
+    dereference::{read_secret, secret_text},
     validate::{KafkaMode, ValidatedPipeline},
 };
-use crate::throughput::{OffsetsSnapshot, PartitionOffsets};
 
 /// How long one Kafka request may take before the measurement is reported as failed.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,7 +65,7 @@ impl KafkaOffsets {
     /// The index's document count, or `None` (logged) when it cannot be read.
     async fn profiles(&self, pipeline: &ValidatedPipeline) -> Option<i64> {
         let pipeline_key = format!("{}/{}", pipeline.namespace, pipeline.name);
-        match search::profiles(&self.client, pipeline).await {
+        match index_count::profiles(&self.client, pipeline).await {
             Ok(count) => Some(count),
             // Expected while the search engine starts: not worth a warning.
             Err(CountError::Unreachable(error)) => {
@@ -91,22 +93,6 @@ impl ThroughputObserver for KafkaOffsets {
             }
         })
     }
-}
-
-pub(super) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.0.clone()).ok()
-}
-
-pub(super) async fn read_secret(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Secret, String> {
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await
-        .map_err(|e| format!("cannot read Secret {namespace}/{name}: {e}"))
 }
 
 /// The managed cluster's client Service, or the external brokers with their security

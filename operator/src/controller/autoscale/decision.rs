@@ -2,16 +2,7 @@
 //! spec's policy and the recent recommendations to the replica count the runtime should
 //! run. No I/O; the controller keeps the recommendation history in memory.
 
-/// The lag measurement a decision is based on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LagInputs {
-    /// Consumer lag summed over the events topic's partitions.
-    pub total_lag: i64,
-    /// Partitions of the events topic.
-    pub partitions: i32,
-    /// Partitions whose lag is above zero.
-    pub partitions_with_lag: i32,
-}
+use crate::controller::measure::throughput::LagInputs;
 
 /// What the spec says about scaling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
