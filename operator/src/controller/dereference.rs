@@ -11,7 +11,7 @@ use k8s_openapi::{api::core::v1::Secret, ByteString};
 use kube::{Api, Client};
 
 use super::{
-    build::names::ChildNames,
+    build::names::{keys, ChildNames},
     credentials::{GeneratedCredentials, S3Keys, TlsBundle},
     problem::{Component, Problem},
 };
@@ -19,16 +19,6 @@ use crate::{
     crd::{DataPipelineSpec, SearchEngine},
     error::{Error, Result},
 };
-
-/// Keys of the Secrets the operator generates.
-pub mod keys {
-    pub const ACCESS_KEY_ID: &str = "accessKeyId";
-    pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
-    pub const ELASTIC: &str = "elastic";
-    pub const CA_CRT: &str = "ca.crt";
-    pub const TLS_CRT: &str = "tls.crt";
-    pub const TLS_KEY: &str = "tls.key";
-}
 
 /// A Secret the spec names, and the keys it must hold.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,14 +6,11 @@
 use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
 
 use super::{
-    env, env_from_field, env_from_secret,
-    names::ChildNames,
-    search::{common_settings, BasicAuth, Node, Settings, Username},
+    engine::{common_settings, BasicAuth, Node, Settings, Username},
+    names::{keys, ChildNames},
+    pieces::{env, env_from_field, env_from_secret},
 };
-use crate::controller::{
-    dereference::keys,
-    validate::{ManagedSearchPlan, ValidatedPipeline},
-};
+use crate::controller::validate::{ManagedSearchPlan, ValidatedPipeline};
 
 /// uid of `elasticsearch` in the official image.
 const ES_UID: i64 = 1000;

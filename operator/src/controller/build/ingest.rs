@@ -15,10 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use pipeline_config::env as e;
 
 use super::{
-    env, meta,
+    child::Child,
     names::{selector_labels, ChildNames, Role},
+    pieces::{env, meta, short_hash},
     runtime::{container, grace_seconds, pod_spec, template_metadata, volumes, Needs},
-    short_hash, Child,
 };
 use crate::{
     controller::validate::{SourcePlan, ValidatedPipeline},

@@ -8,7 +8,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use k8s_openapi::{
     api::{
         apps::v1::{StatefulSet, StatefulSetSpec},
-        batch::v1::{Job, JobSpec},
+        batch::v1::Job,
         core::v1::{
             Container, ContainerPort, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
             VolumeMount,
@@ -19,9 +19,12 @@ use k8s_openapi::{
 use sha2::{Digest, Sha256};
 
 use super::{
-    at_most, claim_retention, container_security, data_claim, env, env_from_field, meta,
     names::{labels, selector_labels, ChildNames, Role},
-    pod_security, short_hash, tcp_probe, tmp_volume,
+    pieces::{
+        at_most, claim_retention, container_security, data_claim, env, env_from_field, meta,
+        pod_security, tcp_probe, tmp_volume,
+    },
+    setup_job::{setup_job, SetupJob},
 };
 use crate::{controller::validate::ValidatedPipeline, crd::ManagedKafka, error::Result};
 
@@ -262,51 +265,29 @@ done
 "#;
 
 pub fn topics_job(p: &ValidatedPipeline, kafka: &ManagedKafka) -> Result<Job> {
-    let (tmp, tmp_mount) = tmp_volume();
     let retention_ms = p.kafka.retention_hours * 3_600_000;
-    let container = Container {
-        name: "create-topics".into(),
-        image: Some(kafka.image.clone()),
-        command: Some(vec!["/bin/bash".into(), "-c".into(), TOPICS_SCRIPT.into()]),
-        env: Some(vec![
-            env("BOOTSTRAP", bootstrap(p)),
-            env("EVENTS_TOPIC", p.names.events_topic()),
-            env("DLQ_TOPIC", p.names.dead_letter_topic()),
-            env("PARTITIONS", p.kafka.partitions.to_string()),
-            env("REPLICATION_FACTOR", replication_factor(kafka).to_string()),
-            env("RETENTION_MS", retention_ms.to_string()),
-            // kafka-run-class.sh creates its log directory even for tools.
-            env("LOG_DIR", "/tmp/kafka-logs"),
-        ]),
-        security_context: Some(container_security(true)),
-        volume_mounts: Some(vec![tmp_mount]),
-        ..Container::default()
-    };
-    let spec = JobSpec {
-        backoff_limit: Some(10),
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(labels(&p.name, Role::KafkaTopics)),
-                ..ObjectMeta::default()
-            }),
-            spec: Some(PodSpec {
-                containers: vec![container],
-                volumes: Some(vec![tmp]),
-                restart_policy: Some("OnFailure".into()),
-                security_context: Some(pod_security(KAFKA_UID, None)),
-                enable_service_links: Some(false),
-                automount_service_account_token: Some(false),
-                ..PodSpec::default()
-            }),
+    setup_job(
+        p,
+        SetupJob {
+            role: Role::KafkaTopics,
+            container: "create-topics",
+            image: kafka.image.clone(),
+            shell: "/bin/bash",
+            script: TOPICS_SCRIPT,
+            env: vec![
+                env("BOOTSTRAP", bootstrap(p)),
+                env("EVENTS_TOPIC", p.names.events_topic()),
+                env("DLQ_TOPIC", p.names.dead_letter_topic()),
+                env("PARTITIONS", p.kafka.partitions.to_string()),
+                env("REPLICATION_FACTOR", replication_factor(kafka).to_string()),
+                env("RETENTION_MS", retention_ms.to_string()),
+                // kafka-run-class.sh creates its log directory even for tools.
+                env("LOG_DIR", "/tmp/kafka-logs"),
+            ],
+            uid: KAFKA_UID,
+            name: ChildNames::kafka_topics_job,
         },
-        ..JobSpec::default()
-    };
-    let name = ChildNames::new(&p.name).kafka_topics_job(&short_hash(&spec.template)?);
-    Ok(Job {
-        metadata: meta(p, name, Role::KafkaTopics),
-        spec: Some(spec),
-        status: None,
-    })
+    )
 }
 
 /// Environment of the runtime for a managed Kafka (no credentials: PLAINTEXT inside the

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::{StatefulSet, StatefulSetSpec},
-        batch::v1::{Job, JobSpec},
+        batch::v1::Job,
         core::v1::{
             Container, ContainerPort, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
             VolumeMount,
@@ -16,15 +16,14 @@ use k8s_openapi::{
 };
 
 use super::{
-    claim_retention, container_security, data_claim, env, env_from_secret, http_probe, meta,
-    names::{labels, selector_labels, ChildNames, Role},
-    pod_security, short_hash, tmp_volume,
+    names::{keys, labels, selector_labels, ChildNames, Role},
+    pieces::{
+        claim_retention, container_security, data_claim, env, env_from_secret, http_probe, meta,
+        pod_security, tmp_volume,
+    },
+    setup_job::{setup_job, SetupJob},
 };
-use crate::{
-    controller::{dereference::keys, validate::ValidatedPipeline},
-    crd::ManagedObjectStore,
-    error::Result,
-};
+use crate::{controller::validate::ValidatedPipeline, crd::ManagedObjectStore, error::Result};
 
 pub const API_PORT: i32 = 9000;
 pub const CONSOLE_PORT: i32 = 9001;
@@ -160,47 +159,25 @@ echo "bucket $BUCKET ready"
 
 pub fn bucket_job(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Result<Job> {
     let credentials = ChildNames::new(&p.name).minio_credentials();
-    let (tmp, tmp_mount) = tmp_volume();
-    let container = Container {
-        name: "create-bucket".into(),
-        image: Some(store.client_image.clone()),
-        command: Some(vec!["/bin/sh".into(), "-c".into(), BUCKET_SCRIPT.into()]),
-        env: Some(vec![
-            env("S3_ENDPOINT", endpoint(p)),
-            env("BUCKET", p.object_store.bucket.clone()),
-            env_from_secret("ACCESS_KEY_ID", &credentials, keys::ACCESS_KEY_ID),
-            env_from_secret("SECRET_ACCESS_KEY", &credentials, keys::SECRET_ACCESS_KEY),
-            env("MC_CONFIG_DIR", "/tmp/.mc"),
-        ]),
-        security_context: Some(container_security(true)),
-        volume_mounts: Some(vec![tmp_mount]),
-        ..Container::default()
-    };
-    let spec = JobSpec {
-        backoff_limit: Some(10),
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(labels(&p.name, Role::Bucket)),
-                ..ObjectMeta::default()
-            }),
-            spec: Some(PodSpec {
-                containers: vec![container],
-                volumes: Some(vec![tmp]),
-                restart_policy: Some("OnFailure".into()),
-                security_context: Some(pod_security(MINIO_UID, None)),
-                enable_service_links: Some(false),
-                automount_service_account_token: Some(false),
-                ..PodSpec::default()
-            }),
+    setup_job(
+        p,
+        SetupJob {
+            role: Role::Bucket,
+            container: "create-bucket",
+            image: store.client_image.clone(),
+            shell: "/bin/sh",
+            script: BUCKET_SCRIPT,
+            env: vec![
+                env("S3_ENDPOINT", endpoint(p)),
+                env("BUCKET", p.object_store.bucket.clone()),
+                env_from_secret("ACCESS_KEY_ID", &credentials, keys::ACCESS_KEY_ID),
+                env_from_secret("SECRET_ACCESS_KEY", &credentials, keys::SECRET_ACCESS_KEY),
+                env("MC_CONFIG_DIR", "/tmp/.mc"),
+            ],
+            uid: MINIO_UID,
+            name: ChildNames::bucket_job,
         },
-        ..JobSpec::default()
-    };
-    let name = ChildNames::new(&p.name).bucket_job(&short_hash(&spec.template)?);
-    Ok(Job {
-        metadata: meta(p, name, Role::Bucket),
-        spec: Some(spec),
-        status: None,
-    })
+    )
 }
 
 /// Environment of the runtime for a managed MinIO (keys come from the Secret).

@@ -1,106 +1,34 @@
 //! Builds every child of a pipeline as a typed Kubernetes object from a
-//! `ValidatedPipeline` and the generated credentials. Pure: no client, no async, no clock,
-//! no randomness; one module per kind of child, shared pieces here.
+//! `ValidatedPipeline` and the generated credentials (`desired_children`, in apply order).
+//! Pure: no client, no async, no clock, no randomness. One module per kind of child; the
+//! `Child` type in `child`, names and labels in `names`, shared pieces in `pieces`, what
+//! both search engines share in `engine`, the setup Jobs' builder in `setup_job`.
 
+pub mod child;
 pub mod elasticsearch;
+pub mod engine;
 pub mod ingest;
 pub mod kafka;
 pub mod minio;
 pub mod names;
 pub mod opensearch;
 pub mod pdb;
+pub mod pieces;
 pub mod runtime;
 pub mod search;
 pub mod secrets;
+pub mod setup_job;
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy},
-        batch::v1::Job,
-        core::v1::{
-            Capabilities, ConfigMap, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-            ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-            PodSecurityContext, Probe, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
-            Service, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
-        },
-        policy::v1::PodDisruptionBudget,
-    },
-    apimachinery::pkg::{
-        api::resource::Quantity, apis::meta::v1::ObjectMeta, util::intstr::IntOrString,
-    },
-};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-
-use self::names::{labels, Role};
+pub use self::child::Child;
+use self::names::Role;
 use super::{
     credentials::GeneratedCredentials,
     validate::{KafkaMode, ObjectStoreMode, SearchMode, ValidatedPipeline},
 };
 use crate::{
-    crd::{SearchEngine, StorageSpec},
+    crd::SearchEngine,
     error::{Error, Result},
 };
-
-/// One desired child, tagged with the role whose readiness it carries.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Child {
-    Secret(Secret),
-    ConfigMap(ConfigMap),
-    Service(Service),
-    StatefulSet(StatefulSet, Role),
-    PodDisruptionBudget(PodDisruptionBudget),
-    Job(Job, Role),
-    Deployment(Deployment, Role),
-}
-
-impl Child {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Secret(_) => "Secret",
-            Self::ConfigMap(_) => "ConfigMap",
-            Self::Service(_) => "Service",
-            Self::StatefulSet(..) => "StatefulSet",
-            Self::PodDisruptionBudget(_) => "PodDisruptionBudget",
-            Self::Job(..) => "Job",
-            Self::Deployment(..) => "Deployment",
-        }
-    }
-
-    pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Self::Secret(o) => &o.metadata,
-            Self::ConfigMap(o) => &o.metadata,
-            Self::Service(o) => &o.metadata,
-            Self::StatefulSet(o, _) => &o.metadata,
-            Self::PodDisruptionBudget(o) => &o.metadata,
-            Self::Job(o, _) => &o.metadata,
-            Self::Deployment(o, _) => &o.metadata,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        self.meta().name.as_deref().unwrap_or_default()
-    }
-
-    /// The role the child serves: tagged on workloads, read from the component label of
-    /// the others.
-    pub fn role(&self) -> Option<Role> {
-        match self {
-            Self::StatefulSet(_, role) | Self::Job(_, role) | Self::Deployment(_, role) => {
-                Some(*role)
-            }
-            _ => self
-                .meta()
-                .labels
-                .as_ref()?
-                .get(names::LABEL_COMPONENT)
-                .and_then(|label| Role::from_component(label)),
-        }
-    }
-}
 
 /// Every child of the pipeline, in the order they must be applied: Secrets and the
 /// ConfigMap before the workloads that mount them, Services before StatefulSets, the
@@ -195,219 +123,6 @@ fn missing(what: &str) -> Error {
         what: what.to_string(),
         reason: "not generated before building".to_string(),
     }
-}
-
-// ------------------------------------------------------------------ shared pieces
-
-/// Metadata of a child: namespaced, labelled and owned (controller=true) by the pipeline.
-pub fn meta(p: &ValidatedPipeline, name: impl Into<String>, role: Role) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some(p.namespace.clone()),
-        labels: Some(labels(&p.name, role)),
-        owner_references: Some(vec![p.owner.clone()]),
-        ..ObjectMeta::default()
-    }
-}
-
-/// Pod-level security: non-root user, the runtime's default seccomp profile.
-pub fn pod_security(uid: i64, fs_group: Option<i64>) -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(uid),
-        run_as_group: Some(uid),
-        fs_group,
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
-        ..PodSecurityContext::default()
-    }
-}
-
-/// Container security: no privilege escalation, every capability dropped, and a read-only
-/// root filesystem when the image allows it.
-pub fn container_security(read_only_root: bool) -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            add: None,
-            drop: Some(vec!["ALL".into()]),
-        }),
-        read_only_root_filesystem: Some(read_only_root),
-        run_as_non_root: Some(true),
-        ..SecurityContext::default()
-    }
-}
-
-pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        value_from: None,
-    }
-}
-
-pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
-}
-
-pub fn env_from_field(name: &str, field_path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: None,
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                api_version: None,
-                field_path: field_path.into(),
-            }),
-            ..EnvVarSource::default()
-        }),
-    }
-}
-
-/// A writable `/tmp` for containers with a read-only root filesystem.
-pub fn tmp_volume() -> (Volume, VolumeMount) {
-    (
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        },
-    )
-}
-
-/// The `data` volume claim template of a StatefulSet.
-pub fn data_claim(storage: &StorageSpec) -> PersistentVolumeClaim {
-    PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some("data".into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: storage.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(storage.size.clone()),
-                )])),
-                limits: None,
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        status: None,
-    }
-}
-
-/// What happens to a StatefulSet's volumes: deleted with the StatefulSet (so with the
-/// pipeline, whose child it is) unless `retainOnDelete`; never deleted by a scale-down.
-pub fn claim_retention(storage: &StorageSpec) -> StatefulSetPersistentVolumeClaimRetentionPolicy {
-    StatefulSetPersistentVolumeClaimRetentionPolicy {
-        when_deleted: Some(
-            if storage.retain_on_delete {
-                "Retain"
-            } else {
-                "Delete"
-            }
-            .into(),
-        ),
-        when_scaled: Some("Retain".into()),
-    }
-}
-
-pub fn tcp_probe(port: i32, initial_delay: i32, period: i32, failures: i32) -> Probe {
-    Probe {
-        tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::Int(port),
-            host: None,
-        }),
-        initial_delay_seconds: Some(initial_delay),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        ..Probe::default()
-    }
-}
-
-pub fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String(port.into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        ..Probe::default()
-    }
-}
-
-/// Bytes of a memory quantity (`1Gi`, `1536Mi`, `2G`, `1e9`, `1073741824`); `None` if it
-/// is not one.
-pub fn memory_bytes(quantity: &Quantity) -> Option<f64> {
-    let text = quantity.0.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let binary = |power: i32| 1024f64.powi(power);
-    let factor = match suffix {
-        "" => 1.0,
-        "Ki" => binary(1),
-        "Mi" => binary(2),
-        "Gi" => binary(3),
-        "Ti" => binary(4),
-        "Pi" => binary(5),
-        "Ei" => binary(6),
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        exponent => {
-            let digits = exponent.strip_prefix(['e', 'E'])?;
-            10f64.powi(digits.parse().ok()?)
-        }
-    };
-    Some(number * factor).filter(|bytes| bytes.is_finite() && *bytes >= 0.0)
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// First 8 hex characters of the sha256 of a value's JSON: names Jobs after their spec,
-/// so a changed spec gets a new Job instead of an (impossible) update of a running one.
-pub fn short_hash(value: &impl Serialize) -> Result<String> {
-    let json = serde_json::to_vec(value).map_err(|e| Error::Build {
-        what: "a Job spec hash".into(),
-        reason: e.to_string(),
-    })?;
-    Ok(sha256_hex(&json)[..8].to_string())
-}
-
-/// `replicas` as a Kafka/Elasticsearch replication setting: never more than the nodes.
-pub fn at_most(value: i32, limit: i32) -> i32 {
-    value.min(limit).max(1)
 }
 
 #[cfg(test)]
@@ -649,29 +364,5 @@ mod tests {
         let a = desired_children(&managed_plan(), &fixed_credentials()).expect("built");
         let b = desired_children(&managed_plan(), &fixed_credentials()).expect("built");
         assert_eq!(a, b);
-    }
-
-    #[test]
-    fn memory_quantities_in_bytes() {
-        let bytes = |q: &str| memory_bytes(&Quantity(q.into()));
-        assert_eq!(bytes("1Gi"), Some(1_073_741_824.0));
-        assert_eq!(bytes("1536Mi"), Some(1_610_612_736.0));
-        assert_eq!(bytes("512Ki"), Some(524_288.0));
-        assert_eq!(bytes("2G"), Some(2e9));
-        assert_eq!(bytes("500M"), Some(5e8));
-        assert_eq!(bytes("1e9"), Some(1e9));
-        assert_eq!(bytes("1.5Gi"), Some(1_610_612_736.0));
-        assert_eq!(bytes("1073741824"), Some(1_073_741_824.0));
-        assert_eq!(bytes("1Gb"), None);
-        assert_eq!(bytes("Gi"), None);
-        assert_eq!(bytes("-1Gi"), None);
-    }
-
-    #[test]
-    fn short_hash_is_stable() {
-        assert_eq!(
-            short_hash(&serde_json::json!({"a": 1})).expect("hash"),
-            "015abd7f"
-        );
     }
 }

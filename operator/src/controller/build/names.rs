@@ -1,4 +1,6 @@
-//! Names and labels of a pipeline's children, derived from the pipeline's name. Pure.
+//! Names and labels of a pipeline's children, derived from the pipeline's name, and the
+//! keys of the Secrets the operator generates (written by `secrets`, read back by
+//! `dereference`). Pure.
 
 use std::collections::BTreeMap;
 
@@ -95,6 +97,16 @@ pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Keys of the Secrets the operator generates.
+pub mod keys {
+    pub const ACCESS_KEY_ID: &str = "accessKeyId";
+    pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
+    pub const ELASTIC: &str = "elastic";
+    pub const CA_CRT: &str = "ca.crt";
+    pub const TLS_CRT: &str = "tls.crt";
+    pub const TLS_KEY: &str = "tls.key";
 }
 
 /// Names of a pipeline's children.

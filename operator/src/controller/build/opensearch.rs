@@ -9,8 +9,8 @@
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use super::{
-    env, env_from_field, memory_bytes,
-    search::{common_settings, Node, Settings},
+    engine::{common_settings, Node, Settings},
+    pieces::{env, env_from_field, memory_bytes},
 };
 use crate::controller::validate::{ManagedSearchPlan, ValidatedPipeline};
 

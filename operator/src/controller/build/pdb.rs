@@ -7,8 +7,8 @@ use k8s_openapi::{
 };
 
 use super::{
-    meta,
     names::{selector_labels, Role},
+    pieces::meta,
 };
 use crate::controller::validate::ValidatedPipeline;
 

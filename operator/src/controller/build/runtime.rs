@@ -21,17 +21,16 @@ use k8s_openapi::{
 use pipeline_config::env as e;
 
 use super::{
-    container_security, env_from_secret, http_probe, kafka, meta, minio,
-    names::{labels, selector_labels, ChildNames, Role, CONFIG_CHECKSUM_ANNOTATION},
-    pod_security,
-    search::{self, BasicAuth, Username},
-    sha256_hex, tmp_volume,
+    engine::{BasicAuth, Username},
+    kafka, minio,
+    names::{keys, labels, selector_labels, ChildNames, Role, CONFIG_CHECKSUM_ANNOTATION},
+    pieces::{
+        container_security, env_from_secret, http_probe, meta, pod_security, sha256_hex, tmp_volume,
+    },
+    search,
 };
 use crate::{
-    controller::{
-        dereference::keys,
-        validate::{KafkaMode, ObjectStoreMode, ValidatedPipeline},
-    },
+    controller::validate::{KafkaMode, ObjectStoreMode, ValidatedPipeline},
     crd::CaSecretRef,
 };
 

@@ -2,23 +2,26 @@
 //! pipeline's search engine, managed or external (URL, engine, basic-authentication Secret,
 //! CA): the one place the runtime's configuration and the operator's own count read it
 //! from. For a managed cluster: its headless and client Services, and the StatefulSet
-//! around the node that `elasticsearch::node` or `opensearch::node` describes. Pure.
+//! around the node (`engine::Node`) that `elasticsearch::node` or `opensearch::node`
+//! describes. Pure.
 
 use k8s_openapi::{
     api::{
         apps::v1::{StatefulSet, StatefulSetSpec},
         core::v1::{
-            Container, ContainerPort, EnvVar, ExecAction, PodSpec, PodTemplateSpec, Probe, Service,
-            ServicePort, ServiceSpec, Volume, VolumeMount,
+            Container, ContainerPort, ExecAction, PodSpec, PodTemplateSpec, Probe, Service,
+            ServicePort, ServiceSpec, VolumeMount,
         },
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
 
 use super::{
-    claim_retention, container_security, data_claim, elasticsearch, meta,
+    elasticsearch,
+    engine::{BasicAuth, Node, Username},
     names::{labels, selector_labels, ChildNames, Role},
-    opensearch, pod_security, tmp_volume,
+    opensearch,
+    pieces::{claim_retention, container_security, data_claim, meta, pod_security, tmp_volume},
 };
 use crate::{
     controller::validate::{ManagedSearchPlan, SearchMode, ValidatedPipeline},
@@ -35,23 +38,6 @@ pub fn url(p: &ValidatedPipeline) -> String {
         ChildNames::new(&p.name).search(),
         p.namespace
     )
-}
-
-/// Where the basic-authentication username comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Username {
-    /// A fixed name (the managed Elasticsearch's `elastic` user).
-    Fixed(String),
-    /// This key of the credentials Secret.
-    SecretKey(String),
-}
-
-/// Basic authentication: a Secret holding the password, and the username.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BasicAuth {
-    pub secret: String,
-    pub username: Username,
-    pub password_key: String,
 }
 
 /// How to reach the pipeline's search engine.
@@ -126,55 +112,6 @@ pub fn client_service(p: &ValidatedPipeline) -> Service {
         }),
         status: None,
     }
-}
-
-/// Engine settings as (dotted name, value) pairs, in the order they are passed.
-pub type Settings = Vec<(String, String)>;
-
-/// Settings both engines take the same way: the node's (cluster and node names, no mmap)
-/// and discovery (single-node for one node; seed hosts and the initial voting nodes, under
-/// the engine's name `initial_nodes_setting`, for three or more).
-pub fn common_settings(
-    p: &ValidatedPipeline,
-    search: &ManagedSearchPlan,
-    initial_nodes_setting: &str,
-) -> (Settings, Settings) {
-    let names = ChildNames::new(&p.name);
-    let node = vec![
-        ("cluster.name".to_string(), p.name.clone()),
-        ("node.name".to_string(), "$(POD_NAME)".to_string()),
-        ("network.host".to_string(), "0.0.0.0".to_string()),
-        // No mmap: works on nodes whose vm.max_map_count was never raised (kind, most laptops).
-        ("node.store.allow_mmap".to_string(), "false".to_string()),
-    ];
-    let discovery = if search.replicas == 1 {
-        vec![("discovery.type".to_string(), "single-node".to_string())]
-    } else {
-        let initial = (0..search.replicas)
-            .map(|i| format!("{}-{i}", names.search()))
-            .collect::<Vec<_>>()
-            .join(",");
-        vec![
-            ("discovery.seed_hosts".to_string(), names.search_headless()),
-            (initial_nodes_setting.to_string(), initial),
-        ]
-    };
-    (node, discovery)
-}
-
-/// What differs between the engines' node pods.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Node {
-    pub container: &'static str,
-    /// uid (and gid) of the image's user.
-    pub uid: i64,
-    pub data_dir: &'static str,
-    pub env: Vec<EnvVar>,
-    /// Run by `bash -c`; exit 0 = ready.
-    pub readiness_script: &'static str,
-    /// Volumes and mounts besides the data volume and `/tmp`.
-    pub volumes: Vec<Volume>,
-    pub mounts: Vec<VolumeMount>,
 }
 
 fn node(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Node {

@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::{api::core::v1::Secret, ByteString};
 
 use super::{
-    meta,
-    names::{ChildNames, Role},
+    names::{keys, ChildNames, Role},
+    pieces::meta,
 };
 use crate::controller::{
     credentials::{S3Keys, TlsBundle},
-    dereference::keys,
     validate::ValidatedPipeline,
 };
 

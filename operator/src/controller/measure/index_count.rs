@@ -26,7 +26,7 @@ use rustls::{
 };
 
 use crate::controller::{
-    build::search::{self, Username},
+    build::{engine::Username, search},
     dereference::{read_secret, secret_text},
     validate::ValidatedPipeline,
 };
