@@ -1,6 +1,6 @@
 //! The operator library's error type: one variant per reconcile step, each naming the
 //! object involved. Problems a user must fix (missing Secret, impossible spec) are not
-//! errors: they become status conditions (see `controller::observed::Problem`).
+//! errors: they become status conditions (see `controller::problem::Problem`).
 //! API errors are boxed: `kube::Error` is large and most results carry no error.
 
 use thiserror::Error;

@@ -15,12 +15,10 @@ use kube::{client::Body, runtime::events::Reporter, Client};
 use serde_json::{json, Value};
 
 use super::{
+    apply::readiness::{ChildrenState, IngestState, JobOutcome, JobState, Recovery, WorkloadState},
     credentials::{CredentialGenerator, GeneratedCredentials, S3Keys, TlsBundle},
     measure::observer::NoThroughput,
-    observed::{
-        ChildrenState, IngestState, JobOutcome, JobState, Observation, PipelineFacts, Recovery,
-        WorkloadState,
-    },
+    status::findings::{Observation, PipelineFacts},
     validate::{validate, ManagedSearchPlan, OperatorSettings, SearchMode, ValidatedPipeline},
     Context,
 };

@@ -11,10 +11,7 @@ pub mod build;
 pub mod credentials;
 pub mod dereference;
 pub mod events;
-pub mod ingest_job;
 pub mod measure;
-pub mod observed;
-pub mod pods;
 pub mod problem;
 pub mod status;
 pub mod validate;
@@ -53,17 +50,15 @@ use tracing::{info, warn};
 
 use self::{
     autoscale::evaluation::{self, Evaluation, PipelineMemory},
-    build::names::{
-        selector_labels, selector_string, Role, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER,
-    },
+    build::names::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER},
     credentials::CredentialGenerator,
     events::Notice,
     measure::{
         observer::{Measurement, ThroughputObserver},
         offset_reader::KafkaOffsets,
     },
-    observed::{Observation, PipelineFacts},
-    validate::{KafkaMode, ObjectStoreMode, OperatorSettings, SearchMode, ValidatedPipeline},
+    status::findings::{Observation, PipelineFacts},
+    validate::{OperatorSettings, ValidatedPipeline},
     visit::{Identity, LastApply},
 };
 use crate::{
@@ -321,35 +316,6 @@ pub fn error_policy(dp: Arc<DataPipeline>, error: &Error, ctx: Arc<Context>) -> 
     Action::requeue(delay)
 }
 
-fn facts(plan: &ValidatedPipeline) -> PipelineFacts {
-    PipelineFacts {
-        paused: plan.paused,
-        kafka_external: match &plan.kafka.mode {
-            KafkaMode::External(k) => Some(k.bootstrap_servers.clone()),
-            KafkaMode::Managed(_) => None,
-        },
-        object_store_external: match &plan.object_store.mode {
-            ObjectStoreMode::External(s) => Some(
-                s.endpoint
-                    .clone()
-                    .unwrap_or_else(|| format!("AWS S3 ({})", s.region)),
-            ),
-            ObjectStoreMode::Managed(_) => None,
-        },
-        search_external: match &plan.search.mode {
-            SearchMode::External(s) => Some(s.url.clone()),
-            SearchMode::Managed(_) => None,
-        },
-        search_engine: match &plan.search.mode {
-            SearchMode::External(s) => s.engine,
-            SearchMode::Managed(m) => m.engine,
-        },
-        runtime_selector: selector_string(&selector_labels(&plan.name, Role::Runtime)),
-        name: plan.name.clone(),
-        namespace: plan.namespace.clone(),
-    }
-}
-
 async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action, Outcome)> {
     let namespace = dp
         .metadata
@@ -386,7 +352,8 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                 tracing::debug!(pipeline = %pipeline_key, "observing");
                 notices.extend(evaluation.notice.clone());
                 let pods =
-                    pods::read_problems(&ctx.client, &namespace, &name, &last.children).await;
+                    status::pods::read_problems(&ctx.client, &namespace, &name, &last.children)
+                        .await;
                 let observation = Observation::Applied {
                     children: last.children,
                     pods,
@@ -426,10 +393,15 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                     let credentials =
                         credentials::complete(existing, &plan, ctx.credentials.as_ref())?;
                     let children = build::desired_children(&plan, &credentials)?;
-                    let applied = apply_children(ctx, &namespace, &children).await?;
-                    let deleted =
-                        apply::delete_orphans(&ctx.client, &namespace, &name, &plan.uid, &children)
-                            .await?;
+                    let applied = apply::apply_in_order(&ctx.client, &namespace, &children).await?;
+                    let deleted = apply::orphans::delete_orphans(
+                        &ctx.client,
+                        &namespace,
+                        &name,
+                        &plan.uid,
+                        &children,
+                    )
+                    .await?;
                     if !deleted.is_empty() {
                         notices.push(Notice {
                             warning: false,
@@ -440,10 +412,12 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                             ),
                         });
                     }
-                    let mut children =
-                        Box::new(apply::children_state(&applied.applied, applied.failures())?);
+                    let mut children = Box::new(apply::patch::children_state(
+                        &applied.applied,
+                        applied.failures(),
+                    )?);
                     notices.extend(
-                        ingest_job::recover(
+                        apply::generator_job::recover(
                             &ctx.client,
                             &namespace,
                             &mut children.ingest,
@@ -454,8 +428,10 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
                         .await?,
                     );
                     apply_error = applied.into_error();
-                    let pods = pods::read_problems(&ctx.client, &namespace, &name, &children).await;
-                    let facts = facts(&plan);
+                    let pods =
+                        status::pods::read_problems(&ctx.client, &namespace, &name, &children)
+                            .await;
+                    let facts = PipelineFacts::of(&plan);
                     ctx.remember_apply(
                         &pipeline_key,
                         Some(LastApply {
@@ -492,24 +468,6 @@ async fn reconcile_pipeline(dp: &DataPipeline, ctx: &Context) -> Result<(Action,
     }
 }
 
-/// Applies the children in order, the generator Job last and only once what it writes to
-/// is ready (or it exists already).
-async fn apply_children(
-    ctx: &Context,
-    namespace: &str,
-    children: &[build::Child],
-) -> Result<apply::ApplyOutcome> {
-    let (generator, others) = match children.split_last() {
-        Some((job @ build::Child::Job(_, Role::Ingest), others)) => (Some(job), others),
-        _ => (None, children),
-    };
-    let mut applied = apply::apply_children(&ctx.client, namespace, others).await;
-    if let Some(job) = generator {
-        ingest_job::apply(&ctx.client, namespace, job, &mut applied).await?;
-    }
-    Ok(applied)
-}
-
 /// Computes the status from the observation, writes it if it changed, publishes the
 /// notices and the transitions' Events.
 async fn write_status(
@@ -522,10 +480,10 @@ async fn write_status(
 ) -> Result<(Action, Outcome)> {
     let old = dp.status.as_ref();
     let new_status =
-        status::compute_status(old, dp.metadata.generation, observation, &(ctx.clock)());
+        status::compute::compute_status(old, dp.metadata.generation, observation, &(ctx.clock)());
     if old != Some(&new_status)
-        && status::write_status(&ctx.client, dp, &new_status).await?
-            == status::StatusWrite::PipelineGone
+        && status::write::write_status(&ctx.client, dp, &new_status).await?
+            == status::write::StatusWrite::PipelineGone
     {
         // Its children go with it (owner references); the deletion wakes nobody.
         ctx.remember_apply(&key(dp), None);

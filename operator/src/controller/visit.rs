@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::observed::{ChildrenState, PipelineFacts};
+use super::{apply::readiness::ChildrenState, status::findings::PipelineFacts};
 
 /// What identifies the pipeline object a reconcile applied: a change here means the
 /// desired children may differ.

@@ -1,5 +1,5 @@
 //! The `status` of a DataPipeline: what the operator observed. Pure data; computed by
-//! `controller::status::compute_status` and written once per reconcile.
+//! `controller::status::compute::compute_status` and written once per reconcile.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;

@@ -4,7 +4,7 @@
 //! repeated when it ends. The Job's name carries a hash of its pod template, so a changed
 //! generator spec starts a new run; pausing suspends it. When the Job is applied (once
 //! Kafka and the object store are ready) and what happens when it fails is the
-//! controller's `ingest_job` module. Pure.
+//! controller's `apply::generator_job` module. Pure.
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},

@@ -27,13 +27,15 @@ use kube::{
 };
 
 use super::{
-    apply::{apply_children, Applied, ApplyOutcome},
-    build::{names::Role, Child},
-    events::Notice,
-    observed::{IngestState, JobOutcome, JobState, Recovery, WorkloadState},
-    problem::Component,
+    patch::{apply_children, Applied, ApplyOutcome},
+    readiness::{IngestState, JobOutcome, JobState, Recovery, WorkloadState},
 };
 use crate::{
+    controller::{
+        build::{names::Role, Child},
+        events::Notice,
+        problem::Component,
+    },
     crd::{conditions::events, IngestJobStatus},
     error::{Error, Result},
 };

@@ -1,38 +1,37 @@
 //! Makes the cluster match the desired children: server-side apply of each child in the
 //! given order under the operator's field manager (forced: the operator owns these
-//! objects), then deletion of children a changed spec no longer wants (found by label,
-//! deleted only when this pipeline owns them). A child that cannot be applied does not
-//! stop the others: it is reported with its component (`ApplyFailure`) and the reconcile
-//! fails after the status says so. I/O; the decisions are the pure `children_state`,
-//! `failure_of` and `orphans`.
+//! objects). A child that cannot be applied does not stop the others: it is reported with
+//! its component (`ApplyFailure`) and the reconcile fails after the status says so. I/O;
+//! the decisions are the pure `children_state` and `failure_of`.
 
-use std::{collections::BTreeSet, fmt::Debug};
+use std::fmt::Debug;
 
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::Job,
-        core::v1::{ConfigMap, Secret, Service},
-        policy::v1::PodDisruptionBudget,
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
     NamespaceResourceScope,
 };
 use kube::{
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
     Api, Client, Resource,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{
-    build::{
-        names::{children_selector, Role, MANAGER},
-        Child,
-    },
-    observed::{ApplyFailure, ChildrenState, IngestState, JobState, Recovery, WorkloadState},
-    problem::Component,
+use super::readiness::{
+    ApplyFailure, ChildrenState, IngestState, JobState, Recovery, WorkloadState,
 };
-use crate::error::{Error, Result};
+use crate::{
+    controller::{
+        build::{
+            names::{Role, MANAGER},
+            Child,
+        },
+        problem::Component,
+    },
+    error::{Error, Result},
+};
 
 /// An applied child as the API server returned it (with its current status).
 #[derive(Clone, Debug, PartialEq)]
@@ -241,115 +240,9 @@ pub fn children_state(
     })
 }
 
-/// Names of listed objects that this pipeline owns but no longer wants.
-pub fn orphans(listed: &[ObjectMeta], wanted: &BTreeSet<String>, owner_uid: &str) -> Vec<String> {
-    listed
-        .iter()
-        .filter(|meta| {
-            meta.owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.uid == owner_uid && o.controller == Some(true))
-        })
-        .filter_map(|meta| meta.name.clone())
-        .filter(|name| !wanted.contains(name))
-        .collect()
-}
-
-async fn delete_orphans_of<K>(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-    owner_uid: &str,
-    children: &[Child],
-) -> Result<Vec<String>>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let listed = api
-        .list_metadata(&ListParams::default().labels(selector))
-        .await
-        .map_err(|source| Error::ListOrphans {
-            kind: <K as k8s_openapi::Resource>::KIND,
-            namespace: namespace.to_string(),
-            source: Box::new(source),
-        })?;
-    let metas: Vec<ObjectMeta> = listed.items.into_iter().map(|o| o.metadata).collect();
-    let wanted: BTreeSet<String> = children
-        .iter()
-        .filter(|c| c.kind() == <K as k8s_openapi::Resource>::KIND)
-        .map(|c| c.name().to_string())
-        .collect();
-    let mut deleted = Vec::new();
-    for name in orphans(&metas, &wanted, owner_uid) {
-        api.delete(&name, &DeleteParams::background())
-            .await
-            .map_err(|source| Error::DeleteOrphan {
-                kind: <K as k8s_openapi::Resource>::KIND,
-                namespace: namespace.to_string(),
-                name: name.clone(),
-                source: Box::new(source),
-            })?;
-        tracing::info!(kind = <K as k8s_openapi::Resource>::KIND, %namespace, %name, "deleted a child the spec no longer wants");
-        deleted.push(format!("{}/{name}", <K as k8s_openapi::Resource>::KIND));
-    }
-    Ok(deleted)
-}
-
-/// Deletes the pipeline's children that are not in `children`, workloads first. Returns
-/// `Kind/name` of each deleted object.
-pub async fn delete_orphans(
-    client: &Client,
-    namespace: &str,
-    pipeline: &str,
-    owner_uid: &str,
-    children: &[Child],
-) -> Result<Vec<String>> {
-    let selector = children_selector(pipeline);
-    let s = selector.as_str();
-    let mut deleted = Vec::new();
-    deleted
-        .extend(delete_orphans_of::<Deployment>(client, namespace, s, owner_uid, children).await?);
-    deleted.extend(delete_orphans_of::<Job>(client, namespace, s, owner_uid, children).await?);
-    deleted
-        .extend(delete_orphans_of::<StatefulSet>(client, namespace, s, owner_uid, children).await?);
-    deleted.extend(
-        delete_orphans_of::<PodDisruptionBudget>(client, namespace, s, owner_uid, children).await?,
-    );
-    deleted.extend(delete_orphans_of::<Service>(client, namespace, s, owner_uid, children).await?);
-    deleted
-        .extend(delete_orphans_of::<ConfigMap>(client, namespace, s, owner_uid, children).await?);
-    deleted.extend(delete_orphans_of::<Secret>(client, namespace, s, owner_uid, children).await?);
-    Ok(deleted)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-
-    fn meta(name: &str, owner: Option<(&str, bool)>) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.into()),
-            owner_references: owner.map(|(uid, controller)| {
-                vec![OwnerReference {
-                    api_version: "datapipeline.io/v1alpha1".into(),
-                    kind: "DataPipeline".into(),
-                    name: "shop".into(),
-                    uid: uid.into(),
-                    controller: Some(controller),
-                    block_owner_deletion: Some(true),
-                }]
-            }),
-            ..ObjectMeta::default()
-        }
-    }
 
     fn kafka_statefulset() -> Child {
         let plan = crate::controller::fixtures::managed_plan();
@@ -404,22 +297,5 @@ mod tests {
             panic!("a StatefulSet stands in for itself")
         };
         assert_eq!(sts.status, None);
-    }
-
-    #[test]
-    fn only_owned_unwanted_objects_are_orphans() {
-        let listed = vec![
-            meta("shop-es", Some(("uid-1", true))),
-            meta("shop-runtime", Some(("uid-1", true))),
-            meta("shop-kafka-topics-old", Some(("uid-1", true))),
-            meta("someone-elses", Some(("uid-2", true))),
-            meta("not-controlled", Some(("uid-1", false))),
-            meta("unowned", None),
-        ];
-        let wanted = BTreeSet::from(["shop-runtime".to_string()]);
-        assert_eq!(
-            orphans(&listed, &wanted, "uid-1"),
-            vec!["shop-es".to_string(), "shop-kafka-topics-old".to_string()]
-        );
     }
 }

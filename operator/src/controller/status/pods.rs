@@ -11,14 +11,51 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::{api::ListParams, Api, Client, ResourceExt};
 
-use super::{
-    build::names::{children_selector, Role, LABEL_COMPONENT},
-    observed::{
-        ChildrenState, IngestState, JobOutcome, JobState, PodProblem, PodProblems, WorkloadState,
+use crate::{
+    controller::{
+        apply::readiness::{ChildrenState, IngestState, JobOutcome, JobState, WorkloadState},
+        build::names::{children_selector, Role, LABEL_COMPONENT},
+        problem::Component,
     },
-    problem::Component,
+    crd::conditions::reasons,
 };
-use crate::crd::conditions::reasons;
+
+/// Why a component's pods cannot start: a reason of `reasons::POD_PROBLEMS` and a message
+/// naming the pod, the container and what Kubernetes said about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The most actionable pod problem of each component, as read from its pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodProblems {
+    pub kafka: Option<PodProblem>,
+    pub object_store: Option<PodProblem>,
+    pub search: Option<PodProblem>,
+    pub runtime: Option<PodProblem>,
+}
+
+impl PodProblems {
+    pub fn of(&self, component: Component) -> Option<&PodProblem> {
+        match component {
+            Component::Kafka => self.kafka.as_ref(),
+            Component::ObjectStore => self.object_store.as_ref(),
+            Component::Search => self.search.as_ref(),
+            Component::Runtime => self.runtime.as_ref(),
+        }
+    }
+
+    pub fn slot(&mut self, component: Component) -> &mut Option<PodProblem> {
+        match component {
+            Component::Kafka => &mut self.kafka,
+            Component::ObjectStore => &mut self.object_store,
+            Component::Search => &mut self.search,
+            Component::Runtime => &mut self.runtime,
+        }
+    }
+}
 
 /// Longest container or scheduler message quoted in a condition.
 const MESSAGE_LIMIT: usize = 300;

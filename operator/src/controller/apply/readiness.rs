@@ -1,6 +1,7 @@
-//! What one reconcile found: either a problem that stops it before anything is applied
-//! (missing Secret, impossible spec) or the readiness of the children it applied. Pure data
-//! passed from the I/O steps to the pure status computation.
+//! The readiness of the applied children, as the API server returned them: per workload
+//! (`WorkloadState`), per Job (`JobState`), the ingest role with what the operator did
+//! about a failed generator Job (`IngestState`, `Recovery`), and the children it could not
+//! apply (`ApplyFailure`). Pure data, read by the status, the pod reader and the visits.
 
 use k8s_openapi::{
     api::{
@@ -10,11 +11,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
-use super::{
-    autoscale::evaluation::FlowHealth,
-    problem::{Component, Problem},
-};
-use crate::crd::{AutoscalerStatus, SearchEngine, ThroughputStatus};
+use crate::controller::problem::Component;
 
 /// Readiness of a StatefulSet or Deployment as the API server returned it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,79 +179,4 @@ pub struct ChildrenState {
     pub ingest: IngestState,
     /// Children that could not be applied this visit.
     pub apply_failures: Vec<ApplyFailure>,
-}
-
-/// Why a component's pods cannot start: a reason of `reasons::POD_PROBLEMS` and a message
-/// naming the pod, the container and what Kubernetes said about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodProblem {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// The most actionable pod problem of each component, as read from its pods.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodProblems {
-    pub kafka: Option<PodProblem>,
-    pub object_store: Option<PodProblem>,
-    pub search: Option<PodProblem>,
-    pub runtime: Option<PodProblem>,
-}
-
-impl PodProblems {
-    pub fn of(&self, component: Component) -> Option<&PodProblem> {
-        match component {
-            Component::Kafka => self.kafka.as_ref(),
-            Component::ObjectStore => self.object_store.as_ref(),
-            Component::Search => self.search.as_ref(),
-            Component::Runtime => self.runtime.as_ref(),
-        }
-    }
-
-    pub fn slot(&mut self, component: Component) -> &mut Option<PodProblem> {
-        match component {
-            Component::Kafka => &mut self.kafka,
-            Component::ObjectStore => &mut self.object_store,
-            Component::Search => &mut self.search,
-            Component::Runtime => &mut self.runtime,
-        }
-    }
-}
-
-/// Facts about the pipeline that the status reports but that are not children's state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PipelineFacts {
-    pub paused: bool,
-    /// Where an external service lives, for messages (`None` when managed).
-    pub kafka_external: Option<String>,
-    pub object_store_external: Option<String>,
-    pub search_external: Option<String>,
-    /// The search engine, managed or external, for messages.
-    pub search_engine: SearchEngine,
-    /// Label selector of the runtime processing pods.
-    pub runtime_selector: String,
-    pub name: String,
-    pub namespace: String,
-}
-
-/// The outcome of one reconcile, input of `compute_status`.
-// One value per reconcile, passed by reference and never stored: its size does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
-pub enum Observation {
-    /// Nothing was applied.
-    Blocked(Problem),
-    /// Every child was applied; their readiness and the pipeline's measured throughput.
-    Applied {
-        children: Box<ChildrenState>,
-        /// Why pods cannot start, read this visit (none when every workload was ready).
-        pods: PodProblems,
-        facts: PipelineFacts,
-        /// `None` = not measured this time; the previous measurement stays.
-        throughput: Option<ThroughputStatus>,
-        /// The autoscaler's decision; `None` when autoscaling is off.
-        autoscaler: Option<AutoscalerStatus>,
-        /// Lag growth and Kafka reachability.
-        flow: FlowHealth,
-    },
 }
