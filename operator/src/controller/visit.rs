@@ -7,7 +7,10 @@
 
 use std::collections::BTreeMap;
 
+use kube::ResourceExt;
+
 use super::{apply::readiness::ChildrenState, status::findings::PipelineFacts};
+use crate::crd::DataPipeline;
 
 /// What identifies the pipeline object a reconcile applied: a change here means the
 /// desired children may differ.
@@ -17,6 +20,18 @@ pub struct Identity {
     pub generation: Option<i64>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+}
+
+impl Identity {
+    /// The identity of the pipeline as this visit reads it.
+    pub fn of(dp: &DataPipeline) -> Self {
+        Self {
+            uid: dp.metadata.uid.clone(),
+            generation: dp.metadata.generation,
+            labels: dp.labels().clone(),
+            annotations: dp.annotations().clone(),
+        }
+    }
 }
 
 /// What the last applying reconcile of a pipeline saw and decided.

@@ -90,6 +90,12 @@ pub fn children_selector(pipeline: &str) -> String {
     format!("{LABEL_MANAGED_BY}={MANAGER},{LABEL_INSTANCE}={pipeline}")
 }
 
+/// `namespace/name`: how a namespaced object (a pipeline, a pod) is named in messages and
+/// logs, and the key of a pipeline in the controller's memory.
+pub fn namespaced_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
 /// `key=value,...` form of a label map, in key order.
 pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
     labels

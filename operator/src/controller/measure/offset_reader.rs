@@ -24,7 +24,7 @@ use super::{
     throughput::{OffsetsSnapshot, PartitionOffsets},
 };
 use crate::controller::{
-    build::kafka::bootstrap,
+    build::{kafka::bootstrap, names::namespaced_name},
     dereference::{read_secret, secret_text},
     validate::{KafkaMode, ValidatedPipeline},
 };
@@ -64,7 +64,7 @@ impl KafkaOffsets {
 
     /// The index's document count, or `None` (logged) when it cannot be read.
     async fn profiles(&self, pipeline: &ValidatedPipeline) -> Option<i64> {
-        let pipeline_key = format!("{}/{}", pipeline.namespace, pipeline.name);
+        let pipeline_key = namespaced_name(&pipeline.namespace, &pipeline.name);
         match index_count::profiles(&self.client, pipeline).await {
             Ok(count) => Some(count),
             // Expected while the search engine starts: not worth a warning.

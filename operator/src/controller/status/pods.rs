@@ -14,7 +14,7 @@ use kube::{api::ListParams, Api, Client, ResourceExt};
 use crate::{
     controller::{
         apply::readiness::{ChildrenState, IngestState, JobOutcome, JobState, WorkloadState},
-        build::names::{children_selector, Role, LABEL_COMPONENT},
+        build::names::{children_selector, namespaced_name, Role, LABEL_COMPONENT},
         problem::Component,
     },
     crd::conditions::reasons,
@@ -136,7 +136,7 @@ fn is_current(pod: &Pod) -> bool {
 
 /// A pod's most actionable problem, with its rank (lower = more actionable).
 fn problem_of(pod: &Pod) -> Option<(u8, PodProblem)> {
-    let name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
+    let name = namespaced_name(&pod.namespace().unwrap_or_default(), &pod.name_any());
     let status = pod.status.clone().unwrap_or_default();
     if let Some(problem) = unschedulable(&name, &status) {
         return Some((0, problem));

@@ -1,0 +1,173 @@
+//! Runs the controller (kube-rs's `Controller`): watches the DataPipelines, and the
+//! children, pods and referenced Secrets that wake them, and calls `reconcile` and
+//! `error_policy` until SIGTERM/SIGINT. A changed child or Secret marks its pipeline so
+//! that its next visit applies. I/O: the wiring only, no decision.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        batch::v1::Job,
+        core::v1::{Pod, Secret},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{
+    api::ListParams,
+    runtime::{controller::Controller, events::Reporter, reflector::ObjectRef, watcher},
+    Api, Client, Resource, ResourceExt,
+};
+use tracing::{info, warn};
+
+use super::{
+    build::names::{namespaced_name, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER},
+    context::{key, system_clock, Context},
+    credentials::RandomCredentials,
+    dereference,
+    measure::offset_reader::KafkaOffsets,
+    reconcile::{error_policy, reconcile},
+    validate::OperatorSettings,
+};
+use crate::{crd::DataPipeline, metrics::Metrics};
+
+/// Settings of the running controller.
+pub struct RunConfig {
+    pub settings: OperatorSettings,
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    pub resync: Duration,
+    pub reporter: Reporter,
+    /// How often offsets are read from Kafka (throughput, autoscaling).
+    pub observe_interval: Duration,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The pipelines owning a child, each noted as having a changed dependent.
+fn owners_changed(ctx: &Context, child: &ObjectMeta) -> Vec<ObjectRef<DataPipeline>> {
+    let namespace = child.namespace.clone().unwrap_or_default();
+    child
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|owner| {
+            owner.kind == DataPipeline::kind(&())
+                && owner.api_version == DataPipeline::api_version(&())
+        })
+        .map(|owner| {
+            ctx.dependent_changed(namespaced_name(&namespace, &owner.name));
+            ObjectRef::new(&owner.name).within(&namespace)
+        })
+        .collect()
+}
+
+/// The pipeline a pod belongs to, by its instance label.
+fn pipeline_of_pod(pod: &ObjectMeta) -> Option<ObjectRef<DataPipeline>> {
+    let pipeline = pod.labels.as_ref()?.get(LABEL_INSTANCE)?;
+    Some(ObjectRef::new(pipeline).within(pod.namespace.as_deref()?))
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(), kube::Error> {
+    let namespace = config.namespace.as_deref();
+    let pipelines: Api<DataPipeline> = api(&client, namespace);
+    // Fail fast with a clear log line when the CRD is missing.
+    if let Err(error) = pipelines.list(&ListParams::default().limit(1)).await {
+        warn!(%error, "cannot list DataPipelines: is the CRD installed? (`datapipeline-operator crd | kubectl apply -f -`)");
+        return Err(error);
+    }
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            config.reporter,
+            metrics,
+            config.settings,
+            Arc::new(RandomCredentials),
+            Arc::new(KafkaOffsets {
+                client: client.clone(),
+            }),
+            Arc::new(system_clock),
+            config.resync,
+        )
+        .with_observe_interval(config.observe_interval),
+    );
+    let controller = Controller::new(pipelines, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    // Secrets a pipeline refers to wake it when they appear or change. Service-account
+    // tokens and Helm releases are never referenced: leave them out of the stream.
+    let referable = watcher::Config::default()
+        .fields("type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1");
+    // Like `owns`, and the owner's next visit applies (the children's state is read
+    // from the apply).
+    let (sts_ctx, deployment_ctx, job_ctx, secret_ctx) =
+        (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
+    controller
+        .watches(
+            api::<StatefulSet>(&client, namespace),
+            ours.clone(),
+            move |child| owners_changed(&sts_ctx, child.meta()),
+        )
+        .watches(
+            api::<Deployment>(&client, namespace),
+            ours.clone(),
+            move |child| owners_changed(&deployment_ctx, child.meta()),
+        )
+        .watches(api::<Job>(&client, namespace), ours.clone(), move |child| {
+            owners_changed(&job_ctx, child.meta())
+        })
+        // A pod that cannot start changes no workload's status: its pipeline is visited
+        // (an observation, nothing applied) so its condition says why.
+        .watches(api::<Pod>(&client, namespace), ours, |pod| {
+            pipeline_of_pod(pod.meta())
+        })
+        .watches(
+            api::<Secret>(&client, namespace),
+            referable,
+            move |secret| {
+                let secret_namespace = secret.namespace();
+                let secret_name = secret.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|dp| {
+                        dp.namespace() == secret_namespace
+                            && dereference::refers_to_secret(&dp.spec, &secret_name)
+                    })
+                    .map(|dp| {
+                        secret_ctx.dependent_changed(key(&dp));
+                        ObjectRef::from_obj(dp.as_ref())
+                    })
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok(_) => {}
+                // A child changed after its pipeline was deleted: nothing to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                    tracing::debug!(%object, "pipeline already deleted");
+                }
+                Err(error) => warn!(%error, "controller event"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
