@@ -11,8 +11,9 @@ use pipeline_config::PipelineNames;
 
 use super::problem::Problem;
 use crate::crd::{
-    AutoscalingSpec, DataPipeline, ExternalKafka, ExternalObjectStore, ExternalSearch,
-    ManagedKafka, ManagedObjectStore, SearchEngine, StorageSpec, MAX_NAME_LENGTH,
+    AutoscalingSpec, DataPipeline, ExternalKafka, ExternalObjectStore, ExternalSearch, KafkaSpec,
+    ManagedKafka, ManagedObjectStore, ObjectStoreSpec, SearchEngine, SearchSpec, SourceSpec,
+    StorageSpec, MAX_NAME_LENGTH,
 };
 
 /// Operator-wide settings that fill gaps in a spec.
@@ -108,7 +109,9 @@ pub struct RuntimePlan {
     pub autoscaling: Option<AutoscalingSpec>,
 }
 
-/// Checks the spec and resolves it.
+/// Checks the spec and resolves it: the pipeline's own metadata, then each part of the
+/// spec in order (source, Kafka, object store, search, runtime); the first problem found
+/// is the one reported.
 pub fn validate(
     dp: &DataPipeline,
     settings: &OperatorSettings,
@@ -131,11 +134,32 @@ pub fn validate(
         .ok_or_else(|| invalid("metadata", "cannot reference the DataPipeline as owner"))?;
     let spec = &dp.spec;
     let names = PipelineNames::new(name.clone());
+    let source = source_plan(&spec.source)?;
+    let kafka = kafka_plan(&spec.kafka)?;
+    let object_store = object_store_plan(&spec.object_store)?;
+    let search = search_plan(&spec.search, &names)?;
+    let runtime = runtime_plan(dp, settings)?;
+    Ok(ValidatedPipeline {
+        name,
+        namespace,
+        uid,
+        owner,
+        names,
+        source,
+        kafka,
+        object_store,
+        search,
+        runtime,
+        paused: spec.paused,
+    })
+}
 
-    let source = match (&spec.source.landing_prefix, &spec.source.generator) {
-        (Some(prefix), None) => SourcePlan::Landing {
+/// A landing prefix or a generator with a positive event count, rate and a seed.
+fn source_plan(source: &SourceSpec) -> Result<SourcePlan, Problem> {
+    match (&source.landing_prefix, &source.generator) {
+        (Some(prefix), None) => Ok(SourcePlan::Landing {
             prefix: prefix.clone(),
-        },
+        }),
         (None, Some(generator)) => {
             let events = positive(generator.events, "spec.source.generator.events")?;
             let rate_per_second = generator
@@ -144,16 +168,20 @@ pub fn validate(
                 .transpose()?;
             let seed = u64::try_from(generator.seed)
                 .map_err(|_| invalid("spec.source.generator.seed", "must not be negative"))?;
-            SourcePlan::Generator {
+            Ok(SourcePlan::Generator {
                 events,
                 seed,
                 rate_per_second,
-            }
+            })
         }
-        _ => return Err(exactly_one("spec.source", "landingPrefix", "generator")),
-    };
+        _ => Err(exactly_one("spec.source", "landingPrefix", "generator")),
+    }
+}
 
-    let kafka_mode = match (&spec.kafka.managed, &spec.kafka.external) {
+/// A managed cluster of 1 or at least 3 nodes, or external brokers (with credentials when
+/// SASL is on); at least one partition and one hour of retention.
+fn kafka_plan(kafka: &KafkaSpec) -> Result<KafkaPlan, Problem> {
+    let mode = match (&kafka.managed, &kafka.external) {
         (Some(managed), None) => {
             if managed.replicas < 1 {
                 return Err(invalid("spec.kafka.managed.replicas", "must be at least 1"));
@@ -185,21 +213,37 @@ pub fn validate(
         }
         _ => return Err(exactly_one("spec.kafka", "managed", "external")),
     };
-    if spec.kafka.partitions < 1 {
+    if kafka.partitions < 1 {
         return Err(invalid("spec.kafka.partitions", "must be at least 1"));
     }
-    if spec.kafka.retention_hours < 1 {
+    if kafka.retention_hours < 1 {
         return Err(invalid("spec.kafka.retentionHours", "must be at least 1"));
     }
+    Ok(KafkaPlan {
+        mode,
+        partitions: kafka.partitions,
+        retention_hours: kafka.retention_hours,
+    })
+}
 
-    let store_mode = match (&spec.object_store.managed, &spec.object_store.external) {
+/// A managed or an external store, and a valid bucket name.
+fn object_store_plan(store: &ObjectStoreSpec) -> Result<ObjectStorePlan, Problem> {
+    let mode = match (&store.managed, &store.external) {
         (Some(managed), None) => ObjectStoreMode::Managed(managed.clone()),
         (None, Some(external)) => ObjectStoreMode::External(external.clone()),
         _ => return Err(exactly_one("spec.objectStore", "managed", "external")),
     };
-    check_bucket(&spec.object_store.bucket)?;
+    check_bucket(&store.bucket)?;
+    Ok(ObjectStorePlan {
+        mode,
+        bucket: store.bucket.clone(),
+    })
+}
 
-    let search_mode = match (&spec.search.managed, &spec.search.external) {
+/// A managed cluster of 1 or at least 3 nodes (its image resolved for its engine) or an
+/// external engine, and a valid index name (the pipeline's profiles index by default).
+fn search_plan(search: &SearchSpec, names: &PipelineNames) -> Result<SearchPlan, Problem> {
+    let mode = match (&search.managed, &search.external) {
         (Some(managed), None) => {
             if !(managed.replicas == 1 || managed.replicas >= 3) {
                 return Err(invalid(
@@ -221,13 +265,19 @@ pub fn validate(
         (None, Some(external)) => SearchMode::External(external.clone()),
         _ => return Err(exactly_one("spec.search", "managed", "external")),
     };
-    let index = spec
-        .search
+    let index = search
         .index
         .clone()
         .unwrap_or_else(|| names.profiles_index());
     check_index(&index)?;
+    Ok(SearchPlan { mode, index })
+}
 
+/// The runtime: autoscaling bounds in order, no negative replicas, a positive checkpoint
+/// interval; the image defaults to the operator's setting, and the replicas to run now
+/// follow `desired_runtime_replicas` (the autoscaler's last decision is in the status).
+fn runtime_plan(dp: &DataPipeline, settings: &OperatorSettings) -> Result<RuntimePlan, Problem> {
+    let spec = &dp.spec;
     let runtime = &spec.runtime;
     if let Some(autoscaling) = &runtime.autoscaling {
         if autoscaling.min_replicas < 1 || autoscaling.min_replicas > autoscaling.max_replicas {
@@ -252,43 +302,20 @@ pub fn validate(
         .as_ref()
         .and_then(|s| s.autoscaler.as_ref())
         .map(|a| a.desired_replicas);
-
-    Ok(ValidatedPipeline {
-        name,
-        namespace,
-        uid,
-        owner,
-        names,
-        source,
-        kafka: KafkaPlan {
-            mode: kafka_mode,
-            partitions: spec.kafka.partitions,
-            retention_hours: spec.kafka.retention_hours,
-        },
-        object_store: ObjectStorePlan {
-            mode: store_mode,
-            bucket: spec.object_store.bucket.clone(),
-        },
-        search: SearchPlan {
-            mode: search_mode,
-            index,
-        },
-        runtime: RuntimePlan {
-            image: runtime
-                .image
-                .clone()
-                .unwrap_or_else(|| settings.runtime_image.clone()),
-            replicas: desired_runtime_replicas(
-                spec.paused,
-                runtime.replicas,
-                runtime.autoscaling.as_ref(),
-                autoscaler_decision,
-            ),
-            resources: runtime.resources.clone(),
-            checkpoint_interval_ms,
-            autoscaling: runtime.autoscaling.clone(),
-        },
-        paused: spec.paused,
+    Ok(RuntimePlan {
+        image: runtime
+            .image
+            .clone()
+            .unwrap_or_else(|| settings.runtime_image.clone()),
+        replicas: desired_runtime_replicas(
+            spec.paused,
+            runtime.replicas,
+            runtime.autoscaling.as_ref(),
+            autoscaler_decision,
+        ),
+        resources: runtime.resources.clone(),
+        checkpoint_interval_ms,
+        autoscaling: runtime.autoscaling.clone(),
     })
 }
 
