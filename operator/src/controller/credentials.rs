@@ -2,7 +2,7 @@
 //! password, Elasticsearch transport TLS; a managed OpenSearch, security plugin off, gets
 //! none). Generated once: values already stored in their
 //! Secrets (read by `dereference`) are always reused. Randomness sits behind
-//! `CredentialGenerator` so reconciles are deterministic in tests.
+//! `CredentialGenerator` so reconciles are deterministic in tests. No I/O.
 
 use rand::{distr::Alphanumeric, Rng};
 use rcgen::{

@@ -6,8 +6,8 @@
 //! user. `measure` reads a running pipeline's offsets and index count (I/O) and
 //! `autoscale` turns them into the runtime's replicas (pure). `reconcile` sequences one
 //! visit (an observation or an apply, as `visit` decides), `context` holds what visits
-//! share, `run` wires the watches; `problem` is what stops a visit. This module only
-//! declares them.
+//! share, `watches` runs the controller on its watches; `problem` is what stops a visit.
+//! This module only declares them and re-exports the entry points.
 
 pub mod apply;
 pub mod autoscale;
@@ -19,10 +19,10 @@ pub mod events;
 pub mod measure;
 pub mod problem;
 pub mod reconcile;
-pub mod run;
 pub mod status;
 pub mod validate;
 pub mod visit;
+pub mod watches;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -32,5 +32,5 @@ mod tests;
 pub use self::{
     context::{system_clock, Context, DEFAULT_OBSERVE_INTERVAL},
     reconcile::{backoff, error_policy, reconcile},
-    run::{run, RunConfig},
+    watches::{run, RunConfig},
 };
