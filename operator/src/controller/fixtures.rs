@@ -16,11 +16,11 @@ use serde_json::{json, Value};
 
 use super::{
     apply::readiness::{ChildrenState, IngestState, JobOutcome, JobState, Recovery, WorkloadState},
+    context::Context,
     credentials::{CredentialGenerator, GeneratedCredentials, S3Keys, TlsBundle},
     measure::observer::NoThroughput,
     status::findings::{Observation, PipelineFacts},
     validate::{validate, ManagedSearchPlan, OperatorSettings, SearchMode, ValidatedPipeline},
-    Context,
 };
 use crate::{
     crd::{DataPipeline, SearchEngine},

@@ -10,13 +10,12 @@ use kube::runtime::controller::Action;
 use serde_json::{json, Value};
 
 use super::{
-    backoff,
     build::{desired_children, Child},
-    error_policy,
+    context::Context,
     fixtures::{
         external_pipeline, fixed_credentials, managed_pipeline, managed_plan, Expect, Reply, Seen,
     },
-    reconcile, Context,
+    reconcile::{backoff, error_policy, reconcile},
 };
 use crate::crd::{DataPipeline, DataPipelineStatus, ExternalSearch, SearchSpec};
 use crate::error::Error;
