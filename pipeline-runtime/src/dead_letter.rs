@@ -237,15 +237,8 @@ mod tests {
     fn profile(user_id: u64) -> Profile {
         let mut book = crate::profile::ProfileBook::new();
         book.apply(&crate::event::Event {
-            event_time: 1_569_888_000_000_000,
-            event_type: crate::event::EventType::View,
-            product_id: 1,
-            category_id: None,
-            category_code: None,
             brand: Some("acme".into()),
-            price_cents: 100,
-            user_id,
-            user_session: None,
+            ..crate::event::test_view(user_id)
         })
         .unwrap();
         book.profile(user_id).unwrap()

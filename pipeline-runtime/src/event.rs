@@ -321,6 +321,23 @@ impl std::fmt::Display for Rejected {
     }
 }
 
+/// A view (price 1.00) of product 1 at 2019-10-01T00:00:00Z by `user_id`: the event
+/// unit tests elsewhere in the crate build profiles from.
+#[cfg(test)]
+pub(crate) fn test_view(user_id: u64) -> Event {
+    Event {
+        event_time: 1_569_888_000_000_000,
+        event_type: EventType::View,
+        product_id: 1,
+        category_id: None,
+        category_code: None,
+        brand: None,
+        price_cents: 100,
+        user_id,
+        user_session: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1072,18 +1072,7 @@ mod tests {
     fn profiles(ids: &[u64]) -> Vec<Profile> {
         let mut book = crate::profile::ProfileBook::new();
         for &user_id in ids {
-            book.apply(&crate::event::Event {
-                event_time: 1_569_888_000_000_000,
-                event_type: crate::event::EventType::View,
-                product_id: 1,
-                category_id: None,
-                category_code: None,
-                brand: None,
-                price_cents: 100,
-                user_id,
-                user_session: None,
-            })
-            .unwrap();
+            book.apply(&crate::event::test_view(user_id)).unwrap();
         }
         book.profiles()
     }

@@ -804,18 +804,7 @@ mod tests {
 
     fn record(user_id: u64) -> StateRecord {
         let mut book = ProfileBook::new();
-        book.apply(&crate::event::Event {
-            event_time: 1_569_888_000_000_000,
-            event_type: crate::event::EventType::View,
-            product_id: 1,
-            category_id: None,
-            category_code: None,
-            brand: None,
-            price_cents: 100,
-            user_id,
-            user_session: None,
-        })
-        .unwrap();
+        book.apply(&crate::event::test_view(user_id)).unwrap();
         book.record(user_id).unwrap()
     }
 
