@@ -80,7 +80,7 @@ pub fn transition_notices(
         let old_reason = old
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition.type_))
             .map(|c| c.reason.as_str());
-        if old_reason != Some(condition.reason.as_str()) {
+        if !old_reason.is_some_and(|old| same_pod_problem(old, reason)) {
             notices.push(Notice {
                 warning: true,
                 reason: condition.reason.clone(),
@@ -89,6 +89,25 @@ pub fn transition_notices(
         }
     }
     notices
+}
+
+/// Whether two reasons are one problem seen at two moments of the kubelet's retry cycle:
+/// a pull that fails shows `ErrImagePull`, then `ImagePullBackOff` while the kubelet waits,
+/// then `ErrImagePull` again; a container that keeps failing alternates between its failure
+/// and `CrashLoopBackOff`. Announcing each swing would put a Warning on the pipeline every
+/// few seconds with nothing new in it.
+fn same_pod_problem(a: &str, b: &str) -> bool {
+    const CRASH_CAUSES: [&str; 4] = [
+        reasons::RUN_CONTAINER_ERROR,
+        reasons::CONTAINER_FAILED,
+        reasons::OOM_KILLED,
+        reasons::CREATE_CONTAINER_ERROR,
+    ];
+    let pair = |x: &str, y: &str| {
+        (x == reasons::IMAGE_PULL_BACK_OFF && y == reasons::ERR_IMAGE_PULL)
+            || (x == reasons::CRASH_LOOP_BACK_OFF && CRASH_CAUSES.contains(&y))
+    };
+    a == b || pair(a, b) || pair(b, a)
 }
 
 /// Event notes are limited to 1 kB.
@@ -256,6 +275,29 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["CrashLoopBackOff".to_string()]
         );
+    }
+
+    #[test]
+    fn the_kubelet_retry_cycle_of_one_problem_is_not_news() {
+        let swings = [
+            ("ErrImagePull", "ImagePullBackOff"),
+            ("ImagePullBackOff", "ErrImagePull"),
+            ("RunContainerError", "CrashLoopBackOff"),
+            ("CrashLoopBackOff", "ContainerFailed"),
+            ("OOMKilled", "CrashLoopBackOff"),
+        ];
+        for (a, b) in swings {
+            assert!(same_pod_problem(a, b), "{a} -> {b}");
+        }
+        let news = [
+            ("ImagePullBackOff", "CrashLoopBackOff"),
+            ("ErrImagePull", "RunContainerError"),
+            ("OOMKilled", "ContainerFailed"),
+            ("Unschedulable", "ImagePullBackOff"),
+        ];
+        for (a, b) in news {
+            assert!(!same_pod_problem(a, b), "{a} -> {b}");
+        }
     }
 
     #[test]

@@ -57,8 +57,10 @@ impl PodProblems {
     }
 }
 
-/// Longest container or scheduler message quoted in a condition.
-const MESSAGE_LIMIT: usize = 300;
+/// Longest container or scheduler message quoted in a condition: room for an error that
+/// says what happened and how to resume (a runtime's termination message), far below the
+/// 32 kB a condition message may hold.
+const MESSAGE_LIMIT: usize = 1000;
 
 /// Whether the pods could explain something: some managed workload is not ready, or a
 /// setup Job has not finished.
@@ -617,7 +619,7 @@ mod tests {
 
     #[test]
     fn long_messages_are_cut() {
-        let long = "x".repeat(400);
+        let long = "x".repeat(1200);
         let p = pod(
             "shop-es-0",
             "search",
@@ -625,7 +627,7 @@ mod tests {
         );
         let message = one(&p).expect("problem").message;
         assert!(
-            message.ends_with(&format!("{}...", "x".repeat(300))),
+            message.ends_with(&format!("{}...", "x".repeat(1000))),
             "{message}"
         );
     }
