@@ -61,6 +61,10 @@ pub enum Error {
         retryable: bool,
         message: String,
     },
+    /// A conditional write found the object changed by another writer (HTTP 412): the
+    /// writer no longer owns what it was writing (see [`crate::store::Precondition`]).
+    #[error("object store: {key} was changed by another writer ({detail})")]
+    Conflict { key: String, detail: String },
     /// A Kafka client operation failed.
     #[error("kafka: {step}: {message}")]
     Kafka {
@@ -78,6 +82,13 @@ pub enum Error {
     /// Durable runtime state (ingest progress, process checkpoint) is unusable.
     #[error("state {key}: {reason}")]
     State { key: String, reason: String },
+    /// The events topic is not the log the process state was built from (see
+    /// [`crate::process::continuity`]); the message says what happened and how to resume.
+    #[error("{0}")]
+    LogChanged(String),
+    /// A shutdown was requested while a role still waited for a service it needs.
+    #[error("stopped while waiting for {what}: {last_error}")]
+    StoppedWaiting { what: String, last_error: String },
     /// The HTTP server (metrics and probes) could not start.
     #[error("http server: {0}")]
     Http(String),

@@ -46,6 +46,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -61,6 +62,7 @@ use crate::event::{Event, Rejected};
 use crate::kafka::producer::{IngestProducer, TopicKind};
 use crate::kafka::{kafka_error, partition_for_key, ReaderContext};
 use crate::metrics::{DeadLetterStage, Metrics};
+use crate::retry::wait_for;
 use crate::store::{ObjectInfo, ObjectStore};
 
 /// How often progress is recorded (a flush barrier) while a source is being published.
@@ -358,21 +360,29 @@ pub async fn run(args: IngestArgs) -> Result<IngestSummary> {
 pub async fn run_with(args: IngestArgs, lookup: &dyn Lookup) -> Result<IngestSummary> {
     let names = pipeline_config::PipelineNames::new(&args.common.pipeline);
     let kafka = args.kafka.resolve(&names, lookup)?;
-    let store = ObjectStore::open(&args.store.resolve(lookup)?).await?;
     let metrics = Metrics::new("ingest");
     if args.common.http_port != 0 {
         crate::http::serve(args.common.http_port, metrics.clone()).await?;
     }
-    crate::kafka::ensure_topics(
-        &kafka,
-        &[&kafka.events_topic, &kafka.dlq_topic],
-        args.partitions,
-        args.replication_factor,
-    )
+    // Ingest has no graceful shutdown to honour: a signal ends the process, and the
+    // progress records say where the next start resumes.
+    let never = AtomicBool::new(false);
+    let store_settings = args.store.resolve(lookup)?;
+    let store = wait_for("the object store", &never, || {
+        ObjectStore::open(&store_settings)
+    })
+    .await?;
+    let topics = [kafka.events_topic.as_str(), kafka.dlq_topic.as_str()];
+    wait_for("the Kafka brokers", &never, || {
+        crate::kafka::ensure_topics(&kafka, &topics, args.partitions, args.replication_factor)
+    })
     .await?;
     let producer = std::sync::Arc::new(IngestProducer::new(&kafka, &args.compression)?);
     // Readiness = the brokers answer with the topics' metadata.
-    producer.partition_count(TopicKind::Events)?;
+    wait_for("the events topic's metadata", &never, || async {
+        producer.partition_count(TopicKind::Events)
+    })
+    .await?;
     metrics.set_ready(true);
     tracing::info!(store = %store.describe(), topic = %kafka.events_topic, "ingest started");
 

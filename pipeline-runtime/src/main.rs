@@ -93,7 +93,33 @@ struct ReportArgs {
 fn main() -> anyhow::Result<()> {
     init_logging();
     let cli = Cli::parse();
-    match cli.command {
+    let result = run_command(cli.command);
+    if let Err(error) = &result {
+        write_termination_message(&format!("{error:#}"));
+    }
+    result
+}
+
+/// Where Kubernetes reads a container's termination message (the pod's
+/// `terminationMessagePath` default); the kubelet creates it in every container.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Leaves the error that ended the process where `kubectl describe pod` and the operator
+/// (the component's condition) show it. Outside a pod the file does not exist and nothing
+/// is written.
+fn write_termination_message(message: &str) {
+    // The kubelet keeps at most 4096 bytes.
+    let mut end = message.len().min(4096);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    if std::path::Path::new(TERMINATION_LOG).exists() {
+        let _ = std::fs::write(TERMINATION_LOG, &message[..end]);
+    }
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Generate(args) => generate(args),
         Command::Run(args) => run(args),
         Command::Report(args) => print_report(args),

@@ -122,6 +122,9 @@ pub struct Metrics {
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     /// Events skipped because the restored state already holds them (replay).
     pub events_replayed: Counter,
+    /// Records the topic's retention deleted after the state's offset before they were
+    /// read (found when a partition is assigned).
+    pub events_lost_to_retention: Counter,
     pub checkpoint_duration: Histogram,
     pub checkpoints: Counter,
     /// Checkpoint attempts that failed (each failed checkpoint is retried until it succeeds).
@@ -156,6 +159,7 @@ impl Metrics {
         let events_out = Counter::default();
         let events_rejected = Counter::default();
         let events_replayed = Counter::default();
+        let events_lost_to_retention = Counter::default();
         let dead_letters = Family::<DeadLetterLabels, Counter>::default();
         let checkpoint_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let checkpoints = Counter::default();
@@ -191,6 +195,11 @@ impl Metrics {
             "events_replayed",
             "Events skipped because the restored state already counts them",
             events_replayed.clone(),
+        );
+        r.register(
+            "events_lost_to_retention",
+            "Records the topic's retention deleted before they were read (found on assignment)",
+            events_lost_to_retention.clone(),
         );
         r.register(
             "checkpoint_duration_seconds",
@@ -239,6 +248,7 @@ impl Metrics {
             events_rejected,
             dead_letters,
             events_replayed,
+            events_lost_to_retention,
             checkpoint_duration,
             checkpoints,
             checkpoint_failures,

@@ -1,7 +1,8 @@
 //! Whether a failure can be retried, and the backoff between attempts. Pure, except
-//! [`retry`] which sleeps between attempts.
+//! [`retry`] and [`wait_for`], which sleep between attempts.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::error::Error;
@@ -69,6 +70,44 @@ where
     }
 }
 
+/// Runs `op` until it succeeds, retrying retryable errors without a limit, and returns at
+/// once on an error that needs a change (auth, configuration) or when `stop` is set.
+///
+/// For the services a role needs before it can start (the bucket, the brokers, the index):
+/// in a cluster they may come up minutes after the role's pod, and a pod that waits says
+/// what it waits for in its log instead of crash-looping into ever longer restart delays.
+pub async fn wait_for<T, F, Fut>(what: &str, stop: &AtomicBool, mut op: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut attempt: u64 = 1;
+    loop {
+        match op().await {
+            Ok(value) => {
+                if attempt > 1 {
+                    tracing::info!(what, attempts = attempt, "available");
+                }
+                return Ok(value);
+            }
+            Err(e) if e.is_retryable() => {
+                if stop.load(Ordering::SeqCst) {
+                    return Err(Error::StoppedWaiting {
+                        what: what.to_string(),
+                        last_error: e.to_string(),
+                    });
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(what, attempt, error = %e, delay_ms = delay.as_millis() as u64, "waiting");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +162,57 @@ mod tests {
         })
         .await;
         assert_eq!(r.unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_outlasts_any_number_of_retryable_errors_but_not_a_permanent_one() {
+        let never = AtomicBool::new(false);
+        let calls = AtomicU32::new(0);
+        let r = wait_for("t", &never, || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 40 {
+                    Err(store_error(true))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 40);
+
+        let calls = AtomicU32::new(0);
+        let r: Result<(), Error> = wait_for("t", &never, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(store_error(false)) }
+        })
+        .await;
+        assert!(matches!(
+            r,
+            Err(Error::Store {
+                retryable: false,
+                ..
+            })
+        ));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_gives_up_when_asked_to_stop() {
+        let stop = AtomicBool::new(false);
+        let calls = AtomicU32::new(0);
+        let r: Result<(), Error> = wait_for("the bucket", &stop, || {
+            if calls.fetch_add(1, Ordering::SeqCst) == 2 {
+                stop.store(true, Ordering::SeqCst);
+            }
+            async { Err(store_error(true)) }
+        })
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let message = r.unwrap_err().to_string();
+        assert!(
+            message.starts_with("stopped while waiting for the bucket: object store: put k"),
+            "{message}"
+        );
     }
 }

@@ -43,12 +43,26 @@
 //! offset, so a replayed batch overwrites instead of duplicating; the index is idempotent
 //! by `_id`; the snapshot, base and deltas are overwritten.
 //!
-//! Zombie writers: this relies on a member finishing (or abandoning) its checkpoint inside
-//! the revoke callback before the group moves the partition. A member that lost its
-//! assignment without noticing (stalled longer than the session timeout, e.g. a frozen
-//! VM) and then resumes writing can overwrite objects of the new owner; the window is
-//! narrowed by abandoning on `assignment_lost`, but object stores offer no fencing token
-//! to close it completely.
+//! Fencing, with the object store's conditional writes ([`Precondition`]). A member that
+//! lost its assignment without noticing (stalled longer than the session timeout, e.g. a
+//! frozen VM or a long GC-like pause of its node) must not overwrite the new owner's work.
+//! The intent object is the partition's fencing token:
+//! - recovery **claims** the partition by rewriting the intent it found under its owner id
+//!   with `If-Match` on the version it read (or `If-None-Match: *`), before it deletes
+//!   anything;
+//! - every checkpoint writes its intent with `If-Match` on the version this member last
+//!   wrote, so a member whose partition was claimed since fails at step 1, before it
+//!   writes a lake object or a document;
+//! - right before the commit point it checks that the intent is still its own, and the
+//!   commit point itself is conditional: a delta is created only if no delta has its start
+//!   (`If-None-Match: *`), a base replaces only the base this member last saw (`If-Match`).
+//!
+//! A member whose write meets another writer's version gets [`Error::Conflict`]: it stops
+//! (the process exits and rejoins), and whoever owns the partition recovers it from the
+//! durable state. What remains open is a stall of exactly the time between the last
+//! intent check and the commit PUT (one request) after which the new owner has claimed the
+//! partition and deleted the stale lake objects: the stalled member's delta can then still
+//! be created. Closing that needs the commit and the claim in one object.
 
 use std::collections::BTreeMap;
 
@@ -56,13 +70,14 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::continuity::RecordMark;
 use super::partition::Batch;
 use crate::dead_letter::{search_dead_letters, DeadLetterProducer};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::profile::{Profile, ProfileBook, StateRecord};
 use crate::search::SearchIndex;
-use crate::store::ObjectStore;
+use crate::store::{ObjectStore, Precondition};
 use pipeline_config::layout;
 
 /// Lake objects written at once.
@@ -111,13 +126,60 @@ pub fn intent_key(partition: i32) -> String {
     )
 }
 
-/// What a checkpoint is about to write.
+/// What a checkpoint is about to write, and who writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
     pub partition: i32,
     pub start: i64,
     pub end: i64,
     pub keys: Vec<String>,
+    /// The member that wrote it (see [`Fence`]); it makes each member's intents differ in
+    /// content, so their version tags (content hashes on most stores) differ too.
+    #[serde(default)]
+    pub owner: String,
+}
+
+/// A member's hold on one partition: the versions of the intent and the base it last wrote
+/// or read. Held by the partition's slot and passed to its checkpoints (one at a time).
+#[derive(Debug)]
+pub struct Fence {
+    pub owner: String,
+    tags: std::sync::Mutex<FenceTags>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FenceTags {
+    intent: String,
+    /// `None`: there was no base.
+    base: Option<String>,
+}
+
+impl Fence {
+    fn new(owner: &str, intent: String, base: Option<String>) -> Self {
+        Self {
+            owner: owner.to_string(),
+            tags: std::sync::Mutex::new(FenceTags { intent, base }),
+        }
+    }
+
+    fn tags(&self) -> FenceTags {
+        self.tags.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut FenceTags)) {
+        change(&mut self.tags.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// A member's owner id: the host (the pod's name in Kubernetes), the process and the
+/// time it started, unique enough that two members never share one.
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{host}-{}-{nanos}", std::process::id())
 }
 
 /// The lake objects to delete before replaying a partition whose state is at
@@ -149,6 +211,10 @@ struct StateHeader {
     /// The offset after the last event the file reflects.
     offset: i64,
     users: usize,
+    /// The record at `offset - 1` (see [`super::continuity`]); absent in files written
+    /// before marks existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_record: Option<RecordMark>,
 }
 
 const STATE_MAGIC: &[u8; 8] = b"DPSTATE\0";
@@ -161,6 +227,8 @@ pub struct StateFile {
     pub start: Option<i64>,
     /// The offset after the last event the file reflects.
     pub offset: i64,
+    /// The record at `offset - 1`, when the writer recorded it.
+    pub last_record: Option<RecordMark>,
     pub records: Vec<StateRecord>,
 }
 
@@ -179,6 +247,7 @@ pub fn encode_state(
         partition,
         start,
         offset,
+        None,
         records.len(),
         crate::parquet::encode_states(records)?,
     )
@@ -189,6 +258,7 @@ fn encode_state_owned(
     partition: i32,
     start: Option<i64>,
     offset: i64,
+    last_record: Option<RecordMark>,
     records: Vec<StateRecord>,
 ) -> Result<Vec<u8>> {
     let users = records.len();
@@ -196,6 +266,7 @@ fn encode_state_owned(
         partition,
         start,
         offset,
+        last_record,
         users,
         crate::parquet::encode_states_chunked(records)?,
     )
@@ -206,6 +277,7 @@ fn frame_state(
     partition: i32,
     start: Option<i64>,
     offset: i64,
+    last_record: Option<RecordMark>,
     users: usize,
     parquet: Vec<u8>,
 ) -> Result<Vec<u8>> {
@@ -215,6 +287,7 @@ fn frame_state(
         start,
         offset,
         users,
+        last_record,
     })?;
     let mut out = Vec::with_capacity(12 + header.len() + parquet.len());
     out.extend_from_slice(STATE_MAGIC);
@@ -267,6 +340,7 @@ pub fn decode_state(key: &str, partition: i32, bytes: &[u8]) -> Result<StateFile
     Ok(StateFile {
         start: header.start,
         offset: header.offset,
+        last_record: header.last_record,
         records,
     })
 }
@@ -414,6 +488,7 @@ fn encode_state_and_snapshot(
         batch.partition,
         delta_start,
         batch.end,
+        batch.last_record,
         std::mem::take(&mut batch.state),
     )?);
     Ok(EncodedBatch {
@@ -422,6 +497,7 @@ fn encode_state_and_snapshot(
             start: batch.start,
             end: batch.end,
             keys: lake.iter().map(|(k, _)| k.clone()).collect(),
+            owner: String::new(),
         },
         lake,
         snapshot,
@@ -526,17 +602,24 @@ impl CheckpointJob {
         store: &ObjectStore,
         search: &SearchIndex,
         dead_letters: &DeadLetterProducer,
+        fence: &Fence,
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let encoded = self.encoded().await?;
         let encoded_at = started.elapsed();
         let partition = self.partition;
-        store
-            .put(
+        let intent = Intent {
+            owner: fence.owner.clone(),
+            ..encoded.intent.clone()
+        };
+        let intent_tag = store
+            .put_if(
                 &intent_key(partition),
-                Bytes::from(serde_json::to_vec(&encoded.intent)?),
+                Bytes::from(serde_json::to_vec(&intent)?),
+                &Precondition::Matches(fence.tags().intent),
             )
             .await?;
+        fence.update(|t| t.intent = intent_tag);
         futures::stream::iter(encoded.lake.iter().map(Ok::<_, Error>))
             .try_for_each_concurrent(PUT_CONCURRENCY, |(key, bytes)| async move {
                 store.put(key, bytes.clone()).await
@@ -561,12 +644,36 @@ impl CheckpointJob {
                 .store(true, std::sync::atomic::Ordering::Release);
         }
         let search_at = started.elapsed();
+        let tags = fence.tags();
+        if store.version(&intent_key(partition)).await?.as_ref() != Some(&tags.intent) {
+            return Err(Error::Conflict {
+                key: intent_key(partition),
+                detail: "another member claimed the partition during the checkpoint".into(),
+            });
+        }
         if let Some(snapshot) = &encoded.snapshot {
             store
                 .put(&profiles_key(partition), snapshot.clone())
                 .await?;
         }
-        store.put(&encoded.state_key, encoded.state.clone()).await?;
+        if self.full {
+            let condition = match tags.base {
+                Some(tag) => Precondition::Matches(tag),
+                None => Precondition::Absent,
+            };
+            let base_tag = store
+                .put_if(&encoded.state_key, encoded.state.clone(), &condition)
+                .await?;
+            fence.update(|t| t.base = Some(base_tag));
+        } else {
+            store
+                .put_if(
+                    &encoded.state_key,
+                    encoded.state.clone(),
+                    &Precondition::Absent,
+                )
+                .await?;
+        }
         let state_put = started.elapsed() - search_at;
         self.state_cost_micros.store(
             (encoded.state_encode + state_put).as_micros() as u64,
@@ -619,6 +726,11 @@ pub struct Recovered {
     pub offset: Option<i64>,
     /// Deltas applied on top of the base: the next full checkpoint folds them in.
     pub deltas: usize,
+    /// The last record the state counts (see [`super::continuity`]), when its last file
+    /// recorded it.
+    pub last_record: Option<RecordMark>,
+    /// This member's claim on the partition, for its checkpoints.
+    pub fence: Fence,
 }
 
 async fn decode_in_background(key: String, partition: i32, bytes: Bytes) -> Result<StateFile> {
@@ -627,13 +739,17 @@ async fn decode_in_background(key: String, partition: i32, bytes: Bytes) -> Resu
         .map_err(|e| Error::Worker(format!("state decoder: {e}")))?
 }
 
-/// Restores a partition: loads the base and its delta chain, removes deltas off the
-/// chain, cleans up an unfinished checkpoint.
-pub async fn recover(store: &ObjectStore, partition: i32) -> Result<Recovered> {
+/// Restores a partition for `owner`: loads the base and its delta chain, claims the
+/// partition (see [`Fence`]), removes deltas off the chain, cleans up an unfinished
+/// checkpoint.
+pub async fn recover(store: &ObjectStore, partition: i32, owner: &str) -> Result<Recovered> {
     let key = state_key(partition);
-    let base = match store.get(&key).await? {
-        Some(bytes) => Some(decode_in_background(key.clone(), partition, bytes).await?),
-        None => None,
+    let (base, base_tag) = match store.get_versioned(&key).await? {
+        Some((bytes, tag)) => (
+            Some(decode_in_background(key.clone(), partition, bytes).await?),
+            Some(tag),
+        ),
+        None => (None, None),
     };
     if let Some(base) = &base {
         if base.start.is_some() {
@@ -675,13 +791,54 @@ pub async fn recover(store: &ObjectStore, partition: i32) -> Result<Recovered> {
 
     let offset = (base.is_some() || !plan.chain.is_empty()).then_some(plan.offset);
     let intent_key = intent_key(partition);
-    let intent: Option<Intent> = match store.get(&intent_key).await? {
-        Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| Error::State {
-            key: intent_key.clone(),
-            reason: format!("unreadable intent: {e}"),
-        })?),
-        None => None,
+    let (intent, intent_tag): (Option<Intent>, Option<String>) =
+        match store.get_versioned(&intent_key).await? {
+            Some((bytes, tag)) => (
+                Some(serde_json::from_slice(&bytes).map_err(|e| Error::State {
+                    key: intent_key.clone(),
+                    reason: format!("unreadable intent: {e}"),
+                })?),
+                Some(tag),
+            ),
+            None => (None, None),
+        };
+    // The claim keeps what the intent says (a crash right after it still cleans up the
+    // same objects) under this member's name.
+    let claim = match &intent {
+        Some(found) => Intent {
+            owner: owner.to_string(),
+            ..found.clone()
+        },
+        None => Intent {
+            partition,
+            start: offset.unwrap_or(0),
+            end: offset.unwrap_or(0),
+            keys: Vec::new(),
+            owner: owner.to_string(),
+        },
     };
+    let condition = match intent_tag {
+        Some(tag) => Precondition::Matches(tag),
+        None => Precondition::Absent,
+    };
+    let claimed = store
+        .put_if(
+            &intent_key,
+            Bytes::from(serde_json::to_vec(&claim)?),
+            &condition,
+        )
+        .await
+        .map_err(|e| match e {
+            // Another writer is at work on the partition (a member that has not noticed
+            // it lost it): read everything again.
+            Error::Conflict { key, detail } => Error::Store {
+                op: "claim",
+                key,
+                retryable: true,
+                message: format!("the intent changed while recovering: {detail}"),
+            },
+            other => other,
+        })?;
     let stale = keys_to_clean(offset, intent.as_ref());
     futures::stream::iter(stale.iter().chain(superseded.iter()))
         .map(|k| store.delete(k))
@@ -717,10 +874,16 @@ pub async fn recover(store: &ObjectStore, partition: i32) -> Result<Recovered> {
             book.restore_record(record).map_err(|e| unusable(key, e))?;
         }
     }
+    let last_record = match plan.chain.last() {
+        Some(&index) => deltas[index].1.last_record,
+        None => base.as_ref().and_then(|b| b.last_record),
+    };
     Ok(Recovered {
         book,
         offset,
         deltas: plan.chain.len(),
+        last_record,
+        fence: Fence::new(owner, claimed, base_tag),
     })
 }
 
@@ -742,6 +905,7 @@ mod tests {
 
     fn intent(start: i64) -> Intent {
         Intent {
+            owner: "m".into(),
             partition: 1,
             start,
             end: start + 10,
@@ -795,6 +959,7 @@ mod tests {
             StateFile {
                 start: None,
                 offset: 77,
+                last_record: None,
                 records: records.clone()
             }
         );
@@ -804,6 +969,7 @@ mod tests {
             StateFile {
                 start: Some(70),
                 offset: 77,
+                last_record: None,
                 records: records[1..].to_vec()
             }
         );
@@ -812,8 +978,22 @@ mod tests {
             StateFile {
                 start: None,
                 offset: 0,
+                last_record: None,
                 records: vec![]
             }
+        );
+    }
+
+    #[test]
+    fn a_state_keeps_the_mark_of_its_last_record() {
+        let mark = RecordMark {
+            offset: 76,
+            fingerprint: 0xabc,
+        };
+        let bytes = encode_state_owned(4, Some(70), 77, Some(mark), vec![record(1)]).unwrap();
+        assert_eq!(
+            decode_state("k", 4, &bytes).unwrap().last_record,
+            Some(mark)
         );
     }
 

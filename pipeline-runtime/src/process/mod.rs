@@ -26,8 +26,15 @@
 //! failed after consuming it) ends the member, so the partition is replayed from its
 //! durable state. On revoke and shutdown the checkpoint gets [`FINAL_ATTEMPTS`] more tries;
 //! if they fail it is abandoned without a commit and the next owner replays it.
+//!
+//! Two checks stop the member instead of letting it write what would be wrong: a partition
+//! whose log is not the one its state was built from (the topic was recreated; see
+//! [`continuity`]), and a partition another member has claimed since (its checkpoint meets
+//! the other member's conditional writes; see [`checkpoint`]). Either error ends the run,
+//! and its message is the pod's termination message.
 
 pub mod checkpoint;
+pub mod continuity;
 pub mod partition;
 
 use std::collections::BTreeMap;
@@ -50,10 +57,11 @@ use crate::event::Event;
 use crate::kafka::consumer::{commit_offsets, PartitionHandler, RebalanceContext};
 use crate::kafka::kafka_error;
 use crate::metrics::{Metrics, PartitionLabels, Sink, SinkErrorKind};
-use crate::retry::Backoff;
+use crate::retry::{wait_for, Backoff};
 use crate::search::SearchIndex;
 use crate::store::ObjectStore;
-use checkpoint::CheckpointJob;
+use checkpoint::{CheckpointJob, Fence};
+use continuity::{check_first_record, Continuity, RecordMark};
 use partition::{Applied, FullCheckpointPolicy, LastFull, PartitionState, FULL_CHECKPOINTS};
 
 /// Attempts of a checkpoint that must finish now (revoke, shutdown) before giving up.
@@ -102,10 +110,14 @@ pub async fn run_with(
     if args.common.http_port != 0 {
         crate::http::serve(args.common.http_port, metrics.clone()).await?;
     }
-    let store = ObjectStore::open(&args.store.resolve(lookup)?).await?;
+    let store_settings = args.store.resolve(lookup)?;
+    let store = wait_for("the object store", &shutdown, || {
+        ObjectStore::open(&store_settings)
+    })
+    .await?;
     let search = SearchIndex::connect(&search_settings, Some(metrics.clone()))?;
     let dead_letters = DeadLetterProducer::new(&kafka, Some(metrics.clone()))?;
-    crate::retry::retry("create search index", 10, || search.ensure_index()).await?;
+    wait_for("the search index", &shutdown, || search.ensure_index()).await?;
     tracing::info!(
         topic = %kafka.events_topic,
         group = %kafka.consumer_group,
@@ -124,6 +136,7 @@ pub async fn run_with(
             metrics,
             handle: Handle::current(),
             slots: Mutex::new(BTreeMap::new()),
+            owner: checkpoint::owner_id(),
         }),
         shutdown,
     };
@@ -168,6 +181,8 @@ struct Shared {
     metrics: Metrics,
     handle: Handle,
     slots: Mutex<BTreeMap<i32, Slot>>,
+    /// This member's name in the intents it writes (see [`checkpoint::Fence`]).
+    owner: String,
 }
 
 struct Slot {
@@ -180,6 +195,11 @@ struct Slot {
     at_end: bool,
     /// When the last message of the partition arrived (or it was assigned).
     last_message: Instant,
+    /// The state's last record, which the first record read must match (reading started
+    /// at its offset; see [`continuity`]).
+    verify: Option<RecordMark>,
+    /// This member's claim on the partition.
+    fence: Arc<Fence>,
 }
 
 impl Slot {
@@ -228,21 +248,25 @@ impl Shared {
         }
     }
 
-    fn spawn_checkpoint(&self, job: Arc<CheckpointJob>) -> JoinHandle<Result<()>> {
+    fn spawn_checkpoint(
+        &self,
+        job: Arc<CheckpointJob>,
+        fence: Arc<Fence>,
+    ) -> JoinHandle<Result<()>> {
         let store = self.store.clone();
         let search = self.search.clone();
         let dead_letters = self.dead_letters.clone();
         self.handle
-            .spawn(async move { job.write(&store, &search, &dead_letters).await })
+            .spawn(async move { job.write(&store, &search, &dead_letters, &fence).await })
     }
 
     /// Writes a checkpoint now, retrying a few times (revoke and shutdown).
-    fn checkpoint_now(&self, job: Arc<CheckpointJob>) -> Result<()> {
+    fn checkpoint_now(&self, job: Arc<CheckpointJob>, fence: &Fence) -> Result<()> {
         let started = Instant::now();
         let result = self.handle.block_on(crate::retry::retry(
             "final checkpoint",
             FINAL_ATTEMPTS,
-            || job.write(&self.store, &self.search, &self.dead_letters),
+            || job.write(&self.store, &self.search, &self.dead_letters, fence),
         ));
         match &result {
             Ok(()) => self.checkpoint_done(&job, started),
@@ -254,7 +278,7 @@ impl Shared {
     }
 
     /// Waits for an in-flight checkpoint, retrying it if it failed (revoke and shutdown).
-    fn finish_in_flight(&self, in_flight: InFlight) -> Result<()> {
+    fn finish_in_flight(&self, in_flight: InFlight, fence: &Fence) -> Result<()> {
         if let Some(task) = in_flight.task {
             match self.handle.block_on(task) {
                 Ok(Ok(())) => {
@@ -269,7 +293,7 @@ impl Shared {
                 }
             }
         }
-        self.checkpoint_now(in_flight.job)
+        self.checkpoint_now(in_flight.job, fence)
     }
 
     /// Finishes the in-flight checkpoint and writes a full one if anything is not in a
@@ -278,7 +302,7 @@ impl Shared {
         let mut commit = None;
         if let Some(in_flight) = slot.in_flight.take() {
             let job = in_flight.job.clone();
-            self.finish_in_flight(in_flight)?;
+            self.finish_in_flight(in_flight, &slot.fence)?;
             if job.full {
                 commit = Some(job.end);
             }
@@ -286,7 +310,7 @@ impl Shared {
         if slot.state.behind_full() {
             let job = Arc::new(CheckpointJob::new(slot.state.take_batch(true)));
             let end = job.end;
-            self.checkpoint_now(job)?;
+            self.checkpoint_now(job, &slot.fence)?;
             commit = Some(end);
         }
         Ok(commit)
@@ -334,12 +358,14 @@ impl PartitionHandler for Handler {
                 shared
                     .handle
                     .block_on(crate::retry::retry("recover partition", 10, || {
-                        checkpoint::recover(&shared.store, partition)
+                        checkpoint::recover(&shared.store, partition, &shared.owner)
                     }));
             let recovered = recovered
                 .map_err(|e| format!("partition {partition}: cannot load its state: {e}"))?;
             let offset = recovered.offset;
-            tracing::info!(partition, offset = ?offset, users = recovered.book.len(), deltas = recovered.deltas, "partition assigned");
+            let start = continuity::start_offset(offset, recovered.last_record);
+            let verify = recovered.last_record.filter(|_| start != offset);
+            tracing::info!(partition, offset = ?offset, users = recovered.book.len(), deltas = recovered.deltas, verify_from = ?verify.map(|m| m.offset), "partition assigned");
             shared.slots().insert(
                 partition,
                 Slot {
@@ -348,15 +374,18 @@ impl PartitionHandler for Handler {
                         recovered.book,
                         offset.unwrap_or(0),
                         recovered.deltas,
-                    ),
+                    )
+                    .with_last_record(recovered.last_record),
                     in_flight: None,
                     paused: false,
                     last_full: LastFull::default(),
                     at_end: false,
                     last_message: Instant::now(),
+                    verify,
+                    fence: Arc::new(recovered.fence),
                 },
             );
-            starts.push((partition, offset));
+            starts.push((partition, start));
         }
         shared
             .metrics
@@ -485,13 +514,34 @@ impl Worker {
                     metrics.events_in.inc();
                     let partition = message.partition();
                     let offset = message.offset();
-                    let event = message.payload().map(Event::from_json);
+                    let mark = RecordMark {
+                        offset,
+                        fingerprint: continuity::fingerprint(message.key(), message.payload()),
+                    };
                     let mut slots = shared.slots();
                     let Some(slot) = slots.get_mut(&partition) else {
                         continue;
                     };
                     slot.at_end = false;
                     slot.last_message = last_message;
+                    if let Some(expected) = slot.verify.take() {
+                        match check_first_record(expected, offset, mark.fingerprint) {
+                            // The state's own last record: counted already.
+                            Continuity::Same => continue,
+                            Continuity::Unverifiable { lost } => {
+                                if lost > 0 {
+                                    tracing::error!(partition, first_offset = offset, lost, "records after the state's offset were deleted by retention before they were read");
+                                    metrics.events_lost_to_retention.inc_by(lost as u64);
+                                } else {
+                                    tracing::info!(partition, offset, "the state's last record was deleted by retention; continuity not checked");
+                                }
+                            }
+                            Continuity::Changed(change) => {
+                                return Err(Error::LogChanged(change.describe(topic, partition)));
+                            }
+                        }
+                    }
+                    let event = message.payload().map(Event::from_json);
                     match event {
                         Some(Ok(event)) => match slot.state.apply(offset, event) {
                             Ok(Applied::Applied) => summary.events_applied += 1,
@@ -520,6 +570,7 @@ impl Worker {
                             slot.state.skip(offset);
                         }
                     }
+                    slot.state.note_record(mark);
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     if let Some(slot) = shared.slots().get_mut(&partition) {
@@ -573,7 +624,8 @@ impl Worker {
             if let Some(retry_at) = in_flight.retry_at {
                 if Instant::now() >= retry_at {
                     in_flight.retry_at = None;
-                    in_flight.task = Some(shared.spawn_checkpoint(in_flight.job.clone()));
+                    in_flight.task =
+                        Some(shared.spawn_checkpoint(in_flight.job.clone(), slot.fence.clone()));
                 }
                 continue;
             }
@@ -599,6 +651,11 @@ impl Worker {
                         commits.push((partition, in_flight.job.end));
                     }
                     slot.in_flight = None;
+                }
+                Err(e @ Error::Conflict { .. }) => {
+                    return Err(Error::Worker(format!(
+                        "partition {partition}: {e}: another member owns it now; exiting without writing more, so that the owner's state stands"
+                    )));
                 }
                 Err(e) if in_flight.job.is_spent() => {
                     return Err(Error::Worker(format!(
@@ -679,7 +736,7 @@ impl Worker {
                 }
                 let job = Arc::new(CheckpointJob::new(slot.state.take_batch(full)));
                 slot.in_flight = Some(InFlight {
-                    task: Some(shared.spawn_checkpoint(job.clone())),
+                    task: Some(shared.spawn_checkpoint(job.clone(), slot.fence.clone())),
                     job,
                     started: Instant::now(),
                     retry_at: None,
@@ -799,6 +856,7 @@ mod tests {
             metrics: Metrics::new("process"),
             handle: runtime.handle().clone(),
             slots: Mutex::new(BTreeMap::new()),
+            owner: "test-member".into(),
         })
     }
 
@@ -828,6 +886,7 @@ mod tests {
                 start: 42,
                 end: 50,
                 keys: vec![stale.clone()],
+                owner: "a member that crashed".into(),
             };
             store
                 .put(
@@ -1015,9 +1074,27 @@ mod tests {
                 .unwrap(),
             None
         );
+        // Only the claim the assignment wrote (see `checkpoint::Fence`): nothing on revoke.
+        let keys: Vec<String> = runtime
+            .block_on(shared.store.list("_state/"))
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, vec![checkpoint::intent_key(2)]);
+        let claim = runtime
+            .block_on(shared.store.get(&checkpoint::intent_key(2)))
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            runtime.block_on(shared.store.list("_state/")).unwrap(),
-            vec![]
+            serde_json::from_slice::<checkpoint::Intent>(&claim).unwrap(),
+            checkpoint::Intent {
+                partition: 2,
+                start: 0,
+                end: 0,
+                keys: vec![],
+                owner: "test-member".into(),
+            }
         );
     }
 }

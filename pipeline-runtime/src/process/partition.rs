@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::continuity::RecordMark;
 use crate::event::Event;
 use crate::profile::{Profile, ProfileBook, ProfileError, StateRecord};
 
@@ -32,6 +33,8 @@ pub struct PartitionState {
     /// Deltas written (or handed out) since the last base: what the next full
     /// checkpoint folds in.
     deltas_since_base: usize,
+    /// The record at `next_offset - 1`, when known (see [`super::continuity`]).
+    last_record: Option<RecordMark>,
 }
 
 /// Everything a checkpoint writes for one partition, taken out of the state in one go.
@@ -52,6 +55,8 @@ pub struct Batch {
     /// The restorable state of every user of the partition (full), or of the users the
     /// batch changed (delta), in user id order.
     pub state: Vec<StateRecord>,
+    /// The record at `end - 1`, stored with the state.
+    pub last_record: Option<RecordMark>,
 }
 
 impl PartitionState {
@@ -67,6 +72,21 @@ impl PartitionState {
             pending: Vec::new(),
             changed: HashSet::new(),
             deltas_since_base: deltas,
+            last_record: None,
+        }
+    }
+
+    /// The restored state's last record (from its state file).
+    pub fn with_last_record(mut self, mark: Option<RecordMark>) -> Self {
+        self.last_record = mark.filter(|m| m.offset + 1 == self.next_offset);
+        self
+    }
+
+    /// Remembers the record just consumed, if it moved the state forward (a replayed
+    /// record does not).
+    pub fn note_record(&mut self, mark: RecordMark) {
+        if mark.offset + 1 == self.next_offset {
+            self.last_record = Some(mark);
         }
     }
 
@@ -157,6 +177,7 @@ impl PartitionState {
             changed,
             full,
             state,
+            last_record: self.last_record,
         };
         self.batch_start = self.next_offset;
         batch
@@ -400,5 +421,32 @@ mod tests {
             p.apply(5, event(7, EventType::Purchase, 100)),
             Ok(Applied::Replayed)
         );
+    }
+
+    #[test]
+    fn a_batch_carries_the_mark_of_the_last_record_that_moved_the_state() {
+        let mark = |offset, fingerprint| RecordMark {
+            offset,
+            fingerprint,
+        };
+        let mut p = PartitionState::restored(0, ProfileBook::new(), 5, 0)
+            .with_last_record(Some(mark(4, 40)));
+        // A replayed record (below the restored offset) does not move the mark.
+        assert_eq!(
+            p.apply(3, crate::event::test_view(1)),
+            Ok(Applied::Replayed)
+        );
+        p.note_record(mark(3, 30));
+        p.apply(5, crate::event::test_view(1)).unwrap();
+        p.note_record(mark(5, 50));
+        p.skip(6);
+        p.note_record(mark(6, 60));
+        assert_eq!(p.take_batch(false).last_record, Some(mark(6, 60)));
+        // An empty full batch (folding deltas) keeps the mark.
+        assert_eq!(p.take_batch(true).last_record, Some(mark(6, 60)));
+        // A mark that is not the restored state's last record is not trusted.
+        let p = PartitionState::restored(0, ProfileBook::new(), 5, 0)
+            .with_last_record(Some(mark(3, 30)));
+        assert_eq!(p.last_record, None);
     }
 }

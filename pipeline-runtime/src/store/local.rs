@@ -1,6 +1,8 @@
 //! The object store as a local directory: key `a/b` is file `<root>/a/b`. Writes go to a
 //! temp file in the target's directory, are synced, then renamed over the target, so a
-//! crash leaves the old object or the new one. Does file I/O (on blocking threads).
+//! crash leaves the old object or the new one. Conditional writes compare a hash of the
+//! content (like an S3 ETag) under a lock held by this process, the only writer of a local
+//! lake. Does file I/O (on blocking threads).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::ObjectInfo;
+use super::{ObjectInfo, Precondition};
 use crate::error::{Error, Result};
 
 /// Temp files carry this marker so listings skip them (and a crash's leftovers).
@@ -19,6 +21,8 @@ const TEMP_MARKER: &str = ".tmp-";
 pub struct LocalStore {
     root: PathBuf,
     counter: Arc<AtomicU64>,
+    /// Held across a conditional write's check and write.
+    conditional: Arc<std::sync::Mutex<()>>,
 }
 
 impl LocalStore {
@@ -28,6 +32,7 @@ impl LocalStore {
         Ok(Self {
             root,
             counter: Arc::new(AtomicU64::new(0)),
+            conditional: Arc::new(std::sync::Mutex::new(())),
         })
     }
 
@@ -43,38 +48,55 @@ impl LocalStore {
         let target = self.path(key);
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let key = key.to_string();
+        blocking(move || write_atomically(&target, &key, &body, n)).await
+    }
+
+    pub async fn put_if(&self, key: &str, body: Bytes, condition: &Precondition) -> Result<String> {
+        let target = self.path(key);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let key = key.to_string();
+        let condition = condition.clone();
+        let lock = self.conditional.clone();
         blocking(move || {
-            let dir = target.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir).map_err(|e| store_io("put", &key, e))?;
-            let name = target
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let temp = dir.join(format!("{name}{TEMP_MARKER}{}-{n}", std::process::id()));
-            let write = || -> std::io::Result<()> {
-                use std::io::Write;
-                let mut file = std::fs::File::create(&temp)?;
-                file.write_all(&body)?;
-                file.sync_all()?;
-                std::fs::rename(&temp, &target)
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let current = read_if_exists(&target, &key)?.map(|bytes| content_tag(&bytes));
+            let holds = match (&condition, &current) {
+                (Precondition::Absent, None) => true,
+                (Precondition::Matches(want), Some(have)) => want == have,
+                _ => false,
             };
-            write().map_err(|e| {
-                let _ = std::fs::remove_file(&temp);
-                store_io("put", &key, e)
-            })
+            if !holds {
+                return Err(Error::Conflict {
+                    key,
+                    detail: format!("wanted {condition:?}, found {current:?}"),
+                });
+            }
+            write_atomically(&target, &key, &body, n)?;
+            Ok(content_tag(&body))
         })
         .await
+    }
+
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        let path = self.path(key);
+        let key = key.to_string();
+        blocking(move || {
+            Ok(read_if_exists(&path, &key)?.map(|bytes| {
+                let tag = content_tag(&bytes);
+                (Bytes::from(bytes), tag)
+            }))
+        })
+        .await
+    }
+
+    pub async fn version(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.get_versioned(key).await?.map(|(_, tag)| tag))
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let path = self.path(key);
         let key = key.to_string();
-        blocking(move || match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(store_io("get", &key, e)),
-        })
-        .await
+        blocking(move || Ok(read_if_exists(&path, &key)?.map(Bytes::from))).await
     }
 
     pub fn open_reader(&self, key: &str) -> Result<Box<dyn Read + Send>> {
@@ -108,6 +130,46 @@ impl LocalStore {
         })
         .await
     }
+}
+
+/// Writes `body` to a temp file next to `target`, syncs it and renames it over `target`.
+fn write_atomically(target: &Path, key: &str, body: &[u8], n: u64) -> Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| store_io("put", key, e))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!("{name}{TEMP_MARKER}{}-{n}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(body)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, target)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        store_io("put", key, e)
+    })
+}
+
+fn read_if_exists(path: &Path, key: &str) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(store_io("get", key, e)),
+    }
+}
+
+/// The version tag of conditional writes: SHA-256 of the content, like an ETag.
+fn content_tag(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {

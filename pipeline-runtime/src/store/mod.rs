@@ -3,6 +3,12 @@
 //! puts only, each atomic (temp file + rename locally; S3 PUT is atomic by itself), so a
 //! reader sees either the old or the new object, never a torn one. Does I/O.
 //!
+//! Conditional writes ([`ObjectStore::put_if`]) create an object only if it is absent, or
+//! replace it only if it is still the version the writer last saw; the process role fences
+//! a member that lost its partition with them (see [`crate::process::checkpoint`]). On S3
+//! they are `If-None-Match: *` and `If-Match: <ETag>` (AWS since 2024, MinIO, versitygw);
+//! locally they hold within one process, which is the only writer of a local lake.
+//!
 //! Errors say whether a retry can help ([`Error::is_retryable`]): a timeout or a 5xx can
 //! be retried, a missing bucket or a refused credential cannot.
 
@@ -26,6 +32,15 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Changes whenever the content changes (S3 ETag; local: size and modification time).
     pub version_tag: String,
+}
+
+/// The condition of a [`ObjectStore::put_if`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Only if no object has the key.
+    Absent,
+    /// Only if the object's version tag is still this one.
+    Matches(String),
 }
 
 /// A local directory or an S3 bucket.
@@ -63,6 +78,34 @@ impl ObjectStore {
         match self {
             ObjectStore::Local(l) => l.put(key, body).await,
             ObjectStore::S3(s) => s.put(key, body).await,
+        }
+    }
+
+    /// Writes the whole object if `condition` holds, and returns its new version tag;
+    /// [`Error::Conflict`] when it does not hold.
+    pub async fn put_if(&self, key: &str, body: Bytes, condition: &Precondition) -> Result<String> {
+        check_key(key)?;
+        match self {
+            ObjectStore::Local(l) => l.put_if(key, body, condition).await,
+            ObjectStore::S3(s) => s.put_if(key, body, condition).await,
+        }
+    }
+
+    /// The object's bytes and version tag, or `None` when it does not exist.
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        check_key(key)?;
+        match self {
+            ObjectStore::Local(l) => l.get_versioned(key).await,
+            ObjectStore::S3(s) => s.get_versioned(key).await,
+        }
+    }
+
+    /// The object's version tag, or `None` when it does not exist.
+    pub async fn version(&self, key: &str) -> Result<Option<String>> {
+        check_key(key)?;
+        match self {
+            ObjectStore::Local(l) => l.version(key).await,
+            ObjectStore::S3(s) => s.version(key).await,
         }
     }
 
@@ -197,6 +240,62 @@ mod tests {
             .map(|o| o.key)
             .collect();
         assert_eq!(keys, vec!["p/b".to_string()]);
+    }
+
+    /// What every store must do with conditional writes.
+    pub async fn exercise_conditional_writes(store: &ObjectStore) {
+        let absent = Precondition::Absent;
+        let first = store
+            .put_if("c/k", Bytes::from_static(b"one"), &absent)
+            .await
+            .unwrap();
+        assert_eq!(store.version("c/k").await.unwrap(), Some(first.clone()));
+        let again = store
+            .put_if("c/k", Bytes::from_static(b"two"), &absent)
+            .await;
+        assert!(matches!(again, Err(Error::Conflict { .. })), "{again:?}");
+        let second = store
+            .put_if(
+                "c/k",
+                Bytes::from_static(b"second"),
+                &Precondition::Matches(first.clone()),
+            )
+            .await
+            .unwrap();
+        assert_ne!(second, first);
+        let stale = store
+            .put_if(
+                "c/k",
+                Bytes::from_static(b"x"),
+                &Precondition::Matches(first),
+            )
+            .await;
+        assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
+        assert_eq!(
+            store.get_versioned("c/k").await.unwrap(),
+            Some((Bytes::from_static(b"second"), second))
+        );
+        let missing = store
+            .put_if(
+                "c/missing",
+                Bytes::from_static(b"x"),
+                &Precondition::Matches("nope".into()),
+            )
+            .await;
+        assert!(
+            matches!(missing, Err(Error::Conflict { .. })),
+            "{missing:?}"
+        );
+        assert_eq!(store.version("c/missing").await.unwrap(), None);
+        assert_eq!(store.get_versioned("c/missing").await.unwrap(), None);
+        store.delete("c/k").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn local_store_conditional_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::Local(LocalStore::new(dir.path().to_path_buf()).unwrap());
+        exercise_conditional_writes(&store).await;
     }
 
     #[tokio::test]

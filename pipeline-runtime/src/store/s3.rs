@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
-use super::ObjectInfo;
+use super::{ObjectInfo, Precondition};
 use crate::config::S3Settings;
 use crate::error::{Error, Result};
 
@@ -115,6 +115,86 @@ impl S3Store {
         Ok(())
     }
 
+    /// `If-None-Match: *` or `If-Match: <ETag>`. 412 (and 409, which S3 answers to a
+    /// conditional write racing another) is a conflict; so is 404 under `If-Match` (the
+    /// object the writer last saw is gone).
+    pub async fn put_if(&self, key: &str, body: Bytes, condition: &Precondition) -> Result<String> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body));
+        let request = match condition {
+            Precondition::Absent => request.if_none_match("*"),
+            Precondition::Matches(tag) => request.if_match(tag),
+        };
+        match request.send().await {
+            Ok(output) => Ok(etag(output.e_tag())),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.raw().status().as_u16(), 412 | 409)
+                    || (e.raw().status().as_u16() == 404
+                        && matches!(condition, Precondition::Matches(_))) =>
+            {
+                Err(Error::Conflict {
+                    key: key.to_string(),
+                    detail: format!(
+                        "{condition:?}: HTTP {}{}",
+                        e.raw().status().as_u16(),
+                        e.err().code().map(|c| format!(" {c}")).unwrap_or_default()
+                    ),
+                })
+            }
+            Err(e) => Err(s3_error("put", key, e)),
+        }
+    }
+
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(SdkError::ServiceError(e))
+                if e.err().is_no_such_key() || e.raw().status().as_u16() == 404 =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(s3_error("get", key, e)),
+        };
+        let tag = etag(output.e_tag());
+        let body = output.body.collect().await.map_err(|e| Error::Store {
+            op: "get",
+            key: key.to_string(),
+            retryable: true,
+            message: format!("reading the body: {e}"),
+        })?;
+        Ok(Some((body.into_bytes(), tag)))
+    }
+
+    pub async fn version(&self, key: &str) -> Result<Option<String>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(etag(output.e_tag()))),
+            Err(SdkError::ServiceError(e))
+                if e.err().is_not_found() || e.raw().status().as_u16() == 404 =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(s3_error("head", key, e)),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let output = match self
             .client
@@ -198,6 +278,11 @@ impl S3Store {
             Err(e) => Err(s3_error("delete", key, e)),
         }
     }
+}
+
+/// An ETag without its quotes (servers differ in whether `If-Match` may carry them).
+fn etag(tag: Option<&str>) -> String {
+    tag.unwrap_or_default().trim_matches('"').to_string()
 }
 
 /// Classifies an SDK error: transport failures, timeouts, throttling and 5xx can be
