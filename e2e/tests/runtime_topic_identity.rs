@@ -60,6 +60,8 @@ async fn process_until_idle(
         "--exit-when-idle",
         "--checkpoint-interval-ms",
         "300",
+        "--http-port",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
