@@ -7,12 +7,14 @@
 # runtime does (configure build, static zlib and zstd, system OpenSSL): it runs on
 # distroless cc-debian12, which carries glibc, libgcc, libstdc++ and libssl3.
 
+# Builds both binaries, as docker/runtime.Dockerfile does (see there): the second image's
+# build then reuses the first one's compilation from the shared target cache.
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p datapipeline-operator \
+    cargo build --release --locked -p pipeline-runtime -p datapipeline-operator \
  && cp target/release/datapipeline-operator /usr/local/bin/datapipeline-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -8,12 +8,16 @@
 # libgcc, libstdc++ and libssl3: exactly what distroless cc-debian12 carries. The builder
 # image (buildpack-deps) already has the compiler, make, perl, pkg-config and libssl-dev.
 
+# Both binaries are built, in one cargo invocation, by both Dockerfiles: the features of
+# their common dependencies then resolve the same way, so with the shared target cache the
+# second image's build finds everything compiled by the first (e2e/images.sh builds
+# both).
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p pipeline-runtime \
+    cargo build --release --locked -p pipeline-runtime -p datapipeline-operator \
  && cp target/release/pipeline-runtime /usr/local/bin/pipeline-runtime
 
 FROM gcr.io/distroless/cc-debian12:nonroot
