@@ -134,7 +134,7 @@ pub fn run(options: &RunOptions) -> Result<RunSummary> {
 /// The job proper, writing every output under `out`.
 fn run_into(
     options: &RunOptions,
-    reader: csv_input::CsvReader<File>,
+    reader: csv_input::CsvEvents<File>,
     input_len: u64,
     source: String,
     started: Instant,
@@ -365,7 +365,7 @@ fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
 }
 
 fn parse_all<R: std::io::Read>(
-    mut reader: csv_input::CsvReader<R>,
+    mut reader: csv_input::CsvEvents<R>,
     out: &Path,
     events: SyncSender<Vec<Event>>,
     recycled: Receiver<Vec<Event>>,

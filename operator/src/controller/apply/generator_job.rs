@@ -16,7 +16,7 @@
 //! is written before the first row is sent and at every flush barrier; a complete source
 //! is skipped, and a partly published one resumes: per partition it skips the rows up to
 //! the recorded line, matches the messages found after the last barrier against the next
-//! rows, and sends only the rest (see `pipeline-runtime/src/ingest.rs`).
+//! rows, and sends only the rest (see `pipeline-runtime/src/ingest/mod.rs`).
 //!
 //! `waiting_for` and `decide` are pure; `apply`, `recover` and `recreate` do the I/O.
 
