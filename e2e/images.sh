@@ -42,8 +42,9 @@ DP_CACHE=${DATAPIPELINE_CACHE:-$HOME/.cache/datapipeline}
 DP_RUN=${DATAPIPELINE_RUN:-/tmp/datapipeline-services}
 IMAGE_CACHE=$DP_CACHE/images
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # Bumped whenever a stand-in's recipe changes, so cached root filesystems are rebuilt.
-STANDIN_RECIPE=1
+STANDIN_RECIPE=2
 STANDIN_LABEL=datapipeline.e2e/stand-in
 
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -149,6 +150,26 @@ with_chroot() {
 rootfs_debian() {
   local root=$1
   debootstrap --variant=minbase bookworm "$root" "$DEBIAN_MIRROR" >/dev/null
+  # The official image's sources (deb822): bookworm, bookworm-updates and
+  # bookworm-security, so an `apt-get install` in a Dockerfile gets the security updates
+  # a user's build would get.
+  rm -f "$root/etc/apt/sources.list"
+  cat >"$root/etc/apt/sources.list.d/debian.sources" <<SOURCES
+Types: deb
+URIs: $DEBIAN_MIRROR
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $DEBIAN_SECURITY_MIRROR
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  # The official image is rebuilt with the updates released since the point release.
+  with_chroot "$root" apt-get update -qq
+  with_chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get -qq -y upgrade >/dev/null
   # Like the official image: no apt lists or caches left behind.
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
 }
