@@ -68,6 +68,59 @@ impl Endpoints {
         <Cli as clap::Parser>::parse_from(argv).args
     }
 
+    /// Publishes `csv` to `pipeline`'s topics (created with `partitions` partitions) with
+    /// the ingest role, in process.
+    pub async fn ingest_file(
+        &self,
+        pipeline: &str,
+        csv: &std::path::Path,
+        partitions: i32,
+    ) -> Result<pipeline_runtime::ingest::IngestSummary> {
+        let args = self.ingest_args(
+            pipeline,
+            &[
+                "--input",
+                &csv.display().to_string(),
+                "--partitions",
+                &partitions.to_string(),
+            ],
+        );
+        Ok(pipeline_runtime::ingest::run_with(args, self.s3_credentials()).await?)
+    }
+
+    /// The process role's arguments for `pipeline` on these servers (its own bucket, the
+    /// OpenSearch index, HTTP off), then `extra` flags, parsed as the binary parses them.
+    pub fn process_args(
+        &self,
+        pipeline: &str,
+        extra: &[&str],
+    ) -> pipeline_runtime::config::ProcessArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: pipeline_runtime::config::ProcessArgs,
+        }
+        let mut argv = vec![
+            "process",
+            "--pipeline",
+            pipeline,
+            "--http-port",
+            "0",
+            "--kafka-bootstrap",
+            &self.kafka_bootstrap,
+            "--s3-bucket",
+            pipeline,
+            "--s3-endpoint",
+            &self.s3_endpoint,
+            "--s3-region",
+            &self.s3_region,
+            "--search-url",
+            &self.opensearch_url,
+        ];
+        argv.extend_from_slice(extra);
+        <Cli as clap::Parser>::parse_from(argv).args
+    }
+
     /// Reads the endpoints and checks every server accepts TCP connections.
     pub fn from_env() -> Result<Self> {
         let e = Endpoints {

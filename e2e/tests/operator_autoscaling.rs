@@ -401,16 +401,7 @@ async fn create_topics(bootstrap: &str, names: &PipelineNames) -> Result<()> {
 
 /// Publishes the file with the runtime's ingest role (in process).
 async fn ingest(endpoints: &Endpoints, pipeline: &str, csv: &Path) -> Result<IngestSummary> {
-    let args = endpoints.ingest_args(
-        pipeline,
-        &[
-            "--input",
-            &csv.display().to_string(),
-            "--partitions",
-            &PARTITIONS.to_string(),
-        ],
-    );
-    Ok(pipeline_runtime::ingest::run_with(args, endpoints.s3_credentials()).await?)
+    endpoints.ingest_file(pipeline, csv, PARTITIONS).await
 }
 
 /// The runtime's environment for these servers, with the pipeline's checkpoint interval.

@@ -64,6 +64,56 @@ async fn contents(store: &ObjectStore) -> Result<BTreeMap<String, Bytes>> {
     Ok(all)
 }
 
+struct Sinks<'a> {
+    store: &'a ObjectStore,
+    search: &'a SearchIndex,
+    dead_letters: &'a DeadLetterProducer,
+}
+
+/// Member A recovers the partition and prepares a checkpoint of `a_offsets`, then stalls;
+/// B recovers it (claiming it) and writes `b_offsets`. A's write must then be refused and
+/// leave everything as B wrote it.
+async fn stalled_member_is_refused(
+    sinks: &Sinks<'_>,
+    what: &str,
+    a_offsets: std::ops::Range<i64>,
+    b_offsets: std::ops::Range<i64>,
+    full: bool,
+) -> Result<()> {
+    let Sinks {
+        store,
+        search,
+        dead_letters,
+    } = sinks;
+    let (job_a, fence_a) = member(
+        checkpoint::recover(store, 0, "member-a").await?,
+        a_offsets,
+        full,
+    );
+    let (job_b, fence_b) = member(
+        checkpoint::recover(store, 0, "member-b").await?,
+        b_offsets,
+        full,
+    );
+    job_b.write(store, search, dead_letters, &fence_b).await?;
+    let after_b = contents(store).await?;
+    let refused = job_a.write(store, search, dead_letters, &fence_a).await;
+    assert!(
+        matches!(refused, Err(Error::Conflict { .. })),
+        "the stalled member's {what} is refused: {refused:?}"
+    );
+    assert_eq!(
+        contents(store).await?,
+        after_b,
+        "the lake and state are B's"
+    );
+    println!(
+        "case: a stalled member's {what} after the new owner's claim -> {}",
+        refused.unwrap_err()
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_lost_its_partition_cannot_overwrite_the_new_owner() -> Result<()> {
     e2e::k8s::init_logging();
@@ -104,66 +154,16 @@ async fn a_member_that_lost_its_partition_cannot_overwrite_the_new_owner() -> Re
     assert_eq!(store.version("probe").await?, Some(second));
     store.delete("probe").await?;
 
+    let sinks = Sinks {
+        store: &store,
+        search: &search,
+        dead_letters: &dead_letters,
+    };
     // A delta: A prepares [0, 100), stalls; B claims the partition and writes [0, 150).
-    let (job_a, fence_a) = member(
-        checkpoint::recover(&store, 0, "member-a").await?,
-        0..100,
-        false,
-    );
-    let (job_b, fence_b) = member(
-        checkpoint::recover(&store, 0, "member-b").await?,
-        0..150,
-        false,
-    );
-    job_b
-        .write(&store, &search, &dead_letters, &fence_b)
-        .await?;
-    let after_b = contents(&store).await?;
-    let refused = job_a.write(&store, &search, &dead_letters, &fence_a).await;
-    assert!(
-        matches!(refused, Err(Error::Conflict { .. })),
-        "the stalled member's delta is refused: {refused:?}"
-    );
-    assert_eq!(
-        contents(&store).await?,
-        after_b,
-        "the lake and state are B's"
-    );
-    println!(
-        "case: a stalled member's delta after the new owner's claim -> {}",
-        refused.unwrap_err()
-    );
-
+    stalled_member_is_refused(&sinks, "delta", 0..100, 0..150, false).await?;
     // A full checkpoint: A recovers at 150 and prepares a base at 160, stalls; B (again
     // the owner) claims and writes a base at 200. A's older base never replaces it.
-    let (job_a, fence_a) = member(
-        checkpoint::recover(&store, 0, "member-a").await?,
-        150..160,
-        true,
-    );
-    let (job_b, fence_b) = member(
-        checkpoint::recover(&store, 0, "member-b").await?,
-        150..200,
-        true,
-    );
-    job_b
-        .write(&store, &search, &dead_letters, &fence_b)
-        .await?;
-    let after_b = contents(&store).await?;
-    let refused = job_a.write(&store, &search, &dead_letters, &fence_a).await;
-    assert!(
-        matches!(refused, Err(Error::Conflict { .. })),
-        "the stalled member's base is refused: {refused:?}"
-    );
-    assert_eq!(
-        contents(&store).await?,
-        after_b,
-        "the lake and state are B's"
-    );
-    println!(
-        "case: a stalled member's base after the new owner's claim -> {}",
-        refused.unwrap_err()
-    );
+    stalled_member_is_refused(&sinks, "base", 150..160, 150..200, true).await?;
 
     // Whoever gets the partition next resumes from B's base, with every user B counted.
     let next = checkpoint::recover(&store, 0, "member-c").await?;

@@ -297,16 +297,7 @@ async fn ingest(
     pipeline: &str,
     csv: &std::path::Path,
 ) -> Result<BTreeMap<i32, i64>> {
-    let args = endpoints.ingest_args(
-        pipeline,
-        &[
-            "--input",
-            &csv.display().to_string(),
-            "--partitions",
-            &PARTITIONS.to_string(),
-        ],
-    );
-    pipeline_runtime::ingest::run_with(args, endpoints.s3_credentials()).await?;
+    endpoints.ingest_file(pipeline, csv, PARTITIONS).await?;
     let kafka = endpoints.kafka(pipeline);
     end_offsets(&kafka.bootstrap, &kafka.events_topic, PARTITIONS)
 }

@@ -16,11 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use e2e::runtime::{
     end_offsets, open_bucket, unique_name, wait_for, wait_until_committed, write_fixture, Endpoints,
 };
-use pipeline_runtime::config::ProcessArgs;
 use pipeline_runtime::process::ProcessSummary;
 use pipeline_runtime::store::ObjectStore;
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -28,26 +26,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-#[derive(Parser)]
-struct ProcessCli {
-    #[command(flatten)]
-    args: ProcessArgs,
-}
-
 const PARTITIONS: i32 = 2;
 
 async fn ingest(endpoints: &Endpoints, pipeline: &str, csv: &std::path::Path) -> Result<u64> {
-    let args = endpoints.ingest_args(
-        pipeline,
-        &[
-            "--input",
-            &csv.display().to_string(),
-            "--partitions",
-            &PARTITIONS.to_string(),
-        ],
-    );
-    let summary = pipeline_runtime::ingest::run_with(args, endpoints.s3_credentials()).await?;
-    Ok(summary.rows_accepted)
+    Ok(endpoints
+        .ingest_file(pipeline, csv, PARTITIONS)
+        .await?
+        .rows_accepted)
 }
 
 /// Runs `process --exit-when-idle` to its end (at most five minutes).
@@ -55,37 +40,12 @@ async fn process_until_idle(
     endpoints: &Endpoints,
     pipeline: &str,
 ) -> Result<pipeline_runtime::error::Result<ProcessSummary>> {
-    let mut argv: Vec<String> = [
-        "process",
-        "--exit-when-idle",
-        "--checkpoint-interval-ms",
-        "300",
-        "--http-port",
-        "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    argv.extend(
-        [
-            "--pipeline",
-            pipeline,
-            "--kafka-bootstrap",
-            &endpoints.kafka_bootstrap,
-            "--s3-bucket",
-            pipeline,
-            "--s3-endpoint",
-            &endpoints.s3_endpoint,
-            "--s3-region",
-            &endpoints.s3_region,
-            "--search-url",
-            &endpoints.opensearch_url,
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+    let args = endpoints.process_args(
+        pipeline,
+        &["--exit-when-idle", "--checkpoint-interval-ms", "300"],
     );
     let run = pipeline_runtime::process::run_with(
-        ProcessCli::parse_from(&argv).args,
+        args,
         endpoints.s3_credentials(),
         Arc::new(AtomicBool::new(false)),
     );

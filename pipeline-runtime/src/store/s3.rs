@@ -196,29 +196,7 @@ impl S3Store {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        let output = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(SdkError::ServiceError(e))
-                if e.err().is_no_such_key() || e.raw().status().as_u16() == 404 =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(s3_error("get", key, e)),
-        };
-        let body = output.body.collect().await.map_err(|e| Error::Store {
-            op: "get",
-            key: key.to_string(),
-            retryable: true,
-            message: format!("reading the body: {e}"),
-        })?;
-        Ok(Some(body.into_bytes()))
+        Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
     }
 
     pub async fn open_reader(&self, key: &str) -> Result<Box<dyn Read + Send>> {
