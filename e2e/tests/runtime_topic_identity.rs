@@ -8,7 +8,8 @@
 //!
 //! Cases: a restart on the unchanged topic resumes silently (the state's last record
 //! matches); the topic recreated with more events (the record at the state's last offset
-//! differs); recreated with fewer events (the log now ends before the state's offset).
+//! differs); recreated with fewer events (the log now ends before the state's offset);
+//! partitions added to the topic (users would be split across two partitions).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -21,7 +22,7 @@ use e2e::runtime::{
 };
 use pipeline_runtime::process::ProcessSummary;
 use pipeline_runtime::store::ObjectStore;
-use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
@@ -159,5 +160,51 @@ async fn a_recreated_topic_stops_the_process_role_instead_of_being_skipped() -> 
             "{case}: the state and the lake are untouched"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_to_the_topic_stop_the_process_role() -> Result<()> {
+    e2e::k8s::init_logging();
+    let endpoints = Endpoints::from_env()?;
+    let dir = tempfile::tempdir()?;
+    let csv = write_fixture(dir.path(), 1_000, 64)?;
+    let pipeline = unique_name("e2e-grown");
+    let kafka = endpoints.kafka(&pipeline);
+    let accepted = ingest(&endpoints, &pipeline, &csv).await?;
+    let processed = process_until_idle(&endpoints, &pipeline).await??;
+    assert_eq!(processed.events_applied, accepted);
+    let store = open_bucket(&endpoints, &pipeline).await?;
+    let before = objects(&store).await?;
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .create()?;
+    for result in admin
+        .create_partitions(
+            &[NewPartitions::new(&kafka.events_topic, 3)],
+            &AdminOptions::new(),
+        )
+        .await?
+    {
+        result.map_err(|(topic, code)| anyhow::anyhow!("adding partitions to {topic}: {code}"))?;
+    }
+    let error = match process_until_idle(&endpoints, &pipeline).await? {
+        Ok(summary) => anyhow::bail!("the process role went on with 3 partitions: {summary:?}"),
+        Err(error) => error.to_string(),
+    };
+    println!("case: partitions added to the topic (2 -> 3) -> {error}");
+    assert!(
+        error.contains(&format!(
+            "topic {} has 3 partitions, but the state of its partition",
+            kafka.events_topic
+        )) && error.contains("was built when it had 2"),
+        "{error}"
+    );
+    assert_eq!(
+        objects(&store).await?,
+        before,
+        "the state and the lake are untouched"
+    );
     Ok(())
 }

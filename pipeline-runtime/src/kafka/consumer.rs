@@ -12,10 +12,16 @@ use rdkafka::ClientContext;
 
 /// What the process role does when partitions come and go.
 pub trait PartitionHandler: Send + Sync {
-    /// Partitions were assigned: load their state. Returns, per partition, where to start
-    /// reading (`None`: from the beginning). An error makes the consumer stop (see
-    /// [`RebalanceContext::take_fatal`]): without its state a partition cannot be processed.
-    fn on_assign(&self, partitions: &[i32]) -> Result<Vec<(i32, Option<i64>)>, String>;
+    /// Partitions were assigned: load their state. `topic_partitions` is the topic's
+    /// partition count as the brokers give it now (`None`: the metadata request failed).
+    /// Returns, per partition, where to start reading (`None`: from the beginning). An
+    /// error makes the consumer stop (see [`RebalanceContext::take_fatal`]): without its
+    /// state a partition cannot be processed.
+    fn on_assign(
+        &self,
+        partitions: &[i32],
+        topic_partitions: Option<i32>,
+    ) -> Result<Vec<(i32, Option<i64>)>, String>;
 
     /// Partitions are being revoked. `lost` means another member may already own them
     /// (session timeout): the handler must then drop their state without writing anything.
@@ -91,7 +97,16 @@ impl<H: PartitionHandler> ConsumerContext for RebalanceContext<H> {
         let partitions = partitions_of(tpl, &self.topic);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                match self.handler.on_assign(&partitions) {
+                // The count after a change: a partition added to the topic is what made
+                // this rebalance happen.
+                let count = super::partition_count(
+                    consumer.client(),
+                    &self.topic,
+                    std::time::Duration::from_secs(10),
+                )
+                .map_err(|e| tracing::warn!(error = %e, "topic metadata for the partition count"))
+                .ok();
+                match self.handler.on_assign(&partitions, count) {
                     Ok(starts) => {
                         for (partition, start) in starts {
                             let offset = start.map_or(Offset::Beginning, Offset::Offset);

@@ -200,6 +200,13 @@ pub fn events_by_day(events: &[Event]) -> BTreeMap<i32, Vec<&Event>> {
     days
 }
 
+/// What a state file records about the log it was built from (see [`super::continuity`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Continuity {
+    pub last_record: Option<RecordMark>,
+    pub topic_partitions: Option<i32>,
+}
+
 /// Header of a state file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct StateHeader {
@@ -215,6 +222,10 @@ struct StateHeader {
     /// before marks existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_record: Option<RecordMark>,
+    /// The topic's partition count when the file was written (see
+    /// [`super::continuity::check_partition_count`]); absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    topic_partitions: Option<i32>,
 }
 
 const STATE_MAGIC: &[u8; 8] = b"DPSTATE\0";
@@ -229,6 +240,8 @@ pub struct StateFile {
     pub offset: i64,
     /// The record at `offset - 1`, when the writer recorded it.
     pub last_record: Option<RecordMark>,
+    /// The topic's partition count when it was written, when the writer recorded it.
+    pub topic_partitions: Option<i32>,
     pub records: Vec<StateRecord>,
 }
 
@@ -247,7 +260,7 @@ pub fn encode_state(
         partition,
         start,
         offset,
-        None,
+        Continuity::default(),
         records.len(),
         crate::parquet::encode_states(records)?,
     )
@@ -258,7 +271,7 @@ fn encode_state_owned(
     partition: i32,
     start: Option<i64>,
     offset: i64,
-    last_record: Option<RecordMark>,
+    continuity: Continuity,
     records: Vec<StateRecord>,
 ) -> Result<Vec<u8>> {
     let users = records.len();
@@ -266,7 +279,7 @@ fn encode_state_owned(
         partition,
         start,
         offset,
-        last_record,
+        continuity,
         users,
         crate::parquet::encode_states_chunked(records)?,
     )
@@ -277,7 +290,7 @@ fn frame_state(
     partition: i32,
     start: Option<i64>,
     offset: i64,
-    last_record: Option<RecordMark>,
+    continuity: Continuity,
     users: usize,
     parquet: Vec<u8>,
 ) -> Result<Vec<u8>> {
@@ -287,7 +300,8 @@ fn frame_state(
         start,
         offset,
         users,
-        last_record,
+        last_record: continuity.last_record,
+        topic_partitions: continuity.topic_partitions,
     })?;
     let mut out = Vec::with_capacity(12 + header.len() + parquet.len());
     out.extend_from_slice(STATE_MAGIC);
@@ -341,6 +355,7 @@ pub fn decode_state(key: &str, partition: i32, bytes: &[u8]) -> Result<StateFile
         start: header.start,
         offset: header.offset,
         last_record: header.last_record,
+        topic_partitions: header.topic_partitions,
         records,
     })
 }
@@ -488,7 +503,10 @@ fn encode_state_and_snapshot(
         batch.partition,
         delta_start,
         batch.end,
-        batch.last_record,
+        Continuity {
+            last_record: batch.last_record,
+            topic_partitions: batch.topic_partitions,
+        },
         std::mem::take(&mut batch.state),
     )?);
     Ok(EncodedBatch {
@@ -729,6 +747,8 @@ pub struct Recovered {
     /// The last record the state counts (see [`super::continuity`]), when its last file
     /// recorded it.
     pub last_record: Option<RecordMark>,
+    /// The topic's partition count its last file was written under, when recorded.
+    pub topic_partitions: Option<i32>,
     /// This member's claim on the partition, for its checkpoints.
     pub fence: Fence,
 }
@@ -874,15 +894,18 @@ pub async fn recover(store: &ObjectStore, partition: i32, owner: &str) -> Result
             book.restore_record(record).map_err(|e| unusable(key, e))?;
         }
     }
-    let last_record = match plan.chain.last() {
-        Some(&index) => deltas[index].1.last_record,
-        None => base.as_ref().and_then(|b| b.last_record),
+    let last_file = match plan.chain.last() {
+        Some(&index) => Some(&deltas[index].1),
+        None => base.as_ref(),
     };
+    let last_record = last_file.and_then(|f| f.last_record);
+    let topic_partitions = last_file.and_then(|f| f.topic_partitions);
     Ok(Recovered {
         book,
         offset,
         deltas: plan.chain.len(),
         last_record,
+        topic_partitions,
         fence: Fence::new(owner, claimed, base_tag),
     })
 }
@@ -960,6 +983,7 @@ mod tests {
                 start: None,
                 offset: 77,
                 last_record: None,
+                topic_partitions: None,
                 records: records.clone()
             }
         );
@@ -970,6 +994,7 @@ mod tests {
                 start: Some(70),
                 offset: 77,
                 last_record: None,
+                topic_partitions: None,
                 records: records[1..].to_vec()
             }
         );
@@ -979,6 +1004,7 @@ mod tests {
                 start: None,
                 offset: 0,
                 last_record: None,
+                topic_partitions: None,
                 records: vec![]
             }
         );
@@ -990,10 +1016,15 @@ mod tests {
             offset: 76,
             fingerprint: 0xabc,
         };
-        let bytes = encode_state_owned(4, Some(70), 77, Some(mark), vec![record(1)]).unwrap();
+        let continuity = Continuity {
+            last_record: Some(mark),
+            topic_partitions: Some(6),
+        };
+        let bytes = encode_state_owned(4, Some(70), 77, continuity, vec![record(1)]).unwrap();
+        let file = decode_state("k", 4, &bytes).unwrap();
         assert_eq!(
-            decode_state("k", 4, &bytes).unwrap().last_record,
-            Some(mark)
+            (file.last_record, file.topic_partitions),
+            (Some(mark), Some(6))
         );
     }
 

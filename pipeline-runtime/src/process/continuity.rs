@@ -18,6 +18,13 @@
 //! - above N-1: the marked record was deleted by retention, so nothing can be compared;
 //!   records in `[N, first)` were deleted before anyone read them, which is logged.
 //!
+//! The same holds for the topic's partition count: events are routed to a partition by
+//! their user id modulo the count, so after partitions were added a user's later events
+//! land in another partition than the earlier ones, and the two halves would make two
+//! partial profiles. The managed Kafka's CRD refuses a partition change; an external topic
+//! can still be altered, so each state file also records the count it was built under,
+//! and a new owner that finds another count stops ([`check_partition_count`]).
+//!
 //! The fingerprint is FNV-1a (64 bit) over the key's length, the key and the value: fixed
 //! by this module, stable across builds and platforms, cheap enough for every record.
 
@@ -132,6 +139,28 @@ impl LogChange {
     }
 }
 
+/// Whether the topic still has the partition count a partition's state was built under
+/// (`None` on either side: not known, nothing to compare). The error says what happened
+/// and how to resume.
+pub fn check_partition_count(
+    topic: &str,
+    partition: i32,
+    recorded: Option<i32>,
+    current: Option<i32>,
+) -> Result<(), String> {
+    match (recorded, current) {
+        (Some(then), Some(now)) if then != now => Err(format!(
+            "topic {topic} has {now} partitions, but the state of its partition {partition} was built when it had {then}. \
+             Events are routed to a partition by user id modulo the partition count, so a user's events after the change \
+             land in another partition than before and would make a second, partial profile. Nothing was written. \
+             To resume, either give the topic {then} partitions again (a new topic of that size), or start the profiles over \
+             with the new count by deleting the pipeline's state and lake (the `_state/`, `events/` and `profiles/` \
+             prefixes of its bucket) and its search index, and re-ingesting the input"
+        )),
+        _ => Ok(()),
+    }
+}
+
 mod hex_u64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -207,6 +236,22 @@ mod tests {
         assert_eq!(start_offset(Some(100), None), Some(100));
         assert_eq!(start_offset(Some(100), Some(mark(50))), Some(100));
         assert_eq!(start_offset(None, None), None);
+    }
+
+    #[test]
+    fn a_changed_partition_count_is_refused_an_unknown_one_is_not() {
+        assert_eq!(check_partition_count("t", 0, Some(4), Some(4)), Ok(()));
+        assert_eq!(check_partition_count("t", 0, None, Some(4)), Ok(()));
+        assert_eq!(check_partition_count("t", 0, Some(4), None), Ok(()));
+        let error = check_partition_count("shop-events", 3, Some(4), Some(6)).unwrap_err();
+        assert!(
+            error.starts_with("topic shop-events has 6 partitions, but the state of its partition 3 was built when it had 4."),
+            "{error}"
+        );
+        assert!(
+            error.contains("give the topic 4 partitions again"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -126,6 +126,7 @@ pub async fn run_with(
         dead_letters = %dead_letters.topic(),
         "process started"
     );
+    let topic = kafka.events_topic.clone();
     let worker = Worker {
         kafka,
         settings,
@@ -137,6 +138,7 @@ pub async fn run_with(
             handle: Handle::current(),
             slots: Mutex::new(BTreeMap::new()),
             owner: checkpoint::owner_id(),
+            topic,
         }),
         shutdown,
     };
@@ -183,6 +185,8 @@ struct Shared {
     slots: Mutex<BTreeMap<i32, Slot>>,
     /// This member's name in the intents it writes (see [`checkpoint::Fence`]).
     owner: String,
+    /// The events topic.
+    topic: String,
 }
 
 struct Slot {
@@ -350,6 +354,7 @@ impl PartitionHandler for Handler {
     fn on_assign(
         &self,
         partitions: &[i32],
+        topic_partitions: Option<i32>,
     ) -> std::result::Result<Vec<(i32, Option<i64>)>, String> {
         let shared = &self.0;
         let mut starts = Vec::new();
@@ -362,6 +367,12 @@ impl PartitionHandler for Handler {
                     }));
             let recovered = recovered
                 .map_err(|e| format!("partition {partition}: cannot load its state: {e}"))?;
+            continuity::check_partition_count(
+                &shared.topic,
+                partition,
+                recovered.topic_partitions,
+                topic_partitions,
+            )?;
             let offset = recovered.offset;
             let start = continuity::start_offset(offset, recovered.last_record);
             let verify = recovered.last_record.filter(|_| start != offset);
@@ -375,7 +386,8 @@ impl PartitionHandler for Handler {
                         offset.unwrap_or(0),
                         recovered.deltas,
                     )
-                    .with_last_record(recovered.last_record),
+                    .with_last_record(recovered.last_record)
+                    .with_topic_partitions(topic_partitions),
                     in_flight: None,
                     paused: false,
                     last_full: LastFull::default(),
@@ -857,6 +869,7 @@ mod tests {
             handle: runtime.handle().clone(),
             slots: Mutex::new(BTreeMap::new()),
             owner: "test-member".into(),
+            topic: "shop-events".into(),
         })
     }
 
@@ -902,7 +915,7 @@ mod tests {
         });
 
         let handler = Handler(shared.clone());
-        let starts = handler.on_assign(&[0, 1]).unwrap();
+        let starts = handler.on_assign(&[0, 1], Some(4)).unwrap();
         assert_eq!(starts, vec![(0, None), (1, Some(42))]);
         assert_eq!(runtime.block_on(store.get(&stale)).unwrap(), None);
         let slots = shared.slots();
@@ -950,7 +963,10 @@ mod tests {
         );
 
         let handler = Handler(shared.clone());
-        assert_eq!(handler.on_assign(&[2]).unwrap(), vec![(2, Some(25))]);
+        assert_eq!(
+            handler.on_assign(&[2], Some(4)).unwrap(),
+            vec![(2, Some(25))]
+        );
         {
             let slots = shared.slots();
             let state = &slots[&2].state;
@@ -996,7 +1012,7 @@ mod tests {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let shared = shared(dir.path(), &runtime);
         let handler = Handler(shared.clone());
-        handler.on_assign(&[0, 3]).unwrap();
+        handler.on_assign(&[0, 3], Some(4)).unwrap();
         {
             let mut slots = shared.slots();
             let slot = slots.get_mut(&0).unwrap();
@@ -1059,12 +1075,36 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_whose_topic_changed_its_partition_count_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let shared = shared(dir.path(), &runtime);
+        let handler = Handler(shared.clone());
+        handler.on_assign(&[1], Some(4)).unwrap();
+        shared.slots().get_mut(&1).unwrap().state.skip(0);
+        assert_eq!(handler.on_revoke(&[1], false), vec![(1, 1)]);
+        let error = handler.on_assign(&[1], Some(6)).unwrap_err();
+        assert!(
+            error.starts_with("topic shop-events has 6 partitions, but the state of its partition 1 was built when it had 4."),
+            "{error}"
+        );
+        assert!(shared.slots().is_empty());
+        // The same count, or an unknown one, goes on.
+        assert_eq!(
+            handler.on_assign(&[1], Some(4)).unwrap(),
+            vec![(1, Some(1))]
+        );
+        handler.on_revoke(&[1], false);
+        assert_eq!(handler.on_assign(&[1], None).unwrap(), vec![(1, Some(1))]);
+    }
+
+    #[test]
     fn a_lost_partition_is_dropped_without_writing() {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let shared = shared(dir.path(), &runtime);
         let handler = Handler(shared.clone());
-        handler.on_assign(&[2]).unwrap();
+        handler.on_assign(&[2], Some(4)).unwrap();
         shared.slots().get_mut(&2).unwrap().state.skip(0);
         assert_eq!(handler.on_revoke(&[2], true), vec![]);
         assert!(shared.slots().is_empty());

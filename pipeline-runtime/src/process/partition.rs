@@ -35,6 +35,8 @@ pub struct PartitionState {
     deltas_since_base: usize,
     /// The record at `next_offset - 1`, when known (see [`super::continuity`]).
     last_record: Option<RecordMark>,
+    /// The topic's partition count when the partition was assigned.
+    topic_partitions: Option<i32>,
 }
 
 /// Everything a checkpoint writes for one partition, taken out of the state in one go.
@@ -57,6 +59,8 @@ pub struct Batch {
     pub state: Vec<StateRecord>,
     /// The record at `end - 1`, stored with the state.
     pub last_record: Option<RecordMark>,
+    /// The topic's partition count, stored with the state.
+    pub topic_partitions: Option<i32>,
 }
 
 impl PartitionState {
@@ -73,7 +77,14 @@ impl PartitionState {
             changed: HashSet::new(),
             deltas_since_base: deltas,
             last_record: None,
+            topic_partitions: None,
         }
+    }
+
+    /// The topic's partition count under which this member reads the partition.
+    pub fn with_topic_partitions(mut self, count: Option<i32>) -> Self {
+        self.topic_partitions = count;
+        self
     }
 
     /// The restored state's last record (from its state file).
@@ -178,6 +189,7 @@ impl PartitionState {
             full,
             state,
             last_record: self.last_record,
+            topic_partitions: self.topic_partitions,
         };
         self.batch_start = self.next_offset;
         batch
