@@ -17,14 +17,14 @@ use crate::{
 };
 
 /// S3 access key of a managed MinIO (its root user).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct S3Keys {
     pub access_key_id: String,
     pub secret_access_key: String,
 }
 
 /// PEM CA certificate, node certificate and node key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsBundle {
     pub ca_crt: String,
     pub tls_crt: String,
@@ -33,11 +33,47 @@ pub struct TlsBundle {
 
 /// Credentials of the managed services; `None` where the service is external (or, as
 /// read from the cluster, where the Secret does not exist yet).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct GeneratedCredentials {
     pub minio: Option<S3Keys>,
     pub elastic_password: Option<String>,
     pub search_transport: Option<TlsBundle>,
+}
+
+/// What `Debug` shows of a secret value: whether there is one, never the value, so logs
+/// and panic messages carry no credential.
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for S3Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Keys")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TlsBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsBundle")
+            .field("ca_crt_bytes", &self.ca_crt.len())
+            .field("tls_crt_bytes", &self.tls_crt.len())
+            .field("tls_key", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for GeneratedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedCredentials")
+            .field("minio", &self.minio)
+            .field(
+                "elastic_password",
+                &self.elastic_password.as_ref().map(|_| REDACTED),
+            )
+            .field("search_transport", &self.search_transport)
+            .finish()
+    }
 }
 
 /// Source of new secrets.
@@ -232,5 +268,25 @@ mod tests {
         assert!(tls.tls_crt.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(tls.tls_key.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert_ne!(tls.ca_crt, tls.tls_crt);
+    }
+
+    #[test]
+    fn debug_output_carries_no_secret() {
+        let credentials = GeneratedCredentials {
+            minio: Some(S3Keys {
+                access_key_id: "shop-admin".into(),
+                secret_access_key: "s3-SECRET".into(),
+            }),
+            elastic_password: Some("elastic-SECRET".into()),
+            search_transport: Some(TlsBundle {
+                ca_crt: "CA".into(),
+                tls_crt: "CRT".into(),
+                tls_key: "KEY-SECRET".into(),
+            }),
+        };
+        let text = format!("{credentials:?}");
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("shop-admin"), "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 3, "{text}");
     }
 }

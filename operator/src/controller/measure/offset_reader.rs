@@ -33,11 +33,32 @@ use crate::controller::{
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how to connect.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Connection {
     pub bootstrap: String,
     /// librdkafka properties besides the bootstrap servers (security settings).
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Connection {
+    // Never prints a password or a key: logs and panics must not carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(name, value)| {
+                let secret = name.contains("password") || name.ends_with(".key");
+                (
+                    name.as_str(),
+                    if secret { "<redacted>" } else { value.as_str() },
+                )
+            })
+            .collect();
+        f.debug_struct("Connection")
+            .field("bootstrap", &self.bootstrap)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 /// Reads offsets from the brokers and the profile count from the search engine; reads
@@ -303,5 +324,21 @@ mod tests {
             resolves("nothing").await,
             Err("cannot reach Kafka at nothing: no host:port in \"nothing\"".into())
         );
+    }
+
+    #[test]
+    fn debug_output_carries_no_password() {
+        let connection = Connection {
+            bootstrap: "kafka:9093".into(),
+            properties: vec![
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("sasl.username".into(), "shop".into()),
+                ("sasl.password".into(), "kafka-SECRET".into()),
+            ],
+        };
+        let text = format!("{connection:?}");
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("SASL_SSL") && text.contains("shop"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
     }
 }
