@@ -37,20 +37,10 @@ fn var(name: &str) -> Result<String> {
 }
 
 impl Endpoints {
-    /// The ingest role's arguments for `pipeline` on these servers (the pipeline's own
-    /// bucket, HTTP off), then `extra` flags, parsed as the binary parses them.
-    pub fn ingest_args(
-        &self,
-        pipeline: &str,
-        extra: &[&str],
-    ) -> pipeline_runtime::config::IngestArgs {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            args: pipeline_runtime::config::IngestArgs,
-        }
-        let mut argv = vec![
-            "ingest",
+    /// The flags both roles take for `pipeline` on these servers: its name, HTTP off, the
+    /// brokers and the pipeline's own bucket.
+    fn common_flags<'a>(&'a self, pipeline: &'a str) -> [&'a str; 12] {
+        [
             "--pipeline",
             pipeline,
             "--http-port",
@@ -63,7 +53,23 @@ impl Endpoints {
             &self.s3_endpoint,
             "--s3-region",
             &self.s3_region,
-        ];
+        ]
+    }
+
+    /// The ingest role's arguments for `pipeline` on these servers (the pipeline's own
+    /// bucket, HTTP off), then `extra` flags, parsed as the binary parses them.
+    pub fn ingest_args(
+        &self,
+        pipeline: &str,
+        extra: &[&str],
+    ) -> pipeline_runtime::config::IngestArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: pipeline_runtime::config::IngestArgs,
+        }
+        let mut argv = vec!["ingest"];
+        argv.extend(self.common_flags(pipeline));
         argv.extend_from_slice(extra);
         <Cli as clap::Parser>::parse_from(argv).args
     }
@@ -100,23 +106,9 @@ impl Endpoints {
             #[command(flatten)]
             args: pipeline_runtime::config::ProcessArgs,
         }
-        let mut argv = vec![
-            "process",
-            "--pipeline",
-            pipeline,
-            "--http-port",
-            "0",
-            "--kafka-bootstrap",
-            &self.kafka_bootstrap,
-            "--s3-bucket",
-            pipeline,
-            "--s3-endpoint",
-            &self.s3_endpoint,
-            "--s3-region",
-            &self.s3_region,
-            "--search-url",
-            &self.opensearch_url,
-        ];
+        let mut argv = vec!["process"];
+        argv.extend(self.common_flags(pipeline));
+        argv.extend(["--search-url", self.opensearch_url.as_str()]);
         argv.extend_from_slice(extra);
         <Cli as clap::Parser>::parse_from(argv).args
     }
