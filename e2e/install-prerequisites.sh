@@ -11,6 +11,7 @@ packages=(
   maven openjdk-17-jdk-headless      # Kafka and OpenSearch come from Maven Central, run on Java 17
   containerd runc containernetworking-plugins iptables iproute2 conntrack ethtool socat  # the real node (services.sh up node)
   docker.io debootstrap              # the images (e2e/images.sh) and their base-image stand-ins
+  chromium                           # a real headless browser for the HTML report's test (e2e/tests/report_html_chromium.rs)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,8 +3,10 @@
 //! client of the Kubernetes control plane and throwaway namespaces; `control_plane` for the
 //! operator's controller and Helm-chart tests (a running pipeline and its children);
 //! `crd_examples` for the CRD-schema tests (the example pipelines and what the API server
-//! must answer). The servers are the ones `e2e/services.sh` starts.
+//! must answer); `browser` for a headless Chromium that opens the pages the runtime writes.
+//! The servers are the ones `e2e/services.sh` starts.
 
+pub mod browser;
 pub mod control_plane;
 pub mod crd_examples;
 pub mod k8s;

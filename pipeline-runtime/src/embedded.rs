@@ -36,6 +36,7 @@ use crate::event::{Event, RejectKind, Rejected};
 use crate::money::format_cents;
 use crate::parquet as pq;
 use crate::profile::{Profile, ProfileBook};
+use crate::progress::{Progress, Unit};
 use crate::report::{Report, ReportBuilder, RevenueTally};
 
 /// Events handed from the parser to the aggregator at a time.
@@ -52,7 +53,7 @@ const MAX_BUFFERED_EVENTS: usize = 2 * pq::ROWS_PER_FILE;
 pub struct RunOptions {
     pub input: PathBuf,
     pub out: PathBuf,
-    /// Draw a progress bar on stderr (the CLI sets this only when stderr is a terminal).
+    /// Draw progress on stderr (shown only when stderr is a terminal, see [`Progress`]).
     pub progress: bool,
     /// Rows per events file (default [`crate::parquet::ROWS_PER_FILE`]).
     pub rows_per_file: usize,
@@ -151,9 +152,9 @@ fn run_into(
         let encoder = scope.spawn(move || encode_files(out, jobs_rx));
         let aggregator =
             scope.spawn(move || aggregate(events_rx, recycle_tx, jobs_tx, rows_per_file));
-        let progress = progress_bar(options.progress, input_len);
-        let parsed = parse_all(reader, out, events_tx, recycle_rx, &progress);
-        progress.finish_and_clear();
+        let mut progress = progress_bar(options.progress, input_len);
+        let parsed = parse_all(reader, out, events_tx, recycle_rx, &mut progress);
+        progress.finish();
         let aggregate = join(aggregator);
         let files = join(encoder);
         (parsed, aggregate, files)
@@ -351,17 +352,12 @@ impl Drop for Staging {
     }
 }
 
-fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
-    if !enabled {
-        return indicatif::ProgressBar::hidden();
+fn progress_bar(enabled: bool, total: u64) -> Progress {
+    if enabled {
+        Progress::stderr("run", Some(total), Unit::Bytes)
+    } else {
+        Progress::hidden()
     }
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} {bytes}/{total_bytes} [{bar:40}] {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
 }
 
 fn parse_all<R: std::io::Read>(
@@ -369,7 +365,7 @@ fn parse_all<R: std::io::Read>(
     out: &Path,
     events: SyncSender<Vec<Event>>,
     recycled: Receiver<Vec<Event>>,
-    progress: &indicatif::ProgressBar,
+    progress: &mut Progress,
 ) -> Result<ParseOutcome> {
     let rejected_path = out.join("rejected.jsonl");
     let file = File::create(&rejected_path).map_err(|e| Error::file(&rejected_path, e))?;
@@ -393,7 +389,7 @@ fn parse_all<R: std::io::Read>(
                         // The aggregator stopped; its error is reported by its join.
                         break;
                     }
-                    progress.set_position(reader.bytes_read());
+                    progress.set(reader.bytes_read());
                 }
             }
             Err(rejected) => {

@@ -4,13 +4,15 @@
 //! rising through October and November 2019. Same seed, same bytes: it uses its own PRNG
 //! (xoshiro256**), not a crate whose stream could change with an upgrade.
 //!
-//! Pure except [`write_csv`] / [`generate_file`], which write the bytes out; [`reader`]
+//! Pure except [`write_csv`] / [`generate_file`] (and their `_with` forms, which also draw
+//! progress), which write the bytes out; [`reader`]
 //! exposes the same bytes as a `Read` so the ingest role can treat it like a file.
 
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::time;
 
 /// The REES46 header line.
@@ -413,25 +415,46 @@ impl Generator {
 
 /// Writes the header and every row to `out`.
 pub fn write_csv(config: GeneratorConfig, out: impl Write) -> std::io::Result<()> {
+    write_csv_with(config, out, &mut Progress::hidden())
+}
+
+/// [`write_csv`], counting the rows written on `progress`.
+pub fn write_csv_with(
+    config: GeneratorConfig,
+    out: impl Write,
+    progress: &mut Progress,
+) -> std::io::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, out);
     out.write_all(HEADER.as_bytes())?;
     out.write_all(b"\n")?;
+    let total = config.events;
     let mut generator = Generator::new(config);
     let mut buf = Vec::with_capacity(1 << 16);
     while generator.next_row(&mut buf) {
         if buf.len() >= 1 << 15 {
             out.write_all(&buf)?;
             buf.clear();
+            progress.set(total - generator.remaining());
         }
     }
     out.write_all(&buf)?;
+    progress.finish();
     out.flush()
 }
 
 /// Generates a file at `path`.
 pub fn generate_file(config: GeneratorConfig, path: &Path) -> Result<()> {
+    generate_file_with(config, path, &mut Progress::hidden())
+}
+
+/// [`generate_file`], counting the rows written on `progress`.
+pub fn generate_file_with(
+    config: GeneratorConfig,
+    path: &Path,
+    progress: &mut Progress,
+) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| Error::file(path, e))?;
-    write_csv(config, file).map_err(|e| Error::file(path, e))
+    write_csv_with(config, file, progress).map_err(|e| Error::file(path, e))
 }
 
 /// The generated CSV as a byte stream (header first), produced lazily.

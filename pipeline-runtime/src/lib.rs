@@ -1,7 +1,8 @@
 //! Runtime library: parsing, profiles, sources and sinks of the data plane.
 //!
 //! The data core (pure or thin I/O): [`event`], [`csv_input`], [`profile`], [`parquet`],
-//! [`generator`], [`report`], [`embedded`]. The distributed roles build on these types.
+//! [`generator`], [`report`], [`embedded`]; [`progress`] draws the long commands' progress
+//! on a terminal. The distributed roles build on these types.
 
 pub mod csv_input;
 pub mod embedded;
@@ -11,6 +12,7 @@ pub mod generator;
 pub mod money;
 pub mod parquet;
 pub mod profile;
+pub mod progress;
 pub mod report;
 pub mod time;
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use pipeline_runtime::{embedded, generator, report};
+use pipeline_runtime::{embedded, generator, progress, report};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,6 +88,10 @@ struct ReportArgs {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write the report as one self-contained HTML page (charts inline, nothing
+    /// fetched when it is viewed) to this file.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -167,7 +171,9 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         bad_rows_per_million: args.bad_rows_per_million,
     };
-    generator::generate_file(config, &args.output)?;
+    let mut progress =
+        progress::Progress::stderr("generate", Some(args.events), progress::Unit::Rows);
+    generator::generate_file_with(config, &args.output, &mut progress)?;
     tracing::info!(events = args.events, seed = args.seed, output = %args.output.display(), "generated");
     Ok(())
 }
@@ -192,7 +198,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn print_report(args: ReportArgs) -> anyhow::Result<()> {
-    let report = match (&args.from, &args.from_search) {
+    let (report, index) = match (&args.from, &args.from_search) {
         (_, Some(url)) => {
             let names = pipeline_config::PipelineNames::new(&args.pipeline);
             let settings = pipeline_runtime::config::search_settings(
@@ -202,14 +208,35 @@ fn print_report(args: ReportArgs) -> anyhow::Result<()> {
                 &names,
                 &pipeline_runtime::config::ProcessEnv,
             )?;
-            let profiles = block_on(pipeline_runtime::search::profiles_from_search(&settings))?
-                .with_context(|| format!("reading profiles from {url}"))?;
-            report::Report::from_profiles(&profiles, None)
+            let mut progress = progress::Progress::stderr("report", None, progress::Unit::Profiles);
+            let profiles = block_on(pipeline_runtime::search::profiles_from_search_with(
+                &settings,
+                &mut progress,
+            ))?
+            .with_context(|| format!("reading profiles from {url}"))?;
+            (
+                report::Report::from_profiles(&profiles, None),
+                Some(settings.index),
+            )
         }
-        (Some(dir), None) => report::report_from_lake(dir)
-            .with_context(|| format!("reading the lake at {}", dir.display()))?,
+        (Some(dir), None) => {
+            let mut progress = progress::Progress::stderr("report", None, progress::Unit::Files);
+            let report = report::lake::report_from_lake_with(dir, &mut progress)
+                .with_context(|| format!("reading the lake at {}", dir.display()))?;
+            (report, None)
+        }
         (None, None) => anyhow::bail!("give --from DIR or --from-search URL"),
     };
+    if let Some(file) = &args.html {
+        let source = match (&args.from_search, &index, &args.from) {
+            (Some(url), Some(index), _) => report::html::Source::Search { url, index },
+            (_, _, Some(dir)) => report::html::Source::Lake(dir),
+            _ => anyhow::bail!("give --from DIR or --from-search URL"),
+        };
+        let page = report::html::render(&report, &source);
+        std::fs::write(file, page).with_context(|| format!("writing {}", file.display()))?;
+        tracing::info!(html = %file.display(), "report page written");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -706,6 +706,12 @@ impl SearchIndex {
     /// Every profile in the index, ordered by user_id (paged with `search_after`, which
     /// both engines serve without a scroll context to clean up).
     pub async fn read_all(&self) -> Result<Vec<Profile>> {
+        self.read_all_with(&mut |_| {}).await
+    }
+
+    /// [`SearchIndex::read_all`], telling `read` how many profiles it has read after each
+    /// page (for progress).
+    pub async fn read_all_with(&self, read: &mut (dyn FnMut(u64) + Send)) -> Result<Vec<Profile>> {
         let path = format!("/{}/_search", self.index);
         let mut profiles = Vec::new();
         let mut after: Option<Value> = None;
@@ -729,6 +735,7 @@ impl SearchIndex {
             let page = parse_search_page(&response)?;
             let full = page.profiles.len() == PAGE_SIZE;
             profiles.extend(page.profiles);
+            read(profiles.len() as u64);
             match (full, page.last_sort) {
                 (true, Some(last)) => after = Some(last),
                 _ => return Ok(profiles),
@@ -739,7 +746,19 @@ impl SearchIndex {
 
 /// Every profile of the index the settings name (for `report --from-search`).
 pub async fn profiles_from_search(settings: &SearchSettings) -> Result<Vec<Profile>> {
-    SearchIndex::connect(settings, None)?.read_all().await
+    profiles_from_search_with(settings, &mut crate::progress::Progress::hidden()).await
+}
+
+/// [`profiles_from_search`], counting the profiles read on `progress`.
+pub async fn profiles_from_search_with(
+    settings: &SearchSettings,
+    progress: &mut crate::progress::Progress,
+) -> Result<Vec<Profile>> {
+    let profiles = SearchIndex::connect(settings, None)?
+        .read_all_with(&mut |n| progress.set(n))
+        .await;
+    progress.finish();
+    profiles
 }
 
 /// One page of search hits: the profiles and the sort value of the last hit.

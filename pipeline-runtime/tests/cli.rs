@@ -15,6 +15,13 @@ fn run_ok(cmd: &mut Command) -> std::process::Output {
         cmd,
         String::from_utf8_lossy(&output.stderr)
     );
+    // stderr is a pipe here, not a terminal: no progress line may be drawn.
+    assert!(
+        !output.stderr.contains(&b'\r'),
+        "{:?} drew progress off a terminal: {}",
+        cmd,
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
@@ -94,6 +101,25 @@ fn generate_run_and_report() {
         stdout,
         "report from the lake equals run's"
     );
+
+    let page = dir.path().join("report.html");
+    let with_page = run_ok(
+        binary()
+            .arg("report")
+            .arg("--from")
+            .arg(&out)
+            .arg("--html")
+            .arg(&page),
+    );
+    assert_eq!(
+        String::from_utf8(with_page.stdout).unwrap(),
+        stdout,
+        "--html still prints the report"
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    let customers = format!(r#"data-figure="customers">{profiles}</div>"#);
+    assert!(html.contains(&customers), "{customers}");
 }
 
 #[test]
