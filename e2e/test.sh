@@ -2,7 +2,10 @@
 # The whole test suite, as README.md gives it and as CI runs it:
 #   1. installs what is missing (Debian packages; the servers through e2e/services.sh),
 #   2. checks formatting and lints,
-#   3. runs the unit and controller tests (no servers needed),
+#   3. runs the unit and controller tests (no servers needed), then checks the chart's alert
+#      rules and Grafana dashboard (e2e/promtool.sh: promtool check/test rules on synthetic
+#      series, the dashboard's queries parsed; e2e/tests/chart_monitoring.rs: every metric
+#      they name is one the binaries export, every dashboard query returns data on them),
 #   4. starts real Kafka, OpenSearch, an S3 server and a Kubernetes control plane,
 #   5. runs the integration tests against them, then stops those servers,
 #   6. builds every image (e2e/images.sh: base-image stand-ins, the project's two images, each
@@ -34,6 +37,10 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "unit and controller tests"
 cargo test --locked   # default members: everything but e2e, which needs the servers
+
+step "alert rules and dashboard: promtool, and every metric they name is exported"
+e2e/promtool.sh   # builds promtool once into the cache; check rules, test rules, dashboard queries
+cargo test -p e2e --locked --test chart_monitoring   # needs no server
 
 cleanup() {
   step "stop servers"

@@ -2,7 +2,8 @@
 //! `e2e/services.sh up k8s`): it lints clean, installs (the operator Deployment becomes
 //! ready through kwok, the CRD is the chart's and kept on uninstall), and its RBAC is
 //! enough for the operator to bring a pipeline to Running. Fails when the API server is
-//! unreachable.
+//! unreachable. The monitoring extras (Grafana dashboard, PrometheusRule, runtime
+//! PodMonitor) are rendered and linted offline by `helm template`/`helm lint`.
 //! Run: `e2e/services.sh up k8s && cargo test -p e2e --test operator_helm_chart -- --test-threads=1`.
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
+use serde::Deserialize as _;
 
 /// 7. `helm lint` is clean; `helm install` of the chart (crds.enabled=true) into the
 ///    control plane works: the operator Deployment becomes ready through kwok, the CRD is
@@ -290,4 +292,132 @@ async fn helm_chart_lints_installs_and_keeps_the_crd() -> anyhow::Result<()> {
         let _ = k8s::helm(&["uninstall", &release, "--namespace", &ns.name]).await;
     }
     outcome
+}
+
+/// The objects of a multi-document YAML stream (`helm template` output).
+fn documents(rendered: &str) -> anyhow::Result<Vec<serde_yaml::Value>> {
+    serde_yaml::Deserializer::from_str(rendered)
+        .map(serde_yaml::Value::deserialize)
+        .filter(|d| !matches!(d, Ok(serde_yaml::Value::Null)))
+        .collect::<Result<_, _>>()
+        .context("parsing helm template output")
+}
+
+/// 8. With `grafanaDashboard.enabled`, `prometheusRule.enabled` and
+///    `runtimePodMonitor.enabled` the chart lints clean and renders: the dashboard
+///    ConfigMap carries the Grafana sidecar's label (name and value configurable) and holds
+///    `dashboards/datapipeline.json` as it is; the PrometheusRule's spec is
+///    `rules/datapipeline.rules.yaml` (runbook links made absolute by
+///    `prometheusRule.runbookBaseURL`); the PodMonitor scrapes the runtime pods and labels
+///    them with their pipeline. Off by default. Needs no server.
+#[tokio::test]
+async fn helm_template_renders_the_dashboard_and_the_alert_rules() -> anyhow::Result<()> {
+    let values = "grafanaDashboard.enabled=true,grafanaDashboard.label=dashboards,\
+        grafanaDashboard.labelValue=datapipeline,prometheusRule.enabled=true,\
+        prometheusRule.labels.release=kps,runtimePodMonitor.enabled=true,serviceMonitor.enabled=true,\
+        prometheusRule.runbookBaseURL=https://example.org/dp/README.md";
+    let lint = k8s::helm(&["lint", "--strict", CHART, "--set", values]).await?;
+    assert_eq!(
+        lint_problems(&lint.stdout),
+        Vec::<&str>::new(),
+        "{}",
+        lint.stdout
+    );
+    let template = |set: &'static str| async move {
+        let mut args = vec!["template", "r", CHART, "--kube-version", "v1.34.4"];
+        if !set.is_empty() {
+            args.extend(["--set", set]);
+        }
+        documents(&k8s::helm(&args).await?.stdout)
+    };
+    let kind_of = |d: &serde_yaml::Value| d["kind"].as_str().unwrap_or_default().to_string();
+    let monitoring = ["ConfigMap", "PrometheusRule", "PodMonitor"];
+    let default = template("").await?;
+    assert!(
+        default
+            .iter()
+            .all(|d| !monitoring.contains(&kind_of(d).as_str())),
+        "off by default"
+    );
+
+    let rendered = template(values).await?;
+    let find = |kind: &str| {
+        rendered
+            .iter()
+            .find(|d| kind_of(d) == kind)
+            .with_context(|| format!("no {kind} rendered"))
+    };
+    let chart_dir = k8s::repo_root().join(CHART);
+
+    let dashboard = find("ConfigMap")?;
+    assert_eq!(
+        dashboard["metadata"]["labels"]["dashboards"].as_str(),
+        Some("datapipeline")
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        dashboard["data"]["datapipeline.json"]
+            .as_str()
+            .context("no datapipeline.json in the ConfigMap")?,
+    )?;
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        chart_dir.join("dashboards/datapipeline.json"),
+    )?)?;
+    assert_eq!(json, file);
+
+    let rule = find("PrometheusRule")?;
+    assert_eq!(
+        rule["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(rule["metadata"]["labels"]["release"].as_str(), Some("kps"));
+    let rules_text = std::fs::read_to_string(chart_dir.join("rules/datapipeline.rules.yaml"))?;
+    let mut expected: serde_yaml::Value = serde_yaml::from_str(&rules_text.replace(
+        "runbook_url: README.md#",
+        "runbook_url: https://example.org/dp/README.md#",
+    ))?;
+    assert_eq!(rule["spec"], expected);
+    // Without a base URL the links stay as the file has them.
+    let relative = documents(
+        &k8s::helm(&[
+            "template",
+            "r",
+            CHART,
+            "--kube-version",
+            "v1.34.4",
+            "--set",
+            "prometheusRule.enabled=true",
+        ])
+        .await?
+        .stdout,
+    )?;
+    expected = serde_yaml::from_str(&rules_text)?;
+    let relative_rule = relative
+        .iter()
+        .find(|d| kind_of(d) == "PrometheusRule")
+        .context("no PrometheusRule")?;
+    assert_eq!(relative_rule["spec"], expected);
+
+    let pod_monitor = find("PodMonitor")?;
+    assert_eq!(
+        pod_monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+        Some("pipeline-runtime")
+    );
+    let endpoint = &pod_monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"].as_str(), Some("http"));
+    assert_eq!(
+        endpoint["relabelings"][0]["targetLabel"].as_str(),
+        Some("pipeline")
+    );
+
+    // The operator's per-pipeline gauges keep their own `namespace` label.
+    let service_monitor = find("ServiceMonitor")?;
+    assert_eq!(
+        service_monitor["spec"]["endpoints"][0]["honorLabels"].as_bool(),
+        Some(true)
+    );
+    println!(
+        "$ helm template r {CHART} --set {values}\n{}",
+        rendered.iter().map(kind_of).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
 }

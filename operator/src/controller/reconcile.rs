@@ -8,8 +8,9 @@
 //!   (pure) -> apply and orphan deletion (I/O) -> the generator Job's recovery -> pods ->
 //!   the status.
 //!
-//! Both end in `write_status`: the pure status computation, one write when it changed, and
-//! the Events. This module only sequences the steps, which live in the other modules.
+//! Both end in `write_status`: the pure status computation, one write when it changed, the
+//! pipeline's gauges, and the Events. This module only sequences the steps, which live in
+//! the other modules.
 
 use std::{
     sync::Arc,
@@ -17,7 +18,7 @@ use std::{
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{runtime::controller::Action, Resource};
+use kube::{runtime::controller::Action, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::{
@@ -40,7 +41,7 @@ use super::{
 use crate::{
     crd::{conditions, DataPipeline},
     error::{Error, Result},
-    metrics::Outcome,
+    metrics::{Outcome, PipelineSample},
 };
 
 /// Reconciles one DataPipeline and records the outcome in the metrics.
@@ -289,14 +290,18 @@ async fn write_status(
     let old = dp.status.as_ref();
     let new_status =
         status::compute::compute_status(old, dp.metadata.generation, observation, &(ctx.clock)());
+    let (namespace, name) = (dp.namespace().unwrap_or_default(), dp.name_any());
     if old != Some(&new_status)
         && status::write::write_status(&ctx.client, dp, &new_status).await?
             == status::write::StatusWrite::PipelineGone
     {
         // Its children go with it (owner references); the deletion wakes nobody.
         ctx.remember_apply(&key(dp), None);
+        ctx.metrics.forget_pipeline(&namespace, &name);
         return Ok((Action::await_change(), outcome));
     }
+    ctx.metrics
+        .observe_pipeline(&namespace, &name, &PipelineSample::of(&new_status));
     notices.extend(events::transition_notices(old, &new_status));
     events::publish(&ctx.client, &ctx.reporter, &dp.object_ref(&()), notices).await;
     Ok((action, outcome))

@@ -483,9 +483,21 @@ async fn missing_secret_sets_the_condition_and_awaits_a_change() {
     assert_eq!(events[1]["reason"], "SecretNotFound");
     assert_eq!(events[1]["type"], "Warning");
     assert_eq!(events[1]["note"], message);
-    assert!(ctx.metrics.render().contains(
+    let metrics = ctx.metrics.render();
+    assert!(metrics.contains(
         "datapipeline_operator_reconcile_failures_total{category=\"secret_not_found\"} 1"
     ));
+    // The pipeline's gauges follow the status just computed: Pending, nothing measured.
+    let mut gauges: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("datapipeline_operator_pipeline_") && l.ends_with(" 1"))
+        .collect();
+    gauges.sort_unstable();
+    assert_eq!(
+        gauges,
+        ["datapipeline_operator_pipeline_phase{namespace=\"shops\",pipeline=\"shop\",phase=\"Pending\"} 1"],
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -498,11 +510,16 @@ async fn a_pipeline_deleted_during_the_reconcile_ends_it_quietly() {
             Reply::Status(404),
         ),
     ];
-    let (result, seen, _) = run(external_pipeline(), expectations).await;
+    let (result, seen, ctx) = run(external_pipeline(), expectations).await;
     assert_eq!(result.expect("not a failure"), Action::await_change());
     assert!(
         bodies_of(&seen, "/events?").is_empty(),
         "no events about a deleted pipeline"
+    );
+    let metrics = ctx.metrics.render();
+    assert!(
+        !metrics.contains("datapipeline_operator_pipeline_"),
+        "no gauges of a deleted pipeline: {metrics}"
     );
 }
 

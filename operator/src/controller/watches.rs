@@ -1,7 +1,8 @@
 //! Runs the controller (kube-rs's `Controller`): watches the DataPipelines, and the
 //! children, pods and referenced Secrets that wake them, and calls `reconcile` and
 //! `error_policy` until SIGTERM/SIGINT. A changed child or Secret marks its pipeline so
-//! that its next visit applies. I/O: the wiring only, no decision.
+//! that its next visit applies; a deleted pipeline's gauges are removed. I/O: the wiring
+//! only, no decision.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,7 +17,12 @@ use k8s_openapi::{
 };
 use kube::{
     api::ListParams,
-    runtime::{controller::Controller, events::Reporter, reflector::ObjectRef, watcher},
+    runtime::{
+        controller::Controller,
+        events::Reporter,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
     Api, Client, Resource, ResourceExt,
 };
 use tracing::{info, warn};
@@ -107,6 +113,12 @@ pub async fn run(
     );
     let controller = Controller::new(pipelines, watcher::Config::default().any_semantic());
     let store = controller.store();
+    // A deleted pipeline is never visited again: its gauges go once it left the cache.
+    let pruner = tokio::spawn(prune_deleted_pipelines(
+        store.clone(),
+        ctx.metrics.clone(),
+        ctx.observe_interval,
+    ));
     let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     // Secrets a pipeline refers to wake it when they appear or change. Service-account
     // tokens and Helm releases are never referenced: leave them out of the stream.
@@ -168,6 +180,25 @@ pub async fn run(
             }
         })
         .await;
+    pruner.abort();
     info!("controller stopped");
     Ok(())
+}
+
+/// Every `interval`, removes the gauges of pipelines that are no longer in the cache.
+async fn prune_deleted_pipelines(
+    store: Store<DataPipeline>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+        metrics.retain_pipelines(|namespace, name| {
+            store.get(&ObjectRef::new(name).within(namespace)).is_some()
+        });
+    }
 }

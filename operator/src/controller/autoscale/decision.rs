@@ -1,8 +1,93 @@
 //! The lag-driven autoscaling decision (design brief §7), pure: from the measured lag, the
 //! spec's policy and the recent recommendations to the replica count the runtime should
-//! run. No I/O; the controller keeps the recommendation history in memory.
+//! run. No I/O; the controller keeps the recommendation history in memory. The reason, in
+//! words, reads back as a fixed category ([`ScalingReason`]) for the operator's metrics.
 
 use crate::controller::measure::throughput::LagInputs;
+
+// The phrases of the reasons that [`ScalingReason::of`] reads back.
+const PAUSED: &str = "spec.paused is true";
+const FIXED: &str = "autoscaling is off";
+const NOT_MEASURED: &str = "lag not measured";
+const LIMITED_TO_MAX: &str = "limited to maxReplicas";
+const SCALE_UP: &str = "scale up";
+const STEADY: &str = "steady";
+const STABILIZING: &str = "(scale-down stabilization)";
+const SCALE_DOWN: &str = "scale down to";
+
+/// Why the autoscaler wants its replicas, as a fixed category (a metric label; the
+/// status's reason has the numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScalingReason {
+    /// `spec.paused`: no replicas.
+    Paused,
+    /// Autoscaling off: `spec.runtime.replicas`.
+    Fixed,
+    /// The lag could not be measured: the current replicas are kept.
+    NotMeasured,
+    /// The lag asks for more than `maxReplicas`.
+    MaxReplicas,
+    ScaleUp,
+    Steady,
+    /// Lower recommendations, not yet for the whole stabilization window.
+    Stabilizing,
+    ScaleDown,
+    /// A reason this module did not write.
+    Other,
+}
+
+impl ScalingReason {
+    pub const ALL: [ScalingReason; 9] = [
+        Self::Paused,
+        Self::Fixed,
+        Self::NotMeasured,
+        Self::MaxReplicas,
+        Self::ScaleUp,
+        Self::Steady,
+        Self::Stabilizing,
+        Self::ScaleDown,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paused => "paused",
+            Self::Fixed => "fixed",
+            Self::NotMeasured => "not_measured",
+            Self::MaxReplicas => "max_replicas",
+            Self::ScaleUp => "scale_up",
+            Self::Steady => "steady",
+            Self::Stabilizing => "stabilizing",
+            Self::ScaleDown => "scale_down",
+            Self::Other => "other",
+        }
+    }
+
+    /// The category of a reason [`decide`] wrote. A lag capped at `maxReplicas` wins over
+    /// the verb: it is the one a user can act on.
+    pub fn of(reason: &str) -> Self {
+        let verb = reason.rsplit(": ").next().unwrap_or_default();
+        if reason == PAUSED {
+            Self::Paused
+        } else if reason.starts_with(FIXED) {
+            Self::Fixed
+        } else if reason.starts_with(NOT_MEASURED) {
+            Self::NotMeasured
+        } else if reason.contains(LIMITED_TO_MAX) && !verb.starts_with(SCALE_DOWN) {
+            Self::MaxReplicas
+        } else if verb.ends_with(STABILIZING) {
+            Self::Stabilizing
+        } else if verb.starts_with(SCALE_DOWN) {
+            Self::ScaleDown
+        } else if verb.starts_with(SCALE_UP) {
+            Self::ScaleUp
+        } else if verb.starts_with(STEADY) {
+            Self::Steady
+        } else {
+            Self::Other
+        }
+    }
+}
 
 /// What the spec says about scaling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +166,7 @@ pub fn recommend(
         why.push_str(&format!(", raised to minReplicas {min_replicas}"));
     } else if replicas > max {
         replicas = max;
-        why.push_str(&format!(", limited to maxReplicas {max}"));
+        why.push_str(&format!(", {LIMITED_TO_MAX} {max}"));
     }
     (replicas, why)
 }
@@ -97,11 +182,11 @@ pub fn decide(
     now: i64,
 ) -> Decision {
     let (min, max, lag_per_replica, window) = match *policy {
-        Policy::Paused => return unrecorded(0, "spec.paused is true".into()),
+        Policy::Paused => return unrecorded(0, PAUSED.into()),
         Policy::Fixed(replicas) => {
             return unrecorded(
                 replicas,
-                format!("autoscaling is off: spec.runtime.replicas = {replicas}"),
+                format!("{FIXED}: spec.runtime.replicas = {replicas}"),
             )
         }
         Policy::Lag {
@@ -121,7 +206,7 @@ pub fn decide(
         return Decision {
             desired: current,
             recommended: current,
-            reason: format!("lag not measured: keeping {current} replicas"),
+            reason: format!("{NOT_MEASURED}: keeping {current} replicas"),
             recommendations: previous.recommendations.clone(),
         };
     };
@@ -150,30 +235,30 @@ pub fn decide(
 
     let (desired, reason) = if recommended >= current {
         let verb = if recommended > current {
-            "scale up"
+            SCALE_UP
         } else {
-            "steady"
+            STEADY
         };
         (recommended, format!("{why}: {verb} at {recommended}"))
     } else if !covered {
         (
             current,
             format!(
-                "{why}: keeping {current} until {window}s of lower recommendations (scale-down stabilization)"
+                "{why}: keeping {current} until {window}s of lower recommendations {STABILIZING}"
             ),
         )
     } else if stabilized < current {
         (
             stabilized,
             format!(
-                "{why}: scale down to {stabilized}, the highest recommendation of the last {window}s"
+                "{why}: {SCALE_DOWN} {stabilized}, the highest recommendation of the last {window}s"
             ),
         )
     } else {
         (
             current,
             format!(
-                "{why}: keeping {current} until {window}s of lower recommendations (scale-down stabilization)"
+                "{why}: keeping {current} until {window}s of lower recommendations {STABILIZING}"
             ),
         )
     };
@@ -409,5 +494,59 @@ mod tests {
         // Window [90, 150]: the samples at 90, 105, 120, 135 and the new one.
         let times: Vec<i64> = d.recommendations.iter().map(|r| r.at).collect();
         assert_eq!(times, vec![90, 105, 120, 135, 150]);
+    }
+
+    #[test]
+    fn every_reason_reads_back_as_its_category() {
+        let zero_window = Policy::Lag {
+            min_replicas: 1,
+            max_replicas: 4,
+            lag_per_replica: 100,
+            scale_down_stabilization_seconds: 0,
+        };
+        let cases = [
+            (decide(None, &Policy::Paused, &fresh(3), 10), "paused"),
+            (decide(None, &Policy::Fixed(2), &fresh(3), 10), "fixed"),
+            (decide(None, &POLICY, &fresh(3), 10), "not_measured"),
+            (
+                decide(Some(&lag(350, 6, 6)), &POLICY, &fresh(1), 10),
+                "scale_up",
+            ),
+            (
+                decide(Some(&lag(250, 6, 6)), &POLICY, &fresh(3), 10),
+                "steady",
+            ),
+            (
+                decide(Some(&lag(900, 6, 6)), &POLICY, &fresh(1), 10),
+                "max_replicas",
+            ),
+            (
+                decide(Some(&lag(900, 6, 6)), &POLICY, &fresh(4), 10),
+                "max_replicas",
+            ),
+            (
+                decide(Some(&lag(0, 6, 0)), &POLICY, &fresh(4), 10),
+                "stabilizing",
+            ),
+            (
+                decide(Some(&lag(0, 6, 0)), &zero_window, &fresh(4), 10),
+                "scale_down",
+            ),
+        ];
+        let read: Vec<(&str, &str)> = cases
+            .iter()
+            .map(|(d, _)| (d.reason.as_str(), ScalingReason::of(&d.reason).as_str()))
+            .collect();
+        let expected: Vec<(&str, &str)> = cases
+            .iter()
+            .map(|(d, category)| (d.reason.as_str(), *category))
+            .collect();
+        assert_eq!(read, expected);
+        assert_eq!(ScalingReason::of("set by hand").as_str(), "other");
+        // Every category has its own label value.
+        let mut values: Vec<&str> = ScalingReason::ALL.iter().map(|r| r.as_str()).collect();
+        values.sort_unstable();
+        values.dedup();
+        assert_eq!(values.len(), ScalingReason::ALL.len());
     }
 }
