@@ -4,6 +4,8 @@
 #   e2e/services.sh install [NAME...]  download/build into the cache only (idempotent)
 #   e2e/services.sh up      [NAME...]  install if needed, start, wait until ready (idempotent)
 #   e2e/services.sh down    [NAME...]  SIGTERM, wait, SIGKILL; remove the runtime data dirs
+#   e2e/services.sh stop    [NAME...]  like down, but keep the data (kafka, s3): an outage
+#   e2e/services.sh start   [NAME...]  like up, on the data a stop kept: the server restarts
 #   e2e/services.sh status  [NAME...]  running/stopped + endpoint; non-zero if any is down
 #   e2e/services.sh env                `export ...` lines with the endpoints
 #   e2e/services.sh smoke   [NAME...]  functional check of running servers (topic+produce,
@@ -282,6 +284,22 @@ main() {
     down)
       run_parallel down "${names[@]}"
       ;;
+    stop | start)
+      for n in "${names[@]}"; do
+        case $n in
+          kafka | s3) ;;
+          *) die "$cmd keeps the data of kafka and s3 only, not $n" ;;
+        esac
+      done
+      # The same verbs as down/up, with the data directories left in place.
+      export DP_KEEP_DATA=1
+      if [[ $cmd == stop ]]; then
+        run_parallel down "${names[@]}"
+      else
+        run_parallel up "${names[@]}"
+        log "restarted: ${names[*]}"
+      fi
+      ;;
     status)
       local rc=0
       for n in "${names[@]}"; do
@@ -298,7 +316,7 @@ main() {
       done
       ;;
     *)
-      sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+      sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
       exit 2
       ;;
   esac

@@ -81,17 +81,25 @@ kafka_up() {
   fi
   require_port_free kafka "$KAFKA_PORT"
   require_port_free kafka "$KAFKA_CONTROLLER_PORT"
-  rm -rf "$KAFKA_RUN/data"
-  mkdir -p "$KAFKA_RUN/data"
-  : >"$KAFKA_LOG"
-  _kafka_write_config
-  local cluster_id
-  cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n1)
-  kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_RUN/server.properties" \
-    --ignore-formatted >>"$KAFKA_LOG" 2>&1 || {
-    tail -n 80 "$KAFKA_LOG" >&2
-    die "kafka: storage format failed"
-  }
+  if [[ -n ${DP_KEEP_DATA:-} && -f $KAFKA_RUN/data/meta.properties ]]; then
+    # A restart (services.sh start): the log directory and its cluster id stay.
+    log "kafka: restarting on the kept data"
+    # The readiness check reads the log: the first start's lines go aside.
+    mv -f "$KAFKA_LOG" "$KAFKA_LOG.before-restart"
+    : >"$KAFKA_LOG"
+  else
+    rm -rf "$KAFKA_RUN/data"
+    mkdir -p "$KAFKA_RUN/data"
+    : >"$KAFKA_LOG"
+    _kafka_write_config
+    local cluster_id
+    cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$KAFKA_LOG" | tail -n1)
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_RUN/server.properties" \
+      --ignore-formatted >>"$KAFKA_LOG" 2>&1 || {
+      tail -n 80 "$KAFKA_LOG" >&2
+      die "kafka: storage format failed"
+    }
+  fi
   start_bg kafka "$KAFKA_PID" "$KAFKA_LOG" \
     "$JAVA" "-Xmx$KAFKA_HEAP" -Xms256m -XX:+UseG1GC -Djava.awt.headless=true \
     -cp "$KAFKA_LIB/*" kafka.Kafka "$KAFKA_RUN/server.properties"
@@ -111,7 +119,7 @@ kafka_up() {
 
 kafka_down() {
   stop_pid kafka "$KAFKA_PID" "${KAFKA_STOP_TIMEOUT:-30}"
-  rm -rf "$KAFKA_RUN/data"
+  [[ -n ${DP_KEEP_DATA:-} ]] || rm -rf "$KAFKA_RUN/data"
 }
 
 kafka_status() {

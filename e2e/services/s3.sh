@@ -87,9 +87,11 @@ s3_up() {
     return 0
   fi
   require_port_free s3 "$S3_PORT"
-  rm -rf "$S3_RUN/data" "$S3_RUN/meta"
+  if [[ -z ${DP_KEEP_DATA:-} ]]; then
+    rm -rf "$S3_RUN/data" "$S3_RUN/meta"
+    : >"$S3_LOG"
+  fi
   mkdir -p "$S3_RUN/data" "$S3_RUN/meta"
-  : >"$S3_LOG"
   case $(_s3_impl) in
     versitygw)
       # versitygw reads the root credentials from the environment.
@@ -115,7 +117,7 @@ s3_up() {
 
 s3_down() {
   stop_pid s3 "$S3_PID" "${S3_STOP_TIMEOUT:-15}"
-  rm -rf "$S3_RUN/data" "$S3_RUN/meta"
+  [[ -n ${DP_KEEP_DATA:-} ]] || rm -rf "$S3_RUN/data" "$S3_RUN/meta"
 }
 
 s3_status() {

@@ -15,6 +15,7 @@ use pipeline_runtime::config::{
 };
 use pipeline_runtime::store::ObjectStore;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
@@ -244,7 +245,9 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Result<Vec<TopicMessage>> {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "e2e-reader")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        // The ingest's transaction markers take offsets no message has: a partition
+        // whose last offsets are markers ends at its EOF, not at a message.
+        .set("enable.partition.eof", "true")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let partitions = metadata
@@ -275,7 +278,25 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Result<Vec<TopicMessage>> {
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let message = message?;
+        let message = match message {
+            Ok(message) => message,
+            Err(KafkaError::PartitionEOF(partition)) => {
+                let reached = consumer
+                    .position()?
+                    .find_partition(topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(offset) => Some(offset),
+                        _ => None,
+                    });
+                if let (Some(&end), Some(reached)) = (ends.get(&partition), reached) {
+                    if reached >= end {
+                        ends.remove(&partition);
+                    }
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         out.push((
             message.partition(),
             message.offset(),
@@ -342,6 +363,26 @@ pub async fn wait_until_committed(
         }
     })
     .await
+}
+
+/// The sum of every partition's end offset of `topic` (0 for a topic that does not exist).
+pub fn topic_end_total(bootstrap: &str, topic: &str) -> Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "e2e-watermarks")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len() as i32);
+    let mut total = 0;
+    for p in 0..partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        total += high;
+    }
+    Ok(total)
 }
 
 pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Result<BTreeMap<i32, i64>> {

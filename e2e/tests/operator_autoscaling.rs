@@ -29,7 +29,10 @@ use datapipeline_operator::{
     metrics::Metrics,
 };
 use e2e::k8s::{self, TestNamespace};
-use e2e::runtime::{committed_offsets, end_offsets, runtime_binary, write_fixture, Endpoints};
+use e2e::runtime::{
+    committed_offsets, end_offsets, read_topic, runtime_binary, topic_end_total, write_fixture,
+    Endpoints,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     api::{Api, PostParams},
@@ -136,10 +139,29 @@ async fn backlog_raises_replicas_capped_at_partitions_and_draining_lowers_them()
         let (bootstrap, topic) = (endpoints.kafka_bootstrap.clone(), names.events_topic());
         tokio::task::spawn_blocking(move || end_offsets(&bootstrap, &topic, PARTITIONS)).await??
     };
+    let (messages, dead_letter_offsets) = {
+        let (bootstrap, events, dead_letters) = (
+            endpoints.kafka_bootstrap.clone(),
+            names.events_topic(),
+            names.dead_letter_topic(),
+        );
+        tokio::task::spawn_blocking(move || -> Result<(usize, i64)> {
+            Ok((
+                read_topic(&bootstrap, &events)?.len(),
+                topic_end_total(&bootstrap, &dead_letters)?,
+            ))
+        })
+        .await??
+    };
     ensure!(
-        ends.values().sum::<i64>() == accepted,
-        "the events topic holds {ends:?}, ingest accepted {accepted}"
+        i64::try_from(messages)? == accepted,
+        "the events topic holds {messages} events, ingest accepted {accepted}"
     );
+    // The status counts offsets: the events plus the ingest's transaction markers.
+    let offsets = Offsets {
+        events: ends.values().sum(),
+        dead_letters: dead_letter_offsets,
+    };
 
     // Three processes drain the backlog: the group's commits reach every partition's end.
     let shown = AtomicBool::new(false);
@@ -184,7 +206,7 @@ async fn backlog_raises_replicas_capped_at_partitions_and_draining_lowers_them()
         .await?;
     let fell_after = started.elapsed();
     check_scaled_down(&status)?;
-    check_totals(&status, accepted, rejected)?;
+    check_totals(&status, &offsets, rejected)?;
     let seen = lock(&rates).clone();
     ensure!(
         seen.processed > 0.0 && seen.processed <= accepted as f64,
@@ -262,9 +284,16 @@ fn check_scaled_down(status: &DataPipelineStatus) -> Result<()> {
     Ok(())
 }
 
-/// The status's totals: every accepted row ingested and processed, the rejected rows
-/// dead-lettered, no lag, a checkpoint seen, ThroughputMeasured True.
-fn check_totals(status: &DataPipelineStatus, accepted: i64, rejected: i64) -> Result<()> {
+/// The topics' end offsets after the ingest: the status's totals count offsets.
+struct Offsets {
+    events: i64,
+    dead_letters: i64,
+}
+
+/// The status's totals: the events topic ingested and processed to its end, the
+/// dead-letter topic's end (at least one offset per rejected row), no lag, a checkpoint
+/// seen, ThroughputMeasured True.
+fn check_totals(status: &DataPipelineStatus, offsets: &Offsets, rejected: i64) -> Result<()> {
     let throughput = status.throughput.as_ref().context("throughput block")?;
     ensure!(
         (
@@ -272,8 +301,15 @@ fn check_totals(status: &DataPipelineStatus, accepted: i64, rejected: i64) -> Re
             throughput.events_processed,
             throughput.consumer_lag,
             throughput.dead_letters
-        ) == (accepted, accepted, 0, rejected),
-        "throughput {throughput:?}, expected {accepted} accepted and {rejected} rejected"
+        ) == (offsets.events, offsets.events, 0, offsets.dead_letters),
+        "throughput {throughput:?}, expected {} event offsets and {} dead-letter offsets",
+        offsets.events,
+        offsets.dead_letters
+    );
+    ensure!(
+        offsets.dead_letters >= rejected,
+        "{} dead-letter offsets for {rejected} rejected rows",
+        offsets.dead_letters
     );
     ensure!(
         throughput.last_checkpoint_time.is_some(),

@@ -86,6 +86,10 @@ pub enum Error {
     /// [`crate::process::continuity`]); the message says what happened and how to resume.
     #[error("{0}")]
     LogChanged(String),
+    /// Another ingest of the pipeline took over the transactional id (see
+    /// [`crate::kafka::producer`]): this one must stop publishing.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A shutdown was requested while a role still waited for a service it needs.
     #[error("stopped while waiting for {what}: {last_error}")]
     StoppedWaiting { what: String, last_error: String },

@@ -76,7 +76,25 @@ where
 /// For the services a role needs before it can start (the bucket, the brokers, the index):
 /// in a cluster they may come up minutes after the role's pod, and a pod that waits says
 /// what it waits for in its log instead of crash-looping into ever longer restart delays.
-pub async fn wait_for<T, F, Fut>(what: &str, stop: &AtomicBool, mut op: F) -> Result<T, Error>
+pub async fn wait_for<T, F, Fut>(what: &str, stop: &AtomicBool, op: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    wait_until(what, stop, None, op).await
+}
+
+/// [`wait_for`], giving up with the last error once `deadline` (if any) has passed.
+///
+/// For waits that must end before an outside limit does: a partition's state is loaded
+/// inside the rebalance callback, and a member that does not poll for
+/// `max.poll.interval.ms` is put out of the group.
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    stop: &AtomicBool,
+    deadline: Option<tokio::time::Instant>,
+    mut op: F,
+) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -99,6 +117,10 @@ where
                     });
                 }
                 let delay = backoff.next_delay();
+                if deadline.is_some_and(|d| tokio::time::Instant::now() + delay > d) {
+                    tracing::error!(what, attempts = attempt, error = %e, "gave up waiting");
+                    return Err(e);
+                }
                 tracing::warn!(what, attempt, error = %e, delay_ms = delay.as_millis() as u64, "waiting");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
@@ -214,5 +236,28 @@ mod tests {
             message.starts_with("stopped while waiting for the bucket: object store: put k"),
             "{message}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_until_gives_up_with_the_last_error_before_the_deadline() {
+        let never = AtomicBool::new(false);
+        let calls = AtomicU32::new(0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let r: Result<(), Error> = wait_until("t", &never, Some(deadline), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(store_error(true)) }
+        })
+        .await;
+        // Sleeps of 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s after the first five attempts; the
+        // next (5 s) would end past the deadline.
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        assert!(matches!(
+            r,
+            Err(Error::Store {
+                retryable: true,
+                ..
+            })
+        ));
+        assert!(tokio::time::Instant::now() <= deadline);
     }
 }

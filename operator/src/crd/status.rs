@@ -141,13 +141,17 @@ pub struct ThroughputStatus {
     /// Events in the events topic not yet processed (sum over partitions).
     #[serde(default)]
     pub consumer_lag: i64,
-    /// Events ever published to the events topic.
+    /// The events topic's end offsets, summed: the events ever published plus the ingest's
+    /// transaction markers (one per partition per commit, about one a second while it
+    /// publishes).
     #[serde(default)]
     pub events_ingested: i64,
-    /// Events ever processed.
+    /// The committed offsets, summed: the events ever processed plus the markers they
+    /// step over.
     #[serde(default)]
     pub events_processed: i64,
-    /// Rejected rows in the dead-letter topic.
+    /// The dead-letter topic's end offsets, summed: its records plus the ingest's
+    /// transaction markers there.
     #[serde(default)]
     pub dead_letters: i64,
     /// Customer profiles in the search index.

@@ -4,27 +4,32 @@
 //!
 //! # Exactly once per source, across restarts
 //!
-//! Rows are sent with the idempotent producer to a partition the ingest computes itself
-//! (Kafka's murmur2 of the key: user_id for events, the source id for dead letters), in
-//! line order. Within one partition the idempotent producer delivers a *prefix* of what was
-//! sent, in order, without duplicates.
+//! Rows are sent with the transactional producer to a partition the ingest computes
+//! itself (Kafka's murmur2 of the key: user_id for events, the source id for dead letters),
+//! in line order. Within one partition the committed messages are a *prefix* of what was
+//! sent, in order, without duplicates (consumers read committed messages only).
 //!
 //! The progress record `_state/ingest/<source-id>.json` is written before the first row is
-//! sent, then at *barriers* about once a second: the producer is flushed (everything sent
-//! is now acknowledged by all in-sync replicas), and the record stores, per partition of
-//! both topics, the largest line sent there and the partition's end offset. At the end the
-//! record is marked complete; a complete source is never read again (a changed object, with
-//! a new ETag, is a new source).
+//! sent, then at *barriers* about once a second: the open transaction is committed
+//! (everything sent is now acknowledged by all in-sync replicas and visible), and the
+//! record stores, per partition of both topics, the largest line sent there and the
+//! partition's end offset. At the end the record is marked complete; a complete source is
+//! never read again (a changed object, with a new ETag, is a new source).
+//!
+//! Every ingest of a pipeline uses one transactional id (per events topic). A starting
+//! ingest takes it over before reading any progress record: an earlier ingest still
+//! running is *fenced* (its open transaction is aborted, and its next commit fails with
+//! [`crate::error::Error::Fenced`], which ends it), so two ingests never publish the same
+//! rows, whether a pod was duplicated by a rollout or started twice by hand.
 //!
 //! After a crash the restart reads the record and the messages each partition received
 //! after the recorded end offset: by the prefix property, they are the next rows routed
 //! there, in order. It re-reads the source and, per partition, skips the rows up to the
 //! recorded line, then skips (and compares with a fingerprint of key and value) one row
 //! per message found, and sends the rest. So every row of a source is published exactly
-//! once, whatever the crash point. This assumes one ingest writes to the topics while a
-//! source is half published (the role runs as a single instance) and that the partition
-//! counts do not change meanwhile; a message that is not the expected row stops the ingest
-//! with an error rather than guessing.
+//! once, whatever the crash point. Fencing keeps a second ingest from writing while a
+//! source is half published; the partition counts must not change meanwhile; a message
+//! that is not the expected row stops the ingest with an error rather than guessing.
 //!
 //! # Landing objects that are not CSV
 //!
@@ -59,7 +64,7 @@ use serde::Serialize;
 
 use crate::config::{IngestArgs, Lookup, ProcessEnv};
 use crate::error::Result;
-use crate::kafka::producer::{IngestProducer, TopicKind};
+use crate::kafka::producer::{transactional_id, IngestProducer, TopicKind};
 use crate::metrics::Metrics;
 use crate::retry::wait_for;
 use crate::store::ObjectStore;
@@ -111,10 +116,24 @@ pub async fn run_with(args: IngestArgs, lookup: &dyn Lookup) -> Result<IngestSum
         crate::kafka::ensure_topics(&kafka, &topics, args.partitions, args.replication_factor)
     })
     .await?;
-    let producer = std::sync::Arc::new(IngestProducer::new(&kafka, &args.compression)?);
+    let producer = std::sync::Arc::new(IngestProducer::new(
+        &kafka,
+        &args.compression,
+        &transactional_id(&kafka.events_topic),
+    )?);
     // Readiness = the brokers answer with the topics' metadata.
     wait_for("the events topic's metadata", &never, || async {
         producer.partition_count(TopicKind::Events)
+    })
+    .await?;
+    // Before any progress record is read: an earlier ingest that is still running is
+    // fenced here, and what it left uncommitted is aborted, so the scans below see
+    // everything that will ever be visible of it.
+    wait_for("the transaction coordinator", &never, || async {
+        let producer = producer.clone();
+        tokio::task::spawn_blocking(move || producer.start(Duration::from_secs(60)))
+            .await
+            .map_err(|e| crate::error::Error::Worker(format!("init transactions: {e}")))?
     })
     .await?;
     metrics.set_ready(true);

@@ -19,7 +19,7 @@ use crate::kafka::producer::{IngestProducer, TopicKind};
 use crate::metrics::{DeadLetterStage, Metrics};
 use crate::store::ObjectStore;
 
-/// How often progress is recorded (a flush barrier) while a source is being published.
+/// How often progress is recorded (a commit barrier) while a source is being published.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Rows between two looks at the clock.
 const CLOCK_EVERY_ROWS: u64 = 4096;
@@ -293,9 +293,10 @@ impl PublishJob {
         Ok(counts)
     }
 
-    /// Flushes, reads the partitions' ends and records the progress durably.
+    /// Commits the open transaction, reads the partitions' ends and records the progress
+    /// durably.
     fn barrier(&mut self, sent: &BTreeMap<(TopicKind, i32), u64>) -> Result<()> {
-        self.producer.flush(Duration::from_secs(300))?;
+        self.producer.commit(Duration::from_secs(300))?;
         let ends = partition_ends(&self.producer, &self.counts)?;
         let resume = &self.resume;
         self.progress.barrier(sent, &ends, |topic, partition| {

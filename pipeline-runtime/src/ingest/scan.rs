@@ -53,16 +53,22 @@ fn scan_after_barrier_blocking(
     kafka: &KafkaSettings,
     partitions: &[PartitionProgress],
 ) -> Result<BTreeMap<(TopicKind, i32), VecDeque<u64>>> {
+    // Committed messages only: an earlier run's uncommitted ones are aborted (the producer
+    // took the transactional id over before this scan).
     let consumer: BaseConsumer<ReaderContext> = crate::kafka::reader_config(kafka)
         .create_with_context(ReaderContext)
         .map_err(|e| kafka_error("create reader", e))?;
-    // Where each partition ends now: the scan stops there.
+    let log_ends: BaseConsumer<ReaderContext> = crate::kafka::log_end_config(kafka)
+        .create_with_context(ReaderContext)
+        .map_err(|e| kafka_error("create log-end reader", e))?;
+    // Where each partition ends now (its high watermark): the scan stops there, so a
+    // committed transaction whose markers are still being written is read whole.
     let mut remaining: BTreeMap<(String, i32), (TopicKind, i64)> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         let name = topic_name(kafka, p.topic).to_string();
         let (low, high) = crate::kafka::watermarks(
-            consumer.client(),
+            log_ends.client(),
             &name,
             p.partition,
             Duration::from_secs(30),

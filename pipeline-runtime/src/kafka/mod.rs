@@ -150,6 +150,16 @@ pub fn reader_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// A client for log ends only: with `read_uncommitted` its watermark queries return the
+/// high watermark (after the last message) rather than the last stable offset, which stays
+/// before a committed transaction's messages until the broker has written its markers.
+/// The ingest's progress barriers and resume scans need the former.
+pub fn log_end_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = reader_config(settings);
+    config.set("isolation.level", "read_uncommitted");
+    config
+}
+
 /// The partition of a key, as Kafka's Java clients choose it (murmur2, positive part,
 /// modulo): the ingest sets partitions itself so it knows where each row went, and a Java
 /// or Kafka Streams producer keyed the same way lands in the same partition.

@@ -69,6 +69,9 @@ use partition::{Applied, FullCheckpointPolicy, LastFull, PartitionState, FULL_CH
 /// revoke well inside `max.poll.interval.ms` (5 minutes), after which the group would
 /// evict this member anyway.
 const FINAL_ATTEMPTS: u32 = 2;
+/// How long loading a newly assigned partition's state waits out an object-store outage:
+/// inside the rebalance callback, well under `max.poll.interval.ms` (5 minutes).
+const RECOVERY_PATIENCE: Duration = Duration::from_secs(180);
 /// Smallest per-partition share of `max_pending_events`.
 const MIN_PARTITION_PENDING: usize = 10_000;
 /// A partition read to its end that got no message for this long checkpoints its pending
@@ -139,6 +142,7 @@ pub async fn run_with(
             slots: Mutex::new(BTreeMap::new()),
             owner: checkpoint::owner_id(),
             topic,
+            stopping: shutdown.clone(),
         }),
         shutdown,
     };
@@ -187,6 +191,8 @@ struct Shared {
     owner: String,
     /// The events topic.
     topic: String,
+    /// Shutdown was requested (ends waits).
+    stopping: Arc<AtomicBool>,
 }
 
 struct Slot {
@@ -204,6 +210,28 @@ struct Slot {
     verify: Option<RecordMark>,
     /// This member's claim on the partition.
     fence: Arc<Fence>,
+    /// Where the consumer stood when it last reported the partition's end.
+    end_seen: Option<EndSeen>,
+}
+
+/// The consumer reported a partition's end: its position then, and how far the state had
+/// counted. The two differ by records the consumer never hands out: transaction markers
+/// (the ingest commits a transaction about once a second) and aborted messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EndSeen {
+    next_offset: i64,
+    position: i64,
+}
+
+/// The offset to commit for a partition whose durable state ends at `durable_end`: past
+/// the records after it that hold no event, when every event before the consumer's
+/// position is in that state. Otherwise a caught-up partition would show a lag of one
+/// marker forever.
+fn commit_point(durable_end: i64, end_seen: Option<EndSeen>) -> i64 {
+    match end_seen {
+        Some(seen) if durable_end >= seen.next_offset => durable_end.max(seen.position),
+        _ => durable_end,
+    }
 }
 
 impl Slot {
@@ -359,12 +387,16 @@ impl PartitionHandler for Handler {
         let shared = &self.0;
         let mut starts = Vec::new();
         for &partition in partitions {
-            let recovered =
-                shared
-                    .handle
-                    .block_on(crate::retry::retry("recover partition", 10, || {
-                        checkpoint::recover(&shared.store, partition, &shared.owner)
-                    }));
+            // An object-store outage is waited out, up to a limit that keeps the member
+            // in the group (it does not poll meanwhile); past it the member exits and its
+            // restart waits for the store before joining again.
+            let deadline = tokio::time::Instant::now() + RECOVERY_PATIENCE;
+            let recovered = shared.handle.block_on(crate::retry::wait_until(
+                &format!("the object store, to load the state of partition {partition}"),
+                &shared.stopping,
+                Some(deadline),
+                || checkpoint::recover(&shared.store, partition, &shared.owner),
+            ));
             let recovered = recovered
                 .map_err(|e| format!("partition {partition}: cannot load its state: {e}"))?;
             continuity::check_partition_count(
@@ -395,6 +427,7 @@ impl PartitionHandler for Handler {
                     last_message: Instant::now(),
                     verify,
                     fence: Arc::new(recovered.fence),
+                    end_seen: None,
                 },
             );
             starts.push((partition, start));
@@ -427,7 +460,7 @@ impl PartitionHandler for Handler {
                 continue;
             }
             match shared.final_checkpoint(&mut slot) {
-                Ok(Some(end)) => commits.push((partition, end)),
+                Ok(Some(end)) => commits.push((partition, commit_point(end, slot.end_seen))),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(partition, error = %e, "checkpoint abandoned on revoke; the next owner replays");
@@ -461,6 +494,16 @@ impl PartitionHandler for Handler {
 }
 
 type ProcessConsumer = BaseConsumer<RebalanceContext<Handler>>;
+
+/// The consumer's position in `partition` (the next offset it hands out), if it has one.
+fn consumer_position(consumer: &ProcessConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    let element = positions.find_partition(topic, partition)?;
+    match element.offset() {
+        rdkafka::topic_partition_list::Offset::Offset(offset) => Some(offset),
+        _ => None,
+    }
+}
 
 struct Worker {
     kafka: KafkaSettings,
@@ -585,8 +628,30 @@ impl Worker {
                     slot.state.note_record(mark);
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    if let Some(slot) = shared.slots().get_mut(&partition) {
+                    let position = consumer_position(consumer, topic, partition);
+                    let mut slots = shared.slots();
+                    if let Some(slot) = slots.get_mut(&partition) {
                         slot.at_end = true;
+                        slot.end_seen = position.map(|position| EndSeen {
+                            next_offset: slot.state.next_offset(),
+                            position,
+                        });
+                        // Nothing left to write: the end can be committed now.
+                        let durable = slot.verify.is_none()
+                            && !slot.state.has_pending()
+                            && slot.in_flight.is_none();
+                        let point = commit_point(slot.state.next_offset(), slot.end_seen);
+                        if durable && point > slot.state.next_offset() {
+                            drop(slots);
+                            if let Err(e) = commit_offsets(
+                                consumer,
+                                topic,
+                                &[(partition, point)],
+                                CommitMode::Async,
+                            ) {
+                                tracing::warn!(error = %e, "offset commit failed");
+                            }
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -660,7 +725,7 @@ impl Worker {
                             finished: Some(Instant::now()),
                             cost: in_flight.job.state_cost(),
                         };
-                        commits.push((partition, in_flight.job.end));
+                        commits.push((partition, commit_point(in_flight.job.end, slot.end_seen)));
                     }
                     slot.in_flight = None;
                 }
@@ -791,7 +856,7 @@ impl Worker {
             }
             slots
                 .iter()
-                .map(|(&p, s)| (p, s.state.next_offset()))
+                .map(|(&p, s)| (p, commit_point(s.state.next_offset(), s.end_seen)))
                 .collect()
         };
         positions.iter().all(|&(partition, next)| {
@@ -810,7 +875,7 @@ impl Worker {
         let mut failure = None;
         for (partition, mut slot) in slots {
             match shared.final_checkpoint(&mut slot) {
-                Ok(Some(end)) => commits.push((partition, end)),
+                Ok(Some(end)) => commits.push((partition, commit_point(end, slot.end_seen))),
                 Ok(None) => {}
                 Err(e) => {
                     failure.get_or_insert(e);
@@ -838,6 +903,21 @@ mod tests {
     use crate::config::SearchSettings;
     use crate::profile::{ProfileBook, StateRecord};
     use crate::store::{Bytes, LocalStore};
+
+    #[test]
+    fn commit_point_steps_over_the_markers_after_a_durable_end() {
+        // Events up to offset 9 counted, then a commit marker at 10: position 11.
+        let seen = Some(EndSeen {
+            next_offset: 10,
+            position: 11,
+        });
+        assert_eq!(commit_point(10, seen), 11);
+        // The durable state ends before what was read when the end was seen.
+        assert_eq!(commit_point(8, seen), 8);
+        // Events read after the end was seen are durable too: their end stands.
+        assert_eq!(commit_point(15, seen), 15);
+        assert_eq!(commit_point(10, None), 10);
+    }
 
     fn shared(dir: &std::path::Path, runtime: &tokio::runtime::Runtime) -> Arc<Shared> {
         let search = SearchIndex::connect(
@@ -870,6 +950,7 @@ mod tests {
             slots: Mutex::new(BTreeMap::new()),
             owner: "test-member".into(),
             topic: "shop-events".into(),
+            stopping: Arc::new(AtomicBool::new(false)),
         })
     }
 
