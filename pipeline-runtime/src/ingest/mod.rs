@@ -100,6 +100,12 @@ pub async fn run_with(args: IngestArgs, lookup: &dyn Lookup) -> Result<IngestSum
     let names = pipeline_config::PipelineNames::new(&args.common.pipeline);
     let kafka = args.kafka.resolve(&names, lookup)?;
     let metrics = Metrics::new("ingest");
+    // Rows read so far, redrawn on a terminal (nothing off one, as in a pod).
+    let events_in = metrics.events_in.clone();
+    let _progress = crate::progress::Ticker::spawn(
+        crate::progress::Progress::stderr("ingest", None, crate::progress::Unit::Rows),
+        move || events_in.get(),
+    );
     if args.common.http_port != 0 {
         crate::http::serve(args.common.http_port, metrics.clone()).await?;
     }
