@@ -65,9 +65,10 @@
 #             Not MinIO: no erasure coding, no admin API (`mc admin`), no MinIO console,
 #             IAM, replication or bucket notifications; HEAD on the health paths is 404.
 #  mc         s5cmd v2.3.0 (MIT) and a shell `mc` that implements `mc alias set NAME URL KEY
-#             SECRET` (checked against the server with ListBuckets, as mc does) and `mc mb
-#             [--ignore-existing] NAME/BUCKET`: the commands of the operator's bucket Job;
-#             anything else fails with exit code 2.
+#             SECRET` (checked against the server with ListBuckets, as mc does), aliases
+#             from MC_HOST_NAME=http[s]://KEY:SECRET@HOST as mc takes them (the operator's
+#             bucket Job: no key on a command line) and `mc mb [--ignore-existing]
+#             NAME/BUCKET`; anything else fails with exit code 2.
 set -euo pipefail
 
 IMAGES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -379,8 +380,15 @@ smoke_kafka() {
     -e "KAFKA_HEAP_OPTS=-XX:MaxRAMPercentage=50.0 -XX:InitialRAMPercentage=50.0"
     -e LOG_DIR=/tmp/kafka-logs
   )
-  run_service kafka "${POD_SECURITY[@]}" --memory 1g --hostname kafka-0 \
-    -v "$data:/var/lib/kafka/data" "${kafka_env[@]}" "$tag"
+  # As the StatefulSet: read-only root; /opt/kafka/config a copy of the image's, made by the
+  # init container (`cp -R /opt/kafka/config/. /seed/`, read-only root too).
+  # (The chown stands in for the pod's fsGroup, which makes an emptyDir writable for 1000.)
+  new_volume kafka-config
+  "${DOCKER[@]}" run --rm --user 0 -v "$SMOKE_ID-kafka-config:/seed" --entrypoint chown "$tag" 1000:1000 /seed
+  "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only -v "$SMOKE_ID-kafka-config:/seed" \
+    --entrypoint cp "$tag" -R /opt/kafka/config/. /seed/ || die "kafka: the config init container failed"
+  run_service kafka "${POD_SECURITY[@]}" --read-only --memory 1g --hostname kafka-0 \
+    -v "$data:/var/lib/kafka/data" -v "$SMOKE_ID-kafka-config:/opt/kafka/config" "${kafka_env[@]}" "$tag"
   # (Logs read whole before grep: `grep -q` in a pipe would fail it under pipefail.)
   kafka_logs() { "${DOCKER[@]}" logs "$SMOKE_ID-kafka" 2>&1; }
   kafka_started() { grep -q 'Kafka Server started' <<<"$(kafka_logs)"; }
@@ -388,7 +396,8 @@ smoke_kafka() {
   ip=$(container_ip kafka)
   log "kafka: broker up in $((SECONDS - t0)) s at $ip (KRaft, node 0, voters 0@kafka-0:9093)"
 
-  # The operator's topic Job, twice (the second run grows the partitions: --alter path).
+  # The operator's topic Job, twice (idempotent), then with another partition count, which
+  # it refuses (TOPICS_SCRIPT never changes the count of a topic with events).
   # kafka_job ARGS...: a second container as the topic Job runs (read-only root, /tmp).
   kafka_job() {
     "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only --add-host "kafka-0:$ip" \
@@ -396,9 +405,13 @@ smoke_kafka() {
       -e REPLICATION_FACTOR=1 -e RETENTION_MS=3600000 -e LOG_DIR=/tmp/kafka-logs "$@"
   }
   kafka_job -e PARTITIONS=2 "$tag" /bin/bash -c "$script" >&2 || die "kafka: topic Job failed"
-  kafka_job -e PARTITIONS=4 "$tag" /bin/bash -c "$script" >&2 || die "kafka: topic Job (rerun) failed"
+  kafka_job -e PARTITIONS=2 "$tag" /bin/bash -c "$script" >&2 || die "kafka: topic Job (rerun) failed"
+  if out=$(kafka_job -e PARTITIONS=4 "$tag" /bin/bash -c "$script" 2>&1); then
+    die "kafka: the topic Job changed the partition count: $out"
+  fi
+  grep -q 'spec.kafka.partitions is 4' <<<"$out" || die "kafka: the topic Job's refusal said: $out"
   out=$(kafka_job "$tag" /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka-0:9092 --describe --topic smoke-events)
-  grep -q 'PartitionCount: 4' <<<"$out" || die "kafka: smoke-events has not 4 partitions: $out"
+  grep -q 'PartitionCount: 2' <<<"$out" || die "kafka: smoke-events has not 2 partitions: $out"
   grep -q 'retention.ms=3600000' <<<"$out" || die "kafka: retention.ms not set: $out"
   # A produce/consume round trip from a second container.
   out=$(kafka_job "$tag" /bin/bash -c '
@@ -406,7 +419,7 @@ smoke_kafka() {
     /opt/kafka/bin/kafka-console-consumer.sh --bootstrap-server kafka-0:9092 --topic smoke-events \
       --from-beginning --max-messages 3 --timeout-ms 60000 2>/dev/null | sort | tr "\n" " "')
   [[ $out == "a b c " ]] || die "kafka: consumed '$out'"
-  log "kafka: topic Job ok (create, alter to 4 partitions, retention), produce/consume ok"
+  log "kafka: topic Job ok (create, rerun, another partition count refused, retention), produce/consume ok"
 
   # Restart on the same volume: storage already formatted, topics kept.
   t0=$SECONDS
@@ -424,8 +437,17 @@ smoke_opensearch() {
   local tag=${TAGS[opensearch]} data ip t0=$SECONDS url out
   new_volume opensearch-data
   data=$SMOKE_ID-opensearch-data
-  run_service opensearch "${POD_SECURITY[@]}" --memory 1536m --hostname opensearch-0 \
-    -v "$data:/usr/share/opensearch/data" \
+  # As the StatefulSet (search.rs): read-only root; config/ a copy of the image's, made by
+  # the init container; logs/ and /tmp empty and writable (the chown stands in for fsGroup).
+  new_volume opensearch-config
+  new_volume opensearch-logs
+  "${DOCKER[@]}" run --rm --user 0 -v "$SMOKE_ID-opensearch-config:/seed" -v "$SMOKE_ID-opensearch-logs:/logs" \
+    --entrypoint chown "$tag" 1000:1000 /seed /logs
+  "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only -v "$SMOKE_ID-opensearch-config:/seed" \
+    --entrypoint cp "$tag" -R /usr/share/opensearch/config/. /seed/ || die "opensearch: the config init container failed"
+  run_service opensearch "${POD_SECURITY[@]}" --read-only --memory 1536m --hostname opensearch-0 \
+    -v "$data:/usr/share/opensearch/data" -v "$SMOKE_ID-opensearch-config:/usr/share/opensearch/config" \
+    -v "$SMOKE_ID-opensearch-logs:/usr/share/opensearch/logs" \
     -e POD_NAME=opensearch-0 -e cluster.name=smoke -e node.name=opensearch-0 -e network.host=0.0.0.0 \
     -e discovery.type=single-node -e node.store.allow_mmap=false \
     -e DISABLE_SECURITY_PLUGIN=true -e DISABLE_INSTALL_DEMO_CONFIG=true -e DISABLE_PERFORMANCE_ANALYZER_AGENT_CLI=true \
@@ -520,7 +542,11 @@ smoke_minio() {
     alias set bad "http://$ip:9000" "$key" wrong-secret >/dev/null 2>&1; then
     die "mc: alias set accepted a wrong secret"
   fi
-  log "minio+mc: bucket Job ok twice (mc alias set, mc mb --ignore-existing), object put/list/get ok, bad keys refused"
+  if "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only -e MC_CONFIG_DIR=/tmp/.mc \
+    -e "MC_HOST_bad=http://$key:wrong-secret@$ip:9000" "$ctag" mb bad/smoke-refused >/dev/null 2>&1; then
+    die "mc: MC_HOST_bad with a wrong secret made a bucket"
+  fi
+  log "minio+mc: bucket Job ok twice (MC_HOST_store, mc mb --ignore-existing), object put/list/get ok, bad keys refused (alias set, MC_HOST)"
 }
 
 smoke() {

@@ -12,6 +12,7 @@ use datapipeline_operator::crd::DataPipeline;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::NamespaceResourceScope;
@@ -89,6 +90,7 @@ pub async fn inventory(client: &Client, namespace: &str) -> anyhow::Result<Vec<L
     all.extend(list_kind::<Secret>(client, namespace).await?);
     all.extend(list_kind::<ConfigMap>(client, namespace).await?);
     all.extend(list_kind::<Service>(client, namespace).await?);
+    all.extend(list_kind::<NetworkPolicy>(client, namespace).await?);
     all.extend(list_kind::<StatefulSet>(client, namespace).await?);
     all.extend(list_kind::<PodDisruptionBudget>(client, namespace).await?);
     all.extend(list_kind::<Job>(client, namespace).await?);
@@ -134,12 +136,15 @@ pub fn assert_children(listed: &[Listed], expected: &[(&str, &str)]) {
 
 /// The children the builders (operator/src/controller/build/) make for the all-managed
 /// `examples/shop-events.yaml`; Job names end with a hash of their spec.
-pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 19] = [
+pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 22] = [
     ("ConfigMap", "shop-runtime-config"),
     ("Deployment", "shop-runtime"),
     ("Job", "shop-generate-"),
     ("Job", "shop-kafka-topics-"),
     ("Job", "shop-minio-bucket-"),
+    ("NetworkPolicy", "shop-es"),
+    ("NetworkPolicy", "shop-kafka"),
+    ("NetworkPolicy", "shop-minio"),
     ("PodDisruptionBudget", "shop-es"),
     ("PodDisruptionBudget", "shop-kafka"),
     ("PodDisruptionBudget", "shop-runtime"),

@@ -430,7 +430,25 @@ pub fn init_logging() {
 /// no containers, so it is never pulled.
 pub const TEST_RUNTIME_IMAGE: &str = "pipeline-runtime:e2e";
 
-/// The operator's controller running in this process (a tokio task) on one namespace,
+/// Where the in-process operator of the control-plane tests says it runs, for the
+/// NetworkPolicies it builds (no pod of it exists: the tests only read the policies).
+pub fn test_operator_pods() -> controller::validate::OperatorPods {
+    controller::validate::OperatorPods {
+        namespace: "datapipeline-system".into(),
+        labels: BTreeMap::from([
+            (
+                "app.kubernetes.io/name".to_string(),
+                "datapipeline-operator".to_string(),
+            ),
+            (
+                "app.kubernetes.io/instance".to_string(),
+                "datapipeline".to_string(),
+            ),
+        ]),
+    }
+}
+
+/// The operator's controller running in this process (a tokio task) on its namespaces,
 /// stopped when dropped. Its metrics tell how many reconciles ran.
 pub struct RunningController {
     pub metrics: Arc<Metrics>,
@@ -440,12 +458,18 @@ pub struct RunningController {
 impl RunningController {
     /// Starts `datapipeline_operator::controller::run` watching only `namespace`.
     pub fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_in(client, &[namespace])
+    }
+
+    /// Starts it watching these namespaces (one controller each).
+    pub fn start_in(client: &Client, namespaces: &[&str]) -> Self {
         let metrics = Arc::new(Metrics::new());
         let config = RunConfig {
             settings: OperatorSettings {
                 runtime_image: TEST_RUNTIME_IMAGE.into(),
+                operator_pods: Some(test_operator_pods()),
             },
-            namespace: Some(namespace.to_string()),
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
             // Long enough that no periodic resync interferes with the idempotence check.
             resync: Duration::from_secs(3600),
             reporter: Reporter {

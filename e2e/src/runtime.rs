@@ -648,8 +648,14 @@ pub async fn verify_topics(kafka: &KafkaSettings, expected: &Expected) -> Result
 /// a test never runs a stale binary. The outer `cargo test` holds no build lock while tests
 /// run, so this nested build does not wait on it.
 pub fn runtime_binary() -> Result<std::path::PathBuf> {
+    workspace_binary("pipeline-runtime", "pipeline-runtime")
+}
+
+/// The binary `bin` of the workspace package in directory `package` (e.g. `operator`,
+/// `datapipeline-operator`), built or brought up to date first, like [`runtime_binary`].
+pub fn workspace_binary(package: &str, bin: &str) -> Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = crate::k8s::repo_root().join("pipeline-runtime/Cargo.toml");
+    let manifest = crate::k8s::repo_root().join(package).join("Cargo.toml");
     let mut command = std::process::Command::new(cargo);
     // `cargo test` gives the test the e2e package's variables (CARGO_MANIFEST_DIR,
     // CARGO_PKG_*...). Build scripts that watch them (ring's) would see them change
@@ -667,28 +673,22 @@ pub fn runtime_binary() -> Result<std::path::PathBuf> {
     let output = command
         .args(["build", "--manifest-path"])
         .arg(&manifest)
-        .args([
-            "--bin",
-            "pipeline-runtime",
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["--bin", bin, "--message-format=json-render-diagnostics"])
         .stderr(std::process::Stdio::inherit())
         .output()
-        .context("running cargo build for pipeline-runtime")?;
-    anyhow::ensure!(output.status.success(), "building pipeline-runtime failed");
+        .with_context(|| format!("running cargo build for {bin}"))?;
+    anyhow::ensure!(output.status.success(), "building {bin} failed");
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if message["reason"] == "compiler-artifact"
-            && message["target"]["name"] == "pipeline-runtime"
-        {
+        if message["reason"] == "compiler-artifact" && message["target"]["name"] == bin {
             if let Some(exe) = message["executable"].as_str() {
                 return Ok(exe.into());
             }
         }
     }
-    bail!("cargo did not report the pipeline-runtime executable")
+    bail!("cargo did not report the {bin} executable")
 }
 
 /// A TCP port nothing listens on right now.

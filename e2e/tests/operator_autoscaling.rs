@@ -488,8 +488,10 @@ fn start_controller(client: &Client, namespace: &str) -> AbortOnDrop<Result<(), 
     let config = RunConfig {
         settings: OperatorSettings {
             runtime_image: k8s::TEST_RUNTIME_IMAGE.into(),
+            // Outside the cluster: no pod of the operator for a NetworkPolicy to name.
+            operator_pods: None,
         },
-        namespace: Some(namespace.to_string()),
+        namespaces: vec![namespace.to_string()],
         resync: Duration::from_secs(3600),
         reporter: Reporter {
             controller: "datapipeline-operator".into(),

@@ -23,6 +23,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Event as CoreEvent, PersistentVolumeClaim, Pod, Secret,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -291,6 +292,77 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
         assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)), "PDB {pdb}");
     }
 
+    // NetworkPolicies: each selects exactly its service's pods and admits, on the client
+    // port, the pipeline's pods that use the service and (for Kafka and search) the
+    // operator by namespace and pod labels; the service's own nodes on their ports.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let operator = k8s::test_operator_pods();
+    let operator_peer = serde_json::json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator.namespace}},
+        "podSelector": {"matchLabels": operator.labels},
+    });
+    let tcp = |ports: &[i32]| -> serde_json::Value {
+        ports
+            .iter()
+            .map(|p| serde_json::json!({"port": p, "protocol": "TCP"}))
+            .collect()
+    };
+    for (name, clients, client_port, operator_admitted, peer_ports) in [
+        (
+            "shop-kafka",
+            &["runtime", "ingest", "kafka-topics"][..],
+            9092,
+            true,
+            &[9092, 9093][..],
+        ),
+        (
+            "shop-minio",
+            &["runtime", "ingest", "bucket"][..],
+            9000,
+            false,
+            &[][..],
+        ),
+        ("shop-es", &["runtime"][..], 9200, true, &[9300][..]),
+    ] {
+        let pods = statefulsets
+            .get(name)
+            .await?
+            .spec
+            .context("StatefulSet spec")?
+            .selector;
+        let own_pods = serde_json::to_value(&pods)?;
+        let mut ingress = vec![serde_json::json!({
+            "from": [{"podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/instance": SHOP,
+                    "app.kubernetes.io/managed-by": "datapipeline-operator"
+                },
+                "matchExpressions": [{
+                    "key": "app.kubernetes.io/component", "operator": "In", "values": clients
+                }]
+            }}],
+            "ports": tcp(&[client_port]),
+        })];
+        if operator_admitted {
+            ingress.push(
+                serde_json::json!({"from": [operator_peer.clone()], "ports": tcp(&[client_port])}),
+            );
+        }
+        if !peer_ports.is_empty() {
+            ingress.push(serde_json::json!({"from": [{"podSelector": own_pods.clone()}], "ports": tcp(peer_ports)}));
+        }
+        let spec = serde_json::to_value(policies.get(name).await?.spec.context("policy spec")?)?;
+        assert_eq!(
+            spec,
+            serde_json::json!({
+                "podSelector": own_pods,
+                "policyTypes": ["Ingress"],
+                "ingress": ingress,
+            }),
+            "NetworkPolicy {name}"
+        );
+    }
+
     // The phase change is announced as a Kubernetes Event on the pipeline.
     let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
     let expected_note = "-> Running: Kafka, the object store, search and the runtime are ready";
@@ -320,6 +392,47 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
         run.controller.reconciles("blocked"),
         run.controller.reconciles("failed")
     );
+    Ok(())
+}
+
+/// 3b. `spec.networkPolicies.enabled: false` removes the pipeline's NetworkPolicies (the
+///     orphan cleanup deletes them) and the pipeline stays Running; true brings them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_policies_can_be_turned_off_and_on() -> anyhow::Result<()> {
+    let run = running_pipeline("e2e-netpol", "examples/shop-events.yaml").await?;
+    let policies: Api<NetworkPolicy> = Api::namespaced(run.client.clone(), &run.ns.name);
+    let names = || async {
+        let mut names: Vec<String> = policies
+            .list_metadata(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        anyhow::Ok(names)
+    };
+    assert_eq!(names().await?, ["shop-es", "shop-kafka", "shop-minio"]);
+    for (enabled, expected) in [
+        (false, Vec::<&str>::new()),
+        (true, vec!["shop-es", "shop-kafka", "shop-minio"]),
+    ] {
+        let patch = serde_json::json!({"spec": {"networkPolicies": {"enabled": enabled}}});
+        run.pipelines
+            .patch(SHOP, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        k8s::poll_until(
+            &format!("NetworkPolicies {expected:?} with enabled={enabled}"),
+            Duration::from_secs(60),
+            || async {
+                run.controller.ensure_running()?;
+                Ok((names().await? == expected).then_some(()))
+            },
+        )
+        .await?;
+        println!("networkPolicies.enabled={enabled}: {:?}", names().await?);
+    }
+    k8s::wait_until_running(&run.pipelines, SHOP, READY_TIMEOUT).await?;
     Ok(())
 }
 
@@ -683,6 +796,123 @@ async fn missing_secret_blocks_until_it_is_created() -> anyhow::Result<()> {
             "Secret {} got owners {:?}",
             secret.name,
             secret.owners
+        );
+    }
+    Ok(())
+}
+
+/// 6b. Secrets that exist but did not opt in (no label `datapipeline.io/use: "true"`) are
+///     refused: the pipeline stays Pending with `SecretNotOptedIn` naming the first one
+///     and how to label it, and nothing is applied. Labelling them is the only change,
+///     and it wakes the pipeline (the controller watches labelled Secrets and resyncs
+///     hourly here), which then runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_without_the_opt_in_label_is_refused_until_labelled() -> anyhow::Result<()> {
+    k8s::init_logging();
+    let client = k8s::client().await?;
+    k8s::install_crd(&client).await?;
+    let ns = TestNamespace::create(&client, "e2e-opt-in").await?;
+    let controller = RunningController::start(&client, &ns.name);
+    let pipelines: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+
+    let docs = k8s::yaml_documents(&k8s::repo_root().join("examples/external-services.yaml"))?;
+    let (pipeline, examples): (Vec<_>, Vec<_>) =
+        docs.into_iter().partition(|d| d["kind"] == "DataPipeline");
+    let mut names = Vec::new();
+    for mut secret in examples {
+        let labels = secret["metadata"]["labels"]
+            .as_object_mut()
+            .context("the example's Secrets carry labels")?;
+        assert_eq!(
+            labels.remove("datapipeline.io/use"),
+            Some(serde_json::json!("true")),
+            "the example opts in"
+        );
+        names.push(
+            secret["metadata"]["name"]
+                .as_str()
+                .context("name")?
+                .to_string(),
+        );
+        k8s::apply_raw(&client, &ns.name, secret).await??;
+    }
+    let pipeline = pipeline.into_iter().next().context("the DataPipeline")?;
+    k8s::apply_raw(&client, &ns.name, pipeline).await??;
+
+    let message = format!(
+        "Secret {0}/shop-kafka-user (named by spec.kafka.external.secretRef) is not used: it lacks the label datapipeline.io/use=true by which a Secret opts in to DataPipeline use; if this pipeline may read it, run `kubectl label secret shop-kafka-user -n {0} datapipeline.io/use=true`",
+        ns.name
+    );
+    let dp = k8s::wait_for(
+        &pipelines,
+        SHOP,
+        "Ready=False with SecretNotOptedIn",
+        Duration::from_secs(60),
+        |dp: Option<&DataPipeline>| {
+            dp.and_then(|dp| k8s::pipeline_condition(dp, "Ready"))
+                .is_some_and(|c| c.status == "False" && c.message == message)
+        },
+    )
+    .await?;
+    let status = dp.status.as_ref().context("status")?;
+    assert_eq!(status.phase.map(|p| p.as_str()), Some("Pending"));
+    for type_ in ["Ready", "KafkaReady"] {
+        let c = k8s::pipeline_condition(&dp, type_).context("condition")?;
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("False", "SecretNotOptedIn", message.as_str()),
+            "{type_}"
+        );
+    }
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), &ns.name);
+    k8s::poll_until(
+        "a SecretNotOptedIn Warning Event",
+        Duration::from_secs(30),
+        || async {
+            let found = events
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("SecretNotOptedIn")
+                        && e.type_.as_deref() == Some("Warning")
+                });
+            Ok(found.then_some(()))
+        },
+    )
+    .await?;
+    // Blocked before apply: nothing but the test's Secrets.
+    let objects: Vec<String> = inventory(&client, &ns.name)
+        .await?
+        .iter()
+        .map(|o| format!("{}/{}", o.kind, o.name))
+        .collect();
+    let mut expected: Vec<String> = names.iter().map(|n| format!("Secret/{n}")).collect();
+    expected.sort();
+    assert_eq!(objects, expected, "objects while the Secrets are refused");
+
+    // Opting in is the only change; it wakes the pipeline.
+    let opt_in = serde_json::json!({"metadata": {"labels": {"datapipeline.io/use": "true"}}});
+    for name in &names {
+        secrets
+            .patch(name, &PatchParams::default(), &Patch::Merge(&opt_in))
+            .await?;
+    }
+    k8s::wait_until_running(&pipelines, SHOP, READY_TIMEOUT)
+        .await
+        .map_err(|e| match controller.ensure_running() {
+            Ok(()) => e,
+            Err(stopped) => e.context(stopped),
+        })?;
+    let dp = pipelines.get(SHOP).await?;
+    for type_ in ["KafkaReady", "ObjectStoreReady", "SearchReady"] {
+        let c = k8s::pipeline_condition(&dp, type_).context("condition")?;
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "ExternalService"),
+            "{type_}"
         );
     }
     Ok(())

@@ -95,6 +95,7 @@ async fn crd_installs_and_is_established() -> anyhow::Result<()> {
         .collect();
     let expected: BTreeSet<&str> = [
         "kafka\t<Object> -required-",
+        "networkPolicies\t<Object>",
         "objectStore\t<Object> -required-",
         "paused\t<boolean>",
         "runtime\t<Object>",

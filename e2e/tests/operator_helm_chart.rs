@@ -294,6 +294,240 @@ async fn helm_chart_lints_installs_and_keeps_the_crd() -> anyhow::Result<()> {
     outcome
 }
 
+/// The RBAC objects of a rendering: (kind, namespace or "", name, rules as
+/// (resources, verbs)).
+type RbacObject = (String, String, String, Vec<(Vec<String>, Vec<String>)>);
+
+fn rbac_objects(rendered: &str) -> anyhow::Result<Vec<RbacObject>> {
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    Ok(documents(rendered)?
+        .into_iter()
+        .filter(|d| d["apiVersion"] == "rbac.authorization.k8s.io/v1")
+        .map(|d| {
+            let rules = d["rules"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .map(|r| (strings(&r["resources"]), strings(&r["verbs"])))
+                .collect();
+            (
+                d["kind"].as_str().unwrap_or_default().to_string(),
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                rules,
+            )
+        })
+        .collect())
+}
+
+/// 7b. `watchNamespaces` (merged with the older single `watchNamespace`) renders a Role
+///     and a RoleBinding with the operator's rules in each listed namespace and no
+///     ClusterRole or ClusterRoleBinding at all (the operator reads nothing
+///     cluster-scoped), and hands the list to the operator; empty, the same rules come in
+///     one ClusterRole. Secret writes are a rule of their own. Needs no server.
+#[tokio::test]
+async fn helm_template_with_watch_namespaces_renders_roles_not_a_cluster_role() -> anyhow::Result<()>
+{
+    let set = "crds.enabled=false,watchNamespaces={team-a,team-b},watchNamespace=team-b";
+    let lint = k8s::helm(&["lint", "--strict", CHART, "--set", set]).await?;
+    assert_eq!(
+        lint_problems(&lint.stdout),
+        Vec::<&str>::new(),
+        "{}",
+        lint.stdout
+    );
+    let render = |set: &'static str| async move {
+        anyhow::Ok(
+            k8s::helm(&[
+                "template",
+                "r",
+                CHART,
+                "--namespace",
+                "ops",
+                "--kube-version",
+                "v1.34.4",
+                "--set",
+                set,
+            ])
+            .await?
+            .stdout,
+        )
+    };
+    let scoped = render(set).await?;
+    let objects = rbac_objects(&scoped)?;
+    let operator_rbac: Vec<(&str, &str, &str)> = objects
+        .iter()
+        .filter(|(_, _, _, rules)| {
+            rules.is_empty()
+                || rules
+                    .iter()
+                    .any(|(r, _)| r.contains(&"datapipelines".into()))
+        })
+        .filter(|(kind, _, name, _)| kind != "RoleBinding" || name == "r-datapipeline-operator")
+        .map(|(kind, ns, name, _)| (kind.as_str(), ns.as_str(), name.as_str()))
+        .collect();
+    assert_eq!(
+        operator_rbac,
+        [
+            ("Role", "team-a", "r-datapipeline-operator"),
+            ("Role", "team-b", "r-datapipeline-operator"),
+            ("RoleBinding", "team-a", "r-datapipeline-operator"),
+            ("RoleBinding", "team-b", "r-datapipeline-operator"),
+        ]
+    );
+    assert!(
+        objects
+            .iter()
+            .all(|(kind, _, _, _)| kind != "ClusterRole" && kind != "ClusterRoleBinding"),
+        "{objects:?}"
+    );
+    // The only other RBAC is in the release namespace (leader election), never a
+    // namespaced resource's rules elsewhere.
+    for (kind, ns, name, rules) in &objects {
+        if !["team-a", "team-b"].contains(&ns.as_str()) {
+            assert_eq!(ns, "ops", "{kind} {name}");
+            assert!(
+                rules.iter().all(|(r, _)| !r.contains(&"secrets".into())),
+                "{kind} {name} grants Secrets in the release namespace"
+            );
+        }
+    }
+    let secret_rules: Vec<&Vec<String>> = objects[objects
+        .iter()
+        .position(|(kind, ns, _, _)| kind == "Role" && ns == "team-a")
+        .context("team-a Role")?]
+    .3
+    .iter()
+    .filter(|(r, _)| r.contains(&"secrets".into()))
+    .map(|(_, verbs)| verbs)
+    .collect();
+    assert_eq!(
+        secret_rules,
+        [
+            &vec!["get".to_string(), "list".into(), "watch".into()],
+            &vec!["create".to_string(), "patch".into(), "delete".into()]
+        ]
+    );
+    assert!(
+        scoped.contains(
+            "- name: DATAPIPELINE_WATCH_NAMESPACES\n              value: \"team-a,team-b\""
+        ),
+        "{scoped}"
+    );
+
+    let cluster_wide = rbac_objects(&render("crds.enabled=false").await?)?;
+    let kinds: Vec<(&str, &str)> = cluster_wide
+        .iter()
+        .filter(|(_, _, name, _)| name == "r-datapipeline-operator")
+        .map(|(kind, ns, _, _)| (kind.as_str(), ns.as_str()))
+        .filter(|(kind, _)| kind.starts_with("Cluster"))
+        .collect();
+    assert_eq!(kinds, [("ClusterRole", ""), ("ClusterRoleBinding", "")]);
+    assert!(
+        !cluster_wide.iter().any(|(kind, _, _, rules)| kind == "Role"
+            && rules
+                .iter()
+                .any(|(r, _)| r.contains(&"datapipelines".into()))),
+        "{cluster_wide:?}"
+    );
+    Ok(())
+}
+
+/// 7c. Installed with `watchNamespaces` (two namespaces), the chart's Roles suffice for
+///     the operator: impersonating its ServiceAccount, which may not list DataPipelines
+///     cluster-wide, the in-process controller (one controller per namespace) brings the
+///     external-services example to Running in the first namespace and reports the
+///     missing Secret of the same pipeline in the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_chart_with_watch_namespaces_grants_enough_per_namespace() -> anyhow::Result<()> {
+    k8s::init_logging();
+    let client = k8s::client().await?;
+    k8s::install_crd(&client).await?;
+    let ns = TestNamespace::create(&client, "e2e-helm-ns").await?;
+    let team_a = TestNamespace::create(&client, "e2e-team-a").await?;
+    let team_b = TestNamespace::create(&client, "e2e-team-b").await?;
+    let release = k8s::unique_name("dpo");
+    let set = format!(
+        "crds.enabled=false,watchNamespaces={{{},{}}}",
+        team_a.name, team_b.name
+    );
+    let installed = k8s::helm(&[
+        "install",
+        &release,
+        CHART,
+        "--namespace",
+        &ns.name,
+        "--set",
+        &set,
+    ])
+    .await;
+    let outcome = async {
+        installed?;
+        let fullname = format!("{release}-datapipeline-operator");
+        let account = format!("system:serviceaccount:{}:{fullname}", ns.name);
+        let as_operator = k8s::client_as(Some(&account)).await?;
+        let everywhere: Api<DataPipeline> = Api::all(as_operator.clone());
+        let refused = everywhere
+            .list(&Default::default())
+            .await
+            .expect_err("no cluster-wide list");
+        assert_eq!(
+            k8s::api_status(&refused).map(|s| s.code),
+            Some(403),
+            "{refused}"
+        );
+        let controller = RunningController::start_in(&as_operator, &[&team_a.name, &team_b.name]);
+        let example = k8s::repo_root().join("examples/external-services.yaml");
+        k8s::apply_file(&client, &team_a.name, &example).await?;
+        let pipeline = k8s::yaml_documents(&example)?
+            .into_iter()
+            .find(|d| d["kind"] == "DataPipeline")
+            .context("the DataPipeline")?;
+        k8s::apply_raw(&client, &team_b.name, pipeline).await??;
+
+        let in_a: Api<DataPipeline> = Api::namespaced(client.clone(), &team_a.name);
+        k8s::wait_until_running(&in_a, SHOP, READY_TIMEOUT)
+            .await
+            .map_err(|e| match controller.ensure_running() {
+                Ok(()) => e.context(format!("as {account}: see the log for Forbidden")),
+                Err(stopped) => e.context(stopped),
+            })?;
+        let in_b: Api<DataPipeline> = Api::namespaced(client.clone(), &team_b.name);
+        k8s::wait_for(
+            &in_b,
+            SHOP,
+            "SecretNotFound in the second namespace",
+            Duration::from_secs(60),
+            |dp: Option<&DataPipeline>| {
+                dp.and_then(|dp| k8s::pipeline_condition(dp, "KafkaReady"))
+                    .is_some_and(|c| c.reason == "SecretNotFound")
+            },
+        )
+        .await?;
+        assert_eq!(
+            controller.reconciles("failed"),
+            0,
+            "reconciles failed as {account}"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = k8s::helm(&["uninstall", &release, "--namespace", &ns.name]).await;
+    outcome
+}
+
 /// The objects of a multi-document YAML stream (`helm template` output).
 fn documents(rendered: &str) -> anyhow::Result<Vec<serde_yaml::Value>> {
     serde_yaml::Deserializer::from_str(rendered)

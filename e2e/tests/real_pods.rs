@@ -267,7 +267,7 @@ async fn wait_until_children_gone(ns: &str, name: &str) -> Result<()> {
     poll_until("every child deleted", Duration::from_secs(180), || async {
         let out = kubectl(&[
             "get",
-            "statefulsets,deployments,jobs,services,configmaps,secrets,pods,poddisruptionbudgets",
+            "statefulsets,deployments,jobs,services,configmaps,secrets,pods,poddisruptionbudgets,networkpolicies",
             "-n",
             ns,
             "-l",

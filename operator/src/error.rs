@@ -73,6 +73,25 @@ pub enum Error {
 
     #[error("DataPipeline has no {0}")]
     MissingMetadata(&'static str),
+
+    #[error("reading Lease {namespace}/{name} for leader election: {source}")]
+    ReadLease {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error("writing Lease {namespace}/{name} for leader election: {source}")]
+    WriteLease {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    #[error("leader election timing: {0}")]
+    LeaderTiming(String),
 }
 
 impl Error {
@@ -87,6 +106,9 @@ impl Error {
             Self::ReadJob { .. } | Self::RecreateJob { .. } => "ingest_job",
             Self::WriteStatus { .. } => "status",
             Self::MissingMetadata(_) => "metadata",
+            Self::ReadLease { .. } | Self::WriteLease { .. } | Self::LeaderTiming(_) => {
+                "leader_election"
+            }
         }
     }
 }

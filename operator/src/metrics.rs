@@ -1,8 +1,9 @@
 //! The operator's Prometheus metrics (reconciles by result, their duration, failures by a
 //! fixed category; per pipeline, what its status says: phase, runtime replicas desired and
-//! ready, the autoscaler's reason, events/s, lag, dead letters, profiles) and the HTTP
-//! server exposing `/metrics` and `/healthz`. Metric labels come from fixed category
-//! strings and the pipeline's namespace and name, never from error messages or free text.
+//! ready, the autoscaler's reason, events/s, lag, dead letters, profiles; whether this
+//! replica leads) and the HTTP server exposing `/metrics` and `/healthz`. Metric labels
+//! come from fixed category strings and the pipeline's namespace and name, never from error
+//! messages or free text.
 
 use std::{
     collections::BTreeSet,
@@ -152,6 +153,7 @@ pub struct Metrics {
     failures: Family<CategoryLabels, Counter>,
     duration: Histogram,
     pipelines: PipelineGauges,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -184,13 +186,26 @@ impl Metrics {
         );
         let pipelines = PipelineGauges::default();
         pipelines.register(&mut registry);
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (it holds the leader-election Lease, or runs \
+             without leader election), 0 while it waits for the Lease",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciles,
             failures,
             duration,
             pipelines,
+            leader,
         }
+    }
+
+    /// Sets `datapipeline_operator_leader`: whether this replica reconciles.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub fn record(&self, outcome: Outcome, seconds: f64) {
@@ -557,6 +572,18 @@ mod tests {
             lines_of(&metrics.render(), "datapipeline_operator_pipeline_"),
             Vec::<&str>::new()
         );
+    }
+
+    #[test]
+    fn leader_gauge_is_zero_until_set() {
+        let metrics = Metrics::new();
+        let leader =
+            |m: &Metrics| lines_of(&m.render(), "datapipeline_operator_leader ").join("\n");
+        assert_eq!(leader(&metrics), "datapipeline_operator_leader 0");
+        metrics.set_leader(true);
+        assert_eq!(leader(&metrics), "datapipeline_operator_leader 1");
+        metrics.set_leader(false);
+        assert_eq!(leader(&metrics), "datapipeline_operator_leader 0");
     }
 
     #[tokio::test]

@@ -640,6 +640,51 @@ mod tests {
         assert!(!debug.contains("hunter2"), "{debug}");
     }
 
+    /// Every settings type that carries a credential formats without it.
+    #[test]
+    fn settings_with_credentials_debug_without_them() {
+        let sasl = Sasl {
+            mechanism: "SCRAM-SHA-512".into(),
+            username: "runtime".into(),
+            password: Secret::new("kafka-hunter2"),
+        };
+        let kafka = KafkaSettings {
+            bootstrap: "k:9092".into(),
+            security_protocol: SecurityProtocol::SaslSsl,
+            sasl: Some(sasl.clone()),
+            ca_file: None,
+            events_topic: "shop-events".into(),
+            dlq_topic: "shop-events-dlq".into(),
+            consumer_group: "shop-profiles".into(),
+            group_instance_id: None,
+        };
+        let search = SearchSettings {
+            url: "https://os:9200".into(),
+            index: "shop-profiles".into(),
+            credentials: Some(("elastic".into(), Secret::new("search-hunter2"))),
+            ca_file: None,
+        };
+        let store = S3Settings {
+            bucket: "lake".into(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            path_style: false,
+            credentials: Some(S3Credentials {
+                access_key_id: "AK".into(),
+                secret_access_key: Secret::new("s3-hunter2"),
+            }),
+        };
+        for debug in [
+            format!("{sasl:?}"),
+            format!("{kafka:?}"),
+            format!("{search:?}"),
+            format!("{store:?}"),
+        ] {
+            assert!(!debug.contains("hunter2"), "{debug}");
+            assert!(debug.contains("Secret(***)"), "{debug}");
+        }
+    }
+
     #[test]
     fn credential_from_env_and_file() {
         let dir = tempfile::tempdir().unwrap();

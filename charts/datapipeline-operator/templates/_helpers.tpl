@@ -23,6 +23,15 @@ app.kubernetes.io/name: {{ include "datapipeline-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The selector labels as key=value,... (the operator names its pods in NetworkPolicies). */}}
+{{- define "datapipeline-operator.selectorLabelList" -}}
+{{- $pairs := list }}
+{{- range $key, $value := include "datapipeline-operator.selectorLabels" . | fromYaml }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{/* Labels of every resource of the chart. */}}
 {{- define "datapipeline-operator.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
@@ -47,4 +56,15 @@ app.kubernetes.io/part-of: datapipeline
 
 {{- define "datapipeline-operator.runtimeImage" -}}
 {{- printf "%s:%s" .Values.runtimeImage.repository (default .Chart.AppVersion .Values.runtimeImage.tag) }}
+{{- end }}
+
+{{- define "datapipeline-operator.leaseName" -}}
+{{- default (include "datapipeline-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* The namespaces the operator watches, comma-separated (`watchNamespaces` and the
+single `watchNamespace`, each once); empty: all namespaces. */}}
+{{- define "datapipeline-operator.watchNamespaces" -}}
+{{- $all := concat (.Values.watchNamespaces | default list) (list .Values.watchNamespace) }}
+{{- join "," (compact (uniq $all)) }}
 {{- end }}

@@ -53,6 +53,7 @@ pub fn transition_notices(
     let problems = [
         reasons::SECRET_NOT_FOUND,
         reasons::SECRET_KEY_NOT_FOUND,
+        reasons::SECRET_NOT_OPTED_IN,
         reasons::INVALID_SPEC,
     ];
     if let Some((reason, message)) = new_ready {

@@ -33,6 +33,19 @@ pub const UID: &str = "0b9f5f2e-2c1a-4d5e-9a35-1f4b3c2d1e0f";
 pub fn settings() -> OperatorSettings {
     OperatorSettings {
         runtime_image: "pipeline-runtime:test".into(),
+        operator_pods: Some(super::validate::OperatorPods {
+            namespace: "datapipeline-system".into(),
+            labels: std::collections::BTreeMap::from([
+                (
+                    "app.kubernetes.io/name".to_string(),
+                    "datapipeline-operator".to_string(),
+                ),
+                (
+                    "app.kubernetes.io/instance".to_string(),
+                    "datapipeline".to_string(),
+                ),
+            ]),
+        }),
     }
 }
 

@@ -4,7 +4,7 @@
 //! which all import it downward. Pure data, no I/O.
 
 use super::build::names::Role;
-use crate::crd::{conditions::reasons, status::Phase};
+use crate::crd::{conditions::reasons, status::Phase, SECRET_USE_LABEL, SECRET_USE_VALUE};
 
 /// The parts of a pipeline that have a condition of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,14 @@ pub enum Problem {
         field: String,
         key: String,
     },
+    /// The Secret exists but lacks the opt-in label (`crd::SECRET_USE_LABEL`): the
+    /// operator read its metadata only.
+    SecretNotOptedIn {
+        component: Component,
+        namespace: String,
+        name: String,
+        field: String,
+    },
     InvalidSpec {
         field: String,
         message: String,
@@ -77,6 +85,7 @@ impl Problem {
         match self {
             Self::SecretNotFound { .. } => reasons::SECRET_NOT_FOUND,
             Self::SecretKeyNotFound { .. } => reasons::SECRET_KEY_NOT_FOUND,
+            Self::SecretNotOptedIn { .. } => reasons::SECRET_NOT_OPTED_IN,
             Self::InvalidSpec { .. } => reasons::INVALID_SPEC,
         }
     }
@@ -103,6 +112,14 @@ impl Problem {
             } => format!(
                 "Secret {namespace}/{name} (named by {field}) has no key {key:?}: add the key or name the right one in the spec"
             ),
+            Self::SecretNotOptedIn {
+                namespace,
+                name,
+                field,
+                ..
+            } => format!(
+                "Secret {namespace}/{name} (named by {field}) is not used: it lacks the label {SECRET_USE_LABEL}={SECRET_USE_VALUE} by which a Secret opts in to DataPipeline use; if this pipeline may read it, run `kubectl label secret {name} -n {namespace} {SECRET_USE_LABEL}={SECRET_USE_VALUE}`"
+            ),
             Self::InvalidSpec { field, message } => format!("{field}: {message}"),
         }
     }
@@ -111,7 +128,9 @@ impl Problem {
     /// appear (Pending); an impossible spec needs an edit (Failed).
     pub fn phase(&self) -> Phase {
         match self {
-            Self::SecretNotFound { .. } | Self::SecretKeyNotFound { .. } => Phase::Pending,
+            Self::SecretNotFound { .. }
+            | Self::SecretKeyNotFound { .. }
+            | Self::SecretNotOptedIn { .. } => Phase::Pending,
             Self::InvalidSpec { .. } => Phase::Failed,
         }
     }
@@ -119,9 +138,9 @@ impl Problem {
     /// The component whose condition the problem belongs to, if any.
     pub fn component(&self) -> Option<Component> {
         match self {
-            Self::SecretNotFound { component, .. } | Self::SecretKeyNotFound { component, .. } => {
-                Some(*component)
-            }
+            Self::SecretNotFound { component, .. }
+            | Self::SecretKeyNotFound { component, .. }
+            | Self::SecretNotOptedIn { component, .. } => Some(*component),
             Self::InvalidSpec { .. } => None,
         }
     }
@@ -131,6 +150,7 @@ impl Problem {
         match self {
             Self::SecretNotFound { .. } => "secret_not_found",
             Self::SecretKeyNotFound { .. } => "secret_key_not_found",
+            Self::SecretNotOptedIn { .. } => "secret_not_opted_in",
             Self::InvalidSpec { .. } => "invalid_spec",
         }
     }

@@ -34,6 +34,7 @@ fn collection(kind: &str) -> String {
         "Deployment" => ("/apis/apps/v1", "deployments"),
         "Job" => ("/apis/batch/v1", "jobs"),
         "PodDisruptionBudget" => ("/apis/policy/v1", "poddisruptionbudgets"),
+        "NetworkPolicy" => ("/apis/networking.k8s.io/v1", "networkpolicies"),
         other => panic!("no path for {other}"),
     };
     format!("{group}{NS}/{plural}")
@@ -67,11 +68,12 @@ fn list(kind: &str, items: Vec<Value>) -> Expect {
 }
 
 /// Every kind the orphan cleanup lists, in its order (workloads first).
-const CLEANUP_ORDER: [&str; 7] = [
+const CLEANUP_ORDER: [&str; 8] = [
     "Deployment",
     "Job",
     "StatefulSet",
     "PodDisruptionBudget",
+    "NetworkPolicy",
     "Service",
     "ConfigMap",
     "Secret",
@@ -174,6 +176,9 @@ fn managed_applies(ready: bool) -> Vec<Expect> {
         apply("Secret", "shop-es-elastic-user", Value::Null),
         apply("Secret", "shop-es-transport", Value::Null),
         apply("ConfigMap", "shop-runtime-config", Value::Null),
+        apply("NetworkPolicy", "shop-kafka", Value::Null),
+        apply("NetworkPolicy", "shop-minio", Value::Null),
+        apply("NetworkPolicy", "shop-es", Value::Null),
         apply("Service", "shop-kafka-headless", Value::Null),
         apply("Service", "shop-kafka", Value::Null),
         apply("Service", "shop-minio", Value::Null),
@@ -500,6 +505,50 @@ async fn missing_secret_sets_the_condition_and_awaits_a_change() {
     );
 }
 
+/// A named Secret without the opt-in label: one metadata read (asked as
+/// PartialObjectMetadata), no read of its data, and the condition says how to opt in.
+#[tokio::test]
+async fn a_secret_that_did_not_opt_in_is_refused_unread() {
+    let expectations = vec![
+        get_secret(
+            "shop-kafka-user",
+            Reply::Json(json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                "metadata": {"name": "shop-kafka-user", "namespace": "shops",
+                             "labels": {"team": "payments"}}})),
+        ),
+        status_patch(),
+        event(),
+        event(),
+    ];
+    let (result, seen, _) = run(external_pipeline(), expectations).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+    let secret_reads: Vec<&str> = seen
+        .iter()
+        .filter(|(_, uri, _)| uri.contains("/secrets/"))
+        .map(|(method, uri, _)| {
+            assert_eq!(method, Method::GET);
+            uri.as_str()
+        })
+        .collect();
+    assert_eq!(
+        secret_reads,
+        [format!("{}/shop-kafka-user", collection("Secret"))]
+    );
+    let status = &body_of(&seen, "/status?")["status"];
+    assert_eq!(status["phase"], "Pending");
+    let message = "Secret shops/shop-kafka-user (named by spec.kafka.external.secretRef) is not used: it lacks the label datapipeline.io/use=true by which a Secret opts in to DataPipeline use; if this pipeline may read it, run `kubectl label secret shop-kafka-user -n shops datapipeline.io/use=true`";
+    let conditions = status["conditions"].as_array().expect("conditions");
+    assert_eq!(
+        conditions[0],
+        json!({"type": "KafkaReady", "status": "False", "reason": "SecretNotOptedIn", "message": message,
+               "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:16:40Z"})
+    );
+    let events = bodies_of(&seen, "/events?");
+    assert_eq!(events[1]["reason"], "SecretNotOptedIn");
+    assert_eq!(events[1]["note"], message);
+}
+
 #[tokio::test]
 async fn a_pipeline_deleted_during_the_reconcile_ends_it_quietly() {
     let expectations = vec![
@@ -575,7 +624,7 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
             json!({"accessKeyId": "c2hvcC1hZG1pbg==", "secretAccessKey": "a2VwdA=="}),
         )),
     )];
-    assert_eq!(applies.len(), 19 - 6);
+    assert_eq!(applies.len(), 22 - 7);
     expectations.extend(applies);
     expectations.push(list("Deployment", vec![owned("shop-runtime")]));
     expectations.push(list("Job", vec![]));
@@ -594,6 +643,7 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
         .checking(|body| assert_eq!(body["propagationPolicy"], "Background")),
     );
     expectations.push(list("PodDisruptionBudget", vec![]));
+    expectations.push(list("NetworkPolicy", vec![]));
     expectations.push(list("Service", vec![]));
     expectations.push(list("ConfigMap", vec![]));
     expectations.push(list("Secret", vec![]));
@@ -878,7 +928,7 @@ async fn a_refused_child_does_not_stop_the_others_and_is_named_in_the_status() {
         seen.iter()
             .filter(|(method, _, _)| method == Method::PATCH)
             .count(),
-        18 + 1,
+        21 + 1,
         "every child but the waiting generator Job, and the status"
     );
     let message = format!("cannot apply StatefulSet shops/shop-kafka: {FORBIDDEN}; the operator applied the pipeline's other children and retries with backoff");
@@ -1158,7 +1208,7 @@ async fn a_managed_opensearch_gets_no_search_credentials() {
             }
         })
         .collect();
-    assert_eq!(applies.len(), 19 - 2);
+    assert_eq!(applies.len(), 22 - 2);
     expectations.extend(applies);
     expectations.extend(empty_lists());
     expectations.push(list_pods(vec![]));

@@ -3,6 +3,8 @@
 //! checked again so a spec that bypassed them (an older CRD) fails with a clear message
 //! instead of producing broken children. Pure: no client, no clock, no randomness.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::{
     api::core::v1::ResourceRequirements, apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
@@ -21,6 +23,65 @@ use crate::crd::{
 pub struct OperatorSettings {
     /// pipeline-runtime image used when `spec.runtime.image` is not set.
     pub runtime_image: String,
+    /// The operator's own pods, which the NetworkPolicies admit to Kafka and the search
+    /// engine (it reads offsets and `_count`); `None` when it runs outside the cluster or
+    /// was not told where it runs (then no policy names it).
+    pub operator_pods: Option<OperatorPods>,
+}
+
+/// Where the operator's pods run and how they are labelled, as a NetworkPolicy selects
+/// them: a namespace (by its `kubernetes.io/metadata.name` label) and pod labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorPods {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl OperatorPods {
+    /// From the operator's namespace and a `key=value,...` list of its pod labels (the
+    /// chart's selector labels); `None` when either is missing or empty.
+    pub fn parse(namespace: Option<&str>, labels: Option<&str>) -> Result<Option<Self>, String> {
+        let (Some(namespace), Some(labels)) = (
+            namespace.map(str::trim).filter(|n| !n.is_empty()),
+            labels.map(str::trim).filter(|l| !l.is_empty()),
+        ) else {
+            return Ok(None);
+        };
+        let labels = labels
+            .split(',')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => Err(format!("`{pair}` is not key=value")),
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        Ok(Some(Self {
+            namespace: namespace.to_string(),
+            labels,
+        }))
+    }
+
+    /// From `POD_NAMESPACE` (the downward API) and `DATAPIPELINE_OPERATOR_POD_LABELS`.
+    pub fn from_environment() -> Result<Option<Self>, String> {
+        Self::parse(
+            std::env::var(POD_NAMESPACE_ENV).ok().as_deref(),
+            std::env::var(OPERATOR_POD_LABELS_ENV).ok().as_deref(),
+        )
+        .map_err(|e| format!("{OPERATOR_POD_LABELS_ENV}: {e}"))
+    }
+}
+
+/// The operator's namespace, from the downward API.
+pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
+/// The operator's pod labels as `key=value,...` (the chart sets its selector labels).
+pub const OPERATOR_POD_LABELS_ENV: &str = "DATAPIPELINE_OPERATOR_POD_LABELS";
+
+/// NetworkPolicies to build: present when `spec.networkPolicies.enabled`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkPolicyPlan {
+    /// The operator's pods, admitted where it reads (Kafka, the search engine).
+    pub operator: Option<OperatorPods>,
 }
 
 /// A DataPipeline with every default resolved; the only input of the builders.
@@ -37,6 +98,8 @@ pub struct ValidatedPipeline {
     pub search: SearchPlan,
     pub runtime: RuntimePlan,
     pub paused: bool,
+    /// `None`: no NetworkPolicies (`spec.networkPolicies.enabled: false`).
+    pub network_policies: Option<NetworkPolicyPlan>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +214,9 @@ pub fn validate(
         search,
         runtime,
         paused: spec.paused,
+        network_policies: spec.network_policies.enabled.then(|| NetworkPolicyPlan {
+            operator: settings.operator_pods.clone(),
+        }),
     })
 }
 
@@ -636,5 +702,46 @@ mod tests {
         ] {
             assert!(!is_valid_index_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_operators_pods_from_its_namespace_and_labels() {
+        assert_eq!(
+            OperatorPods::parse(
+                Some("datapipeline-system"),
+                Some("app.kubernetes.io/name=datapipeline-operator, app.kubernetes.io/instance=dp")
+            ),
+            Ok(Some(OperatorPods {
+                namespace: "datapipeline-system".into(),
+                labels: BTreeMap::from([
+                    ("app.kubernetes.io/instance".into(), "dp".into()),
+                    (
+                        "app.kubernetes.io/name".into(),
+                        "datapipeline-operator".into()
+                    ),
+                ]),
+            }))
+        );
+        assert_eq!(OperatorPods::parse(None, Some("a=b")), Ok(None));
+        assert_eq!(OperatorPods::parse(Some("ns"), Some(" ")), Ok(None));
+        assert_eq!(
+            OperatorPods::parse(Some("ns"), Some("a=b,oops")),
+            Err("`oops` is not key=value".into())
+        );
+    }
+
+    #[test]
+    fn network_policies_follow_the_spec_and_name_the_operator() {
+        let plan = validate(&managed_pipeline(), &settings()).expect("valid");
+        assert_eq!(
+            plan.network_policies,
+            Some(NetworkPolicyPlan {
+                operator: settings().operator_pods
+            })
+        );
+        let mut dp = managed_pipeline();
+        dp.spec.network_policies.enabled = false;
+        let plan = validate(&dp, &settings()).expect("valid");
+        assert_eq!(plan.network_policies, None);
     }
 }

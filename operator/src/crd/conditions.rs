@@ -95,6 +95,9 @@ pub mod reasons {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// A Secret named by the spec lacks the key the spec names.
     pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
+    /// A Secret named by the spec exists but has not opted in to DataPipeline use (it
+    /// lacks the label `datapipeline.io/use: "true"`): the operator does not read it.
+    pub const SECRET_NOT_OPTED_IN: &str = "SecretNotOptedIn";
     /// The spec is impossible (the CRD's rules were bypassed or are older than the operator).
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Nothing has been observed yet.
@@ -117,6 +120,7 @@ pub mod events {
     pub const PHASE_CHANGED: &str = "PhaseChanged";
     pub const SECRET_NOT_FOUND: &str = super::reasons::SECRET_NOT_FOUND;
     pub const SECRET_KEY_NOT_FOUND: &str = super::reasons::SECRET_KEY_NOT_FOUND;
+    pub const SECRET_NOT_OPTED_IN: &str = super::reasons::SECRET_NOT_OPTED_IN;
     pub const INVALID_SPEC: &str = super::reasons::INVALID_SPEC;
     pub const ORPHAN_DELETED: &str = "OrphanDeleted";
     /// The autoscaler raised the runtime's replicas.

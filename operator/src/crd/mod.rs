@@ -20,6 +20,14 @@ pub use status::*;
 /// fit the 63 characters of a label value and a DNS label.
 pub const MAX_NAME_LENGTH: usize = 40;
 
+/// Label by which a Secret opts in to being read by the operator for a DataPipeline that
+/// names it (`datapipeline.io/use: "true"`). A Secret without it is refused (condition
+/// reason `SecretNotOptedIn`) and its data is never read; the operator watches only
+/// Secrets carrying it.
+pub const SECRET_USE_LABEL: &str = "datapipeline.io/use";
+/// The value of `SECRET_USE_LABEL` that opts in.
+pub const SECRET_USE_VALUE: &str = "true";
+
 /// Annotation that makes Helm keep the CRD (and so every DataPipeline) on `helm uninstall`.
 const HELM_KEEP: (&str, &str) = ("helm.sh/resource-policy", "keep");
 

@@ -82,6 +82,33 @@ pub struct DataPipelineSpec {
     /// stopped.
     #[serde(default)]
     pub paused: bool,
+    /// NetworkPolicies around the managed services (on by default): Kafka, the object store
+    /// and the search engine admit only this pipeline's own pods (runtime, ingest, setup
+    /// Jobs), their own peers (Kafka's controller and replication traffic, the search
+    /// cluster's transport) and the operator. Enforced only where the cluster's network
+    /// plugin enforces NetworkPolicies.
+    #[serde(default)]
+    pub network_policies: NetworkPoliciesSpec,
+}
+
+/// Whether the operator puts NetworkPolicies around the managed services.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPoliciesSpec {
+    /// Create the NetworkPolicies (default true); false deletes them, leaving the managed
+    /// services open to every pod that can reach them.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPoliciesSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 // ------------------------------------------------------------------------------- source
@@ -734,7 +761,9 @@ fn default_storage_size() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BasicAuthSecretRef {
-    /// Name of the Secret.
+    /// Name of the Secret. It must carry the label `datapipeline.io/use: "true"` (its
+    /// opt-in to DataPipeline use), else the operator refuses it, without reading its data,
+    /// with the condition reason `SecretNotOptedIn`.
     pub name: String,
     /// Key of the username.
     #[serde(default = "default_username_key")]
@@ -756,7 +785,9 @@ fn default_password_key() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3SecretRef {
-    /// Name of the Secret.
+    /// Name of the Secret. It must carry the label `datapipeline.io/use: "true"` (its
+    /// opt-in to DataPipeline use), else the operator refuses it, without reading its data,
+    /// with the condition reason `SecretNotOptedIn`.
     pub name: String,
     /// Key of the access key id.
     #[serde(default = "default_access_key_id_key")]
@@ -778,7 +809,9 @@ fn default_secret_access_key_key() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CaSecretRef {
-    /// Name of the Secret.
+    /// Name of the Secret. It must carry the label `datapipeline.io/use: "true"` (its
+    /// opt-in to DataPipeline use), else the operator refuses it, without reading its data,
+    /// with the condition reason `SecretNotOptedIn`.
     pub name: String,
     /// Key of the PEM certificate.
     #[serde(default = "default_ca_key")]

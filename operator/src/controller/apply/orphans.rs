@@ -10,6 +10,7 @@ use k8s_openapi::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::Job,
         core::v1::{ConfigMap, Secret, Service},
+        networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -106,6 +107,9 @@ pub async fn delete_orphans(
         .extend(delete_orphans_of::<StatefulSet>(client, namespace, s, owner_uid, children).await?);
     deleted.extend(
         delete_orphans_of::<PodDisruptionBudget>(client, namespace, s, owner_uid, children).await?,
+    );
+    deleted.extend(
+        delete_orphans_of::<NetworkPolicy>(client, namespace, s, owner_uid, children).await?,
     );
     deleted.extend(delete_orphans_of::<Service>(client, namespace, s, owner_uid, children).await?);
     deleted

@@ -125,6 +125,9 @@ async fn apply_child(client: &Client, namespace: &str, child: &Child) -> Result<
         Child::Service(o) => apply_one(client, namespace, o)
             .await
             .map(|_| Applied::Other)?,
+        Child::NetworkPolicy(o) => apply_one(client, namespace, o)
+            .await
+            .map(|_| Applied::Other)?,
         Child::PodDisruptionBudget(o) => apply_one(client, namespace, o)
             .await
             .map(|_| Applied::Other)?,

@@ -14,6 +14,7 @@ use crate::controller::validate::{ManagedSearchPlan, ValidatedPipeline};
 
 /// uid of `elasticsearch` in the official image.
 const ES_UID: i64 = 1000;
+const HOME: &str = "/usr/share/elasticsearch";
 const DATA_DIR: &str = "/usr/share/elasticsearch/data";
 const TRANSPORT_DIR: &str = "/usr/share/elasticsearch/config/transport";
 /// The built-in superuser whose password the operator generates.
@@ -63,8 +64,10 @@ pub fn settings(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Settings {
     settings
 }
 
-/// Ready when the node answers an authenticated health request with a known master.
-pub const READINESS_SCRIPT: &str = r#"curl -fsS -o /dev/null -u "elastic:${ELASTIC_PASSWORD}" "http://127.0.0.1:9200/_cluster/health?local=true&timeout=1s""#;
+/// Ready when the node answers an authenticated health request with a known master. The
+/// credentials reach curl as a config on its stdin, written by bash's builtin `printf`:
+/// never on a command line (readable by every process of the node in /proc).
+pub const READINESS_SCRIPT: &str = r#"printf 'user = "elastic:%s"\n' "$ELASTIC_PASSWORD" | curl -fsS -o /dev/null -K - "http://127.0.0.1:9200/_cluster/health?local=true&timeout=1s""#;
 
 /// The node: its password from the generated Secret, the transport certificates mounted.
 pub fn node(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Node {
@@ -77,6 +80,7 @@ pub fn node(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Node {
     Node {
         container: "elasticsearch",
         uid: ES_UID,
+        home: HOME,
         data_dir: DATA_DIR,
         env: env_vars,
         readiness_script: READINESS_SCRIPT,
@@ -183,7 +187,7 @@ mod tests {
         assert_eq!(
             container["readinessProbe"],
             json!({
-                "exec": {"command": ["bash", "-c", "curl -fsS -o /dev/null -u \"elastic:${ELASTIC_PASSWORD}\" \"http://127.0.0.1:9200/_cluster/health?local=true&timeout=1s\""]},
+                "exec": {"command": ["bash", "-c", "printf 'user = \"elastic:%s\"\\n' \"$ELASTIC_PASSWORD\" | curl -fsS -o /dev/null -K - \"http://127.0.0.1:9200/_cluster/health?local=true&timeout=1s\""]},
                 "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3
             })
         );
@@ -192,6 +196,8 @@ mod tests {
             container["volumeMounts"],
             json!([
                 {"name": "data", "mountPath": "/usr/share/elasticsearch/data"},
+                {"name": "config", "mountPath": "/usr/share/elasticsearch/config"},
+                {"name": "logs", "mountPath": "/usr/share/elasticsearch/logs"},
                 {"name": "transport-tls", "mountPath": tls, "readOnly": true},
                 {"name": "tmp", "mountPath": "/tmp"}
             ])
@@ -199,9 +205,24 @@ mod tests {
         assert_eq!(
             pod["volumes"],
             json!([
+                {"name": "config", "emptyDir": {}},
+                {"name": "logs", "emptyDir": {}},
                 {"name": "transport-tls", "secret": {"secretName": "shop-es-transport", "defaultMode": 288}},
                 {"name": "tmp", "emptyDir": {}}
             ])
+        );
+        let read_only = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                               "readOnlyRootFilesystem": true, "runAsNonRoot": true});
+        assert_eq!(container["securityContext"], read_only);
+        assert_eq!(
+            pod["initContainers"],
+            json!([{
+                "name": "seed-config",
+                "image": container["image"],
+                "command": ["cp", "-R", "/usr/share/elasticsearch/config/.", "/seed/"],
+                "securityContext": read_only,
+                "volumeMounts": [{"name": "config", "mountPath": "/seed"}]
+            }])
         );
         assert_eq!(
             pod["securityContext"],

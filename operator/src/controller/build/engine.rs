@@ -65,6 +65,8 @@ pub struct Node {
     pub container: &'static str,
     /// uid (and gid) of the image's user.
     pub uid: i64,
+    /// The image's installation: its `config/` and `logs/` are made writable.
+    pub home: &'static str,
     pub data_dir: &'static str,
     pub env: Vec<EnvVar>,
     /// Run by `bash -c`; exit 0 = ready.

@@ -22,7 +22,7 @@ use super::{
     names::{labels, selector_labels, ChildNames, Role},
     pieces::{
         at_most, claim_retention, container_security, data_claim, env, env_from_field, meta,
-        pod_security, tcp_probe, tmp_volume,
+        pod_security, seeded_dir, tcp_probe, tmp_volume,
     },
     setup_job::{setup_job, SetupJob},
 };
@@ -33,6 +33,9 @@ pub const CONTROLLER_PORT: i32 = 9093;
 /// uid/gid of `appuser` in the apache/kafka image.
 const KAFKA_UID: i64 = 1000;
 const DATA_DIR: &str = "/var/lib/kafka/data";
+/// Where the image's start script writes `server.properties` (and copies its log4j
+/// configuration) before starting the node.
+const CONFIG_DIR: &str = "/opt/kafka/config";
 
 /// `host:port` of the client Service, as the runtime and the topic Job use it.
 pub fn bootstrap(p: &ValidatedPipeline) -> String {
@@ -122,6 +125,7 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
     let rf = replication_factor(kafka);
     let min_isr = at_most(2, rf).to_string();
     let (tmp, tmp_mount) = tmp_volume();
+    let config = seeded_dir("config", &kafka.image, CONFIG_DIR, kafka.resources.clone());
     let container = Container {
         name: "kafka".into(),
         image: Some(kafka.image.clone()),
@@ -189,14 +193,18 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
         readiness_probe: Some(tcp_probe(CLIENT_PORT, 10, 10, 6)),
         liveness_probe: Some(tcp_probe(CONTROLLER_PORT, 60, 20, 6)),
         resources: kafka.resources.clone(),
-        // The image writes its generated server.properties under /opt/kafka at start.
-        security_context: Some(container_security(false)),
+        // Read-only root. The image's start script (apache/kafka's /etc/kafka/docker/run
+        // and configure; e2e/images/kafka/docker/run) writes only /opt/kafka/config (a
+        // writable copy of the image's directory); the node writes the data volume, and
+        // LOG_DIR, the GC log and the JVM's files go to /tmp.
+        security_context: Some(container_security(true)),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "data".into(),
                 mount_path: DATA_DIR.into(),
                 ..VolumeMount::default()
             },
+            config.mount,
             tmp_mount,
         ]),
         ..Container::default()
@@ -218,8 +226,9 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: Some(vec![config.init_container]),
                     containers: vec![container],
-                    volumes: Some(vec![tmp]),
+                    volumes: Some(vec![config.volume, tmp]),
                     security_context: Some(pod_security(KAFKA_UID, Some(KAFKA_UID))),
                     // Service links would inject KAFKA_PORT etc., which the image reads as config.
                     enable_service_links: Some(false),
@@ -400,10 +409,30 @@ mod tests {
             json!({"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
                    "seccompProfile": {"type": "RuntimeDefault"}})
         );
+        let read_only = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                               "readOnlyRootFilesystem": true, "runAsNonRoot": true});
+        assert_eq!(pod["containers"][0]["securityContext"], read_only);
+        // Writable: the data volume, a copy of the config directory, /tmp; nothing else.
         assert_eq!(
-            pod["containers"][0]["securityContext"],
-            json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
-                   "readOnlyRootFilesystem": false, "runAsNonRoot": true})
+            pod["containers"][0]["volumeMounts"],
+            json!([{"name": "data", "mountPath": "/var/lib/kafka/data"},
+                   {"name": "config", "mountPath": "/opt/kafka/config"},
+                   {"name": "tmp", "mountPath": "/tmp"}])
+        );
+        assert_eq!(
+            pod["volumes"],
+            json!([{"name": "config", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}])
+        );
+        assert_eq!(
+            pod["initContainers"],
+            json!([{
+                "name": "seed-config",
+                "image": "apache/kafka:4.1.0",
+                "command": ["cp", "-R", "/opt/kafka/config/.", "/seed/"],
+                "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
+                "securityContext": read_only,
+                "volumeMounts": [{"name": "config", "mountPath": "/seed"}]
+            }])
         );
         assert_eq!(
             pod["containers"][0]["resources"],

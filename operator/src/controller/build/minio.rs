@@ -147,10 +147,15 @@ pub fn statefulset(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Statefu
     }
 }
 
-/// Creates the bucket once MinIO answers. Idempotent.
+/// Creates the bucket once MinIO answers. Idempotent. The keys reach `mc` through its
+/// `MC_HOST_<alias>` environment variable (a URL with the keys as user information), set
+/// by the shell itself: no command line carries them (a command line is readable by every
+/// process of the node in `/proc/<pid>/cmdline`; an environment only by the same user).
+/// The generated keys are URL-safe (the pipeline's name and alphanumerics).
 pub const BUCKET_SCRIPT: &str = r#"set -eu
-until mc alias set store "$S3_ENDPOINT" "$ACCESS_KEY_ID" "$SECRET_ACCESS_KEY" >/dev/null 2>&1 \
-  && mc mb --ignore-existing "store/$BUCKET"; do
+MC_HOST_store="${S3_ENDPOINT%%://*}://$ACCESS_KEY_ID:$SECRET_ACCESS_KEY@${S3_ENDPOINT#*://}"
+export MC_HOST_store
+until mc mb --ignore-existing "store/$BUCKET"; do
   echo "waiting for MinIO at $S3_ENDPOINT"
   sleep 5
 done
@@ -245,6 +250,47 @@ mod tests {
             container["volumeMounts"],
             json!([{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}])
         );
+    }
+
+    /// Runs the bucket script with a stand-in `mc` on PATH that records its arguments and
+    /// its `MC_HOST_store`: the keys are in the latter only.
+    #[test]
+    fn bucket_script_keeps_the_keys_off_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("bucket-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mc = dir.join("mc");
+        std::fs::write(
+            &mc,
+            "#!/bin/sh\nprintf 'args=%s\\nhost=%s\\n' \"$*\" \"$MC_HOST_store\" >>\"$RECORD\"\n",
+        )
+        .expect("stub");
+        std::fs::set_permissions(&mc, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let record = dir.join("record");
+        let path = format!(
+            "{}:{}",
+            dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", BUCKET_SCRIPT])
+            .env("PATH", path)
+            .env("RECORD", &record)
+            .env("S3_ENDPOINT", "http://shop-minio.shops.svc:9000")
+            .env("BUCKET", "shop-lake")
+            .env("ACCESS_KEY_ID", "shop-admin")
+            .env("SECRET_ACCESS_KEY", "Secr3tKey")
+            .output()
+            .expect("sh runs");
+        let recorded = std::fs::read_to_string(&record).expect("mc ran");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            recorded,
+            "args=mb --ignore-existing store/shop-lake\n\
+             host=http://shop-admin:Secr3tKey@shop-minio.shops.svc:9000\n"
+        );
+        assert!(!BUCKET_SCRIPT.contains("alias set"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod minio;
 pub mod names;
+pub mod network_policy;
 pub mod opensearch;
 pub mod pdb;
 pub mod pieces;
@@ -31,19 +32,29 @@ use crate::{
 };
 
 /// Every child of the pipeline, in the order they must be applied: Secrets and the
-/// ConfigMap before the workloads that mount them, Services before StatefulSets, the
-/// services before the Jobs and Deployments that use them.
+/// ConfigMap before the workloads that mount them, NetworkPolicies before the pods they
+/// protect, Services before StatefulSets, the services before the Jobs and Deployments
+/// that use them.
 pub fn desired_children(
     p: &ValidatedPipeline,
     credentials: &GeneratedCredentials,
 ) -> Result<Vec<Child>> {
     let mut secrets = Vec::new();
+    let mut policies = Vec::new();
     let mut services = Vec::new();
     let mut statefulsets = Vec::new();
     let mut budgets = Vec::new();
     let mut setup_jobs = Vec::new();
 
+    let policy_plan = p.network_policies.as_ref();
+    let operator_pods = policy_plan.and_then(|n| n.operator.as_ref());
     if let KafkaMode::Managed(kafka) = &p.kafka.mode {
+        if policy_plan.is_some() {
+            policies.push(Child::NetworkPolicy(network_policy::kafka(
+                p,
+                operator_pods,
+            )));
+        }
         services.push(Child::Service(kafka::headless_service(p)));
         services.push(Child::Service(kafka::client_service(p)));
         statefulsets.push(Child::StatefulSet(
@@ -63,6 +74,9 @@ pub fn desired_children(
             .as_ref()
             .ok_or_else(|| missing("MinIO credentials"))?;
         secrets.push(Child::Secret(secrets::minio_credentials(p, keys)));
+        if policy_plan.is_some() {
+            policies.push(Child::NetworkPolicy(network_policy::minio(p)));
+        }
         services.push(Child::Service(minio::service(p)));
         statefulsets.push(Child::StatefulSet(
             minio::statefulset(p, store),
@@ -82,6 +96,12 @@ pub fn desired_children(
                 .ok_or_else(|| missing("Elasticsearch transport TLS"))?;
             secrets.push(Child::Secret(secrets::elastic_user(p, password)));
             secrets.push(Child::Secret(secrets::search_transport_tls(p, tls)));
+        }
+        if policy_plan.is_some() {
+            policies.push(Child::NetworkPolicy(network_policy::search(
+                p,
+                operator_pods,
+            )));
         }
         services.push(Child::Service(search::headless_service(p)));
         services.push(Child::Service(search::client_service(p)));
@@ -106,6 +126,8 @@ pub fn desired_children(
 
     let mut children = secrets;
     children.push(Child::ConfigMap(config));
+    // Before the services' pods exist, so none of them starts unprotected.
+    children.extend(policies);
     children.extend(services);
     children.extend(statefulsets);
     children.extend(budgets);
@@ -151,6 +173,9 @@ mod tests {
             ("Secret", "shop-es-elastic-user"),
             ("Secret", "shop-es-transport"),
             ("ConfigMap", "shop-runtime-config"),
+            ("NetworkPolicy", "shop-kafka"),
+            ("NetworkPolicy", "shop-minio"),
+            ("NetworkPolicy", "shop-es"),
             ("Service", "shop-kafka-headless"),
             ("Service", "shop-kafka"),
             ("Service", "shop-minio"),
@@ -199,6 +224,9 @@ mod tests {
                 ("shop-es-elastic-user", Some(Role::Search)),
                 ("shop-es-transport", Some(Role::Search)),
                 ("shop-runtime-config", Some(Role::Runtime)),
+                ("shop-kafka", Some(Role::Kafka)),
+                ("shop-minio", Some(Role::ObjectStore)),
+                ("shop-es", Some(Role::Search)),
                 ("shop-kafka-headless", Some(Role::Kafka)),
                 ("shop-kafka", Some(Role::Kafka)),
                 ("shop-minio", Some(Role::ObjectStore)),
@@ -235,6 +263,7 @@ mod tests {
         assert_eq!(
             search,
             vec![
+                s("NetworkPolicy", "shop-es"),
                 s("Service", "shop-es-headless"),
                 s("Service", "shop-es"),
                 s("StatefulSet", "shop-es"),
@@ -269,6 +298,7 @@ mod tests {
             let json = match child {
                 Child::Secret(o) => serde_json::to_value(o),
                 Child::ConfigMap(o) => serde_json::to_value(o),
+                Child::NetworkPolicy(o) => serde_json::to_value(o),
                 Child::Service(o) => serde_json::to_value(o),
                 Child::StatefulSet(o, _) => serde_json::to_value(o),
                 Child::PodDisruptionBudget(o) => serde_json::to_value(o),
@@ -357,6 +387,23 @@ mod tests {
             store.storage.retain_on_delete = true;
         }
         assert_eq!(claim_retentions(&p)[1], s("shop-minio", &retained));
+    }
+
+    #[test]
+    fn network_policies_can_be_turned_off() {
+        let mut dp = crate::controller::fixtures::managed_pipeline();
+        dp.spec.network_policies.enabled = false;
+        let plan =
+            crate::controller::validate::validate(&dp, &crate::controller::fixtures::settings())
+                .expect("valid");
+        let children = desired_children(&plan, &fixed_credentials()).expect("built");
+        assert!(children.iter().all(|c| c.kind() != "NetworkPolicy"));
+        assert_eq!(
+            children.len() + 3,
+            desired_children(&managed_plan(), &fixed_credentials())
+                .expect("built")
+                .len()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::controller::validate::{ManagedSearchPlan, ValidatedPipeline};
 
 /// uid of `opensearch` in the official image.
 const OPENSEARCH_UID: i64 = 1000;
+const HOME: &str = "/usr/share/opensearch";
 const DATA_DIR: &str = "/usr/share/opensearch/data";
 /// The image's own heap (its `jvm.options`) when the spec gives no memory.
 const DEFAULT_JAVA_OPTS: &str = "-Xms1g -Xmx1g";
@@ -65,6 +66,7 @@ pub fn node(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Node {
     Node {
         container: "opensearch",
         uid: OPENSEARCH_UID,
+        home: HOME,
         data_dir: DATA_DIR,
         env: env_vars,
         readiness_script: READINESS_SCRIPT,
@@ -139,10 +141,25 @@ mod tests {
             container["volumeMounts"],
             json!([
                 {"name": "data", "mountPath": "/usr/share/opensearch/data"},
+                {"name": "config", "mountPath": "/usr/share/opensearch/config"},
+                {"name": "logs", "mountPath": "/usr/share/opensearch/logs"},
                 {"name": "tmp", "mountPath": "/tmp"}
             ])
         );
-        assert_eq!(pod["volumes"], json!([{"name": "tmp", "emptyDir": {}}]));
+        assert_eq!(
+            pod["volumes"],
+            json!([{"name": "config", "emptyDir": {}}, {"name": "logs", "emptyDir": {}},
+                   {"name": "tmp", "emptyDir": {}}])
+        );
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            pod["initContainers"][0]["command"],
+            json!(["cp", "-R", "/usr/share/opensearch/config/.", "/seed/"])
+        );
+        assert_eq!(
+            pod["initContainers"][0]["resources"],
+            container["resources"]
+        );
         assert_eq!(
             pod["securityContext"],
             json!({"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,

@@ -1,6 +1,6 @@
 //! The pieces every builder shares: child metadata (namespaced, labelled, owned), pod and
-//! container security, environment variables, `/tmp` and data volumes, probes, memory
-//! quantities, and the spec hash that names Jobs. Pure.
+//! container security, environment variables, `/tmp`, scratch, seeded and data volumes,
+//! probes, memory quantities, and the spec hash that names Jobs. Pure.
 
 use std::collections::BTreeMap;
 
@@ -8,10 +8,10 @@ use k8s_openapi::{
     api::{
         apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy,
         core::v1::{
-            Capabilities, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+            Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
             ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-            PodSecurityContext, Probe, SeccompProfile, SecretKeySelector, SecurityContext,
-            TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+            PodSecurityContext, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+            SecurityContext, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
         },
     },
     apimachinery::pkg::{
@@ -108,18 +108,72 @@ pub fn env_from_field(name: &str, field_path: &str) -> EnvVar {
 
 /// A writable `/tmp` for containers with a read-only root filesystem.
 pub fn tmp_volume() -> (Volume, VolumeMount) {
+    scratch_volume("tmp", "/tmp")
+}
+
+/// An empty writable directory (an emptyDir, gone with the pod) mounted at `path`: where a
+/// container with a read-only root filesystem writes logs or scratch files.
+pub fn scratch_volume(name: &str, path: &str) -> (Volume, VolumeMount) {
     (
         Volume {
-            name: "tmp".into(),
+            name: name.into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         },
         VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
+            name: name.into(),
+            mount_path: path.into(),
             ..VolumeMount::default()
         },
     )
+}
+
+/// A writable copy of one of the image's directories, for an image that writes next to the
+/// files it ships (generated configuration, a keystore) while its root filesystem is
+/// read-only: an emptyDir that an init container of the same image fills with the
+/// directory's files, mounted at the same path in the main container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeededDir {
+    pub volume: Volume,
+    /// Copies the image's `path` into the volume (read-only root, like the main container).
+    pub init_container: Container,
+    /// The volume at `path`, for the main container.
+    pub mount: VolumeMount,
+}
+
+/// Where the init container of a `SeededDir` mounts the volume it fills.
+const SEED_MOUNT: &str = "/seed";
+
+pub fn seeded_dir(
+    name: &str,
+    image: &str,
+    path: &str,
+    resources: Option<ResourceRequirements>,
+) -> SeededDir {
+    let (volume, mount) = scratch_volume(name, path);
+    SeededDir {
+        init_container: Container {
+            name: format!("seed-{name}"),
+            image: Some(image.into()),
+            // No shell: `cp` of the image (GNU or busybox), the directory's content with
+            // its subdirectories.
+            command: Some(vec![
+                "cp".into(),
+                "-R".into(),
+                format!("{path}/."),
+                format!("{SEED_MOUNT}/"),
+            ]),
+            resources,
+            security_context: Some(container_security(true)),
+            volume_mounts: Some(vec![VolumeMount {
+                mount_path: SEED_MOUNT.into(),
+                ..mount.clone()
+            }]),
+            ..Container::default()
+        },
+        volume,
+        mount,
+    }
 }
 
 /// The `data` volume claim template of a StatefulSet.

@@ -21,7 +21,10 @@ use super::{
     engine::{BasicAuth, Node, Username},
     names::{labels, selector_labels, ChildNames, Role},
     opensearch,
-    pieces::{claim_retention, container_security, data_claim, meta, pod_security, tmp_volume},
+    pieces::{
+        claim_retention, container_security, data_claim, meta, pod_security, scratch_volume,
+        seeded_dir, tmp_volume,
+    },
 };
 use crate::{
     controller::validate::{ManagedSearchPlan, SearchMode, ValidatedPipeline},
@@ -125,14 +128,26 @@ pub fn statefulset(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Statefu
     let names = ChildNames::new(&p.name);
     let node = node(p, search);
     let (tmp, tmp_mount) = tmp_volume();
-    let mut mounts = vec![VolumeMount {
-        name: "data".into(),
-        mount_path: node.data_dir.into(),
-        ..VolumeMount::default()
-    }];
+    let config = seeded_dir(
+        "config",
+        &search.image,
+        &format!("{}/config", node.home),
+        search.resources.clone(),
+    );
+    let (logs, logs_mount) = scratch_volume("logs", &format!("{}/logs", node.home));
+    let mut mounts = vec![
+        VolumeMount {
+            name: "data".into(),
+            mount_path: node.data_dir.into(),
+            ..VolumeMount::default()
+        },
+        config.mount,
+        logs_mount,
+    ];
     mounts.extend(node.mounts);
     mounts.push(tmp_mount);
-    let mut volumes = node.volumes;
+    let mut volumes = vec![config.volume, logs];
+    volumes.extend(node.volumes);
     volumes.push(tmp);
     let container = Container {
         name: node.container.into(),
@@ -167,8 +182,12 @@ pub fn statefulset(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Statefu
         // No liveness probe: restarting a node in a long GC pause makes things worse
         // (the same choice as Elastic's own operator).
         resources: search.resources.clone(),
-        // Both images write under config/ at start (keystore, demo-config checks, logs).
-        security_context: Some(container_security(false)),
+        // Read-only root. Writable: config/ (a copy of the image's: Elasticsearch's
+        // entrypoint adds the bootstrap password to config/elasticsearch.keystore, and the
+        // node may create its keystore there), logs/ (jvm.options' GC log and error
+        // files), data/ (the volume; heap dumps) and /tmp (the launchers' mktemp -d temp
+        // directory, the JVM's files).
+        security_context: Some(container_security(true)),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
@@ -189,6 +208,7 @@ pub fn statefulset(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Statefu
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: Some(vec![config.init_container]),
                     containers: vec![container],
                     volumes: Some(volumes),
                     security_context: Some(pod_security(node.uid, Some(node.uid))),

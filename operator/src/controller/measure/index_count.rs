@@ -6,7 +6,9 @@
 //! the referenced Secrets). The request is bounded by `TIMEOUT` so a search engine that is down cannot
 //! stall a reconcile; failures say whether the engine did not answer (`Unreachable`,
 //! e.g. still starting) or answered wrongly / refused the setup (`Failed`: credentials,
-//! Secrets, TLS trust). Building the URL and reading the answer are pure (`count_url`,
+//! Secrets, TLS trust). The answer's body is read up to `MAX_BODY_BYTES` only: the URL of
+//! an external engine is the user's, and a larger answer is a `Failed` count, not memory
+//! the operator gives away. Building the URL and reading the answer are pure (`count_url`,
 //! `parse_count`); the HTTP client is the hyper/rustls stack kube already links (ring
 //! provider, no new crates).
 
@@ -15,7 +17,7 @@ use std::{sync::Arc, time::Duration};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper_rustls::ConfigBuilderExt as _;
 use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
 use k8s_openapi::api::core::v1::Secret;
@@ -33,6 +35,10 @@ use crate::controller::{
 
 /// How long the count request (connect, TLS, answer) may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The most of an answer's body that is read: a `_count` answer is well under 1 KiB, an
+/// error a few KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Where and how to ask for the count.
 #[derive(Clone, PartialEq, Eq)]
@@ -120,7 +126,7 @@ pub async fn connection(
     let endpoint = search::endpoint(p);
     let mut credentials = None;
     if let Some(auth) = &endpoint.auth {
-        let secret = read_secret(client, &p.namespace, &auth.secret)
+        let secret = read_secret(client, &p.namespace, &p.name, &auth.secret)
             .await
             .map_err(CountError::Failed)?;
         let username = match &auth.username {
@@ -132,7 +138,7 @@ pub async fn connection(
     }
     let mut ca_pem = None;
     if let Some(reference) = &endpoint.ca {
-        let secret = read_secret(client, &p.namespace, &reference.name)
+        let secret = read_secret(client, &p.namespace, &p.name, &reference.name)
             .await
             .map_err(CountError::Failed)?;
         ca_pem = Some(secret_value(p, &reference.name, &secret, &reference.key)?);
@@ -228,6 +234,15 @@ async fn read_count_within(
     index: &str,
     timeout: Duration,
 ) -> Result<i64, CountError> {
+    read_count_limited(connection, index, timeout, MAX_BODY_BYTES).await
+}
+
+async fn read_count_limited(
+    connection: &SearchConnection,
+    index: &str,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<i64, CountError> {
     let url = count_url(&connection.url, index);
     let uri: Uri = url
         .parse()
@@ -252,11 +267,18 @@ async fn read_count_within(
             .await
             .map_err(|e| request_error(&url, &e))?;
         let status = response.status();
-        let body = response
-            .into_body()
+        let body = Limited::new(response.into_body(), max_body)
             .collect()
             .await
-            .map_err(|e| CountError::Unreachable(format!("GET {url}: {e}")))?
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    CountError::Failed(format!(
+                        "GET {url}: the answer is larger than {max_body} bytes, more than a count can be; is this the search engine's URL?"
+                    ))
+                } else {
+                    CountError::Unreachable(format!("GET {url}: {e}"))
+                }
+            })?
             .to_bytes();
         Ok::<_, CountError>((status, body))
     };
@@ -494,6 +516,68 @@ mod tests {
         let result = read_count(&connection, "profiles").await;
         assert!(
             matches!(&result, Err(CountError::Unreachable(m)) if m.contains("client error (Connect)")),
+            "{result:?}"
+        );
+    }
+
+    /// A server answering one request with `size` bytes of body (chunked: no length
+    /// announced, so only counting can stop the read).
+    async fn serve_huge(size: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b' '; 16 * 1024];
+            let mut sent = 0;
+            while sent < size {
+                let frame = [
+                    format!("{:x}\r\n", chunk.len()).as_bytes(),
+                    &chunk[..],
+                    b"\r\n",
+                ]
+                .concat();
+                // The client hangs up once it has read enough.
+                if socket.write_all(&frame).await.is_err() {
+                    return;
+                }
+                sent += chunk.len();
+            }
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_huge_answer_is_cut_off_with_a_clear_error() {
+        let url = serve_huge(64 * 1024 * 1024).await;
+        let connection = SearchConnection {
+            url: url.clone(),
+            credentials: None,
+            ca_pem: None,
+        };
+        let result = read_count(&connection, "profiles").await;
+        assert_eq!(
+            result,
+            Err(CountError::Failed(format!(
+                "GET {url}/profiles/_count: the answer is larger than 65536 bytes, more than a count can be; is this the search engine's URL?"
+            )))
+        );
+        // Just under the limit is read (and is not a count).
+        let url = serve_huge(48 * 1024).await;
+        let connection = SearchConnection {
+            url,
+            credentials: None,
+            ca_pem: None,
+        };
+        let result = read_count_limited(&connection, "profiles", TIMEOUT, MAX_BODY_BYTES).await;
+        assert!(
+            matches!(&result, Err(CountError::Failed(m)) if m.contains("answer without a count")),
             "{result:?}"
         );
     }

@@ -133,7 +133,7 @@ pub async fn connection(client: &Client, p: &ValidatedPipeline) -> Result<Connec
         properties.push(("sasl.mechanism".into(), mechanism.as_str().into()));
     }
     if let Some(reference) = &k.secret_ref {
-        let secret = read_secret(client, &p.namespace, &reference.name).await?;
+        let secret = read_secret(client, &p.namespace, &p.name, &reference.name).await?;
         for (property, key) in [
             ("sasl.username", &reference.username_key),
             ("sasl.password", &reference.password_key),
@@ -148,7 +148,7 @@ pub async fn connection(client: &Client, p: &ValidatedPipeline) -> Result<Connec
         }
     }
     if let Some(reference) = &k.ca_secret_ref {
-        let secret = read_secret(client, &p.namespace, &reference.name).await?;
+        let secret = read_secret(client, &p.namespace, &p.name, &reference.name).await?;
         let pem = secret_text(&secret, &reference.key).ok_or_else(|| {
             format!(
                 "Secret {}/{} has no key {:?}",
