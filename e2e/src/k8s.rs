@@ -329,6 +329,16 @@ pub fn api_status(error: &kube::Error) -> Option<&Status> {
     }
 }
 
+/// Asserts that the API server refused a request with 403 Forbidden; `what` names it.
+pub fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    let refused = result.expect_err(what);
+    assert_eq!(
+        api_status(&refused).map(|s| s.code),
+        Some(403),
+        "{what}: {refused}"
+    );
+}
+
 /// Installs (server-side apply, forced) `crds/datapipeline.yaml` and waits until the CRD is
 /// Established and its resource is served.
 pub async fn install_crd(client: &Client) -> anyhow::Result<CustomResourceDefinition> {

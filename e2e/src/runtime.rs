@@ -644,6 +644,31 @@ pub async fn verify_topics(kafka: &KafkaSettings, expected: &Expected) -> Result
 
 // ------------------------------------------------------------------ child processes
 
+/// `pipeline-runtime ingest --input CSV --partitions N` as a child process with `env` (see
+/// [`Endpoints::runtime_env`]), its HTTP server off and its stderr into `log`.
+pub fn spawn_ingest(
+    binary: &std::path::Path,
+    env: &[(String, String)],
+    csv: &std::path::Path,
+    partitions: i32,
+    log: std::fs::File,
+) -> Result<std::process::Child> {
+    std::process::Command::new(binary)
+        .args([
+            "ingest",
+            "--input",
+            &csv.display().to_string(),
+            "--partitions",
+            &partitions.to_string(),
+        ])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env(pipeline_config::env::HTTP_PORT, "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting pipeline-runtime ingest")
+}
+
 /// The `pipeline-runtime` binary of this workspace, built (or brought up to date) first, so
 /// a test never runs a stale binary. The outer `cargo test` holds no build lock while tests
 /// run, so this nested build does not wait on it.

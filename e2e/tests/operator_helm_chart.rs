@@ -186,14 +186,9 @@ async fn helm_chart_lints_installs_and_keeps_the_crd() -> anyhow::Result<()> {
         let as_operator = k8s::client_as(Some(&account)).await?;
         // Impersonation is in effect: what the chart does not grant is refused.
         let nodes: Api<Node> = Api::all(as_operator.clone());
-        let refused = nodes
-            .list(&Default::default())
-            .await
-            .expect_err("the operator may not list Nodes");
-        assert_eq!(
-            k8s::api_status(&refused).map(|s| s.code),
-            Some(403),
-            "{refused}"
+        k8s::assert_forbidden(
+            nodes.list(&Default::default()).await,
+            "the operator may not list Nodes",
         );
         let workload_ns = TestNamespace::create(&client, "e2e-helm-rbac").await?;
         let controller = RunningController::start(&as_operator, &workload_ns.name);
@@ -479,14 +474,9 @@ async fn helm_chart_with_watch_namespaces_grants_enough_per_namespace() -> anyho
         let account = format!("system:serviceaccount:{}:{fullname}", ns.name);
         let as_operator = k8s::client_as(Some(&account)).await?;
         let everywhere: Api<DataPipeline> = Api::all(as_operator.clone());
-        let refused = everywhere
-            .list(&Default::default())
-            .await
-            .expect_err("no cluster-wide list");
-        assert_eq!(
-            k8s::api_status(&refused).map(|s| s.code),
-            Some(403),
-            "{refused}"
+        k8s::assert_forbidden(
+            everywhere.list(&Default::default()).await,
+            "no cluster-wide list",
         );
         let controller = RunningController::start_in(&as_operator, &[&team_a.name, &team_b.name]);
         let example = k8s::repo_root().join("examples/external-services.yaml");

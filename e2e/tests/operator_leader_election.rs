@@ -453,24 +453,11 @@ async fn the_charts_lease_role_is_enough_and_two_replicas_get_a_budget() -> anyh
 
     // Nothing more: no listing, no Lease of another namespace.
     let own: Api<Lease> = Api::namespaced(as_operator.clone(), &ns.name);
-    let refused = own
-        .list(&Default::default())
-        .await
-        .expect_err("list leases");
-    assert_eq!(
-        k8s::api_status(&refused).map(|s| s.code),
-        Some(403),
-        "{refused}"
-    );
+    k8s::assert_forbidden(own.list(&Default::default()).await, "list leases");
     let elsewhere: Api<Lease> = Api::namespaced(as_operator, "kube-system");
-    let refused = elsewhere
-        .get_opt("kube-controller-manager")
-        .await
-        .expect_err("get a Lease of kube-system");
-    assert_eq!(
-        k8s::api_status(&refused).map(|s| s.code),
-        Some(403),
-        "{refused}"
+    k8s::assert_forbidden(
+        elsewhere.get_opt("kube-controller-manager").await,
+        "get a Lease of kube-system",
     );
     Ok(())
 }

@@ -4,13 +4,12 @@
 //! at the end the events topic holds every accepted row exactly once and the dead-letter
 //! topic exactly the rejected rows.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use e2e::runtime::{
-    end_offsets, expected_from_embedded_run, runtime_binary, unique_name, verify_topics, wait_for,
-    write_fixture, Endpoints,
+    end_offsets, expected_from_embedded_run, runtime_binary, spawn_ingest, unique_name,
+    verify_topics, wait_for, write_fixture, Endpoints,
 };
 
 const PARTITIONS: i32 = 3;
@@ -45,20 +44,7 @@ async fn ingest_killed_at_random_points_publishes_every_row_once() -> Result<()>
             .create(true)
             .append(true)
             .open(log)?;
-        Command::new(&binary)
-            .args([
-                "ingest",
-                "--input",
-                &csv.display().to_string(),
-                "--partitions",
-                &PARTITIONS.to_string(),
-            ])
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(pipeline_config::env::HTTP_PORT, "0")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .context("starting pipeline-runtime ingest")
+        spawn_ingest(&binary, &env, &csv, PARTITIONS, log_file)
     };
 
     let mut published_before = 0u64;

@@ -5,13 +5,13 @@
 //! "fenced", what it left uncommitted is aborted, the second resumes from the first's
 //! progress, and the topics hold every row exactly once.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use e2e::runtime::{
-    end_offsets, expected_from_embedded_run, runtime_binary, unique_name, verify_topics, wait_for,
-    write_fixture, Endpoints,
+    end_offsets, expected_from_embedded_run, runtime_binary, spawn_ingest, unique_name,
+    verify_topics, wait_for, write_fixture, Endpoints,
 };
 
 const PARTITIONS: i32 = 3;
@@ -30,20 +30,13 @@ async fn a_second_ingest_fences_the_first_and_every_row_lands_once() -> Result<(
 
     let start = |name: &str| -> Result<(Child, std::path::PathBuf)> {
         let log = std::env::temp_dir().join(format!("{pipeline}-{name}.log"));
-        let child = Command::new(&binary)
-            .args([
-                "ingest",
-                "--input",
-                &csv.display().to_string(),
-                "--partitions",
-                &PARTITIONS.to_string(),
-            ])
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(pipeline_config::env::HTTP_PORT, "0")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting pipeline-runtime ingest")?;
+        let child = spawn_ingest(
+            &binary,
+            &env,
+            &csv,
+            PARTITIONS,
+            std::fs::File::create(&log)?,
+        )?;
         Ok((child, log))
     };
 

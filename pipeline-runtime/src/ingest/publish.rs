@@ -75,7 +75,7 @@ pub(super) async fn publish(
         None => (IngestProgress::fresh(source, &ends), Resume::default()),
         Some(mut progress) => {
             progress.add_missing_partitions(&counts);
-            let found = scan_after_barrier(kafka, &progress.partitions).await?;
+            let found = scan_after_barrier(kafka, producer, &progress.partitions).await?;
             let messages: usize = found.values().map(VecDeque::len).sum();
             tracing::info!(source = %source.name(), messages_after_last_barrier = messages, "resuming a partly published source");
             let resume = Resume::new(progress.delivered_lines(), found);

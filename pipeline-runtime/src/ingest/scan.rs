@@ -3,6 +3,7 @@
 //! Does Kafka I/O.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -40,17 +41,20 @@ fn topic_name(kafka: &KafkaSettings, topic: TopicKind) -> &str {
 /// (`scan_from`), in offset order.
 pub(super) async fn scan_after_barrier(
     kafka: &KafkaSettings,
+    producer: &Arc<IngestProducer>,
     partitions: &[PartitionProgress],
 ) -> Result<BTreeMap<(TopicKind, i32), VecDeque<u64>>> {
     let kafka = kafka.clone();
+    let producer = producer.clone();
     let partitions = partitions.to_vec();
-    tokio::task::spawn_blocking(move || scan_after_barrier_blocking(&kafka, &partitions))
+    tokio::task::spawn_blocking(move || scan_after_barrier_blocking(&kafka, &producer, &partitions))
         .await
         .map_err(|e| Error::Worker(format!("scan thread: {e}")))?
 }
 
 fn scan_after_barrier_blocking(
     kafka: &KafkaSettings,
+    producer: &IngestProducer,
     partitions: &[PartitionProgress],
 ) -> Result<BTreeMap<(TopicKind, i32), VecDeque<u64>>> {
     // Committed messages only: an earlier run's uncommitted ones are aborted (the producer
@@ -58,21 +62,13 @@ fn scan_after_barrier_blocking(
     let consumer: BaseConsumer<ReaderContext> = crate::kafka::reader_config(kafka)
         .create_with_context(ReaderContext)
         .map_err(|e| kafka_error("create reader", e))?;
-    let log_ends: BaseConsumer<ReaderContext> = crate::kafka::log_end_config(kafka)
-        .create_with_context(ReaderContext)
-        .map_err(|e| kafka_error("create log-end reader", e))?;
     // Where each partition ends now (its high watermark): the scan stops there, so a
     // committed transaction whose markers are still being written is read whole.
     let mut remaining: BTreeMap<(String, i32), (TopicKind, i64)> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         let name = topic_name(kafka, p.topic).to_string();
-        let (low, high) = crate::kafka::watermarks(
-            log_ends.client(),
-            &name,
-            p.partition,
-            Duration::from_secs(30),
-        )?;
+        let (low, high) = producer.watermarks(p.topic, p.partition)?;
         let from = p.scan_from.max(low);
         if from < high {
             tpl.add_partition_offset(&name, p.partition, Offset::Offset(from))

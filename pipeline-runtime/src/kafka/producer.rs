@@ -109,16 +109,20 @@ impl IngestProducer {
         )
     }
 
-    /// The high watermark (the offset after the last message, committed or not) of a
-    /// partition.
-    pub fn end_offset(&self, topic: TopicKind, partition: i32) -> Result<i64> {
-        let (_, high) = super::watermarks(
+    /// The low and high watermarks of a partition: its first offset, and the offset after
+    /// its last message, committed or not.
+    pub fn watermarks(&self, topic: TopicKind, partition: i32) -> Result<(i64, i64)> {
+        super::watermarks(
             self.log_ends.client(),
             self.topic_name(topic),
             partition,
             Duration::from_secs(30),
-        )?;
-        Ok(high)
+        )
+    }
+
+    /// The high watermark of a partition (see [`Self::watermarks`]).
+    pub fn end_offset(&self, topic: TopicKind, partition: i32) -> Result<i64> {
+        Ok(self.watermarks(topic, partition)?.1)
     }
 
     /// Queues one message for `partition`; waits (the poll thread drains the queue) while
