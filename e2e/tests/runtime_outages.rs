@@ -177,6 +177,51 @@ impl Drop for Role {
     }
 }
 
+/// Replaces the file `csv` with a named pipe (same path, so rejected rows name the same
+/// source as the embedded run's) that serves its bytes as a slow source would: at about 2.5 MB/s up
+/// to `hold_at` (a share of its bytes, cut at a line end), then nothing until the returned
+/// sender sends or is dropped, then the rest at once. The thread ends when the whole file
+/// is written and the pipe closed. Rows keep arriving while it feeds, so the ingest keeps
+/// committing its transactions (it commits between rows) and the process role sees them.
+fn feed_through_fifo(
+    csv: &Path,
+    hold_at: f64,
+) -> Result<(
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<std::io::Result<()>>,
+)> {
+    use std::io::Write;
+    const CHUNK: usize = 128 * 1024;
+    const CHUNK_EVERY: Duration = Duration::from_millis(50);
+    let bytes = std::fs::read(csv)?;
+    std::fs::remove_file(csv)?;
+    let status = Command::new("mkfifo").arg(csv).status()?;
+    ensure!(
+        status.success(),
+        "mkfifo {} failed: {status}",
+        csv.display()
+    );
+    let cut = (bytes.len() as f64 * hold_at) as usize;
+    let cut = cut
+        + bytes[cut..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len() - cut, |i| i + 1);
+    let (send_rest, rest_wanted) = std::sync::mpsc::channel::<()>();
+    let path = csv.to_path_buf();
+    let feeder = std::thread::spawn(move || {
+        // Opening blocks until the ingest opens the pipe for reading.
+        let mut pipe = std::fs::OpenOptions::new().write(true).open(&path)?;
+        for chunk in bytes[..cut].chunks(CHUNK) {
+            pipe.write_all(chunk)?;
+            std::thread::sleep(CHUNK_EVERY);
+        }
+        let _ = rest_wanted.recv();
+        pipe.write_all(&bytes[cut..])
+    });
+    Ok((send_rest, feeder))
+}
+
 fn log_path(pipeline: &str, role: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{pipeline}-{role}.log"))
 }
@@ -192,6 +237,10 @@ async fn a_broker_restart_mid_run_loses_and_duplicates_nothing() -> Result<()> {
     let kafka = endpoints.kafka(&pipeline);
     let env = endpoints.runtime_env(&pipeline, &pipeline);
 
+    // The ingest reads the file through a pipe that feeds it slowly and holds back its last
+    // third until the broker is down, so the restart always lands in the middle of
+    // publishing (the file alone publishes in about 2 s, sooner than process gets going).
+    let (rest_of_file, feeder) = feed_through_fifo(&csv, 2.0 / 3.0)?;
     let mut ingest = Role::start(
         &binary,
         &env,
@@ -216,6 +265,7 @@ async fn a_broker_restart_mid_run_loses_and_duplicates_nothing() -> Result<()> {
     );
 
     let outage = Outage::begin("kafka")?;
+    rest_of_file.send(()).ok();
     outage.end()?;
     println!("broker restarted");
 
@@ -231,6 +281,11 @@ async fn a_broker_restart_mid_run_loses_and_duplicates_nothing() -> Result<()> {
         "the ingest did not ride out the broker restart: {status}; log: {}",
         ingest.log.display()
     );
+    // The ingest read the whole file, so the feeder has written it all and ended.
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pipe feeder panicked"))?
+        .context("feeding the input pipe")?;
     let ends = end_offsets(&kafka.bootstrap, &kafka.events_topic, PARTITIONS)?;
     wait_until_committed(&kafka, PARTITIONS, &ends, Duration::from_secs(300)).await?;
     let process_log = process.log.clone();
