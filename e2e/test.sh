@@ -4,8 +4,10 @@
 #   2. checks formatting and lints,
 #   3. runs the unit and controller tests (no servers needed), then checks the chart's alert
 #      rules and Grafana dashboard (e2e/promtool.sh: promtool check/test rules on synthetic
-#      series, the dashboard's queries parsed; e2e/tests/chart_monitoring.rs: every metric
-#      they name is one the binaries export, every dashboard query returns data on them),
+#      series, the dashboard's queries parsed, the dashboard against Grafana's schema;
+#      e2e/tests/chart_monitoring.rs: every metric they name is one the binaries export,
+#      every dashboard query returns data on them) and builds the Prometheus server that
+#      e2e/tests/dashboard_prometheus.rs (step 5) runs the dashboard's queries on,
 #   4. starts real Kafka, OpenSearch, an S3 server and a Kubernetes control plane,
 #   5. runs the integration tests against them, then stops those servers,
 #   6. builds every image (e2e/images.sh: base-image stand-ins, the project's two images, each
@@ -39,7 +41,8 @@ step "unit and controller tests"
 cargo test --locked   # default members: everything but e2e, which needs the servers
 
 step "alert rules and dashboard: promtool, and every metric they name is exported"
-e2e/promtool.sh   # builds promtool once into the cache; check rules, test rules, dashboard queries
+e2e/promtool.sh   # builds promtool once into the cache; check rules, test rules, dashboard queries, schema
+e2e/promtool.sh install-server   # the Prometheus server for dashboard_prometheus (step 5), cached
 cargo test -p e2e --locked --test chart_monitoring   # needs no server
 
 cleanup() {

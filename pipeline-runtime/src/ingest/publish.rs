@@ -202,7 +202,8 @@ impl PublishJob {
                 Decision::AlreadyDelivered => counts.already_delivered += 1,
                 Decision::Send => {
                     producer.send(topic, partition, message_key, &value)?;
-                    sent_since_barrier += 1;
+                    // events_out counts events; dead letters have their own counter.
+                    sent_since_barrier += u64::from(topic == TopicKind::Events);
                 }
             }
             // The largest line known to be in (or on its way to) the partition, delivered
