@@ -450,6 +450,7 @@ pub fn write_fixture(dir: &std::path::Path, events: u64, seed: u64) -> Result<st
         events,
         seed,
         bad_rows_per_million: 2_000,
+        shape: pipeline_runtime::generator::Shape::Tidy,
     };
     pipeline_runtime::generator::generate_file(config, &path)?;
     let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;

@@ -159,6 +159,7 @@ fn expected_for(events: u64, seed: u64) -> Result<(tempfile::TempDir, Expected)>
         events,
         seed,
         bad_rows_per_million: 0,
+        shape: pipeline_runtime::generator::Shape::Tidy,
     };
     pipeline_runtime::generator::generate_file(config, &csv)?;
     let expected = expected_from_embedded_run(&csv, &dir.path().join("out"))?;

@@ -1,8 +1,11 @@
 //! The built-in generator of REES46-shaped CSV (design brief §5): skewed users and
 //! products, the 88/6/2/4 % view/cart/remove_from_cart/purchase mix, about 2.2 events per
 //! user, null categories and brands, multi-session users, a few exact duplicate rows, times
-//! rising through October and November 2019. Same seed, same bytes: it uses its own PRNG
-//! (xoshiro256**), not a crate whose stream could change with an upgrade.
+//! rising through October and November 2019. The [`Shape::Raw`] shape makes the harder
+//! files real exports are: 19-digit user ids, about 3.5 events per user, 158 days with the
+//! rows out of time order, and brands that need CSV quoting (commas, escaped quotes). Same
+//! seed, same bytes: it uses its own PRNG (xoshiro256**), not a crate whose stream could
+//! change with an upgrade.
 //!
 //! Pure except [`write_csv`] / [`generate_file`] (and their `_with` forms, which also draw
 //! progress), which write the bytes out; [`reader`]
@@ -25,6 +28,28 @@ const START_SECONDS: i64 = 1_569_888_000;
 const SPAN_SECONDS: i64 = 61 * 86_400;
 /// Concurrently open sessions: their events interleave in the output.
 const OPEN_SESSIONS: usize = 48;
+/// [`Shape::Raw`]: 2019-10-01 to 2020-03-06.
+const RAW_SPAN_SECONDS: i64 = 158 * 86_400;
+/// [`Shape::Raw`] user ids lie in [RAW_USER_ID_BASE, RAW_USER_ID_BASE + RAW_USER_ID_RANGE):
+/// always 19 digits, and below i64::MAX, as exports from signed 64-bit columns have them.
+const RAW_USER_ID_BASE: u64 = 1_000_000_000_000_000_000;
+const RAW_USER_ID_RANGE: u64 = 8_000_000_000_000_000_000;
+/// Odd and not a multiple of 5, so coprime to RAW_USER_ID_RANGE (2^21 * 5^18): multiplying
+/// by it modulo the range is a bijection, and user indices map to distinct ids.
+const RAW_USER_ID_STRIDE: u64 = 7_046_029_254_386_353_131;
+
+/// What the generated rows look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Shape {
+    /// The tidy default: 9-digit user ids, times rising through October and November
+    /// 2019, plain brand names. Pinned: the same seed gives the same bytes in every release.
+    #[default]
+    Tidy,
+    /// Like a raw export of the same shop: 19-digit user ids, about 3.5 events per user,
+    /// 158 days with rows out of time order (sessions interleave across the whole span),
+    /// and about 40 % of rows with a brand that needs CSV quoting.
+    Raw,
+}
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +59,7 @@ pub struct GeneratorConfig {
     /// Rows (per million) replaced by a broken row of one of the §3 rejection kinds, in
     /// rotation. 0 (the default) produces a clean file.
     pub bad_rows_per_million: u32,
+    pub shape: Shape,
 }
 
 impl GeneratorConfig {
@@ -42,6 +68,7 @@ impl GeneratorConfig {
             events,
             seed,
             bad_rows_per_million: 0,
+            shape: Shape::Tidy,
         }
     }
 }
@@ -150,6 +177,22 @@ const BRANDS: [&str; 40] = [
     "nokia", "honor", "realme", "gorenje", "kitfort", "lucente", "cordiant", "casio", "vitek",
 ];
 
+/// [`Shape::Raw`]'s brands that need CSV quoting: commas, quotes, both.
+const QUOTED_BRANDS: [&str; 12] = [
+    "samsung, inc.",
+    "apple, inc.",
+    "xiaomi, ltd.",
+    "b&o, play",
+    "o\"neill",
+    "dr. \"brown's\"",
+    "\"the\" north face",
+    "levi strauss, \"levi's\"",
+    "procter, gamble",
+    "johnson, johnson",
+    "l'oreal, \"paris\"",
+    "marks, spencer",
+];
+
 /// Number of categories (category ids); about 30 % of them have no category_code.
 const CATEGORIES: u64 = 120;
 
@@ -169,6 +212,8 @@ struct Session {
     last_product: u64,
     /// 36 bytes of UUID text, or all zero for a row without session.
     uuid: [u8; 36],
+    /// [`Shape::Raw`]: the time of the session's next event, in seconds.
+    clock: i64,
 }
 
 /// Produces the rows of one generated file, one at a time, into a caller's buffer.
@@ -187,7 +232,11 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(config: GeneratorConfig) -> Self {
-        let target_users = (config.events * 10 / 22).max(1);
+        let events_per_user_x10 = match config.shape {
+            Shape::Tidy => 22,
+            Shape::Raw => 35,
+        };
+        let target_users = (config.events * 10 / events_per_user_x10).max(1);
         Generator {
             config,
             rng: Rng::new(config.seed),
@@ -213,9 +262,10 @@ impl Generator {
         let category_code =
             (category_hash % 10 >= 3).then(|| CATEGORY_CODES[(category_hash >> 8) as usize % 40]);
         let brand_roll = (h >> 10) % 100;
-        let brand = match brand_roll {
-            0..=14 => None,
-            15..=84 => Some(BRANDS[((h >> 20) % 40) as usize].to_owned()),
+        let brand = match (self.config.shape, brand_roll) {
+            (_, 0..=14) => None,
+            (Shape::Raw, 15..=54) => Some(QUOTED_BRANDS[((h >> 20) % 12) as usize].to_owned()),
+            (_, 15..=84) => Some(BRANDS[((h >> 20) % 40) as usize].to_owned()),
             _ => Some(format!("brand{}", (h >> 24) % 500)),
         };
         // Log-uniform between 1.00 and about 2600.00.
@@ -231,8 +281,15 @@ impl Generator {
         }
     }
 
-    fn user_id(index: u64) -> u64 {
-        400_000_000 + index * 7 + mix64(index) % 7
+    fn user_id(&self, index: u64) -> u64 {
+        match self.config.shape {
+            Shape::Tidy => 400_000_000 + index * 7 + mix64(index) % 7,
+            Shape::Raw => {
+                let spread = u128::from(index) * u128::from(RAW_USER_ID_STRIDE)
+                    % u128::from(RAW_USER_ID_RANGE);
+                RAW_USER_ID_BASE + spread as u64
+            }
+        }
     }
 
     fn new_session(&mut self) -> Session {
@@ -273,11 +330,18 @@ impl Generator {
                 at += 2;
             }
         }
+        let last_product = self.rng.skewed(self.products, 3);
+        // Only the raw shape draws a start time: the tidy stream must stay as pinned.
+        let clock = match self.config.shape {
+            Shape::Tidy => 0,
+            Shape::Raw => START_SECONDS + self.rng.below(RAW_SPAN_SECONDS as u64) as i64,
+        };
         Session {
-            user_id: Self::user_id(index),
+            user_id: self.user_id(index),
             remaining,
-            last_product: self.rng.skewed(self.products, 3),
+            last_product,
             uuid,
+            clock,
         }
     }
 
@@ -311,11 +375,22 @@ impl Generator {
         }
         self.sessions[slot] = Some(session);
         let product = self.product(session.last_product);
-        let seconds = START_SECONDS
-            + (i128::from(index) * i128::from(SPAN_SECONDS) / i128::from(self.config.events))
-                as i64
-            + self.rng.below(60) as i64;
-        let seconds = seconds.min(START_SECONDS + SPAN_SECONDS - 1);
+        let seconds = match self.config.shape {
+            Shape::Tidy => {
+                let seconds = START_SECONDS
+                    + (i128::from(index) * i128::from(SPAN_SECONDS)
+                        / i128::from(self.config.events)) as i64
+                    + self.rng.below(60) as i64;
+                seconds.min(START_SECONDS + SPAN_SECONDS - 1)
+            }
+            Shape::Raw => {
+                let seconds = session.clock.min(START_SECONDS + RAW_SPAN_SECONDS - 1);
+                if let Some(s) = self.sessions[slot].as_mut() {
+                    s.clock += 5 + self.rng.below(120) as i64;
+                }
+                seconds
+            }
+        };
 
         let start = out.len();
         time::format_rees46(seconds * 1_000_000, out);
@@ -332,7 +407,7 @@ impl Generator {
         }
         out.push(b',');
         if let Some(brand) = &product.brand {
-            out.extend_from_slice(brand.as_bytes());
+            write_csv_field(brand.as_bytes(), out);
         }
         out.push(b',');
         out.extend_from_slice(ints.format(product.price_cents / 100).as_bytes());
@@ -361,56 +436,107 @@ impl Generator {
     /// Turns a good row into one of the §3 rejection kinds, in rotation.
     fn break_row(&mut self, good: &[u8]) -> Vec<u8> {
         let text = String::from_utf8_lossy(good.strip_suffix(b"\n").unwrap_or(good)).into_owned();
-        let mut fields: Vec<String> = text.split(',').map(str::to_owned).collect();
+        let mut fields = split_csv_row(&text);
         self.bad_kind = (self.bad_kind + 1) % 10;
         let mut row = match self.bad_kind {
             0 => {
                 fields.pop();
-                fields.join(",").into_bytes()
+                join_csv_row(&fields)
             }
             1 => {
                 fields[7].clear();
-                fields.join(",").into_bytes()
+                join_csv_row(&fields)
             }
             2 => {
                 fields[0] = "2019-10-32 00:00:00 UTC".into();
-                fields.join(",").into_bytes()
+                join_csv_row(&fields)
             }
             3 => {
                 fields[1] = "wishlist".into();
-                fields.join(",").into_bytes()
+                join_csv_row(&fields)
             }
             4 => {
                 fields[6] = format!("-{}", fields[6]);
-                fields.join(",").into_bytes()
+                join_csv_row(&fields)
             }
             5 => {
                 fields[6] = "NaN".into();
-                fields.join(",").into_bytes()
+                join_csv_row(&fields)
             }
             6 => {
                 fields[6] = "inf".into();
-                fields.join(",").into_bytes()
+                join_csv_row(&fields)
             }
             7 => {
                 fields[5] = "br".into();
-                let mut bytes = fields[..5].join(",").into_bytes();
+                let mut bytes = join_csv_row(&fields[..5]);
                 bytes.extend_from_slice(b",br\xFF\xFEnd,");
-                bytes.extend_from_slice(fields[6..].join(",").as_bytes());
+                bytes.extend_from_slice(&join_csv_row(&fields[6..]));
                 bytes
             }
             8 => {
                 fields[2] = "P-1234".into();
-                fields.join(",").into_bytes()
+                join_csv_row(&fields)
             }
             _ => {
                 fields[6] = "12.345".into();
-                fields.join(",").into_bytes()
+                join_csv_row(&fields)
             }
         };
         row.push(b'\n');
         row
     }
+}
+
+/// Appends `field` to `out`, quoted (RFC 4180) when it holds a comma, a quote or a line end.
+fn write_csv_field(field: &[u8], out: &mut Vec<u8>) {
+    if !field
+        .iter()
+        .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+    {
+        out.extend_from_slice(field);
+        return;
+    }
+    out.push(b'"');
+    for &b in field {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// The fields of one generated row (no line end; quoted fields unescaped). A plain split
+/// on commas for rows without quotes.
+fn split_csv_row(row: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut in_quotes = false;
+    let mut chars = row.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, in_quotes) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().expect("never empty").push('"');
+            }
+            ('"', _) => in_quotes = !in_quotes,
+            (',', false) => fields.push(String::new()),
+            _ => fields.last_mut().expect("never empty").push(c),
+        }
+    }
+    fields
+}
+
+/// The inverse of [`split_csv_row`].
+fn join_csv_row(fields: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_csv_field(field.as_bytes(), &mut out);
+    }
+    out
 }
 
 /// Writes the header and every row to `out`.
@@ -678,6 +804,86 @@ mod tests {
         assert!(top as f64 / n as f64 > 0.1, "top 1% products: {top}");
         // Times span October and November 2019.
         assert_eq!(crate::time::format_day(last_day), "2019-11-30");
+    }
+
+    #[test]
+    fn raw_shape_has_long_ids_a_long_unordered_span_and_quoted_brands() {
+        let n = 100_000u64;
+        let config = GeneratorConfig {
+            shape: Shape::Raw,
+            ..GeneratorConfig::new(n, 42)
+        };
+        let csv = bytes(config);
+        let mut users = BTreeSet::new();
+        let (mut rows, mut quoted_rows, mut out_of_order) = (0u64, 0u64, 0u64);
+        let (mut first_day, mut last_day) = (i32::MAX, i32::MIN);
+        let mut previous_time = i64::MIN;
+        let mut brands_with_quote_or_comma = BTreeSet::new();
+        let text = std::str::from_utf8(&csv).unwrap();
+        for line in text.lines().skip(1) {
+            quoted_rows += u64::from(line.contains('"'));
+        }
+        for row in crate::csv_input::open("gen", &csv[..]).unwrap() {
+            let event = row.unwrap().outcome.expect("generated rows are valid");
+            rows += 1;
+            assert_eq!(event.user_id.to_string().len(), 19, "{}", event.user_id);
+            assert!(event.user_id < i64::MAX as u64);
+            users.insert(event.user_id);
+            first_day = first_day.min(event.utc_day());
+            last_day = last_day.max(event.utc_day());
+            out_of_order += u64::from(event.event_time < previous_time);
+            previous_time = event.event_time;
+            if let Some(brand) = &event.brand {
+                if brand.contains(',') || brand.contains('"') {
+                    brands_with_quote_or_comma.insert(brand.clone());
+                }
+            }
+        }
+        assert_eq!(rows, n);
+        let per_user = n as f64 / users.len() as f64;
+        assert!((3.0..4.0).contains(&per_user), "{per_user} events per user");
+        assert_eq!(crate::time::format_day(first_day), "2019-10-01");
+        assert_eq!(crate::time::format_day(last_day), "2020-03-06");
+        assert!(
+            out_of_order as f64 / n as f64 > 0.3,
+            "{out_of_order} rows out of order"
+        );
+        let quoted = quoted_rows as f64 / n as f64;
+        assert!((0.3..0.5).contains(&quoted), "{quoted} of rows quoted");
+        // Every quoted brand came back unescaped, escaped quotes included.
+        let expected: BTreeSet<String> = QUOTED_BRANDS.iter().map(|b| b.to_string()).collect();
+        assert_eq!(brands_with_quote_or_comma, expected);
+    }
+
+    #[test]
+    fn raw_shape_bad_rows_cover_every_kind() {
+        let config = GeneratorConfig {
+            shape: Shape::Raw,
+            bad_rows_per_million: 20_000,
+            ..GeneratorConfig::new(20_000, 3)
+        };
+        let csv = bytes(config);
+        let mut kinds: BTreeMap<RejectKind, u64> = BTreeMap::new();
+        for row in crate::csv_input::open("gen", &csv[..]).unwrap() {
+            if let Err(r) = row.unwrap().outcome {
+                *kinds.entry(r.kind).or_default() += 1;
+            }
+        }
+        for kind in RejectKind::ALL {
+            assert!(
+                kinds.get(&kind).copied().unwrap_or(0) > 0,
+                "{kind}: {kinds:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn csv_rows_split_and_join_back() {
+        let row = r#"a,"b, ""c""",,d"#;
+        let fields = split_csv_row(row);
+        assert_eq!(fields, ["a", r#"b, "c""#, "", "d"]);
+        assert_eq!(join_csv_row(&fields), row.as_bytes());
+        assert_eq!(split_csv_row("x,y"), ["x", "y"]);
     }
 
     #[test]

@@ -51,6 +51,11 @@ struct GenerateArgs {
     /// Replace about this many rows per million by broken rows (for testing rejection).
     #[arg(long, default_value_t = 0, hide = true)]
     bad_rows_per_million: u32,
+    /// What the rows look like: `tidy` (9-digit user ids, times in order over October and
+    /// November 2019) or `raw` (19-digit user ids, 158 days out of time order, brands that
+    /// need CSV quoting).
+    #[arg(long, value_enum, default_value_t = generator::Shape::Tidy)]
+    shape: generator::Shape,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +175,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         events: args.events,
         seed: args.seed,
         bad_rows_per_million: args.bad_rows_per_million,
+        shape: args.shape,
     };
     let mut progress =
         progress::Progress::stderr("generate", Some(args.events), progress::Unit::Rows);
