@@ -25,8 +25,10 @@ METRICS = {
     ("searchfloor", "cpu_seconds"): ("search engine alone: OpenSearch CPU to index every profile once", "CPU s", "", None),
     ("e2e", "searchable_seconds"): ("885,129 events CSV -> all profiles searchable", "s", "<= 15", lambda v: v <= 15),
     ("e2e", "complete_seconds"): ("885,129 events CSV -> profiles searchable and lake complete (offsets committed)", "s", "<= 15", lambda v: v <= 15),
-    ("run", "ours_seconds"): ("embedded `run`, 885,129 events (events + profiles Parquet)", "s", "<= DuckDB", None),
-    ("run", "duckdb_seconds"): ("DuckDB, same job (e2e/bench/profiles.sql)", "s", "(baseline)", None),
+    ("run", "ours_seconds"): ("embedded `run`, 885,129 events, tidy file (events + profiles Parquet)", "s", "<= 0.8 x DuckDB", None),
+    ("run", "duckdb_seconds"): ("DuckDB, same job (e2e/bench/profiles.sql), tidy file", "s", "(baseline)", None),
+    ("run", "ours_seconds_raw"): ("embedded `run`, 887,767 events, raw file (`generate --shape raw`: 19-digit ids, 158 days out of order, quoted brands)", "s", "<= 0.8 x DuckDB", None),
+    ("run", "duckdb_seconds_raw"): ("DuckDB, same job, raw file", "s", "(baseline)", None),
     ("big", "run_seconds"): ("10M events, embedded `run`: wall time", "s", "<= 150", lambda v: v <= 150),
     ("big", "run_rss_mib"): ("10M events, embedded `run`: peak RSS", "MiB", "<= 1024", lambda v: v <= 1024),
     ("big", "distributed_seconds"): ("10M events, ingest + process through Kafka/S3/OpenSearch: wall time", "s", "<= 150", lambda v: v <= 150),
@@ -129,9 +131,11 @@ def main():
     if ("ingest", "ours_eps") in medians and ("ingest", "python_eps") in medians:
         r = medians[("ingest", "ours_eps")] / medians[("ingest", "python_eps")]
         ratios.append(f"| ingest: ours / Python (medians) | x | >= 10 | {r:.1f} | | | | | {'met' if r >= 10 else '**missed**'} |")
-    if ("run", "ours_seconds") in medians and ("run", "duckdb_seconds") in medians:
-        r = medians[("run", "duckdb_seconds")] / medians[("run", "ours_seconds")]
-        ratios.append(f"| embedded run: DuckDB time / our time (medians; > 1 = we are faster) | x | >= 1 | {r:.2f} | | | | | {'met' if r >= 1 else '**missed**'} |")
+    for suffix, shape in (("", "tidy file"), ("_raw", "raw file")):
+        ours, duck = ("run", "ours_seconds" + suffix), ("run", "duckdb_seconds" + suffix)
+        if ours in medians and duck in medians:
+            r = medians[ours] / medians[duck]
+            ratios.append(f"| embedded run: our time / DuckDB time (medians), {shape} | x | <= 0.8 | {r:.2f} | | | | | {'met' if r <= 0.8 else '**missed**'} |")
     out.extend(ratios)
     out.append("")
     cpu = sorted(k for k in values if k[1].startswith("cpu_") and k not in METRICS)

@@ -24,7 +24,9 @@
 #            lake write, so the lake is complete then).
 #   run      embedded `run` vs DuckDB (e2e/bench/profiles.sql via duckdb_run.py) on the
 #            same CSV, both writing events + profiles Parquet; the ratio; the profiles are
-#            compared row by row (compare_profiles.py).
+#            compared row by row (compare_profiles.py). On two files: the generator's tidy
+#            885,129-event file and a RAW_EVENTS (887,767) file of `generate --shape raw`
+#            (19-digit user ids, 158 days out of time order, brands that need quoting).
 #   big      10,000,000 events: embedded `run`, wall time and peak RSS (/usr/bin/time -v);
 #            then, if BIG_DISTRIBUTED=1, ingest + process end to end with each process's
 #            peak RSS.
@@ -53,6 +55,7 @@ LOAD_WAIT_MAX=${LOAD_WAIT_MAX:-120}
 BIG_EVENTS=${BIG_EVENTS:-10000000}
 BIG_DISTRIBUTED=${BIG_DISTRIBUTED:-0}
 EVENTS=${EVENTS:-885129}
+RAW_EVENTS=${RAW_EVENTS:-887767}
 SEED=42
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/datapipeline/cargo-target}
 VENV=$HOME/.cache/datapipeline/bench-venv
@@ -298,26 +301,36 @@ stage_e2e() {
   done
 }
 
-stage_run() {
-  wait_for_low_load
-  local i l t0 secs out
+# run_pair SUFFIX CSV: RUNS alternating runs of ours and DuckDB on CSV, recorded as
+# ours_seconds$SUFFIX and duckdb_seconds$SUFFIX; then the two results compared.
+run_pair() {
+  local suffix=$1 csv=$2 i l t0 secs out
   for ((i = 1; i <= RUNS; i++)); do
     rm -rf "$WORK/run-ours" "$WORK/run-duck"
     sync
     l=$(load1); t0=$(now)
-    "$PR" run --input "$CSV" --out "$WORK/run-ours" --quiet 2>/dev/null || { not_measured run "embedded run failed"; return; }
+    "$PR" run --input "$csv" --out "$WORK/run-ours" --quiet 2>/dev/null || { not_measured run "embedded run failed on $csv"; return; }
     secs=$(elapsed "$t0" "$(now)")
-    log "run ours $i: ${secs}s (load $l)"
-    record run ours_seconds "$i" "$secs" "$l"
+    log "run$suffix ours $i: ${secs}s (load $l)"
+    record run "ours_seconds$suffix" "$i" "$secs" "$l"
     l=$(load1); t0=$(now)
-    out=$("$PY" "$BENCH_DIR/duckdb_run.py" "$CSV" "$WORK/run-duck") || { not_measured run "duckdb failed"; return; }
+    out=$("$PY" "$BENCH_DIR/duckdb_run.py" "$csv" "$WORK/run-duck") || { not_measured run "duckdb failed on $csv"; return; }
     secs=$(elapsed "$t0" "$(now)")
-    log "run duckdb $i: ${secs}s (load $l) $out"
-    record run duckdb_seconds "$i" "$secs" "$l"
+    log "run$suffix duckdb $i: ${secs}s (load $l) $out"
+    record run "duckdb_seconds$suffix" "$i" "$secs" "$l"
   done
   out=$("$PY" "$BENCH_DIR/compare_profiles.py" "$WORK/run-ours" "$WORK/run-duck")
-  log "profile comparison: $out"
-  note run "profile comparison (ours vs DuckDB, every column of every profile): $out"
+  log "profile comparison$suffix: $out"
+  note run "profile comparison on $(basename "$csv") (ours vs DuckDB, every column of every profile): $out"
+}
+
+stage_run() {
+  local raw=$WORK/data/events-raw-$RAW_EVENTS.csv
+  [[ -s $raw ]] || "$PR" generate --events "$RAW_EVENTS" --seed $SEED --shape raw --output "$raw" 2>/dev/null
+  wait_for_low_load
+  run_pair "" "$CSV"
+  wait_for_low_load
+  run_pair "_raw" "$raw"
 }
 
 # peak_rss_kib TIME_V_LOG

@@ -45,8 +45,15 @@ const PARSE_CHUNK: usize = 8 * 1024;
 const PROFILES_PER_FILE: usize = 1 << 20;
 const PROFILES_PER_CHUNK: usize = 32 * 1024;
 /// Most events held in per-day buffers before the largest is flushed early (bounds memory
-/// when the input is not ordered by time).
-const MAX_BUFFERED_EVENTS: usize = 2 * pq::ROWS_PER_FILE;
+/// when the input is not ordered by time; about 100 MiB of events).
+const MAX_BUFFERED_EVENTS: usize = 4 * pq::ROWS_PER_FILE;
+/// A day that got no event in this many events is taken as complete and flushed: input
+/// in time order then streams to the encoder a day at a time, and out-of-order input
+/// keeps its days buffered (up to [`MAX_BUFFERED_EVENTS`]) so they make fewer, larger
+/// files.
+const IDLE_DAY_AFTER_EVENTS: u64 = 32 * 1024;
+/// How often (in events) the buffers are checked for idle days.
+const IDLE_CHECK_EVERY_EVENTS: u64 = 8 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -422,11 +429,10 @@ fn aggregate(
 ) -> Result<Aggregate> {
     let mut book = ProfileBook::new();
     let mut tally = RevenueTally::default();
-    let mut buffers: BTreeMap<i32, Vec<Event>> = BTreeMap::new();
+    let mut buffers = DayBuffers::new(rows_per_file, MAX_BUFFERED_EVENTS);
     let mut parts: BTreeMap<i32, u32> = BTreeMap::new();
-    let mut buffered = 0usize;
     let stopped = || Error::Worker("the Parquet encoder stopped".into());
-    let send = |day: i32, events: Vec<Event>, parts: &mut BTreeMap<i32, u32>| {
+    let mut send = |(day, events): (i32, Vec<Event>)| {
         let part = parts.entry(day).or_default();
         let job = Job::Events {
             day,
@@ -442,35 +448,20 @@ fn aggregate(
             // discarded with the temporary directory.
             book.apply(&event)?;
             tally.add(&event);
-            let day = event.utc_day();
-            let buffer = buffers
-                .entry(day)
-                .or_insert_with(|| Vec::with_capacity(rows_per_file.min(MAX_BUFFERED_EVENTS)));
-            buffer.push(event);
-            buffered += 1;
-            if buffer.len() >= rows_per_file {
-                let full = std::mem::replace(buffer, Vec::with_capacity(rows_per_file));
-                buffered -= full.len();
-                send(day, full, &mut parts)?;
-            } else if buffered >= MAX_BUFFERED_EVENTS {
-                let largest = buffers
-                    .iter()
-                    .max_by_key(|(_, b)| b.len())
-                    .map(|(&d, _)| d)
-                    .unwrap_or(day);
-                let full = buffers.remove(&largest).unwrap_or_default();
-                buffered -= full.len();
-                send(largest, full, &mut parts)?;
+            if let Some(full) = buffers.push(event.utc_day(), event) {
+                send(full)?;
             }
+        }
+        for idle in buffers.take_idle() {
+            send(idle)?;
         }
         // The parser may have finished; then nobody wants the buffer back.
         let _ = recycle.try_send(chunk);
     }
-    for (day, rest) in std::mem::take(&mut buffers) {
-        if !rest.is_empty() {
-            send(day, rest, &mut parts)?;
-        }
+    for rest in buffers.take_all() {
+        send(rest)?;
     }
+    let days = parts.len() as u64;
     // Profiles leave in chunks so encoding overlaps building and at most two chunks of
     // profile rows exist at once, whatever the number of users.
     let mut sorted = book.into_sorted_profiles(PROFILES_PER_CHUNK);
@@ -486,8 +477,97 @@ fn aggregate(
     Ok(Aggregate {
         profiles: count,
         report,
-        days: parts.len() as u64,
+        days,
     })
+}
+
+/// Accepted events waiting for their day's next events file, and when each day is
+/// written: when it has a file's worth of rows, when it has been idle for
+/// [`IDLE_DAY_AFTER_EVENTS`], or, when more than `max_buffered` events wait, the largest
+/// day first. Pure: the caller writes what it hands out.
+struct DayBuffers {
+    rows_per_file: usize,
+    max_buffered: usize,
+    days: BTreeMap<i32, DayBuffer>,
+    buffered: usize,
+    /// Events pushed so far: the clock of the idle rule.
+    pushed: u64,
+    checked_at: u64,
+}
+
+struct DayBuffer {
+    events: Vec<Event>,
+    last_pushed: u64,
+}
+
+impl DayBuffers {
+    fn new(rows_per_file: usize, max_buffered: usize) -> Self {
+        DayBuffers {
+            rows_per_file,
+            max_buffered,
+            days: BTreeMap::new(),
+            buffered: 0,
+            pushed: 0,
+            checked_at: 0,
+        }
+    }
+
+    /// Adds an event of `day`; returns a day's events to write now, if any.
+    fn push(&mut self, day: i32, event: Event) -> Option<(i32, Vec<Event>)> {
+        self.pushed += 1;
+        // Buffers grow as their day fills: reserving a whole file's rows up front costs a
+        // large allocation and its page faults for every day, most of which never fill.
+        let buffer = self.days.entry(day).or_insert_with(|| DayBuffer {
+            events: Vec::new(),
+            last_pushed: 0,
+        });
+        buffer.events.push(event);
+        buffer.last_pushed = self.pushed;
+        self.buffered += 1;
+        if buffer.events.len() >= self.rows_per_file {
+            return self.take(day);
+        }
+        if self.buffered >= self.max_buffered {
+            let largest = self
+                .days
+                .iter()
+                .max_by_key(|(_, b)| b.events.len())
+                .map(|(&d, _)| d)?;
+            return self.take(largest);
+        }
+        None
+    }
+
+    /// The days that got no event for [`IDLE_DAY_AFTER_EVENTS`] (checked every
+    /// [`IDLE_CHECK_EVERY_EVENTS`]).
+    fn take_idle(&mut self) -> Vec<(i32, Vec<Event>)> {
+        if self.pushed - self.checked_at < IDLE_CHECK_EVERY_EVENTS {
+            return Vec::new();
+        }
+        self.checked_at = self.pushed;
+        let idle: Vec<i32> = self
+            .days
+            .iter()
+            .filter(|(_, b)| self.pushed - b.last_pushed >= IDLE_DAY_AFTER_EVENTS)
+            .map(|(&d, _)| d)
+            .collect();
+        idle.into_iter().filter_map(|d| self.take(d)).collect()
+    }
+
+    /// Every day still buffered, in day order.
+    fn take_all(&mut self) -> Vec<(i32, Vec<Event>)> {
+        self.buffered = 0;
+        std::mem::take(&mut self.days)
+            .into_iter()
+            .map(|(day, b)| (day, b.events))
+            .collect()
+    }
+
+    fn take(&mut self, day: i32) -> Option<(i32, Vec<Event>)> {
+        let buffer = self.days.remove(&day)?;
+        self.buffered -= buffer.events.len();
+        Some((day, buffer.events))
+    }
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -567,6 +647,96 @@ mod tests {
     use crate::event::EventType;
     use crate::profile::Segment;
     use crate::time::parse_event_time;
+
+    /// An event whose product id tells the tests which one it is.
+    fn numbered(n: u64) -> Event {
+        Event {
+            event_time: 0,
+            event_type: EventType::View,
+            product_id: n,
+            category_id: None,
+            category_code: None,
+            brand: None,
+            price_cents: 0,
+            user_id: 1,
+            user_session: None,
+        }
+    }
+
+    fn ids(events: &[Event]) -> Vec<u64> {
+        events.iter().map(|e| e.product_id).collect()
+    }
+
+    #[test]
+    fn a_day_with_a_files_worth_of_rows_is_handed_out_at_once() {
+        let mut buffers = DayBuffers::new(3, 100);
+        assert!(buffers.push(7, numbered(1)).is_none());
+        assert!(buffers.push(8, numbered(2)).is_none());
+        assert!(buffers.push(7, numbered(3)).is_none());
+        let (day, events) = buffers.push(7, numbered(4)).unwrap();
+        assert_eq!((day, ids(&events)), (7, vec![1, 3, 4]));
+        let rest: Vec<(i32, Vec<u64>)> = buffers
+            .take_all()
+            .into_iter()
+            .map(|(d, e)| (d, ids(&e)))
+            .collect();
+        assert_eq!(rest, [(8, vec![2])]);
+    }
+
+    #[test]
+    fn over_the_limit_the_largest_day_goes_first() {
+        let mut buffers = DayBuffers::new(100, 5);
+        for (day, n) in [(1, 1), (2, 2), (2, 3), (3, 4)] {
+            assert!(buffers.push(day, numbered(n)).is_none());
+        }
+        let (day, events) = buffers.push(2, numbered(5)).unwrap();
+        assert_eq!((day, ids(&events)), (2, vec![2, 3, 5]));
+        // Two left buffered: the limit is not reached again until five more wait.
+        assert!(buffers.push(1, numbered(6)).is_none());
+        assert_eq!(buffers.buffered, 3);
+    }
+
+    #[test]
+    fn days_left_behind_by_time_ordered_input_are_handed_out_when_idle() {
+        let mut buffers = DayBuffers::new(usize::MAX, usize::MAX);
+        let day_one = IDLE_DAY_AFTER_EVENTS;
+        for n in 0..day_one {
+            assert!(buffers.push(1, numbered(n)).is_none());
+        }
+        // Day 1 got its last event; day 2 follows. Until day 1 has been idle for the
+        // whole window (and a check is due), nothing is handed out.
+        let mut handed = Vec::new();
+        let mut pushed_when_handed = None;
+        for n in 0..2 * IDLE_DAY_AFTER_EVENTS {
+            assert!(buffers.push(2, numbered(day_one + n)).is_none());
+            let idle = buffers.take_idle();
+            if !idle.is_empty() && pushed_when_handed.is_none() {
+                pushed_when_handed = Some(n + 1);
+            }
+            handed.extend(idle);
+        }
+        assert_eq!(handed.len(), 1);
+        assert_eq!(handed[0].0, 1);
+        assert_eq!(handed[0].1.len() as u64, day_one);
+        let after = pushed_when_handed.unwrap();
+        assert!(
+            (IDLE_DAY_AFTER_EVENTS..IDLE_DAY_AFTER_EVENTS + IDLE_CHECK_EVERY_EVENTS)
+                .contains(&after),
+            "handed out {after} events after its last one"
+        );
+        // Day 2 is still being written to: it stays.
+        assert_eq!(buffers.days.keys().copied().collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn days_that_keep_getting_events_stay_buffered() {
+        let mut buffers = DayBuffers::new(usize::MAX, usize::MAX);
+        for n in 0..4 * IDLE_DAY_AFTER_EVENTS {
+            assert!(buffers.push((n % 3) as i32, numbered(n)).is_none());
+            assert!(buffers.take_idle().is_empty());
+        }
+        assert_eq!(buffers.buffered as u64, 4 * IDLE_DAY_AFTER_EVENTS);
+    }
 
     const INPUT: &[u8] = b"event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n\
 2019-10-01 10:00:00 UTC,view,1,11,a,x,10.00,1,s1\n\
