@@ -77,12 +77,6 @@ async fn every_dashboard_query_returns_the_runs_data_from_a_real_prometheus() ->
     let names = PipelineNames::new(name.clone());
     create_refusing_index(&endpoints.opensearch_url, &names.profiles_index()).await?;
     let bucket = open_bucket(&endpoints, &name).await?;
-    bucket
-        .put(
-            &format!("{}/events.csv", pipeline_config::layout::LANDING_PREFIX),
-            Bytes::from(std::fs::read(&csv)?),
-        )
-        .await?;
 
     // The operator: its controller and its /metrics, as the chart runs them.
     let metrics = Arc::new(Metrics::new());
@@ -148,6 +142,27 @@ async fn every_dashboard_query_returns_the_runs_data_from_a_real_prometheus() ->
     };
     let prometheus = Prometheus::start(&prometheus_binary, dir.path(), &scrape_config(&targets))?;
     println!("prometheus: http://127.0.0.1:{}", prometheus.port);
+    // The file lands once Prometheus has scraped both roles' counters at zero, so the
+    // throughput panels see the run happen.
+    wait_for("Prometheus to scrape ingest and process", TIMEOUT, || {
+        let prometheus = &prometheus;
+        async move {
+            let ingest = prometheus
+                .single_value("count(datapipeline_ingest_events_out_total == 0)")
+                .await?;
+            let process = prometheus
+                .single_value("count(datapipeline_process_events_in_total == 0)")
+                .await?;
+            Ok((ingest == Some(1.0) && process == Some(1.0)).then_some(()))
+        }
+    })
+    .await?;
+    bucket
+        .put(
+            &format!("{}/events.csv", pipeline_config::layout::LANDING_PREFIX),
+            Bytes::from(std::fs::read(&csv)?),
+        )
+        .await?;
 
     // The run: every row published or dead-lettered, every event committed, the index
     // counted by the operator; then Prometheus holds those final values.
@@ -288,6 +303,18 @@ async fn every_dashboard_query_returns_the_runs_data_from_a_real_prometheus() ->
             .with_context(|| format!("no panel {title:?} {ref_id}"))?;
         Ok::<_, anyhow::Error>(substituted(expr, &namespace.name, &name))
     };
+    // The throughput panels read 0 once the run is over; while it went on, they rose.
+    for ref_id in ["A", "B"] {
+        let expr = value("Events/s: ingested and processed", ref_id)?;
+        let peak = prometheus
+            .single_value(&format!("max_over_time(({expr})[10m:1s])"))
+            .await?;
+        println!("events/s {ref_id}: peak {peak:?} during the run");
+        ensure!(
+            peak.is_some_and(|p| p > 0.0),
+            "events/s {ref_id}: peak {peak:?} during the run"
+        );
+    }
     let phase_series = prometheus.query(&value("Phase", "A")?).await?;
     assert_eq!(label_values(&phase_series, "phase"), [phase]);
     assert_eq!(
