@@ -208,13 +208,19 @@ pub fn profiles_to_batch(profiles: &[Profile]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(profiles_schema(), columns)?)
 }
 
-fn list_array<T>(
-    rows: impl Iterator<Item = Vec<T>>,
-    values: impl FnOnce(Vec<T>) -> ArrayRef,
+/// A list column from each row's items, copied once into one flat value array (no
+/// per-row vectors: a full checkpoint writes every user of a partition).
+fn list_array<I, R>(
+    rows: impl Iterator<Item = R> + Clone,
+    values: impl FnOnce(Vec<I>) -> ArrayRef,
     item: DataType,
-) -> Result<ArrayRef> {
-    let mut lengths = Vec::new();
-    let mut flat = Vec::new();
+) -> Result<ArrayRef>
+where
+    R: ExactSizeIterator<Item = I>,
+{
+    let total: usize = rows.clone().map(|row| row.len()).sum();
+    let mut lengths = Vec::with_capacity(rows.size_hint().0);
+    let mut flat = Vec::with_capacity(total);
     for row in rows {
         lengths.push(row.len());
         flat.extend(row);
@@ -235,25 +241,21 @@ pub fn states_to_batch(records: &[StateRecord]) -> Result<RecordBatch> {
     };
     let u64_list = |f: fn(&StateRecord) -> &Vec<u64>| {
         list_array(
-            records.iter().map(|r| f(r).clone()),
+            records.iter().map(|r| f(r).iter().copied()),
             |v| Arc::new(UInt64Array::from(v)),
             DataType::UInt64,
         )
     };
     let names = |f: fn(&StateRecord) -> &Vec<(String, u32)>| {
         list_array(
-            records
-                .iter()
-                .map(|r| f(r).iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()),
+            records.iter().map(|r| f(r).iter().map(|(n, _)| n.as_str())),
             |v| Arc::new(StringArray::from(v)),
             DataType::Utf8,
         )
     };
     let counts = |f: fn(&StateRecord) -> &Vec<(String, u32)>| {
         list_array(
-            records
-                .iter()
-                .map(|r| f(r).iter().map(|&(_, c)| c).collect::<Vec<_>>()),
+            records.iter().map(|r| f(r).iter().map(|&(_, c)| c)),
             |v| Arc::new(UInt32Array::from(v)),
             DataType::UInt32,
         )
@@ -281,7 +283,7 @@ pub fn states_to_batch(records: &[StateRecord]) -> Result<RecordBatch> {
         u64_list(|r| &r.session_keys)?,
         u64_list(|r| &r.products)?,
         list_array(
-            records.iter().map(|r| r.days.clone()),
+            records.iter().map(|r| r.days.iter().copied()),
             |v| Arc::new(Int32Array::from(v)),
             DataType::Int32,
         )?,
@@ -481,6 +483,21 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// The process role's state files: a dictionary only for the category and brand names.
+/// Ids, session hashes and times are nearly unique, so a dictionary there is built for
+/// every checkpoint only to be discarded.
+fn state_writer_properties() -> WriterProperties {
+    use parquet::schema::types::ColumnPath;
+    let names = |column: &str| ColumnPath::new(vec![column.into(), "list".into(), "item".into()]);
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROWS_PER_FILE))
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(names("category_names"), true)
+        .set_column_dictionary_enabled(names("brand_names"), true)
+        .build()
+}
+
 /// A Parquet file on local disk written batch by batch (each batch becomes row groups).
 pub struct ParquetFileWriter {
     path: std::path::PathBuf,
@@ -554,7 +571,10 @@ pub fn decode_profiles(bytes: impl Into<Bytes>) -> Result<Vec<Profile>> {
 }
 
 pub fn encode_states(records: &[StateRecord]) -> Result<Vec<u8>> {
-    batch_to_parquet(&states_to_batch(records)?)
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), states_schema(), Some(state_writer_properties()))?;
+    writer.write(&states_to_batch(records)?)?;
+    Ok(writer.into_inner()?)
 }
 
 /// Rows converted to Arrow at once by the chunked encoders.
@@ -565,10 +585,11 @@ pub const ENCODE_CHUNK_ROWS: usize = 64 * 1024;
 /// whole-partition snapshots and states.
 fn encode_chunks<T>(
     schema: SchemaRef,
+    properties: WriterProperties,
     to_batch: fn(&[T]) -> Result<RecordBatch>,
     chunks: impl Iterator<Item = Vec<T>>,
 ) -> Result<Vec<u8>> {
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties()))?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))?;
     for chunk in chunks {
         if !chunk.is_empty() {
             writer.write(&to_batch(&chunk)?)?;
@@ -579,18 +600,22 @@ fn encode_chunks<T>(
 
 /// [`encode_profiles`] of profiles produced a chunk at a time.
 pub fn encode_profile_chunks(chunks: impl Iterator<Item = Vec<Profile>>) -> Result<Vec<u8>> {
-    encode_chunks(profiles_schema(), profiles_to_batch, chunks)
+    encode_chunks(
+        profiles_schema(),
+        writer_properties(),
+        profiles_to_batch,
+        chunks,
+    )
 }
 
-/// [`encode_states`] consuming the records: each chunk is moved out and dropped after
-/// writing, so their heap parts are freed as the encoding goes.
-pub fn encode_states_chunked(records: Vec<StateRecord>) -> Result<Vec<u8>> {
-    let mut records = records.into_iter();
-    let chunks = std::iter::from_fn(|| {
-        let chunk: Vec<StateRecord> = records.by_ref().take(ENCODE_CHUNK_ROWS).collect();
-        (!chunk.is_empty()).then_some(chunk)
-    });
-    encode_chunks(states_schema(), states_to_batch, chunks)
+/// [`encode_states`] of records produced a chunk at a time (each dropped once written).
+pub fn encode_state_chunks(chunks: impl Iterator<Item = Vec<StateRecord>>) -> Result<Vec<u8>> {
+    encode_chunks(
+        states_schema(),
+        state_writer_properties(),
+        states_to_batch,
+        chunks,
+    )
 }
 
 pub fn decode_states(bytes: impl Into<Bytes>) -> Result<Vec<StateRecord>> {
@@ -720,6 +745,21 @@ mod tests {
             records
         );
         assert_eq!(decode_states(encode_states(&[]).unwrap()).unwrap(), vec![]);
+        // Only the name columns carry a dictionary.
+        let bytes = Bytes::from(encode_states(&records).unwrap());
+        let metadata = parquet::file::reader::SerializedFileReader::new(bytes)
+            .map(|r| parquet::file::reader::FileReader::metadata(&r).clone())
+            .unwrap();
+        let with_dictionary: Vec<String> = metadata.row_groups()[0]
+            .columns()
+            .iter()
+            .filter(|c| c.dictionary_page_offset().is_some())
+            .map(|c| c.column_path().string())
+            .collect();
+        assert_eq!(
+            with_dictionary,
+            vec!["category_names.list.item", "brand_names.list.item"]
+        );
         // Chunked: the same rows back, across chunk boundaries, and nothing for none.
         let many: Vec<StateRecord> = (0..(ENCODE_CHUNK_ROWS as u64 * 2 + 7))
             .map(|i| StateRecord {
@@ -727,12 +767,13 @@ mod tests {
                 ..records[0].clone()
             })
             .collect();
+        let chunks = many.chunks(ENCODE_CHUNK_ROWS).map(<[StateRecord]>::to_vec);
         assert_eq!(
-            decode_states(encode_states_chunked(many.clone()).unwrap()).unwrap(),
+            decode_states(encode_state_chunks(chunks).unwrap()).unwrap(),
             many
         );
         assert_eq!(
-            decode_states(encode_states_chunked(Vec::new()).unwrap()).unwrap(),
+            decode_states(encode_state_chunks(std::iter::empty()).unwrap()).unwrap(),
             vec![]
         );
     }

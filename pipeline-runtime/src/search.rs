@@ -59,6 +59,10 @@ const BULK_CONCURRENCY: usize = 2;
 /// index turns the process unready quickly; the checkpoint then retries the call with its
 /// own, longer backoff, indefinitely.
 const BULK_ATTEMPTS: u32 = 5;
+/// What a bulk response needs to carry (`filter_path`): each item's status and error, by
+/// position. The engine then neither writes nor we parse the ids, versions, shard counts
+/// and sequence numbers of every item (about 200 bytes an item).
+const BULK_RESPONSE_FIELDS: &str = "errors,items.*.status,items.*.error";
 /// Hits per page when reading every profile back.
 const PAGE_SIZE: usize = 5_000;
 
@@ -566,7 +570,7 @@ impl SearchIndex {
         for profile in profiles {
             docs.push((profile.user_id, serde_json::to_vec(profile)?));
         }
-        let path = format!("/{}/_bulk", self.index);
+        let path = format!("/{}/_bulk?filter_path={BULK_RESPONSE_FIELDS}", self.index);
         let mut pending: Vec<usize> = (0..docs.len()).collect();
         let mut report = IndexReport::default();
         let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);

@@ -103,7 +103,7 @@ fn parse_rees46(b: &[u8]) -> Option<i64> {
 /// Parses an event time: `YYYY-MM-DD HH:MM:SS UTC` or RFC 3339 (any offset, converted to
 /// UTC). Returns epoch microseconds, or `None` when the text is neither form.
 pub fn parse_event_time(text: &[u8]) -> Option<i64> {
-    if let Some(micros) = parse_rees46(text) {
+    if let Some(micros) = parse_rees46(text).or_else(|| parse_rfc3339_whole_utc(text)) {
         return Some(micros);
     }
     let text = std::str::from_utf8(text).ok()?;
@@ -114,6 +114,26 @@ pub fn parse_event_time(text: &[u8]) -> Option<i64> {
         return None;
     }
     Some(utc.timestamp_micros())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (exactly): the RFC 3339 form the runtime writes into Kafka
+/// messages, parsed by hand on the process role's hot path. Anything else, including a
+/// leap second, is left to chrono.
+fn parse_rfc3339_whole_utc(b: &[u8]) -> Option<i64> {
+    if b.len() != 20 || b[19] != b'Z' {
+        return None;
+    }
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    micros_of(
+        digits::<4>(&b[0..4])?,
+        digits::<2>(&b[5..7])?,
+        digits::<2>(&b[8..10])?,
+        digits::<2>(&b[11..13])?,
+        digits::<2>(&b[14..16])?,
+        digits::<2>(&b[17..19])?,
+    )
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`, the REES46 form (sub-second part dropped: the generator
@@ -197,6 +217,39 @@ mod tests {
             parse_event_time(b"2019-10-01 01:02:03 UTC"),
             Some(OCT1_2019 + 3_723_000_000)
         );
+    }
+
+    #[test]
+    fn whole_second_utc_form_agrees_with_chrono() {
+        // Every day of years 1, 1969-1972 (a leap year and the epoch) and 9999, at a few
+        // clock times, plus out-of-range fields the hand parser must leave to chrono.
+        let mut checked = 0;
+        for year in [1, 1969, 1970, 1971, 1972, 2000, 2100, 9999] {
+            for day in 0..366 {
+                for clock in ["00:00:00", "12:34:56", "23:59:59"] {
+                    let date = chrono::NaiveDate::from_yo_opt(year, day + 1);
+                    let Some(date) = date else { continue };
+                    let text = format!("{}T{clock}Z", date.format("%Y-%m-%d"));
+                    let expected = chrono::DateTime::parse_from_rfc3339(&text)
+                        .map(|t| t.timestamp_micros())
+                        .ok();
+                    assert_eq!(parse_rfc3339_whole_utc(text.as_bytes()), expected, "{text}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 3 * (366 * 2 + 365 * 6));
+        for declined in [
+            &b"2019-02-29T00:00:00Z"[..],
+            b"2019-10-01T24:00:00Z",
+            b"2019-10-01T23:59:60Z",
+            b"0000-10-01T00:00:00Z",
+            b"2019-10-01t00:00:00Z",
+            b"2019-10-01T00:00:00z",
+            b"2019-10-01T00:00:00+00:00",
+        ] {
+            assert_eq!(parse_rfc3339_whole_utc(declined), None);
+        }
     }
 
     #[test]

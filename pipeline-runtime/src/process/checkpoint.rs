@@ -75,7 +75,7 @@ use super::partition::Batch;
 use crate::dead_letter::{search_dead_letters, DeadLetterProducer};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::profile::{Profile, ProfileBook, StateRecord};
+use crate::profile::{Profile, ProfileBook, StateRecord, StatesCopy};
 use crate::search::SearchIndex;
 use crate::store::{ObjectStore, Precondition};
 use pipeline_config::layout;
@@ -266,22 +266,23 @@ pub fn encode_state(
     )
 }
 
-/// [`encode_state`] consuming the records, converting and freeing them a chunk at a time.
-fn encode_state_owned(
+/// [`encode_state`] of copied states, turned into records a chunk at a time.
+fn encode_state_copy(
     partition: i32,
     start: Option<i64>,
     offset: i64,
     continuity: Continuity,
-    records: Vec<StateRecord>,
+    states: &StatesCopy,
 ) -> Result<Vec<u8>> {
-    let users = records.len();
     frame_state(
         partition,
         start,
         offset,
         continuity,
-        users,
-        crate::parquet::encode_states_chunked(records)?,
+        states.len(),
+        crate::parquet::encode_state_chunks(
+            states.record_chunks(crate::parquet::ENCODE_CHUNK_ROWS),
+        )?,
     )
 }
 
@@ -447,35 +448,10 @@ fn encode_lake(batch: &Batch) -> Result<Vec<(String, Bytes)>> {
     Ok(lake)
 }
 
-/// The profile snapshot (Parquet) of every user in `records`, in their order: each chunk
-/// of records is restored into a scratch book whose profiles are encoded, so no second
-/// copy of the partition exists at once.
-fn snapshot_of(records: &[StateRecord]) -> Result<Vec<u8>> {
-    // A record that cannot be restored (impossible for records of a live book) ends the
-    // chunks early and fails the snapshot.
-    let mut failure = None;
-    let chunks = records
-        .chunks(crate::parquet::ENCODE_CHUNK_ROWS)
-        .map_while(|chunk| {
-            let mut book = ProfileBook::new();
-            for record in chunk {
-                if let Err(e) = book.restore_record(record) {
-                    failure = Some(e);
-                    return None;
-                }
-            }
-            Some(
-                chunk
-                    .iter()
-                    .filter_map(|record| book.profile(record.user_id))
-                    .collect::<Vec<Profile>>(),
-            )
-        });
-    let encoded = crate::parquet::encode_profile_chunks(chunks)?;
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(encoded),
-    }
+/// The profile snapshot (Parquet) of every user in `states`, in their order, a chunk of
+/// profiles at a time.
+fn snapshot_of(states: &StatesCopy) -> Result<Vec<u8>> {
+    crate::parquet::encode_profile_chunks(states.profile_chunks(crate::parquet::ENCODE_CHUNK_ROWS))
 }
 
 /// Encodes the snapshot and the state, consuming them (a full checkpoint's are every user
@@ -499,7 +475,8 @@ fn encode_state_and_snapshot(
             Some(batch.start),
         )
     };
-    let state = Bytes::from(encode_state_owned(
+    let states = std::mem::take(&mut batch.state);
+    let state = Bytes::from(encode_state_copy(
         batch.partition,
         delta_start,
         batch.end,
@@ -507,7 +484,7 @@ fn encode_state_and_snapshot(
             last_record: batch.last_record,
             topic_partitions: batch.topic_partitions,
         },
-        std::mem::take(&mut batch.state),
+        &states,
     )?);
     Ok(EncodedBatch {
         intent: Intent {
@@ -1020,12 +997,16 @@ mod tests {
             last_record: Some(mark),
             topic_partitions: Some(6),
         };
-        let bytes = encode_state_owned(4, Some(70), 77, continuity, vec![record(1)]).unwrap();
+        let mut book = ProfileBook::new();
+        book.restore_record(&record(1)).unwrap();
+        let states = book.copy_all_states();
+        let bytes = encode_state_copy(4, Some(70), 77, continuity, &states).unwrap();
         let file = decode_state("k", 4, &bytes).unwrap();
         assert_eq!(
             (file.last_record, file.topic_partitions),
             (Some(mark), Some(6))
         );
+        assert_eq!(file.records, vec![record(1)]);
     }
 
     #[test]

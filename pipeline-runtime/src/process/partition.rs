@@ -7,9 +7,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use super::continuity::RecordMark;
+use super::continuity::{fingerprint, RecordMark};
 use crate::event::Event;
-use crate::profile::{Profile, ProfileBook, ProfileError, StateRecord};
+use crate::profile::{Profile, ProfileBook, ProfileError, StatesCopy};
 
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +33,34 @@ pub struct PartitionState {
     /// Deltas written (or handed out) since the last base: what the next full
     /// checkpoint folds in.
     deltas_since_base: usize,
-    /// The record at `next_offset - 1`, when known (see [`super::continuity`]).
+    /// The record at `next_offset - 1`, when known (see [`super::continuity`]) and
+    /// `unhashed` is empty.
     last_record: Option<RecordMark>,
+    /// The last record that moved the state, kept as bytes: only the record a batch ends
+    /// at is fingerprinted (hashing every record byte by byte cost more than decoding it).
+    unhashed: UnhashedRecord,
     /// The topic's partition count when the partition was assigned.
     topic_partitions: Option<i32>,
+}
+
+/// A record's key and value, copied into a buffer reused from record to record.
+#[derive(Debug, Default)]
+struct UnhashedRecord {
+    /// `None`: nothing noted since the mark was last computed.
+    offset: Option<i64>,
+    key_len: usize,
+    bytes: Vec<u8>,
+}
+
+impl UnhashedRecord {
+    fn mark(&mut self) -> Option<RecordMark> {
+        let offset = self.offset.take()?;
+        let (key, value) = self.bytes.split_at(self.key_len);
+        Some(RecordMark {
+            offset,
+            fingerprint: fingerprint(Some(key), Some(value)),
+        })
+    }
 }
 
 /// Everything a checkpoint writes for one partition, taken out of the state in one go.
@@ -54,9 +78,10 @@ pub struct Batch {
     /// A full checkpoint: `state` holds every user of the partition, and the profile
     /// snapshot is derived from it while encoding (off the consumer thread).
     pub full: bool,
-    /// The restorable state of every user of the partition (full), or of the users the
-    /// batch changed (delta), in user id order.
-    pub state: Vec<StateRecord>,
+    /// The state of every user of the partition (full), or of the users the batch
+    /// changed (delta), in user id order; turned into records (and, when full, profiles)
+    /// by the encoder.
+    pub state: StatesCopy,
     /// The record at `end - 1`, stored with the state.
     pub last_record: Option<RecordMark>,
     /// The topic's partition count, stored with the state.
@@ -77,6 +102,7 @@ impl PartitionState {
             changed: HashSet::new(),
             deltas_since_base: deltas,
             last_record: None,
+            unhashed: UnhashedRecord::default(),
             topic_partitions: None,
         }
     }
@@ -93,12 +119,26 @@ impl PartitionState {
         self
     }
 
-    /// Remembers the record just consumed, if it moved the state forward (a replayed
-    /// record does not).
-    pub fn note_record(&mut self, mark: RecordMark) {
-        if mark.offset + 1 == self.next_offset {
+    /// Remembers the record just consumed (a missing key or value counts as empty), if it
+    /// moved the state forward (a replayed record does not).
+    pub fn note_record(&mut self, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        if offset + 1 == self.next_offset {
+            let (key, value) = (key.unwrap_or_default(), value.unwrap_or_default());
+            let unhashed = &mut self.unhashed;
+            unhashed.offset = Some(offset);
+            unhashed.key_len = key.len();
+            unhashed.bytes.clear();
+            unhashed.bytes.extend_from_slice(key);
+            unhashed.bytes.extend_from_slice(value);
+        }
+    }
+
+    /// The mark of the record at `next_offset - 1`, when known.
+    fn last_mark(&mut self) -> Option<RecordMark> {
+        if let Some(mark) = self.unhashed.mark() {
             self.last_record = Some(mark);
         }
+        self.last_record
     }
 
     /// Applies the event at `offset`, unless the state already holds it.
@@ -160,6 +200,7 @@ impl PartitionState {
     /// batch starts at its end. A full batch carries every user's profile and state, a
     /// delta only the changed users'.
     pub fn take_batch(&mut self, full: bool) -> Batch {
+        let last_record = self.last_mark();
         let mut changed_ids: Vec<u64> = self.changed.drain().collect();
         changed_ids.sort_unstable();
         let changed = changed_ids
@@ -168,17 +209,10 @@ impl PartitionState {
             .collect();
         let state = if full {
             self.deltas_since_base = 0;
-            self.book
-                .user_ids_sorted()
-                .iter()
-                .filter_map(|&id| self.book.record(id))
-                .collect()
+            self.book.copy_all_states()
         } else {
             self.deltas_since_base += 1;
-            changed_ids
-                .iter()
-                .filter_map(|&id| self.book.record(id))
-                .collect()
+            self.book.copy_states(&changed_ids)
         };
         let batch = Batch {
             partition: self.partition,
@@ -188,7 +222,7 @@ impl PartitionState {
             changed,
             full,
             state,
-            last_record: self.last_record,
+            last_record,
             topic_partitions: self.topic_partitions,
         };
         self.batch_start = self.next_offset;
@@ -337,6 +371,7 @@ mod tests {
         assert_eq!(
             delta
                 .state
+                .records()
                 .iter()
                 .map(|r| (r.user_id, r.purchases))
                 .collect::<Vec<_>>(),
@@ -426,7 +461,12 @@ mod tests {
             batch.changed.iter().map(|x| x.user_id).collect::<Vec<_>>(),
             vec![8]
         );
-        let user7 = batch.state.iter().find(|r| r.user_id == 7).unwrap();
+        let user7 = batch
+            .state
+            .records()
+            .into_iter()
+            .find(|r| r.user_id == 7)
+            .unwrap();
         assert_eq!((user7.purchases, user7.revenue_cents), (1, i64::MAX - 99));
         // A replay of the refused offset is a replay, not a second refusal.
         assert_eq!(
@@ -448,14 +488,22 @@ mod tests {
             p.apply(3, crate::event::test_view(1)),
             Ok(Applied::Replayed)
         );
-        p.note_record(mark(3, 30));
+        p.note_record(3, Some(b"1"), Some(b"three"));
         p.apply(5, crate::event::test_view(1)).unwrap();
-        p.note_record(mark(5, 50));
+        p.note_record(5, Some(b"1"), Some(b"five"));
         p.skip(6);
-        p.note_record(mark(6, 60));
-        assert_eq!(p.take_batch(false).last_record, Some(mark(6, 60)));
+        p.note_record(6, None, Some(b"six"));
+        let six = mark(6, fingerprint(None, Some(b"six")));
+        assert_eq!(p.take_batch(false).last_record, Some(six));
         // An empty full batch (folding deltas) keeps the mark.
-        assert_eq!(p.take_batch(true).last_record, Some(mark(6, 60)));
+        assert_eq!(p.take_batch(true).last_record, Some(six));
+        // The mark of a record noted in a batch is that record's, not an earlier one's.
+        p.apply(7, crate::event::test_view(1)).unwrap();
+        p.note_record(7, Some(b"1"), None);
+        assert_eq!(
+            p.take_batch(false).last_record,
+            Some(mark(7, fingerprint(Some(b"1"), None)))
+        );
         // A mark that is not the restored state's last record is not trusted.
         let p = PartitionState::restored(0, ProfileBook::new(), 5, 0)
             .with_last_record(Some(mark(3, 30)));

@@ -29,6 +29,55 @@ impl ProfileError {
     }
 }
 
+/// Some users' states copied out of a [`ProfileBook`] with the names they refer to: what a
+/// checkpoint encodes. Copying a compact state is a small memcpy; building its record or
+/// its profile (vectors, strings, sorting) is not, and the copy lets a checkpoint do that
+/// off the thread that consumes events.
+#[derive(Debug, Clone, Default)]
+pub struct StatesCopy {
+    names: Interner,
+    users: Vec<(u64, ProfileState)>,
+}
+
+impl StatesCopy {
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    pub fn user_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.users.iter().map(|&(id, _)| id)
+    }
+
+    /// The users' restorable records, `rows` at a time.
+    pub fn record_chunks(&self, rows: usize) -> impl Iterator<Item = Vec<StateRecord>> + '_ {
+        self.users.chunks(rows.max(1)).map(|chunk| {
+            chunk
+                .iter()
+                .map(|(id, state)| state.to_record(*id, &self.names))
+                .collect()
+        })
+    }
+
+    /// The users' profiles, `rows` at a time.
+    pub fn profile_chunks(&self, rows: usize) -> impl Iterator<Item = Vec<Profile>> + '_ {
+        self.users.chunks(rows.max(1)).map(|chunk| {
+            chunk
+                .iter()
+                .map(|(id, state)| state.profile(*id, &self.names))
+                .collect()
+        })
+    }
+
+    /// Every record at once.
+    pub fn records(&self) -> Vec<StateRecord> {
+        self.record_chunks(usize::MAX).flatten().collect()
+    }
+}
+
 /// The profile state of many users, with the interner their category and brand symbols
 /// refer to.
 ///
@@ -123,6 +172,30 @@ impl ProfileBook {
 
     pub fn contains(&self, user_id: u64) -> bool {
         self.find(user_id).is_some()
+    }
+
+    /// The states of the given users that the book knows, copied out in the given order.
+    pub fn copy_states(&self, user_ids: &[u64]) -> StatesCopy {
+        StatesCopy {
+            names: self.names.clone(),
+            users: user_ids
+                .iter()
+                .filter_map(|&id| self.get(id).map(|state| (id, state.clone())))
+                .collect(),
+        }
+    }
+
+    /// Every user's state, copied out in user id order.
+    pub fn copy_all_states(&self) -> StatesCopy {
+        let mut entries: Vec<(u64, u32)> = self.entries().collect();
+        entries.sort_unstable();
+        StatesCopy {
+            names: self.names.clone(),
+            users: entries
+                .into_iter()
+                .map(|(id, slot)| (id, self.state_at(slot).clone()))
+                .collect(),
+        }
     }
 
     /// The profile of one user, if it has any event.

@@ -306,6 +306,50 @@ fn records_round_trip_and_merge() {
 }
 
 #[test]
+fn copied_states_give_the_book_s_records_and_profiles_in_user_order() {
+    // The hand example's users plus a heavy (spilled) one, applied in an order that
+    // puts the higher ids first.
+    let mut events = hand_example();
+    events.reverse();
+    for i in 0..300u64 {
+        events.push(Event {
+            user_id: 7,
+            product_id: 1 + i,
+            brand: Some(format!("brand{}", i % 13)),
+            user_session: Some(format!("session-{}", i % 40)),
+            ..events[0].clone()
+        });
+    }
+    let mut book = ProfileBook::new();
+    events.iter().for_each(|e| book.apply(e).unwrap());
+    let ids = book.user_ids_sorted();
+    assert!(ids.len() >= 2 && ids.contains(&7), "{ids:?}");
+
+    let all = book.copy_all_states();
+    assert_eq!(all.user_ids().collect::<Vec<_>>(), ids);
+    let records: Vec<StateRecord> = ids.iter().map(|&id| book.record(id).unwrap()).collect();
+    let profiles: Vec<Profile> = ids.iter().map(|&id| book.profile(id).unwrap()).collect();
+    assert_eq!(all.records(), records);
+    // Chunked as the checkpoint encoder reads them: the same rows, one per user.
+    let chunked: Vec<Profile> = all.profile_chunks(1).flatten().collect();
+    assert_eq!(chunked, profiles);
+    assert_eq!(all.record_chunks(1).count(), ids.len());
+
+    // Some users, in the order asked; unknown ids are left out.
+    let some = book.copy_states(&[7, 999_999]);
+    assert_eq!(some.user_ids().collect::<Vec<_>>(), vec![7]);
+    assert_eq!(some.records(), vec![book.record(7).unwrap()]);
+    // The copy does not follow later changes of the book.
+    book.apply(&events[0]).unwrap();
+    assert_ne!(
+        book.record(events[0].user_id),
+        all.records()
+            .into_iter()
+            .find(|r| r.user_id == events[0].user_id)
+    );
+}
+
+#[test]
 fn retain_keeps_only_chosen_users() {
     let mut book = ProfileBook::new();
     for user in 1..=5 {
