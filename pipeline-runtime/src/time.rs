@@ -84,10 +84,16 @@ fn micros_of(year: u32, month: u32, day: u32, h: u32, mi: u32, s: u32) -> Option
 
 /// `YYYY-MM-DD HH:MM:SS UTC` (exactly; the REES46 form).
 fn parse_rees46(b: &[u8]) -> Option<i64> {
-    if b.len() != 23 || &b[19..] != b" UTC" {
+    parse_date_and_clock(b.strip_suffix(b" UTC")?, b' ')
+}
+
+/// `YYYY-MM-DD<separator>HH:MM:SS` (exactly), the first 19 bytes both hand-parsed forms
+/// share.
+fn parse_date_and_clock(b: &[u8], separator: u8) -> Option<i64> {
+    if b.len() != 19 {
         return None;
     }
-    if b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-' || b[7] != b'-' || b[10] != separator || b[13] != b':' || b[16] != b':' {
         return None;
     }
     micros_of(
@@ -120,20 +126,7 @@ pub fn parse_event_time(text: &[u8]) -> Option<i64> {
 /// messages, parsed by hand on the process role's hot path. Anything else, including a
 /// leap second, is left to chrono.
 fn parse_rfc3339_whole_utc(b: &[u8]) -> Option<i64> {
-    if b.len() != 20 || b[19] != b'Z' {
-        return None;
-    }
-    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    micros_of(
-        digits::<4>(&b[0..4])?,
-        digits::<2>(&b[5..7])?,
-        digits::<2>(&b[8..10])?,
-        digits::<2>(&b[11..13])?,
-        digits::<2>(&b[14..16])?,
-        digits::<2>(&b[17..19])?,
-    )
+    parse_date_and_clock(b.strip_suffix(b"Z")?, b'T')
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`, the REES46 form (sub-second part dropped: the generator
