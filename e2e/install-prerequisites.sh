@@ -10,7 +10,7 @@ packages=(
   util-linux                         # setsid and flock in e2e/services.sh
   maven openjdk-17-jdk-headless      # Kafka and OpenSearch come from Maven Central, run on Java 17
   containerd runc containernetworking-plugins iptables iproute2 conntrack ethtool socat  # the real node (services.sh up node)
-  docker.io debootstrap              # the images (e2e/images.sh) and their base-image stand-ins
+  docker.io debootstrap jq           # the images (e2e/images.sh), their base-image stand-ins, the kind node image
   chromium                           # a real headless browser for the HTML report's test (e2e/tests/report_html_chromium.rs)
 )
 missing=()
