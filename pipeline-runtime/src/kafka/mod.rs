@@ -58,6 +58,12 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("queue.buffering.max.kbytes", "262144")
         // Delivery keeps being retried for this long before a message fails.
         .set("message.timeout.ms", "300000")
+        // A broker in controlled shutdown answers metadata with no leader for its
+        // partitions; a client that cached that sends nothing to them until its next
+        // refresh. The default period (5 min) equals the commit timeout: once, in CI, a
+        // commit after a broker restart waited it out and the ingest failed. Every 10 s
+        // bounds such a stall at the cost of one metadata request.
+        .set("topic.metadata.refresh.interval.ms", "10000")
         // The default, stated so the parser's event size limit and this cannot diverge.
         .set(
             "message.max.bytes",
@@ -383,6 +389,7 @@ mod tests {
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("compression.type"), Some("lz4"));
+        assert_eq!(c.get("topic.metadata.refresh.interval.ms"), Some("10000"));
         assert_eq!(c.get("sasl.mechanism"), None);
     }
 
