@@ -136,7 +136,7 @@ pub fn assert_children(listed: &[Listed], expected: &[(&str, &str)]) {
 
 /// The children the builders (operator/src/controller/build/) make for the all-managed
 /// `examples/shop-events.yaml`; Job names end with a hash of their spec.
-pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 22] = [
+pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 24] = [
     ("ConfigMap", "shop-runtime-config"),
     ("Deployment", "shop-runtime"),
     ("Job", "shop-generate-"),
@@ -148,8 +148,10 @@ pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 22] = [
     ("PodDisruptionBudget", "shop-es"),
     ("PodDisruptionBudget", "shop-kafka"),
     ("PodDisruptionBudget", "shop-runtime"),
+    ("Secret", "shop-ca"),
     ("Secret", "shop-es-elastic-user"),
     ("Secret", "shop-es-transport"),
+    ("Secret", "shop-kafka-tls"),
     ("Secret", "shop-minio-credentials"),
     ("Service", "shop-es"),
     ("Service", "shop-es-headless"),

@@ -184,6 +184,25 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
         );
     }
     assert!(secret_text(&transport, "tls.key")?.starts_with("-----BEGIN PRIVATE KEY-----"));
+    // Kafka's TLS: the pipeline CA (certificate and key) in its own Secret; the brokers'
+    // Secret holds the trust bundle (the one CA so far), their certificate and key, and the
+    // PEM keystore Kafka loads (key, then certificate).
+    let ca = secrets.get("shop-ca").await?;
+    let ca_crt = secret_text(&ca, "ca.crt")?;
+    assert!(ca_crt.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(secret_text(&ca, "ca.key")?.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let kafka_tls = secrets.get("shop-kafka-tls").await?;
+    assert_eq!(kafka_tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(secret_text(&kafka_tls, "ca.crt")?, ca_crt);
+    let (kafka_crt, kafka_key) = (
+        secret_text(&kafka_tls, "tls.crt")?,
+        secret_text(&kafka_tls, "tls.key")?,
+    );
+    assert!(kafka_crt.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(
+        secret_text(&kafka_tls, "keystore.pem")?,
+        format!("{}\n{kafka_crt}", kafka_key.trim_end())
+    );
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let runtime = deployments.get("shop-runtime").await?;

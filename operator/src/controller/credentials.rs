@@ -1,7 +1,8 @@
 //! Credentials the operator generates for managed services (MinIO keys, the `elastic`
-//! password, Elasticsearch transport TLS; a managed OpenSearch, security plugin off, gets
-//! none). Generated once: values already stored in their
-//! Secrets (read by `dereference`) are always reused. Randomness sits behind
+//! password, Elasticsearch transport TLS; the pipeline CA and the managed Kafka's server
+//! certificate, renewed on `pipeline_ca`'s schedule; a managed OpenSearch, security plugin
+//! off, gets none). Generated once: values already stored in their Secrets (read by
+//! `dereference`) are reused until they are due for renewal. Randomness sits behind
 //! `CredentialGenerator` so reconciles are deterministic in tests. No I/O.
 
 use rand::{distr::Alphanumeric, Rng};
@@ -10,7 +11,10 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::validate::{ObjectStoreMode, SearchMode, ValidatedPipeline};
+use super::{
+    pipeline_ca::{self, CaKeyPair, CertificateRequest, PipelineCa, Validity},
+    validate::{KafkaMode, ObjectStoreMode, SearchMode, ValidatedPipeline},
+};
 use crate::{
     crd::SearchEngine,
     error::{Error, Result},
@@ -38,6 +42,10 @@ pub struct GeneratedCredentials {
     pub minio: Option<S3Keys>,
     pub elastic_password: Option<String>,
     pub search_transport: Option<TlsBundle>,
+    /// The pipeline's CA, present when a managed service serves TLS from it.
+    pub pipeline_ca: Option<PipelineCa>,
+    /// The managed Kafka's server certificate, from `pipeline_ca`.
+    pub kafka_tls: Option<TlsBundle>,
 }
 
 /// What `Debug` shows of a secret value: whether there is one, never the value, so logs
@@ -72,6 +80,8 @@ impl std::fmt::Debug for GeneratedCredentials {
                 &self.elastic_password.as_ref().map(|_| REDACTED),
             )
             .field("search_transport", &self.search_transport)
+            .field("pipeline_ca", &self.pipeline_ca)
+            .field("kafka_tls", &self.kafka_tls)
             .finish()
     }
 }
@@ -82,13 +92,43 @@ pub trait CredentialGenerator: Send + Sync {
     fn password(&self) -> String;
     /// A CA and a node certificate valid for the given DNS names.
     fn tls_bundle(&self, common_name: &str, dns_names: Vec<String>) -> Result<TlsBundle>;
+    /// A self-signed CA certificate and its key.
+    fn certificate_authority(&self, common_name: &str, validity: Validity) -> Result<CaKeyPair>;
+    /// A server (and client) certificate issued by `issuer`, and its key, as PEM.
+    fn server_certificate(
+        &self,
+        issuer: &CaKeyPair,
+        common_name: &str,
+        dns_names: &[String],
+        validity: Validity,
+    ) -> Result<(String, String)>;
+}
+
+/// DNS names of the managed Kafka's certificate: every node under the headless Service
+/// and the client Service, short and fully qualified.
+pub fn kafka_certificate_request(plan: &ValidatedPipeline) -> CertificateRequest {
+    let names = super::build::names::ChildNames::new(&plan.name);
+    let (kafka, headless, namespace) = (names.kafka(), names.kafka_headless(), &plan.namespace);
+    CertificateRequest {
+        common_name: kafka.clone(),
+        dns_names: vec![
+            format!("*.{headless}.{namespace}.svc"),
+            format!("*.{headless}.{namespace}.svc.cluster.local"),
+            format!("{kafka}.{namespace}.svc"),
+            format!("{kafka}.{namespace}.svc.cluster.local"),
+            format!("{kafka}.{namespace}"),
+            kafka,
+        ],
+    }
 }
 
 /// Fills what the managed services need and the cluster does not have yet; keeps every
 /// existing value and drops credentials of services that are not managed.
+/// `now` (Unix seconds) drives the renewal of the CA and the certificates.
 pub fn complete(
     existing: GeneratedCredentials,
     plan: &ValidatedPipeline,
+    now: i64,
     generator: &dyn CredentialGenerator,
 ) -> Result<GeneratedCredentials> {
     let minio = match plan.object_store.mode {
@@ -127,11 +167,31 @@ pub fn complete(
         // their own credentials.
         SearchMode::Managed(_) | SearchMode::External(_) => (None, None),
     };
+    let (pipeline_ca, kafka_tls) = match plan.kafka.mode {
+        KafkaMode::Managed(_) => {
+            let ca = pipeline_ca::maintain_ca(existing.pipeline_ca, &plan.name, now, generator)?;
+            let kafka = pipeline_ca::maintain_certificate(
+                existing.kafka_tls,
+                &ca,
+                &kafka_certificate_request(plan),
+                now,
+                generator,
+            )?;
+            (Some(ca), Some(kafka))
+        }
+        KafkaMode::External(_) => (None, None),
+    };
     Ok(GeneratedCredentials {
         minio,
         elastic_password,
         search_transport,
+        pipeline_ca,
+        kafka_tls,
     })
+}
+
+fn to_offset(seconds: i64) -> std::result::Result<time::OffsetDateTime, rcgen::Error> {
+    time::OffsetDateTime::from_unix_timestamp(seconds).map_err(|_| rcgen::Error::Time)
 }
 
 /// Cryptographically random passwords and freshly generated ECDSA certificates.
@@ -184,6 +244,59 @@ impl CredentialGenerator for RandomCredentials {
             tls_key: node_key.serialize_pem(),
         })
     }
+
+    fn certificate_authority(&self, common_name: &str, validity: Validity) -> Result<CaKeyPair> {
+        let fail = |e: rcgen::Error| Error::Credentials {
+            what: "the pipeline CA",
+            reason: e.to_string(),
+        };
+        let key = KeyPair::generate().map_err(fail)?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name.to_string());
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = to_offset(validity.not_before).map_err(fail)?;
+        params.not_after = to_offset(validity.not_after).map_err(fail)?;
+        let crt = params.self_signed(&key).map_err(fail)?;
+        Ok(CaKeyPair {
+            crt: crt.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+
+    fn server_certificate(
+        &self,
+        issuer: &CaKeyPair,
+        common_name: &str,
+        dns_names: &[String],
+        validity: Validity,
+    ) -> Result<(String, String)> {
+        let fail = |e: rcgen::Error| Error::Credentials {
+            what: "a server certificate from the pipeline CA",
+            reason: e.to_string(),
+        };
+        let ca_key = KeyPair::from_pem(&issuer.key).map_err(fail)?;
+        let issuer = Issuer::from_ca_cert_pem(&issuer.crt, ca_key).map_err(fail)?;
+        let key = KeyPair::generate().map_err(fail)?;
+        let mut params = CertificateParams::new(dns_names.to_vec()).map_err(fail)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name.to_string());
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = to_offset(validity.not_before).map_err(fail)?;
+        params.not_after = to_offset(validity.not_after).map_err(fail)?;
+        let crt = params.signed_by(&key, &issuer).map_err(fail)?;
+        Ok((crt.pem(), key.serialize_pem()))
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +305,8 @@ mod tests {
     use crate::controller::fixtures::{managed_pipeline, settings, FixedCredentials};
     use crate::controller::validate::validate;
 
+    const NOW: i64 = 1_800_000_000;
+
     #[test]
     fn existing_values_are_kept_and_missing_ones_generated() {
         let plan = validate(&managed_pipeline(), &settings()).expect("valid");
@@ -199,8 +314,9 @@ mod tests {
             minio: None,
             elastic_password: Some("kept-password".into()),
             search_transport: None,
+            ..GeneratedCredentials::default()
         };
-        let done = complete(existing, &plan, &FixedCredentials).expect("complete");
+        let done = complete(existing, &plan, NOW, &FixedCredentials).expect("complete");
         assert_eq!(
             done.minio,
             Some(S3Keys {
@@ -229,9 +345,10 @@ mod tests {
             }),
             elastic_password: Some("c".into()),
             search_transport: None,
+            ..GeneratedCredentials::default()
         };
         assert_eq!(
-            complete(existing, &plan, &FixedCredentials).expect("complete"),
+            complete(existing, &plan, NOW, &FixedCredentials).expect("complete"),
             GeneratedCredentials::default()
         );
     }
@@ -243,8 +360,9 @@ mod tests {
             minio: None,
             elastic_password: Some("left-over".into()),
             search_transport: None,
+            ..GeneratedCredentials::default()
         };
-        let done = complete(existing, &plan, &FixedCredentials).expect("complete");
+        let done = complete(existing, &plan, NOW, &FixedCredentials).expect("complete");
         assert_eq!(done.elastic_password, None);
         assert_eq!(done.search_transport, None);
         assert!(done.minio.is_some());
@@ -283,10 +401,62 @@ mod tests {
                 tls_crt: "CRT".into(),
                 tls_key: "KEY-SECRET".into(),
             }),
+            pipeline_ca: Some(PipelineCa {
+                current: CaKeyPair {
+                    crt: "CA".into(),
+                    key: "CA-KEY-SECRET".into(),
+                },
+                next: Some(CaKeyPair {
+                    crt: "NEXT".into(),
+                    key: "NEXT-KEY-SECRET".into(),
+                }),
+                previous: None,
+            }),
+            kafka_tls: Some(TlsBundle {
+                ca_crt: "CA".into(),
+                tls_crt: "CRT".into(),
+                tls_key: "KAFKA-KEY-SECRET".into(),
+            }),
         };
         let text = format!("{credentials:?}");
         assert!(!text.contains("SECRET"), "{text}");
         assert!(text.contains("shop-admin"), "{text}");
-        assert_eq!(text.matches("<redacted>").count(), 3, "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 6, "{text}");
+    }
+
+    #[test]
+    fn managed_kafka_gets_a_pipeline_ca_and_a_certificate_for_its_services() {
+        let plan = validate(&managed_pipeline(), &settings()).expect("valid");
+        let done = complete(
+            GeneratedCredentials::default(),
+            &plan,
+            NOW,
+            &RandomCredentials,
+        )
+        .expect("complete");
+        let ca = done.pipeline_ca.clone().expect("ca");
+        let tls = done.kafka_tls.clone().expect("kafka certificate");
+        let leaf = pipeline_ca::facts(&tls.tls_crt).expect("readable");
+        assert_eq!(
+            leaf.issuer,
+            pipeline_ca::facts(&ca.current.crt).expect("ca").subject
+        );
+        assert_eq!(
+            leaf.dns_names.into_iter().collect::<Vec<_>>(),
+            vec![
+                "*.shop-kafka-headless.shops.svc",
+                "*.shop-kafka-headless.shops.svc.cluster.local",
+                "shop-kafka",
+                "shop-kafka.shops",
+                "shop-kafka.shops.svc",
+                "shop-kafka.shops.svc.cluster.local",
+            ]
+        );
+        assert_eq!(tls.ca_crt, ca.current.crt);
+        // Stored values are kept on the next reconcile.
+        assert_eq!(
+            complete(done.clone(), &plan, NOW + 3600, &RandomCredentials).expect("complete"),
+            done
+        );
     }
 }

@@ -20,6 +20,7 @@ use kube::{Api, Client};
 use super::{
     build::names::{keys, ChildNames, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER},
     credentials::{GeneratedCredentials, S3Keys, TlsBundle},
+    pipeline_ca::{CaKeyPair, PipelineCa},
     problem::{Component, Problem},
 };
 use crate::{
@@ -271,27 +272,59 @@ fn text(secret: &Secret, key: &str) -> Option<String> {
     secret_text(secret, key).filter(|s| !s.is_empty())
 }
 
+/// The operator's own Secrets of a pipeline, as found (`None`: absent or not needed).
+#[derive(Clone, Debug, Default)]
+pub struct GeneratedSecrets {
+    pub minio: Option<Secret>,
+    pub elastic: Option<Secret>,
+    pub transport: Option<Secret>,
+    pub pipeline_ca: Option<Secret>,
+    pub kafka_tls: Option<Secret>,
+}
+
+fn tls_bundle(secret: &Secret) -> Option<TlsBundle> {
+    Some(TlsBundle {
+        ca_crt: text(secret, keys::CA_CRT)?,
+        tls_crt: text(secret, keys::TLS_CRT)?,
+        tls_key: text(secret, keys::TLS_KEY)?,
+    })
+}
+
+/// The CA state of the CA Secret; a staged CA without its key is ignored (and staged again).
+fn pipeline_ca(secret: &Secret) -> Option<PipelineCa> {
+    let pair = |crt: &str, key: &str| {
+        Some(CaKeyPair {
+            crt: text(secret, crt)?,
+            key: text(secret, key)?,
+        })
+    };
+    Some(PipelineCa {
+        current: pair(keys::CA_CRT, keys::CA_KEY)?,
+        next: pair(keys::NEXT_CA_CRT, keys::NEXT_CA_KEY),
+        previous: text(secret, keys::PREVIOUS_CA_CRT),
+    })
+}
+
 /// Credentials stored in the operator's own Secrets (each `None` if absent or incomplete).
-pub fn existing_credentials(
-    minio: Option<&Secret>,
-    elastic: Option<&Secret>,
-    transport: Option<&Secret>,
-) -> GeneratedCredentials {
+pub fn existing_credentials(found: &GeneratedSecrets) -> GeneratedCredentials {
+    let GeneratedSecrets {
+        minio,
+        elastic,
+        transport,
+        pipeline_ca: ca,
+        kafka_tls,
+    } = found;
     GeneratedCredentials {
-        minio: minio.and_then(|s| {
+        minio: minio.as_ref().and_then(|s| {
             Some(S3Keys {
                 access_key_id: text(s, keys::ACCESS_KEY_ID)?,
                 secret_access_key: text(s, keys::SECRET_ACCESS_KEY)?,
             })
         }),
-        elastic_password: elastic.and_then(|s| text(s, keys::ELASTIC)),
-        search_transport: transport.and_then(|s| {
-            Some(TlsBundle {
-                ca_crt: text(s, keys::CA_CRT)?,
-                tls_crt: text(s, keys::TLS_CRT)?,
-                tls_key: text(s, keys::TLS_KEY)?,
-            })
-        }),
+        elastic_password: elastic.as_ref().and_then(|s| text(s, keys::ELASTIC)),
+        search_transport: transport.as_ref().and_then(tls_bundle),
+        pipeline_ca: ca.as_ref().and_then(pipeline_ca),
+        kafka_tls: kafka_tls.as_ref().and_then(tls_bundle),
     }
 }
 
@@ -334,11 +367,20 @@ pub async fn dereference(
         ),
         Some(_) | None => (None, None),
     };
-    Ok(Ok(existing_credentials(
-        minio.as_ref(),
-        elastic.as_ref(),
-        transport.as_ref(),
-    )))
+    let (pipeline_ca, kafka_tls) = match spec.kafka.managed {
+        Some(_) => (
+            get_opt(&secrets, namespace, &names.pipeline_ca()).await?,
+            get_opt(&secrets, namespace, &names.kafka_tls()).await?,
+        ),
+        None => (None, None),
+    };
+    Ok(Ok(existing_credentials(&GeneratedSecrets {
+        minio,
+        elastic,
+        transport,
+        pipeline_ca,
+        kafka_tls,
+    })))
 }
 
 async fn get_opt(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<Option<Secret>> {
@@ -557,8 +599,28 @@ mod tests {
         );
         let elastic = secret_with("shop-es-elastic-user", &[("elastic", "pw")]);
         let partial_tls = secret_with("shop-es-transport", &[("tls.crt", "c")]);
+        // A staged CA without its key is dropped (it is staged again).
+        let ca = secret_with(
+            "shop-ca",
+            &[
+                ("ca.crt", "ca-c"),
+                ("ca.key", "ca-k"),
+                ("next-ca.crt", "next-c"),
+                ("previous-ca.crt", "old-c"),
+            ],
+        );
+        let kafka = secret_with(
+            "shop-kafka-tls",
+            &[("ca.crt", "bundle"), ("tls.crt", "c"), ("tls.key", "k")],
+        );
         assert_eq!(
-            existing_credentials(Some(&minio), Some(&elastic), Some(&partial_tls)),
+            existing_credentials(&GeneratedSecrets {
+                minio: Some(minio),
+                elastic: Some(elastic),
+                transport: Some(partial_tls),
+                pipeline_ca: Some(ca),
+                kafka_tls: Some(kafka),
+            }),
             GeneratedCredentials {
                 minio: Some(S3Keys {
                     access_key_id: "shop-admin".into(),
@@ -566,6 +628,19 @@ mod tests {
                 }),
                 elastic_password: Some("pw".into()),
                 search_transport: None,
+                pipeline_ca: Some(PipelineCa {
+                    current: CaKeyPair {
+                        crt: "ca-c".into(),
+                        key: "ca-k".into()
+                    },
+                    next: None,
+                    previous: Some("old-c".into()),
+                }),
+                kafka_tls: Some(TlsBundle {
+                    ca_crt: "bundle".into(),
+                    tls_crt: "c".into(),
+                    tls_key: "k".into()
+                }),
             }
         );
     }

@@ -19,6 +19,7 @@ use super::{
     context::Context,
     credentials::{CredentialGenerator, GeneratedCredentials, S3Keys, TlsBundle},
     measure::observer::NoThroughput,
+    pipeline_ca::{CaKeyPair, PipelineCa, Validity},
     status::findings::{Observation, PipelineFacts},
     validate::{validate, ManagedSearchPlan, OperatorSettings, SearchMode, ValidatedPipeline},
 };
@@ -158,6 +159,30 @@ impl CredentialGenerator for FixedCredentials {
             tls_key: format!("key for {common_name}"),
         })
     }
+
+    fn certificate_authority(&self, common_name: &str, _validity: Validity) -> Result<CaKeyPair> {
+        Ok(CaKeyPair {
+            crt: format!("ca {common_name}"),
+            key: "ca key".into(),
+        })
+    }
+
+    fn server_certificate(
+        &self,
+        issuer: &CaKeyPair,
+        common_name: &str,
+        dns_names: &[String],
+        _validity: Validity,
+    ) -> Result<(String, String)> {
+        Ok((
+            format!(
+                "cert for {common_name} from {}: {}",
+                issuer.crt,
+                dns_names.join(",")
+            ),
+            format!("key for {common_name}"),
+        ))
+    }
 }
 
 pub fn fixed_credentials() -> GeneratedCredentials {
@@ -171,6 +196,19 @@ pub fn fixed_credentials() -> GeneratedCredentials {
             ca_crt: "ca-pem".into(),
             tls_crt: "node-cert-pem".into(),
             tls_key: "node-key-pem".into(),
+        }),
+        pipeline_ca: Some(PipelineCa {
+            current: CaKeyPair {
+                crt: "pipeline-ca-pem".into(),
+                key: "pipeline-ca-key-pem".into(),
+            },
+            next: None,
+            previous: None,
+        }),
+        kafka_tls: Some(TlsBundle {
+            ca_crt: "pipeline-ca-pem".into(),
+            tls_crt: "kafka-cert-pem".into(),
+            tls_key: "kafka-key-pem".into(),
         }),
     }
 }

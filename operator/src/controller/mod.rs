@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod dereference;
 pub mod events;
 pub mod measure;
+pub mod pipeline_ca;
 pub mod problem;
 pub mod reconcile;
 pub mod status;

@@ -223,7 +223,8 @@ async fn apply_plan(
     // The decision is the builder's input for the runtime Deployment.
     plan.runtime.replicas = evaluation.replicas;
     notices.extend(evaluation.notice.clone());
-    let credentials = credentials::complete(existing, &plan, ctx.credentials.as_ref())?;
+    let credentials =
+        credentials::complete(existing, &plan, now.0.as_second(), ctx.credentials.as_ref())?;
     let children = build::desired_children(&plan, &credentials)?;
     let applied = apply::apply_in_order(&ctx.client, namespace, &children).await?;
     let deleted =

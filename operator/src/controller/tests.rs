@@ -159,6 +159,46 @@ fn generator_waits(mut applies: Vec<Expect>) -> Vec<Expect> {
     applies
 }
 
+/// A real pipeline CA and Kafka certificate for the all-managed fixture, valid at the
+/// test clock, as the `data` of their Secrets (made once: key generation is slow).
+fn stored_tls_secrets() -> &'static (Value, Value) {
+    static STORED: std::sync::OnceLock<(Value, Value)> = std::sync::OnceLock::new();
+    STORED.get_or_init(|| {
+        let plan = super::fixtures::managed_plan();
+        let made = super::credentials::complete(
+            super::credentials::GeneratedCredentials::default(),
+            &plan,
+            super::fixtures::at(0).0.as_second(),
+            &super::credentials::RandomCredentials,
+        )
+        .expect("certificates");
+        let data = |secret: k8s_openapi::api::core::v1::Secret| {
+            serde_json::to_value(secret).expect("json")["data"].clone()
+        };
+        (
+            data(super::build::secrets::pipeline_ca(
+                &plan,
+                made.pipeline_ca.as_ref().expect("a CA"),
+            )),
+            data(super::build::secrets::kafka_tls(
+                &plan,
+                made.kafka_tls.as_ref().expect("a certificate"),
+            )),
+        )
+    })
+}
+
+fn stored_pipeline_ca() -> Value {
+    stored_tls_secrets().0.clone()
+}
+
+fn stored_kafka_tls() -> Value {
+    stored_tls_secrets().1.clone()
+}
+
+/// How many generated Secrets a visit of the all-managed fixture reads first.
+const GENERATED_SECRETS: usize = 5;
+
 /// The applies of the all-managed fixture, in order, with the given readiness. Not
 /// ready, the generator Job is only looked up: it is created once Kafka and MinIO are.
 fn managed_applies(ready: bool) -> Vec<Expect> {
@@ -172,6 +212,8 @@ fn managed_applies(ready: bool) -> Vec<Expect> {
         }
     };
     let applies = vec![
+        apply("Secret", "shop-ca", Value::Null),
+        apply("Secret", "shop-kafka-tls", Value::Null),
         apply("Secret", "shop-minio-credentials", Value::Null),
         apply("Secret", "shop-es-elastic-user", Value::Null),
         apply("Secret", "shop-es-transport", Value::Null),
@@ -243,6 +285,8 @@ async fn first_reconcile_creates_everything_in_order() {
         get_secret("shop-minio-credentials", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
+        get_secret("shop-ca", Reply::Status(404)),
+        get_secret("shop-kafka-tls", Reply::Status(404)),
     ];
     expectations.extend(managed_applies(false));
     expectations.extend(empty_lists());
@@ -266,6 +310,29 @@ async fn first_reconcile_creates_everything_in_order() {
         body_of(&seen, "secrets/shop-es-elastic-user?")["data"],
         json!({"elastic": "Z2VuZXJhdGVkLXBhc3N3b3Jk"})
     );
+    // A pipeline CA named after the pipeline and its start (the clock less an hour), and a
+    // Kafka certificate it issued, trusted through the bundle.
+    use base64::Engine as _;
+    let decoded = |v: &Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().expect("base64 text"))
+                .expect("base64"),
+        )
+        .expect("utf-8")
+    };
+    let ca = body_of(&seen, "secrets/shop-ca?");
+    assert_eq!(
+        decoded(&ca["data"]["ca.crt"]),
+        "ca shop pipeline CA 20251231T231640Z"
+    );
+    let kafka_tls = body_of(&seen, "secrets/shop-kafka-tls?");
+    assert_eq!(
+        decoded(&kafka_tls["data"]["ca.crt"]),
+        "ca shop pipeline CA 20251231T231640Z"
+    );
+    assert!(decoded(&kafka_tls["data"]["tls.crt"])
+        .starts_with("cert for shop-kafka from ca shop pipeline CA 20251231T231640Z: "));
     // Server-side apply bodies are full typed objects.
     let sts = body_of(&seen, "statefulsets/shop-kafka?");
     assert_eq!(
@@ -359,6 +426,14 @@ fn ready_expectations(writes_status: bool) -> Vec<Expect> {
                 json!({"ca.crt": "Y2E=", "tls.crt": "Y3J0", "tls.key": "a2V5"}),
             )),
         ),
+        get_secret(
+            "shop-ca",
+            Reply::Json(secret_json("shop-ca", stored_pipeline_ca())),
+        ),
+        get_secret(
+            "shop-kafka-tls",
+            Reply::Json(secret_json("shop-kafka-tls", stored_kafka_tls())),
+        ),
     ];
     expectations.extend(managed_applies(true));
     expectations.extend(empty_lists());
@@ -447,6 +522,16 @@ async fn existing_credentials_are_reused_and_a_steady_state_writes_nothing() {
     assert_eq!(
         body_of(&seen, "secrets/shop-es-transport?")["data"]["tls.key"],
         "a2V5"
+    );
+    // A valid pipeline CA and a Kafka certificate it issued are kept byte for byte (the
+    // fixed generator would have made "ca shop pipeline CA ..." instead).
+    assert_eq!(
+        body_of(&seen, "secrets/shop-ca?")["data"],
+        stored_pipeline_ca()
+    );
+    assert_eq!(
+        body_of(&seen, "secrets/shop-kafka-tls?")["data"],
+        stored_kafka_tls()
     );
     let status = written.expect("first reconcile writes the status");
     assert_eq!(status.phase, Some(crate::crd::Phase::Running));
@@ -580,6 +665,8 @@ async fn an_impossible_spec_fails_without_applying_anything() {
         get_secret("shop-minio-credentials", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
+        get_secret("shop-ca", Reply::Status(404)),
+        get_secret("shop-kafka-tls", Reply::Status(404)),
         status_patch(),
         event(),
         event(),
@@ -624,7 +711,15 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
             json!({"accessKeyId": "c2hvcC1hZG1pbg==", "secretAccessKey": "a2VwdA=="}),
         )),
     )];
-    assert_eq!(applies.len(), 22 - 7);
+    expectations.push(get_secret(
+        "shop-ca",
+        Reply::Json(secret_json("shop-ca", stored_pipeline_ca())),
+    ));
+    expectations.push(get_secret(
+        "shop-kafka-tls",
+        Reply::Json(secret_json("shop-kafka-tls", stored_kafka_tls())),
+    ));
+    assert_eq!(applies.len(), 24 - 7);
     expectations.extend(applies);
     expectations.push(list("Deployment", vec![owned("shop-runtime")]));
     expectations.push(list("Job", vec![]));
@@ -668,6 +763,8 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
         get_secret("shop-minio-credentials", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
+        get_secret("shop-ca", Reply::Status(404)),
+        get_secret("shop-kafka-tls", Reply::Status(404)),
     ];
     // The first apply fails; the others go ahead, and the status names the failed one.
     expectations.extend(managed_applies(false).into_iter().map(|mut e| {
@@ -871,6 +968,8 @@ async fn an_existing_generator_job_is_kept_while_kafka_is_not_ready() {
         get_secret("shop-minio-credentials", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
+        get_secret("shop-ca", Reply::Status(404)),
+        get_secret("shop-kafka-tls", Reply::Status(404)),
     ];
     let mut applies = managed_applies(false);
     // The Job exists (created while Kafka was ready): it is applied, not left alone.
@@ -901,7 +1000,10 @@ const FORBIDDEN: &str = "StatefulSet.apps \"shop-kafka\" is invalid: spec: Forbi
 
 #[tokio::test]
 async fn a_refused_child_does_not_stop_the_others_and_is_named_in_the_status() {
-    let mut expectations: Vec<Expect> = ready_expectations(false).into_iter().take(3).collect();
+    let mut expectations: Vec<Expect> = ready_expectations(false)
+        .into_iter()
+        .take(GENERATED_SECRETS)
+        .collect();
     // The Kafka StatefulSet is refused (an immutable field changed behind the CRD's back);
     // every later child is still applied.
     // The generator Job waits: Kafka is not known to be ready.
@@ -928,7 +1030,7 @@ async fn a_refused_child_does_not_stop_the_others_and_is_named_in_the_status() {
         seen.iter()
             .filter(|(method, _, _)| method == Method::PATCH)
             .count(),
-        21 + 1,
+        23 + 1,
         "every child but the waiting generator Job, and the status"
     );
     let message = format!("cannot apply StatefulSet shops/shop-kafka: {FORBIDDEN}; the operator applied the pipeline's other children and retries with backoff");
@@ -1022,6 +1124,8 @@ async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
         get_secret("shop-minio-credentials", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
+        get_secret("shop-ca", Reply::Status(404)),
+        get_secret("shop-kafka-tls", Reply::Status(404)),
     ];
     expectations.extend(managed_applies(true));
     expectations.extend(empty_lists());
@@ -1111,7 +1215,10 @@ async fn a_search_node_that_cannot_pull_its_image_says_so_until_it_can() {
             "restartCount": 0, "state": {"running": {}}
         }]}),
     );
-    let mut expectations: Vec<Expect> = ready_expectations(false).into_iter().take(3).collect();
+    let mut expectations: Vec<Expect> = ready_expectations(false)
+        .into_iter()
+        .take(GENERATED_SECRETS)
+        .collect();
     expectations.extend(applies_with_search_unready());
     expectations.extend(empty_lists());
     expectations.push(list_pods(vec![running_kafka.clone(), pulling]));
@@ -1180,8 +1287,13 @@ async fn a_managed_opensearch_gets_no_search_credentials() {
     let plan = super::fixtures::opensearch_plan(1);
     let jobs = job_names_of(&plan);
     assert_eq!(jobs, job_names(), "the Jobs do not depend on the engine");
-    // Only MinIO's generated Secret is read; none of Elasticsearch's is read or applied.
-    let mut expectations = vec![get_secret("shop-minio-credentials", Reply::Status(404))];
+    // MinIO's and Kafka's generated Secrets are read; none of Elasticsearch's is read or
+    // applied.
+    let mut expectations = vec![
+        get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-ca", Reply::Status(404)),
+        get_secret("shop-kafka-tls", Reply::Status(404)),
+    ];
     let applies: Vec<Expect> = managed_applies(false)
         .into_iter()
         .filter(|e| !e.uri.contains("secrets/shop-es-"))
@@ -1208,7 +1320,7 @@ async fn a_managed_opensearch_gets_no_search_credentials() {
             }
         })
         .collect();
-    assert_eq!(applies.len(), 22 - 2);
+    assert_eq!(applies.len(), 24 - 2);
     expectations.extend(applies);
     expectations.extend(empty_lists());
     expectations.push(list_pods(vec![]));

@@ -253,7 +253,7 @@ mod tests {
             unreachable!("managed fixture")
         };
         Child::StatefulSet(
-            crate::controller::build::kafka::statefulset(&plan, kafka),
+            crate::controller::build::kafka::statefulset(&plan, kafka, "tls-sum"),
             Role::Kafka,
         )
     }

@@ -137,9 +137,15 @@ mod tests {
             .iter()
             .filter(|c| matches!(c, Child::Secret(_)))
             .collect();
-        assert_eq!(secrets.len(), 3);
+        assert_eq!(secrets.len(), 5);
         let debug = format!("{secrets:?}");
-        for value in ["minio-secret-key", "elastic-password", "node-key-pem"] {
+        for value in [
+            "minio-secret-key",
+            "elastic-password",
+            "node-key-pem",
+            "pipeline-ca-key-pem",
+            "kafka-key-pem",
+        ] {
             assert!(!debug.contains(value), "{debug}");
         }
         // What it does show: names and keys.

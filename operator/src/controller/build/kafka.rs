@@ -1,6 +1,8 @@
 //! Managed Kafka: a KRaft StatefulSet on the official `apache/kafka` image (every node both
 //! broker and controller, node id = pod ordinal), its headless and client Services, and the
-//! Job that creates the events and dead-letter topics. Pure.
+//! Job that creates the events and dead-letter topics. Both listeners speak TLS with the
+//! certificate the pipeline CA issued (`pipeline_ca`); every client verifies it against the
+//! trust bundle, and a new certificate or bundle rolls the nodes. Pure.
 
 use std::collections::BTreeMap;
 
@@ -19,14 +21,18 @@ use k8s_openapi::{
 use sha2::{Digest, Sha256};
 
 use super::{
-    names::{labels, selector_labels, ChildNames, Role},
+    names::{keys, labels, selector_labels, ChildNames, Role},
     pieces::{
         at_most, claim_retention, container_security, data_claim, env, env_from_field, meta,
-        pod_security, seeded_dir, tcp_probe, tmp_volume,
+        pod_security, secret_files, seeded_dir, sha256_hex, tcp_probe, tmp_volume,
     },
     setup_job::{setup_job, SetupJob},
 };
-use crate::{controller::validate::ValidatedPipeline, crd::ManagedKafka, error::Result};
+use crate::{
+    controller::{credentials::TlsBundle, validate::ValidatedPipeline},
+    crd::ManagedKafka,
+    error::Result,
+};
 
 pub const CLIENT_PORT: i32 = 9092;
 pub const CONTROLLER_PORT: i32 = 9093;
@@ -36,6 +42,31 @@ const DATA_DIR: &str = "/var/lib/kafka/data";
 /// Where the image's start script writes `server.properties` (and copies its log4j
 /// configuration) before starting the node.
 const CONFIG_DIR: &str = "/opt/kafka/config";
+/// The node's keystore and trust bundle (from the `<pipeline>-kafka-tls` Secret).
+const TLS_DIR: &str = "/etc/kafka/tls";
+/// Client listener: brokers among themselves and every client.
+const CLIENT_LISTENER: &str = "CLIENT";
+/// Pod-template annotation: hash of the certificate and trust bundle, so a renewal rolls
+/// the nodes (Kafka reads its keystore at start).
+pub const TLS_CHECKSUM_ANNOTATION: &str = "checksum/tls";
+
+/// Hash of what the pods of a TLS service load at start.
+pub fn tls_checksum(tls: &TlsBundle) -> String {
+    sha256_hex(format!("{}\n{}", tls.ca_crt, tls.tls_crt).as_bytes())
+}
+
+/// The trust bundle alone, for clients (no key).
+pub fn trust_volume(
+    p: &ValidatedPipeline,
+    dir: &str,
+) -> (k8s_openapi::api::core::v1::Volume, VolumeMount) {
+    secret_files(
+        "kafka-ca",
+        &ChildNames::new(&p.name).kafka_tls(),
+        &[keys::CA_CRT],
+        dir,
+    )
+}
 
 /// `host:port` of the client Service, as the runtime and the topic Job use it.
 pub fn bootstrap(p: &ValidatedPipeline) -> String {
@@ -120,8 +151,15 @@ pub fn client_service(p: &ValidatedPipeline) -> Service {
     }
 }
 
-pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
+/// `tls_checksum` is `tls_checksum` of the Secret's bundle.
+pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka, tls_checksum: &str) -> StatefulSet {
     let names = ChildNames::new(&p.name);
+    let (tls, tls_mount) = secret_files(
+        "tls",
+        &names.kafka_tls(),
+        &[keys::KEYSTORE_PEM, keys::CA_CRT],
+        TLS_DIR,
+    );
     let rf = replication_factor(kafka);
     let min_isr = at_most(2, rf).to_string();
     let (tmp, tmp_mount) = tmp_volume();
@@ -151,23 +189,37 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
             ),
             env("CLUSTER_ID", cluster_id(&p.uid)),
             env("KAFKA_PROCESS_ROLES", "broker,controller"),
+            // Listener names other than `SSL`: the image's start script would otherwise
+            // demand a JKS keystore with password files.
             env(
                 "KAFKA_LISTENERS",
-                format!("PLAINTEXT://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"),
+                format!("{CLIENT_LISTENER}://:{CLIENT_PORT},CONTROLLER://:{CONTROLLER_PORT}"),
             ),
             env(
                 "KAFKA_ADVERTISED_LISTENERS",
                 format!(
-                    "PLAINTEXT://$(POD_NAME).{}.$(POD_NAMESPACE).svc:{CLIENT_PORT}",
+                    "{CLIENT_LISTENER}://$(POD_NAME).{}.$(POD_NAMESPACE).svc:{CLIENT_PORT}",
                     names.kafka_headless()
                 ),
             ),
             env(
                 "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
-                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                format!("CONTROLLER:SSL,{CLIENT_LISTENER}:SSL"),
             ),
             env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER"),
-            env("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT"),
+            env("KAFKA_INTER_BROKER_LISTENER_NAME", CLIENT_LISTENER),
+            // PEM files, unencrypted key (the Secret is the protection); host names are
+            // verified (the default) on every node-to-node connection.
+            env("KAFKA_SSL_KEYSTORE_TYPE", "PEM"),
+            env(
+                "KAFKA_SSL_KEYSTORE_LOCATION",
+                format!("{TLS_DIR}/{}", keys::KEYSTORE_PEM),
+            ),
+            env("KAFKA_SSL_TRUSTSTORE_TYPE", "PEM"),
+            env(
+                "KAFKA_SSL_TRUSTSTORE_LOCATION",
+                format!("{TLS_DIR}/{}", keys::CA_CRT),
+            ),
             env(
                 "KAFKA_CONTROLLER_QUORUM_VOTERS",
                 quorum_voters(p, kafka.replicas),
@@ -206,6 +258,7 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
             },
             config.mount,
             tmp_mount,
+            tls_mount,
         ]),
         ..Container::default()
     };
@@ -223,12 +276,16 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(&p.name, Role::Kafka)),
+                    annotations: Some(BTreeMap::from([(
+                        TLS_CHECKSUM_ANNOTATION.to_string(),
+                        tls_checksum.to_string(),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     init_containers: Some(vec![config.init_container]),
                     containers: vec![container],
-                    volumes: Some(vec![config.volume, tmp]),
+                    volumes: Some(vec![config.volume, tmp, tls]),
                     security_context: Some(pod_security(KAFKA_UID, Some(KAFKA_UID))),
                     // Service links would inject KAFKA_PORT etc., which the image reads as config.
                     enable_service_links: Some(false),
@@ -253,21 +310,23 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka) -> StatefulSet {
 /// started before the brokers resolve, the tool can wait far longer than the loop's pace.
 pub const TOPICS_SCRIPT: &str = r#"set -eu
 bin=/opt/kafka/bin
-until timeout 60 "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1; do
+client=/tmp/client.properties
+printf 'security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location=%s\n' "$TRUST_BUNDLE" >"$client"
+until timeout 60 "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$client" >/dev/null 2>&1; do
   echo "waiting for Kafka at $BOOTSTRAP"
   sleep 5
 done
 for topic in "$EVENTS_TOPIC" "$DLQ_TOPIC"; do
-  "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+  "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$client" --create --if-not-exists \
     --topic "$topic" --partitions "$PARTITIONS" --replication-factor "$REPLICATION_FACTOR" \
     --config "retention.ms=$RETENTION_MS"
-  current=$("$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --describe --topic "$topic" \
+  current=$("$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$client" --describe --topic "$topic" \
     | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' | head -n 1)
   if [ "$current" != "$PARTITIONS" ]; then
     echo "topic $topic has $current partitions, spec.kafka.partitions is $PARTITIONS: the partition count of a topic with events is never changed (profiles are kept per partition); delete the pipeline's Kafka volumes or use a new pipeline name" >&2
     exit 1
   fi
-  "$bin/kafka-configs.sh" --bootstrap-server "$BOOTSTRAP" --alter --entity-type topics \
+  "$bin/kafka-configs.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$client" --alter --entity-type topics \
     --entity-name "$topic" --add-config "retention.ms=$RETENTION_MS"
   echo "topic $topic ready"
 done
@@ -292,23 +351,27 @@ pub fn topics_job(p: &ValidatedPipeline, kafka: &ManagedKafka) -> Result<Job> {
                 env("RETENTION_MS", retention_ms.to_string()),
                 // kafka-run-class.sh creates its log directory even for tools.
                 env("LOG_DIR", "/tmp/kafka-logs"),
+                env("TRUST_BUNDLE", format!("{TLS_DIR}/{}", keys::CA_CRT)),
             ],
+            volumes: vec![trust_volume(p, TLS_DIR)],
             uid: KAFKA_UID,
             name: ChildNames::kafka_topics_job,
         },
     )
 }
 
-/// Environment of the runtime for a managed Kafka (no credentials: PLAINTEXT inside the
-/// namespace).
-pub fn runtime_config(p: &ValidatedPipeline, kafka: &ManagedKafka) -> BTreeMap<String, String> {
+/// Environment of the runtime for a managed Kafka: TLS, verified against the trust bundle
+/// mounted at `ca_file` (no credentials yet).
+pub fn runtime_config(
+    p: &ValidatedPipeline,
+    kafka: &ManagedKafka,
+    ca_file: &str,
+) -> BTreeMap<String, String> {
     use pipeline_config::env as e;
     BTreeMap::from([
         (e::KAFKA_BOOTSTRAP.to_string(), bootstrap(p)),
-        (
-            e::KAFKA_SECURITY_PROTOCOL.to_string(),
-            "PLAINTEXT".to_string(),
-        ),
+        (e::KAFKA_SECURITY_PROTOCOL.to_string(), "SSL".to_string()),
+        (e::KAFKA_CA_FILE.to_string(), ca_file.to_string()),
         (
             e::TOPIC_REPLICATION.to_string(),
             replication_factor(kafka).to_string(),
@@ -361,7 +424,7 @@ mod tests {
     #[test]
     fn three_node_statefulset() {
         let (p, kafka) = managed(3);
-        let sts = serde_json::to_value(statefulset(&p, &kafka)).expect("json");
+        let sts = serde_json::to_value(statefulset(&p, &kafka, "tls-sum")).expect("json");
         assert_eq!(sts["metadata"]["name"], "shop-kafka");
         assert_eq!(sts["spec"]["serviceName"], "shop-kafka-headless");
         assert_eq!(sts["spec"]["replicas"], 3);
@@ -386,7 +449,30 @@ mod tests {
         );
         assert_eq!(
             env["KAFKA_ADVERTISED_LISTENERS"],
-            "PLAINTEXT://$(POD_NAME).shop-kafka-headless.$(POD_NAMESPACE).svc:9092"
+            "CLIENT://$(POD_NAME).shop-kafka-headless.$(POD_NAMESPACE).svc:9092"
+        );
+        // TLS on both listeners, from PEM files of the pipeline's Kafka TLS Secret.
+        assert_eq!(env["KAFKA_LISTENERS"], "CLIENT://:9092,CONTROLLER://:9093");
+        assert_eq!(
+            env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"],
+            "CONTROLLER:SSL,CLIENT:SSL"
+        );
+        assert_eq!(env["KAFKA_INTER_BROKER_LISTENER_NAME"], "CLIENT");
+        assert_eq!(env["KAFKA_SSL_KEYSTORE_TYPE"], "PEM");
+        assert_eq!(
+            env["KAFKA_SSL_KEYSTORE_LOCATION"],
+            "/etc/kafka/tls/keystore.pem"
+        );
+        assert_eq!(env["KAFKA_SSL_TRUSTSTORE_TYPE"], "PEM");
+        assert_eq!(
+            env["KAFKA_SSL_TRUSTSTORE_LOCATION"],
+            "/etc/kafka/tls/ca.crt"
+        );
+        assert!(!sts.to_string().contains("PLAINTEXT"));
+        assert!(!env.contains_key("KAFKA_SSL_KEY_PASSWORD"));
+        assert_eq!(
+            sts["spec"]["template"]["metadata"]["annotations"],
+            json!({"checksum/tls": "tls-sum"})
         );
         assert_eq!(env["KAFKA_PROCESS_ROLES"], "broker,controller");
         assert_eq!(env["KAFKA_DEFAULT_REPLICATION_FACTOR"], "3");
@@ -412,16 +498,21 @@ mod tests {
         let read_only = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
                                "readOnlyRootFilesystem": true, "runAsNonRoot": true});
         assert_eq!(pod["containers"][0]["securityContext"], read_only);
-        // Writable: the data volume, a copy of the config directory, /tmp; nothing else.
+        // Writable: the data volume, a copy of the config directory, /tmp; the keystore
+        // and trust bundle are read-only, readable by the group only.
         assert_eq!(
             pod["containers"][0]["volumeMounts"],
             json!([{"name": "data", "mountPath": "/var/lib/kafka/data"},
                    {"name": "config", "mountPath": "/opt/kafka/config"},
-                   {"name": "tmp", "mountPath": "/tmp"}])
+                   {"name": "tmp", "mountPath": "/tmp"},
+                   {"name": "tls", "mountPath": "/etc/kafka/tls", "readOnly": true}])
         );
         assert_eq!(
             pod["volumes"],
-            json!([{"name": "config", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}])
+            json!([{"name": "config", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}},
+                   {"name": "tls", "secret": {"secretName": "shop-kafka-tls", "defaultMode": 0o440,
+                    "items": [{"key": "keystore.pem", "path": "keystore.pem"},
+                              {"key": "ca.crt", "path": "ca.crt"}]}}])
         );
         assert_eq!(
             pod["initContainers"],
@@ -452,7 +543,7 @@ mod tests {
     #[test]
     fn single_node_replicates_once() {
         let (p, kafka) = managed(1);
-        let env = env_of(&serde_json::to_value(statefulset(&p, &kafka)).expect("json"));
+        let env = env_of(&serde_json::to_value(statefulset(&p, &kafka, "tls-sum")).expect("json"));
         assert_eq!(env["KAFKA_DEFAULT_REPLICATION_FACTOR"], "1");
         assert_eq!(env["KAFKA_MIN_INSYNC_REPLICAS"], "1");
         assert_eq!(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"], "1");
@@ -502,7 +593,17 @@ mod tests {
         assert_eq!(env["PARTITIONS"], "12");
         assert_eq!(env["REPLICATION_FACTOR"], "3");
         assert_eq!(env["RETENTION_MS"], "86400000");
+        // The tools verify the brokers against the trust bundle alone (no key mounted).
+        assert_eq!(env["TRUST_BUNDLE"], "/etc/kafka/tls/ca.crt");
         let pod = &json["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["volumes"][1],
+            json!({"name": "kafka-ca", "secret": {"secretName": "shop-kafka-tls", "defaultMode": 0o440,
+                   "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
+        );
+        assert_eq!(pod["volumes"].as_array().map(Vec::len), Some(2));
+        // The Secret's files are group-readable: the pod's group must own them.
+        assert_eq!(pod["securityContext"]["fsGroup"], 1000);
         assert_eq!(pod["restartPolicy"], "OnFailure");
         assert_eq!(
             pod["containers"][0]["command"],

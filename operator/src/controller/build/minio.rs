@@ -179,6 +179,7 @@ pub fn bucket_job(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Result<J
                 env_from_secret("SECRET_ACCESS_KEY", &credentials, keys::SECRET_ACCESS_KEY),
                 env("MC_CONFIG_DIR", "/tmp/.mc"),
             ],
+            volumes: Vec::new(),
             uid: MINIO_UID,
             name: ChildNames::bucket_job,
         },

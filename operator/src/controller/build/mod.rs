@@ -49,6 +49,16 @@ pub fn desired_children(
     let policy_plan = p.network_policies.as_ref();
     let operator_pods = policy_plan.and_then(|n| n.operator.as_ref());
     if let KafkaMode::Managed(kafka) = &p.kafka.mode {
+        let ca = credentials
+            .pipeline_ca
+            .as_ref()
+            .ok_or_else(|| missing("the pipeline CA"))?;
+        let tls = credentials
+            .kafka_tls
+            .as_ref()
+            .ok_or_else(|| missing("Kafka's certificate"))?;
+        secrets.push(Child::Secret(secrets::pipeline_ca(p, ca)));
+        secrets.push(Child::Secret(secrets::kafka_tls(p, tls)));
         if policy_plan.is_some() {
             policies.push(Child::NetworkPolicy(network_policy::kafka(
                 p,
@@ -58,7 +68,7 @@ pub fn desired_children(
         services.push(Child::Service(kafka::headless_service(p)));
         services.push(Child::Service(kafka::client_service(p)));
         statefulsets.push(Child::StatefulSet(
-            kafka::statefulset(p, kafka),
+            kafka::statefulset(p, kafka, &kafka::tls_checksum(tls)),
             Role::Kafka,
         ));
         budgets.push(Child::PodDisruptionBudget(pdb::budget(
@@ -117,7 +127,11 @@ pub fn desired_children(
     }
 
     let config = runtime::config_map(p);
-    let checksum = runtime::config_checksum(&config);
+    let trust_bundle = match p.kafka.mode {
+        KafkaMode::Managed(_) => credentials.kafka_tls.as_ref().map(|t| t.ca_crt.as_str()),
+        KafkaMode::External(_) => None,
+    };
+    let checksum = runtime::config_checksum(&config, trust_bundle);
     budgets.push(Child::PodDisruptionBudget(pdb::budget(
         p,
         names::ChildNames::new(&p.name).runtime(),
@@ -169,6 +183,8 @@ mod tests {
             .collect();
         // Job names end with a hash of their spec: compare their prefixes.
         let expected = [
+            ("Secret", "shop-ca"),
+            ("Secret", "shop-kafka-tls"),
             ("Secret", "shop-minio-credentials"),
             ("Secret", "shop-es-elastic-user"),
             ("Secret", "shop-es-transport"),
@@ -220,6 +236,8 @@ mod tests {
         assert_eq!(
             roles,
             vec![
+                ("shop-ca", Some(Role::Kafka)),
+                ("shop-kafka-tls", Some(Role::Kafka)),
                 ("shop-minio-credentials", Some(Role::ObjectStore)),
                 ("shop-es-elastic-user", Some(Role::Search)),
                 ("shop-es-transport", Some(Role::Search)),

@@ -113,6 +113,13 @@ pub mod keys {
     pub const CA_CRT: &str = "ca.crt";
     pub const TLS_CRT: &str = "tls.crt";
     pub const TLS_KEY: &str = "tls.key";
+    /// The pipeline CA's key, and its staged successor and retired predecessor.
+    pub const CA_KEY: &str = "ca.key";
+    pub const NEXT_CA_CRT: &str = "next-ca.crt";
+    pub const NEXT_CA_KEY: &str = "next-ca.key";
+    pub const PREVIOUS_CA_CRT: &str = "previous-ca.crt";
+    /// Key and certificate in one PEM file, as Kafka's PEM keystore reads them.
+    pub const KEYSTORE_PEM: &str = "keystore.pem";
 }
 
 /// Names of a pipeline's children.
@@ -138,6 +145,14 @@ impl ChildNames {
     }
     pub fn kafka_headless(&self) -> String {
         self.with("kafka-headless")
+    }
+    /// The Kafka nodes' certificate, key and trust bundle.
+    pub fn kafka_tls(&self) -> String {
+        self.with("kafka-tls")
+    }
+    /// The pipeline CA (certificates and keys); only the operator reads it.
+    pub fn pipeline_ca(&self) -> String {
+        self.with("ca")
     }
     /// Prefix of the topic Job; the full name ends with a hash of the Job's spec.
     pub fn kafka_topics_job(&self, hash: &str) -> String {
@@ -199,6 +214,7 @@ mod tests {
             names.generator_job(hash),
             names.kafka_headless(),
             names.minio_credentials(),
+            names.kafka_tls(),
         ] {
             assert!(name.len() <= 63, "{name} has {} characters", name.len());
         }

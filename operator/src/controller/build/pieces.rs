@@ -9,9 +9,10 @@ use k8s_openapi::{
         apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy,
         core::v1::{
             Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-            ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+            KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
             PodSecurityContext, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-            SecurityContext, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+            SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+            VolumeResourceRequirements,
         },
     },
     apimachinery::pkg::{
@@ -109,6 +110,37 @@ pub fn env_from_field(name: &str, field_path: &str) -> EnvVar {
 /// A writable `/tmp` for containers with a read-only root filesystem.
 pub fn tmp_volume() -> (Volume, VolumeMount) {
     scratch_volume("tmp", "/tmp")
+}
+
+/// Keys of a Secret as read-only files in `dir` (owner and group may read: pods run with
+/// an `fsGroup`), as a volume and its mount.
+pub fn secret_files(volume: &str, secret: &str, keys: &[&str], dir: &str) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: volume.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.into()),
+                items: Some(
+                    keys.iter()
+                        .map(|key| KeyToPath {
+                            key: (*key).into(),
+                            path: (*key).into(),
+                            mode: None,
+                        })
+                        .collect(),
+                ),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        VolumeMount {
+            name: volume.into(),
+            mount_path: dir.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    )
 }
 
 /// An empty writable directory (an emptyDir, gone with the pod) mounted at `path`: where a

@@ -62,7 +62,11 @@ pub fn config_data(p: &ValidatedPipeline) -> BTreeMap<String, String> {
     set(e::LOG_FORMAT, "json".into());
 
     match &p.kafka.mode {
-        KafkaMode::Managed(k) => data.extend(kafka::runtime_config(p, k)),
+        KafkaMode::Managed(k) => data.extend(kafka::runtime_config(
+            p,
+            k,
+            &format!("{KAFKA_CA_DIR}/{CA_FILE}"),
+        )),
         KafkaMode::External(k) => {
             data.insert(e::KAFKA_BOOTSTRAP.into(), k.bootstrap_servers.clone());
             data.insert(
@@ -115,11 +119,14 @@ pub fn config_map(p: &ValidatedPipeline) -> ConfigMap {
     }
 }
 
-/// sha256 of the rendered configuration: a pod-template annotation, so any change to the
-/// configuration rolls the pods.
-pub fn config_checksum(config: &ConfigMap) -> String {
+/// sha256 of the rendered configuration and of the generated trust bundle the pods load at
+/// start: a pod-template annotation, so a change to either rolls the pods.
+pub fn config_checksum(config: &ConfigMap, trust_bundle: Option<&str>) -> String {
     let data = config.data.clone().unwrap_or_default();
-    let rendered: String = data.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let mut rendered: String = data.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    if let Some(bundle) = trust_bundle {
+        rendered.push_str(bundle);
+    }
     sha256_hex(rendered.as_bytes())
 }
 
@@ -207,12 +214,16 @@ fn ca_volume(volume: &str, dir: &str, reference: &CaSecretRef) -> (Volume, Volum
     )
 }
 
-/// `/tmp` plus the CA certificates of external services, as volumes and mounts.
+/// `/tmp` plus the CA certificates to trust (the managed Kafka's trust bundle, those
+/// given for external services), as volumes and mounts.
 pub fn volumes(p: &ValidatedPipeline, needs: Needs) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut pairs = vec![tmp_volume()];
-    if let KafkaMode::External(k) = &p.kafka.mode {
-        if let Some(ca) = &k.ca_secret_ref {
-            pairs.push(ca_volume("kafka-ca", KAFKA_CA_DIR, ca));
+    match &p.kafka.mode {
+        KafkaMode::Managed(_) => pairs.push(kafka::trust_volume(p, KAFKA_CA_DIR)),
+        KafkaMode::External(k) => {
+            if let Some(ca) = &k.ca_secret_ref {
+                pairs.push(ca_volume("kafka-ca", KAFKA_CA_DIR, ca));
+            }
         }
     }
     if needs.search {
@@ -333,7 +344,8 @@ mod tests {
             ("DP_TOPIC_PARTITIONS", "6"),
             ("DP_TOPIC_REPLICATION", "1"),
             ("DP_KAFKA_BOOTSTRAP", "shop-kafka.shops.svc:9092"),
-            ("DP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            ("DP_KAFKA_SECURITY_PROTOCOL", "SSL"),
+            ("DP_KAFKA_CA_FILE", "/etc/datapipeline/kafka-ca/ca.crt"),
             ("DP_S3_BUCKET", "shop-lake"),
             ("DP_S3_ENDPOINT", "http://shop-minio.shops.svc:9000"),
             ("DP_S3_REGION", "us-east-1"),
@@ -418,18 +430,24 @@ mod tests {
     #[test]
     fn checksum_changes_with_the_configuration() {
         let p = managed_plan();
-        let a = config_checksum(&config_map(&p));
+        let a = config_checksum(&config_map(&p), None);
         assert_eq!(a.len(), 64);
-        assert_eq!(a, config_checksum(&config_map(&p)));
+        assert_eq!(a, config_checksum(&config_map(&p), None));
         let mut q = p.clone();
         q.runtime.checkpoint_interval_ms = 10_000;
-        assert_ne!(a, config_checksum(&config_map(&q)));
+        assert_ne!(a, config_checksum(&config_map(&q), None));
         // The checksum is over the rendered `KEY=value` lines, computed independently here.
         let rendered: String = config_data(&p)
             .iter()
             .map(|(k, v)| format!("{k}={v}\n"))
             .collect();
         assert_eq!(a, sha256_hex(rendered.as_bytes()));
+        // A renewed trust bundle rolls the pods too: the bundle follows the lines.
+        let with_bundle = config_checksum(&config_map(&p), Some("bundle-pem"));
+        assert_eq!(
+            with_bundle,
+            sha256_hex(format!("{rendered}bundle-pem").as_bytes())
+        );
     }
 
     #[test]
@@ -484,9 +502,16 @@ mod tests {
             c["resources"],
             json!({"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}})
         );
+        // The managed Kafka's trust bundle, read-only; no key.
         assert_eq!(
             c["volumeMounts"],
-            json!([{"name": "tmp", "mountPath": "/tmp"}])
+            json!([{"name": "tmp", "mountPath": "/tmp"},
+                   {"name": "kafka-ca", "mountPath": "/etc/datapipeline/kafka-ca", "readOnly": true}])
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["volumes"][1],
+            json!({"name": "kafka-ca", "secret": {"secretName": "shop-kafka-tls", "defaultMode": 0o440,
+                   "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
         );
     }
 

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::controller::{
     credentials::{S3Keys, TlsBundle},
+    pipeline_ca::PipelineCa,
     validate::ValidatedPipeline,
 };
 
@@ -73,6 +74,51 @@ pub fn search_transport_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
     )
 }
 
+/// The pipeline CA: the current CA's certificate and key, and the staged and retired ones
+/// while they exist. Mounted by no pod.
+pub fn pipeline_ca(p: &ValidatedPipeline, ca: &PipelineCa) -> Secret {
+    let mut data = vec![
+        (keys::CA_CRT, ca.current.crt.as_str()),
+        (keys::CA_KEY, &ca.current.key),
+    ];
+    if let Some(next) = &ca.next {
+        data.push((keys::NEXT_CA_CRT, &next.crt));
+        data.push((keys::NEXT_CA_KEY, &next.key));
+    }
+    if let Some(previous) = &ca.previous {
+        data.push((keys::PREVIOUS_CA_CRT, previous));
+    }
+    secret(
+        p,
+        ChildNames::new(&p.name).pipeline_ca(),
+        Role::Kafka,
+        "Opaque",
+        &data,
+    )
+}
+
+/// The Kafka nodes' certificate and key (also joined in `keystore.pem`, the form Kafka's
+/// PEM keystore reads) and the trust bundle (`ca.crt`), which clients mount alone.
+pub fn kafka_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
+    let mut keystore = tls.tls_key.clone();
+    if !keystore.ends_with('\n') {
+        keystore.push('\n');
+    }
+    keystore.push_str(&tls.tls_crt);
+    secret(
+        p,
+        ChildNames::new(&p.name).kafka_tls(),
+        Role::Kafka,
+        "kubernetes.io/tls",
+        &[
+            (keys::CA_CRT, &tls.ca_crt),
+            (keys::TLS_CRT, &tls.tls_crt),
+            (keys::TLS_KEY, &tls.tls_key),
+            (keys::KEYSTORE_PEM, &keystore),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +158,68 @@ mod tests {
                 .keys()
                 .collect::<Vec<_>>(),
             vec!["ca.crt", "tls.crt", "tls.key"]
+        );
+    }
+
+    fn data_text(secret: &serde_json::Value) -> BTreeMap<String, String> {
+        use base64::Engine as _;
+        secret["data"]
+            .as_object()
+            .expect("data")
+            .iter()
+            .map(|(k, v)| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().expect("base64"))
+                    .expect("decodes");
+                (k.clone(), String::from_utf8(bytes).expect("utf-8"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipeline_ca_secret_holds_every_ca_of_the_rotation() {
+        use crate::controller::pipeline_ca::CaKeyPair;
+        let p = managed_plan();
+        let mut ca = fixed_credentials().pipeline_ca.expect("ca");
+        let only = serde_json::to_value(pipeline_ca(&p, &ca)).expect("json");
+        assert_eq!(only["metadata"]["name"], "shop-ca");
+        assert_eq!(only["type"], "Opaque");
+        assert_eq!(
+            data_text(&only),
+            BTreeMap::from([
+                ("ca.crt".to_string(), "pipeline-ca-pem".to_string()),
+                ("ca.key".to_string(), "pipeline-ca-key-pem".to_string()),
+            ])
+        );
+        ca.next = Some(CaKeyPair {
+            crt: "next-crt".into(),
+            key: "next-key".into(),
+        });
+        ca.previous = Some("old-crt".into());
+        let rotating = data_text(&serde_json::to_value(pipeline_ca(&p, &ca)).expect("json"));
+        assert_eq!(rotating["next-ca.crt"], "next-crt");
+        assert_eq!(rotating["next-ca.key"], "next-key");
+        assert_eq!(rotating["previous-ca.crt"], "old-crt");
+    }
+
+    #[test]
+    fn kafka_tls_secret_joins_key_and_certificate_for_the_keystore() {
+        let p = managed_plan();
+        let tls = fixed_credentials().kafka_tls.expect("kafka tls");
+        let json = serde_json::to_value(kafka_tls(&p, &tls)).expect("json");
+        assert_eq!(json["metadata"]["name"], "shop-kafka-tls");
+        assert_eq!(json["type"], "kubernetes.io/tls");
+        assert_eq!(
+            data_text(&json),
+            BTreeMap::from([
+                ("ca.crt".to_string(), "pipeline-ca-pem".to_string()),
+                ("tls.crt".to_string(), "kafka-cert-pem".to_string()),
+                ("tls.key".to_string(), "kafka-key-pem".to_string()),
+                (
+                    "keystore.pem".to_string(),
+                    "kafka-key-pem\nkafka-cert-pem".to_string()
+                ),
+            ])
         );
     }
 }

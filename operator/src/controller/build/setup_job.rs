@@ -6,7 +6,7 @@
 use k8s_openapi::{
     api::{
         batch::v1::{Job, JobSpec},
-        core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec},
+        core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec, Volume, VolumeMount},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -27,6 +27,8 @@ pub struct SetupJob {
     pub shell: &'static str,
     pub script: &'static str,
     pub env: Vec<EnvVar>,
+    /// Read-only volumes besides `/tmp` (a CA to trust), with their mounts.
+    pub volumes: Vec<(Volume, VolumeMount)>,
     /// uid of the image's user.
     pub uid: i64,
     /// The Job's name from the hash of its pod template.
@@ -37,13 +39,16 @@ pub struct SetupJob {
 /// 10 retries.
 pub fn setup_job(p: &ValidatedPipeline, job: SetupJob) -> Result<Job> {
     let (tmp, tmp_mount) = tmp_volume();
+    let (mut volumes, mut mounts): (Vec<_>, Vec<_>) = job.volumes.into_iter().unzip();
+    volumes.insert(0, tmp);
+    mounts.insert(0, tmp_mount);
     let container = Container {
         name: job.container.into(),
         image: Some(job.image),
         command: Some(vec![job.shell.into(), "-c".into(), job.script.into()]),
         env: Some(job.env),
         security_context: Some(container_security(true)),
-        volume_mounts: Some(vec![tmp_mount]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     };
     let spec = JobSpec {
@@ -55,9 +60,9 @@ pub fn setup_job(p: &ValidatedPipeline, job: SetupJob) -> Result<Job> {
             }),
             spec: Some(PodSpec {
                 containers: vec![container],
-                volumes: Some(vec![tmp]),
+                volumes: Some(volumes),
                 restart_policy: Some("OnFailure".into()),
-                security_context: Some(pod_security(job.uid, None)),
+                security_context: Some(pod_security(job.uid, Some(job.uid))),
                 enable_service_links: Some(false),
                 automount_service_account_token: Some(false),
                 ..PodSpec::default()

@@ -24,7 +24,10 @@ use super::{
     throughput::{OffsetsSnapshot, PartitionOffsets},
 };
 use crate::controller::{
-    build::{kafka::bootstrap, names::namespaced_name},
+    build::{
+        kafka::bootstrap,
+        names::{keys, namespaced_name, ChildNames},
+    },
     dereference::{read_secret, secret_text},
     validate::{KafkaMode, ValidatedPipeline},
 };
@@ -120,9 +123,22 @@ impl ThroughputObserver for KafkaOffsets {
 /// settings and the credentials of the referenced Secrets.
 pub async fn connection(client: &Client, p: &ValidatedPipeline) -> Result<Connection, String> {
     let KafkaMode::External(k) = &p.kafka.mode else {
+        // The managed cluster speaks TLS only; its trust bundle verifies it.
+        let name = ChildNames::new(&p.name).kafka_tls();
+        let secret = read_secret(client, &p.namespace, &p.name, &name).await?;
+        let bundle = secret_text(&secret, keys::CA_CRT).ok_or_else(|| {
+            format!(
+                "Secret {}/{name} has no key {:?}",
+                p.namespace,
+                keys::CA_CRT
+            )
+        })?;
         return Ok(Connection {
             bootstrap: bootstrap(p),
-            properties: Vec::new(),
+            properties: vec![
+                ("security.protocol".into(), "ssl".into()),
+                ("ssl.ca.pem".into(), bundle),
+            ],
         });
     };
     let mut properties = vec![(
