@@ -209,7 +209,7 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     let runtime_json = serde_json::to_string(&runtime)?;
     let statefulsets_json = serde_json::to_string(&statefulsets.list(&Default::default()).await?)?;
     let jobs_json = serde_json::to_string(&jobs.list(&Default::default()).await?)?;
-    for secret in [&minio_secret, &elastic_password] {
+    for secret in [&minio_secret, &elastic_password, &kafka_key] {
         for (what, json) in [
             ("runtime Deployment", &runtime_json),
             ("StatefulSets", &statefulsets_json),
@@ -248,7 +248,8 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
         "secretKeyRefs of the runtime container"
     );
 
-    // The config checksum annotation is the sha256 of the ConfigMap's `key=value\n` lines.
+    // The config checksum annotation is the sha256 of the ConfigMap's `key=value\n` lines
+    // followed by Kafka's trust bundle (a renewed bundle rolls the runtime).
     let config = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get("shop-runtime-config")
         .await?;
@@ -258,10 +259,28 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
         .flatten()
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
-    let checksum: String = Sha256::digest(rendered.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256_hex = |text: &str| -> String {
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let checksum = sha256_hex(&format!("{rendered}{ca_crt}"));
+    // Kafka's pods roll with a new certificate or bundle.
+    let kafka_template = statefulsets
+        .get("shop-kafka")
+        .await?
+        .spec
+        .context("Kafka StatefulSet spec")?
+        .template;
+    assert_eq!(
+        kafka_template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|mut a| a.remove("checksum/tls")),
+        Some(sha256_hex(&format!("{ca_crt}\n{kafka_crt}"))),
+        "checksum/tls of the Kafka pods"
+    );
     let annotation = pod
         .metadata
         .as_ref()
