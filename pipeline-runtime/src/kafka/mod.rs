@@ -1,7 +1,8 @@
 //! Kafka clients of the distributed roles: the shared client configuration (bootstrap,
 //! security protocol, SASL), the producer and consumer settings, the partitioner, and
 //! topic creation. The producer and consumer contexts live in [`producer`] and
-//! [`consumer`]. Configuration builders are pure; [`ensure_topics`] does network I/O.
+//! [`consumer`]. Configuration builders are pure; [`ensure_topics`], [`broker_error`] and
+//! the watermark reads do network I/O.
 
 pub mod consumer;
 pub mod producer;
@@ -226,10 +227,24 @@ pub async fn ensure_topics(
     let options = AdminOptions::new()
         .operation_timeout(Some(Timeout::After(Duration::from_secs(30))))
         .request_timeout(Some(Timeout::After(Duration::from_secs(30))));
-    let results = admin
-        .create_topics(new_topics.iter(), &options)
-        .await
-        .map_err(|e| kafka_error("create topics", e))?;
+    let results = match admin.create_topics(new_topics.iter(), &options).await {
+        Ok(results) => results,
+        Err(e) => {
+            let mut error = kafka_error("create topics", e);
+            // The admin client hears nothing of its connections (librdkafka reports them on
+            // a queue it does not poll): a wrong CA, protocol or address is only a timeout.
+            // A second client says why.
+            let probe = settings.clone();
+            if let Ok(Some(reason)) =
+                tokio::task::spawn_blocking(move || broker_error(&probe, PROBE_TIMEOUT)).await
+            {
+                if let Error::Kafka { message, .. } = &mut error {
+                    message.push_str(&format!("; connecting to the brokers: {reason}"));
+                }
+            }
+            return Err(error);
+        }
+    };
     for result in results {
         match result {
             Ok(topic) => tracing::info!(topic, partitions, "created topic"),
@@ -244,6 +259,50 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// How long [`broker_error`] tries to reach the brokers.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Context of [`broker_error`]'s client: keeps the first error librdkafka reports that
+/// says more than "all brokers are down" (that one only if there is no other).
+#[derive(Default)]
+struct ProbeContext {
+    reported: std::sync::Mutex<Option<(bool, String)>>,
+}
+
+impl rdkafka::ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let specific = error.rdkafka_error_code() != Some(RDKafkaErrorCode::AllBrokersDown);
+        if let Ok(mut reported) = self.reported.lock() {
+            if reported.as_ref().is_none_or(|(kept, _)| specific && !kept) {
+                *reported = Some((specific, reason.to_string()));
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ProbeContext {}
+
+/// Why the brokers cannot be reached (a TLS handshake that failed, a refused connection,
+/// a name that does not resolve), or `None` if they answer or said nothing. Blocking, up to
+/// about `timeout`.
+pub fn broker_error(settings: &KafkaSettings, timeout: Duration) -> Option<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut config = client_config(settings, "pipeline-runtime-probe");
+    config.set("group.id", "pipeline-runtime-probe");
+    let consumer: BaseConsumer<ProbeContext> =
+        config.create_with_context(ProbeContext::default()).ok()?;
+    if consumer.fetch_metadata(None, timeout).is_ok() {
+        return None;
+    }
+    // Connection errors and log lines wait on the main queue; each poll hands one to the
+    // context (and says `None` for a log line too, so `None` is no sign of an empty queue).
+    for _ in 0..256 {
+        let _ = consumer.poll(Duration::ZERO);
+    }
+    let reported = consumer.context().reported.lock().ok()?.clone();
+    reported.map(|(_, reason)| reason)
 }
 
 /// Attempts of a watermark request before its error is returned (about 10 s of backoff).

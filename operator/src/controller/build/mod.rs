@@ -430,4 +430,52 @@ mod tests {
         let b = desired_children(&managed_plan(), &fixed_credentials()).expect("built");
         assert_eq!(a, b);
     }
+
+    /// The pod-template annotations of Kafka's StatefulSet and of the runtime Deployment.
+    fn roll_checksums(credentials: &GeneratedCredentials) -> (String, String) {
+        let children = desired_children(&managed_plan(), credentials).expect("built");
+        let annotation = |kind: &str, name: &str, key: &str| {
+            let child = children
+                .iter()
+                .find(|c| c.kind() == kind && c.name() == name)
+                .expect("child");
+            let json = match child {
+                Child::StatefulSet(sts, _) => serde_json::to_value(sts),
+                Child::Deployment(deployment, _) => serde_json::to_value(deployment),
+                _ => panic!("{kind} has no pod template"),
+            }
+            .expect("json");
+            json["spec"]["template"]["metadata"]["annotations"][key]
+                .as_str()
+                .expect("annotation")
+                .to_string()
+        };
+        (
+            annotation("StatefulSet", "shop-kafka", "checksum/tls"),
+            annotation("Deployment", "shop-runtime", "checksum/config"),
+        )
+    }
+
+    #[test]
+    fn a_renewed_certificate_rolls_kafka_and_a_new_trust_bundle_rolls_the_runtime_too() {
+        let before = fixed_credentials();
+        let (kafka, runtime) = roll_checksums(&before);
+
+        let mut renewed = before.clone();
+        if let Some(tls) = renewed.kafka_tls.as_mut() {
+            tls.tls_crt = "renewed-kafka-cert-pem".into();
+        }
+        let (kafka_renewed, runtime_renewed) = roll_checksums(&renewed);
+        assert_ne!(kafka_renewed, kafka);
+        // The runtime only trusts the CA: a new leaf certificate does not concern it.
+        assert_eq!(runtime_renewed, runtime);
+
+        let mut staged = before.clone();
+        if let Some(tls) = staged.kafka_tls.as_mut() {
+            tls.ca_crt = "pipeline-ca-pem\nnext-ca-pem".into();
+        }
+        let (kafka_staged, runtime_staged) = roll_checksums(&staged);
+        assert_ne!(kafka_staged, kafka);
+        assert_ne!(runtime_staged, runtime);
+    }
 }
