@@ -131,17 +131,7 @@ impl Endpoints {
     }
 
     pub fn kafka(&self, pipeline: &str) -> KafkaSettings {
-        let names = pipeline_config::PipelineNames::new(pipeline);
-        KafkaSettings {
-            bootstrap: self.kafka_bootstrap.clone(),
-            security_protocol: SecurityProtocol::Plaintext,
-            sasl: None,
-            ca_file: None,
-            events_topic: names.events_topic(),
-            dlq_topic: names.dead_letter_topic(),
-            consumer_group: names.consumer_group(),
-            group_instance_id: None,
-        }
+        kafka_settings(&self.kafka_bootstrap, pipeline)
     }
 
     pub fn s3(&self, bucket: &str) -> StoreSettings {
@@ -757,4 +747,19 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// PLAINTEXT client settings of `pipeline`'s topics and group on the harness's Kafka.
+pub fn kafka_settings(bootstrap: &str, pipeline: &str) -> KafkaSettings {
+    let names = pipeline_config::PipelineNames::new(pipeline);
+    KafkaSettings {
+        bootstrap: bootstrap.to_string(),
+        security_protocol: SecurityProtocol::Plaintext,
+        sasl: None,
+        ca_file: None,
+        events_topic: names.events_topic(),
+        dlq_topic: names.dead_letter_topic(),
+        consumer_group: names.consumer_group(),
+        group_instance_id: None,
+    }
 }

@@ -7,25 +7,18 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use e2e::runtime::unique_name;
-use pipeline_runtime::config::{KafkaSettings, SecurityProtocol};
+use e2e::runtime::{kafka_settings, unique_name};
+use pipeline_runtime::config::SecurityProtocol;
 use pipeline_runtime::kafka::{broker_error, ensure_topics};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_the_wrong_protocol_is_told_why_it_cannot_connect() -> Result<()> {
     e2e::k8s::init_logging();
     // Kafka alone (not `Endpoints`, which wants every server of the harness).
-    let names = pipeline_config::PipelineNames::new(unique_name("e2e-connect"));
-    let right = KafkaSettings {
-        bootstrap: e2e::k8s::service_setting("KAFKA_BOOTSTRAP")?,
-        security_protocol: SecurityProtocol::Plaintext,
-        sasl: None,
-        ca_file: None,
-        events_topic: names.events_topic(),
-        dlq_topic: names.dead_letter_topic(),
-        consumer_group: names.consumer_group(),
-        group_instance_id: None,
-    };
+    let right = kafka_settings(
+        &e2e::k8s::service_setting("KAFKA_BOOTSTRAP")?,
+        &unique_name("e2e-connect"),
+    );
 
     let probe = right.clone();
     let answered =

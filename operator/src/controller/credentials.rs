@@ -194,6 +194,27 @@ fn to_offset(seconds: i64) -> std::result::Result<time::OffsetDateTime, rcgen::E
     time::OffsetDateTime::from_unix_timestamp(seconds).map_err(|_| rcgen::Error::Time)
 }
 
+/// A certificate for `dns_names` that serves TLS and may also act as a client (nodes talk
+/// to each other).
+fn server_params(
+    common_name: &str,
+    dns_names: Vec<String>,
+) -> std::result::Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(dns_names)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name.to_string());
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    Ok(params)
+}
+
 /// Cryptographically random passwords and freshly generated ECDSA certificates.
 pub struct RandomCredentials;
 
@@ -225,18 +246,7 @@ impl CredentialGenerator for RandomCredentials {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let node_key = KeyPair::generate().map_err(fail)?;
-        let mut node_params = CertificateParams::new(dns_names).map_err(fail)?;
-        node_params
-            .distinguished_name
-            .push(DnType::CommonName, common_name.to_string());
-        node_params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        node_params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        let node_params = server_params(common_name, dns_names).map_err(fail)?;
         let node_cert = node_params.signed_by(&node_key, &issuer).map_err(fail)?;
         Ok(TlsBundle {
             ca_crt: ca_cert.pem(),
@@ -280,18 +290,7 @@ impl CredentialGenerator for RandomCredentials {
         let ca_key = KeyPair::from_pem(&issuer.key).map_err(fail)?;
         let issuer = Issuer::from_ca_cert_pem(&issuer.crt, ca_key).map_err(fail)?;
         let key = KeyPair::generate().map_err(fail)?;
-        let mut params = CertificateParams::new(dns_names.to_vec()).map_err(fail)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name.to_string());
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        let mut params = server_params(common_name, dns_names.to_vec()).map_err(fail)?;
         params.not_before = to_offset(validity.not_before).map_err(fail)?;
         params.not_after = to_offset(validity.not_after).map_err(fail)?;
         let crt = params.signed_by(&key, &issuer).map_err(fail)?;

@@ -62,15 +62,25 @@ pub struct PipelineCa {
 impl PipelineCa {
     /// Every CA certificate a client or a node must trust now, current first.
     pub fn trust_bundle(&self) -> String {
-        let mut bundle = self.current.crt.clone();
-        for crt in self.next.iter().map(|n| &n.crt).chain(self.previous.iter()) {
-            if !bundle.ends_with('\n') {
-                bundle.push('\n');
-            }
-            bundle.push_str(crt);
-        }
-        bundle
+        let next = self.next.iter().map(|n| n.crt.as_str());
+        join_pem(
+            std::iter::once(self.current.crt.as_str())
+                .chain(next)
+                .chain(self.previous.as_deref()),
+        )
     }
+}
+
+/// PEM blocks one after the other, each starting on a line of its own.
+pub fn join_pem<'a>(blocks: impl IntoIterator<Item = &'a str>) -> String {
+    let mut joined = String::new();
+    for block in blocks {
+        if !joined.is_empty() && !joined.ends_with('\n') {
+            joined.push('\n');
+        }
+        joined.push_str(block);
+    }
+    joined
 }
 
 /// Start and end of a certificate's validity, in Unix seconds.

@@ -115,21 +115,32 @@ pub fn tmp_volume() -> (Volume, VolumeMount) {
 /// Keys of a Secret as read-only files in `dir` (owner and group may read: pods run with
 /// an `fsGroup`), as a volume and its mount.
 pub fn secret_files(volume: &str, secret: &str, keys: &[&str], dir: &str) -> (Volume, VolumeMount) {
+    let items = keys
+        .iter()
+        .map(|key| KeyToPath {
+            key: (*key).into(),
+            path: (*key).into(),
+            mode: None,
+        })
+        .collect();
+    secret_volume(volume, secret, items, Some(0o440), dir)
+}
+
+/// The `items` of a Secret as read-only files in `dir`, as a volume and its mount.
+pub fn secret_volume(
+    volume: &str,
+    secret: &str,
+    items: Vec<KeyToPath>,
+    default_mode: Option<i32>,
+    dir: &str,
+) -> (Volume, VolumeMount) {
     (
         Volume {
             name: volume.into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.into()),
-                items: Some(
-                    keys.iter()
-                        .map(|key| KeyToPath {
-                            key: (*key).into(),
-                            path: (*key).into(),
-                            mode: None,
-                        })
-                        .collect(),
-                ),
-                default_mode: Some(0o440),
+                items: Some(items),
+                default_mode,
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()

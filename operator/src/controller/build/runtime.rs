@@ -10,7 +10,7 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
             ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
-            KeyToPath, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+            KeyToPath, PodSpec, PodTemplateSpec, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -25,7 +25,8 @@ use super::{
     kafka, minio,
     names::{keys, labels, selector_labels, ChildNames, Role, CONFIG_CHECKSUM_ANNOTATION},
     pieces::{
-        container_security, env_from_secret, http_probe, meta, pod_security, sha256_hex, tmp_volume,
+        container_security, env_from_secret, http_probe, meta, pod_security, secret_volume,
+        sha256_hex, tmp_volume,
     },
     search,
 };
@@ -191,27 +192,12 @@ pub fn credential_env(p: &ValidatedPipeline, needs: Needs) -> Vec<EnvVar> {
 }
 
 fn ca_volume(volume: &str, dir: &str, reference: &CaSecretRef) -> (Volume, VolumeMount) {
-    (
-        Volume {
-            name: volume.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(reference.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: reference.key.clone(),
-                    path: CA_FILE.into(),
-                    mode: None,
-                }]),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        VolumeMount {
-            name: volume.into(),
-            mount_path: dir.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        },
-    )
+    let item = KeyToPath {
+        key: reference.key.clone(),
+        path: CA_FILE.into(),
+        mode: None,
+    };
+    secret_volume(volume, &reference.name, vec![item], None, dir)
 }
 
 /// `/tmp` plus the CA certificates to trust (the managed Kafka's trust bundle, those

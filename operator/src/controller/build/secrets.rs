@@ -11,7 +11,7 @@ use super::{
 };
 use crate::controller::{
     credentials::{S3Keys, TlsBundle},
-    pipeline_ca::PipelineCa,
+    pipeline_ca::{join_pem, PipelineCa},
     validate::ValidatedPipeline,
 };
 
@@ -100,11 +100,7 @@ pub fn pipeline_ca(p: &ValidatedPipeline, ca: &PipelineCa) -> Secret {
 /// The Kafka nodes' certificate and key (also joined in `keystore.pem`, the form Kafka's
 /// PEM keystore reads) and the trust bundle (`ca.crt`), which clients mount alone.
 pub fn kafka_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
-    let mut keystore = tls.tls_key.clone();
-    if !keystore.ends_with('\n') {
-        keystore.push('\n');
-    }
-    keystore.push_str(&tls.tls_crt);
+    let keystore = join_pem([tls.tls_key.as_str(), &tls.tls_crt]);
     secret(
         p,
         ChildNames::new(&p.name).kafka_tls(),
