@@ -507,7 +507,9 @@ smoke_minio() {
   new_volume minio-data
   data=$SMOKE_ID-minio-data
   local key=smoke-access secret=smoke-secret-key
-  # The StatefulSet of minio.rs: args, env, read-only root, /data and /tmp writable.
+  # The StatefulSet of minio.rs (args, env, read-only root, /data and /tmp writable), but
+  # with no certificate in --certs-dir, so plain HTTP: the TLS the operator sets up (its
+  # certificate from <pipeline>-minio-tls, the bucket Job trusting the CA) runs in real_pods.
   run_service minio "${POD_SECURITY[@]}" --read-only -v "$data:/data" \
     -e "MINIO_ROOT_USER=$key" -e "MINIO_ROOT_PASSWORD=$secret" -e MINIO_REGION=us-east-1 -e HOME=/tmp \
     "$mtag" server /data --address :9000 --console-address :9001 --certs-dir /tmp/certs

@@ -184,13 +184,18 @@ echo "every figure of the report from the index equals the embedded run's: $(jq 
 log "Parquet objects in MinIO"
 ACCESS_KEY=$(kubectl -n "$NAMESPACE" get secret "$NAME-minio-credentials" -o jsonpath='{.data.accessKeyId}' | base64 -d)
 SECRET_KEY=$(kubectl -n "$NAMESPACE" get secret "$NAME-minio-credentials" -o jsonpath='{.data.secretAccessKey}' | base64 -d)
+kubectl -n "$NAMESPACE" get secret "$NAME-minio-tls" -o jsonpath='{.data.ca\.crt}' | base64 -d >"$WORK/minio-ca.crt"
 forward "svc/$NAME-minio" "$MINIO_PORT:9000"
+# MinIO speaks TLS only, with a certificate for its Service's name from the pipeline CA:
+# curl checks it against that CA and that name, connected through the port-forward.
+MINIO_HOST=$NAME-minio.$NAMESPACE.svc
 # SigV4 as S3 itself wants it: the payload hash header (an empty body's), and the query
 # already percent-encoded (curl signs the query as written).
 object_count() {
   curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$ACCESS_KEY:$SECRET_KEY" \
+    --cacert "$WORK/minio-ca.crt" --connect-to "$MINIO_HOST:9000:127.0.0.1:$MINIO_PORT" \
     -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
-    "http://127.0.0.1:$MINIO_PORT/$BUCKET?list-type=2&prefix=events%2F" |
+    "https://$MINIO_HOST:9000/$BUCKET?list-type=2&prefix=events%2F" |
     grep -o '<Key>[^<]*\.parquet</Key>' | wc -l | tr -d ' '
 }
 wait_for_positive "Parquet objects under s3://$BUCKET/events/" object_count

@@ -152,4 +152,8 @@ s3_smoke() {
 
 s3_env() {
   echo "export S3_ENDPOINT=$S3_ENDPOINT S3_ACCESS_KEY=$S3_ACCESS_KEY S3_SECRET_KEY=$S3_SECRET_KEY S3_REGION=$S3_REGION"
+  # The server binary itself, for tests that start their own instance (over TLS).
+  if [[ $(_s3_impl) == versitygw ]]; then
+    echo "export S3_VERSITYGW=$(cache_dir versitygw "$S3_VERSITYGW_VERSION")/bin/versitygw"
+  fi
 }

@@ -136,7 +136,7 @@ pub fn assert_children(listed: &[Listed], expected: &[(&str, &str)]) {
 
 /// The children the builders (operator/src/controller/build/) make for the all-managed
 /// `examples/shop-events.yaml`; Job names end with a hash of their spec.
-pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 24] = [
+pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 25] = [
     ("ConfigMap", "shop-runtime-config"),
     ("Deployment", "shop-runtime"),
     ("Job", "shop-generate-"),
@@ -153,6 +153,7 @@ pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 24] = [
     ("Secret", "shop-es-transport"),
     ("Secret", "shop-kafka-tls"),
     ("Secret", "shop-minio-credentials"),
+    ("Secret", "shop-minio-tls"),
     ("Service", "shop-es"),
     ("Service", "shop-es-headless"),
     ("Service", "shop-kafka"),

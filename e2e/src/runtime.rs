@@ -144,6 +144,7 @@ impl Endpoints {
                 access_key_id: self.s3_access_key.clone(),
                 secret_access_key: Secret::new(self.s3_secret_key.clone()),
             }),
+            ca_file: None,
         })
     }
 

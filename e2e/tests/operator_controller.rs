@@ -203,13 +203,23 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
         secret_text(&kafka_tls, "keystore.pem")?,
         format!("{}\n{kafka_crt}", kafka_key.trim_end())
     );
+    // MinIO's TLS: the same trust bundle, its own certificate and key.
+    let minio_tls = secrets.get("shop-minio-tls").await?;
+    assert_eq!(minio_tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(secret_text(&minio_tls, "ca.crt")?, ca_crt);
+    let (minio_crt, minio_key) = (
+        secret_text(&minio_tls, "tls.crt")?,
+        secret_text(&minio_tls, "tls.key")?,
+    );
+    assert!(minio_crt.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_ne!(minio_key, kafka_key);
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let runtime = deployments.get("shop-runtime").await?;
     let runtime_json = serde_json::to_string(&runtime)?;
     let statefulsets_json = serde_json::to_string(&statefulsets.list(&Default::default()).await?)?;
     let jobs_json = serde_json::to_string(&jobs.list(&Default::default()).await?)?;
-    for secret in [&minio_secret, &elastic_password, &kafka_key] {
+    for secret in [&minio_secret, &elastic_password, &kafka_key, &minio_key] {
         for (what, json) in [
             ("runtime Deployment", &runtime_json),
             ("StatefulSets", &statefulsets_json),
@@ -249,7 +259,7 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     );
 
     // The config checksum annotation is the sha256 of the ConfigMap's `key=value\n` lines
-    // followed by Kafka's trust bundle (a renewed bundle rolls the runtime).
+    // followed by the pipeline's trust bundle (a renewed bundle rolls the runtime).
     let config = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get("shop-runtime-config")
         .await?;
@@ -280,6 +290,21 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
             .and_then(|mut a| a.remove("checksum/tls")),
         Some(sha256_hex(&format!("{ca_crt}\n{kafka_crt}"))),
         "checksum/tls of the Kafka pods"
+    );
+    // MinIO's pods likewise.
+    let minio_template = statefulsets
+        .get("shop-minio")
+        .await?
+        .spec
+        .context("MinIO StatefulSet spec")?
+        .template;
+    assert_eq!(
+        minio_template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|mut a| a.remove("checksum/tls")),
+        Some(sha256_hex(&format!("{ca_crt}\n{minio_crt}"))),
+        "checksum/tls of the MinIO pods"
     );
     let annotation = pod
         .metadata

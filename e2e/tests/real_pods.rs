@@ -18,9 +18,9 @@ use e2e::k8s::{self, helm, kubectl, poll_until, repo_root, TestNamespace};
 use e2e::runtime::{expected_from_embedded_run, verify_sinks, Expected};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams};
-use pipeline_runtime::config::{S3Credentials, S3Settings, SearchSettings, StoreSettings};
+use pipeline_runtime::config::{S3Credentials, S3Settings, SearchSettings};
 use pipeline_runtime::search::SearchIndex;
-use pipeline_runtime::store::ObjectStore;
+use pipeline_runtime::store::{ObjectStore, S3Store};
 
 /// The images `e2e/images.sh` builds; the services' are local stand-ins (see its header and
 /// `e2e/images/services.sh`).
@@ -168,6 +168,16 @@ fn expected_for(events: u64, seed: u64) -> Result<(tempfile::TempDir, Expected)>
 
 /// `http://<ClusterIP>:<port>` of a Service of the pipeline.
 async fn service_url(client: &kube::Client, ns: &str, name: &str, port: u16) -> Result<String> {
+    service_address(client, ns, name, port, "http").await
+}
+
+async fn service_address(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    port: u16,
+    scheme: &str,
+) -> Result<String> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let service = services.get(name).await?;
     let ip = service
@@ -175,7 +185,7 @@ async fn service_url(client: &kube::Client, ns: &str, name: &str, port: u16) -> 
         .and_then(|s| s.cluster_ip)
         .filter(|ip| ip != "None")
         .with_context(|| format!("service {name} has no ClusterIP"))?;
-    Ok(format!("http://{ip}:{port}"))
+    Ok(format!("{scheme}://{ip}:{port}"))
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Result<String> {
@@ -187,6 +197,22 @@ fn secret_value(secret: &Secret, key: &str) -> Result<String> {
     Ok(String::from_utf8(bytes.0.clone())?)
 }
 
+/// An HTTPS client trusting the PEM `trust` bundle only, that accepts a certificate for
+/// `server_name` whatever address it connects to.
+fn http_client_for(trust: &str, server_name: &str) -> Result<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls::{
+        rustls_provider::CryptoMode, Provider, ServerName, TlsContext, TrustStore,
+    };
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::empty().with_pem_certificate(trust.as_bytes()))
+        .with_additional_server_names(vec![ServerName::try_from(server_name)?])
+        .build()?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
+}
+
 /// The pipeline's lake and index, opened from the host through the Services.
 async fn open_sinks(
     client: &kube::Client,
@@ -196,9 +222,9 @@ async fn open_sinks(
     let names = ChildNames::new(name);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let credentials = secrets.get(&names.minio_credentials()).await?;
-    let store = ObjectStore::open(&StoreSettings::S3(S3Settings {
+    let settings = S3Settings {
         bucket: format!("{name}-lake"),
-        endpoint: Some(service_url(client, ns, &names.minio(), 9000).await?),
+        endpoint: Some(service_address(client, ns, &names.minio(), 9000, "https").await?),
         region: "us-east-1".into(),
         path_style: true,
         credentials: Some(S3Credentials {
@@ -208,8 +234,20 @@ async fn open_sinks(
                 "secretAccessKey",
             )?),
         }),
-    }))
-    .await?;
+        ca_file: None,
+    };
+    // MinIO speaks TLS only. The host reaches it by its ClusterIP, which its certificate
+    // does not name: trust only the pipeline CA, and accept the Service's name instead.
+    let trust = secret_value(&secrets.get(&names.minio_tls()).await?, "ca.crt")?;
+    let config = S3Store::config(&settings)
+        .await?
+        .http_client(http_client_for(
+            &trust,
+            &format!("{}.{ns}.svc", names.minio()),
+        )?);
+    let store = S3Store::from_config(config, &settings);
+    store.ensure_bucket().await?;
+    let store = ObjectStore::S3(store);
     let search = SearchIndex::connect(
         &SearchSettings {
             url: service_url(client, ns, &names.search(), 9200).await?,

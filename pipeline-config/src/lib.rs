@@ -43,6 +43,9 @@ pub mod env {
     pub const S3_SECRET_ACCESS_KEY: &str = "DP_S3_SECRET_ACCESS_KEY";
     /// `true` for MinIO and most self-hosted S3 servers; `false` for AWS virtual hosts.
     pub const S3_PATH_STYLE: &str = "DP_S3_PATH_STYLE";
+    /// PEM file of the CA(s) that signed the S3 server's certificate (in place of the
+    /// system's roots).
+    pub const S3_CA_FILE: &str = "DP_S3_CA_FILE";
     /// A local directory used as the object store instead of S3 (single machine, tests).
     pub const STORE_DIR: &str = "DP_STORE_DIR";
 

@@ -175,6 +175,10 @@ pub struct StoreArgs {
     /// Path-style addressing; defaults to true when an endpoint is given.
     #[arg(long, env = env::S3_PATH_STYLE)]
     pub s3_path_style: Option<bool>,
+    /// PEM file of the CA(s) that signed the S3 server's certificate; trusted in place of
+    /// the system's roots.
+    #[arg(long, env = env::S3_CA_FILE)]
+    pub s3_ca_file: Option<PathBuf>,
 }
 
 /// Search index. Basic-auth credentials come from `DP_SEARCH_USERNAME` /
@@ -413,6 +417,8 @@ pub struct S3Settings {
     pub path_style: bool,
     /// Static credentials; `None` = the AWS default credential chain.
     pub credentials: Option<S3Credentials>,
+    /// CA certificates to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,6 +481,7 @@ impl StoreArgs {
             endpoint,
             region: self.s3_region.trim().to_string(),
             credentials,
+            ca_file: self.s3_ca_file.clone(),
         }))
     }
 }
@@ -673,6 +680,7 @@ mod tests {
                 access_key_id: "AK".into(),
                 secret_access_key: Secret::new("s3-hunter2"),
             }),
+            ca_file: None,
         };
         for debug in [
             format!("{sasl:?}"),
@@ -810,7 +818,8 @@ mod tests {
     #[test]
     fn s3_settings_path_style_follows_endpoint_unless_given() {
         let mut argv = MINIMAL.to_vec();
-        argv.extend(["--s3-endpoint", "http://127.0.0.1:9000"]);
+        argv.extend(["--s3-endpoint", "https://127.0.0.1:9000"]);
+        argv.extend(["--s3-ca-file", "/etc/ca/ca.crt"]);
         let creds = lookup(&[
             ("DP_S3_ACCESS_KEY_ID", "AK"),
             ("DP_S3_SECRET_ACCESS_KEY", "SK"),
@@ -820,13 +829,14 @@ mod tests {
             s,
             StoreSettings::S3(S3Settings {
                 bucket: "lake".into(),
-                endpoint: Some("http://127.0.0.1:9000".into()),
+                endpoint: Some("https://127.0.0.1:9000".into()),
                 region: "us-east-1".into(),
                 path_style: true,
                 credentials: Some(S3Credentials {
                     access_key_id: "AK".into(),
                     secret_access_key: Secret::new("SK"),
                 }),
+                ca_file: Some("/etc/ca/ca.crt".into()),
             })
         );
         let aws = parse(&MINIMAL).store.resolve(&lookup(&[])).unwrap();

@@ -1,7 +1,7 @@
 //! Credentials the operator generates for managed services (MinIO keys, the `elastic`
-//! password, Elasticsearch transport TLS; the pipeline CA and the managed Kafka's server
-//! certificate, renewed on `pipeline_ca`'s schedule; a managed OpenSearch, security plugin
-//! off, gets none). Generated once: values already stored in their Secrets (read by
+//! password, Elasticsearch transport TLS; the pipeline CA and the server certificates of
+//! the managed Kafka and MinIO, renewed on `pipeline_ca`'s schedule; a managed OpenSearch,
+//! security plugin off, gets none). Generated once: values already stored in their Secrets (read by
 //! `dereference`) are reused until they are due for renewal. Randomness sits behind
 //! `CredentialGenerator` so reconciles are deterministic in tests. No I/O.
 
@@ -46,6 +46,8 @@ pub struct GeneratedCredentials {
     pub pipeline_ca: Option<PipelineCa>,
     /// The managed Kafka's server certificate, from `pipeline_ca`.
     pub kafka_tls: Option<TlsBundle>,
+    /// The managed MinIO's server certificate, from `pipeline_ca`.
+    pub minio_tls: Option<TlsBundle>,
 }
 
 /// What `Debug` shows of a secret value: whether there is one, never the value, so logs
@@ -82,6 +84,7 @@ impl std::fmt::Debug for GeneratedCredentials {
             .field("search_transport", &self.search_transport)
             .field("pipeline_ca", &self.pipeline_ca)
             .field("kafka_tls", &self.kafka_tls)
+            .field("minio_tls", &self.minio_tls)
             .finish()
     }
 }
@@ -118,6 +121,21 @@ pub fn kafka_certificate_request(plan: &ValidatedPipeline) -> CertificateRequest
             format!("{kafka}.{namespace}.svc.cluster.local"),
             format!("{kafka}.{namespace}"),
             kafka,
+        ],
+    }
+}
+
+/// DNS names of the managed MinIO's certificate: its Service, short and fully qualified.
+pub fn minio_certificate_request(plan: &ValidatedPipeline) -> CertificateRequest {
+    let minio = super::build::names::ChildNames::new(&plan.name).minio();
+    let namespace = &plan.namespace;
+    CertificateRequest {
+        common_name: minio.clone(),
+        dns_names: vec![
+            format!("{minio}.{namespace}.svc"),
+            format!("{minio}.{namespace}.svc.cluster.local"),
+            format!("{minio}.{namespace}"),
+            minio,
         ],
     }
 }
@@ -167,26 +185,43 @@ pub fn complete(
         // their own credentials.
         SearchMode::Managed(_) | SearchMode::External(_) => (None, None),
     };
-    let (pipeline_ca, kafka_tls) = match plan.kafka.mode {
-        KafkaMode::Managed(_) => {
-            let ca = pipeline_ca::maintain_ca(existing.pipeline_ca, &plan.name, now, generator)?;
-            let kafka = pipeline_ca::maintain_certificate(
-                existing.kafka_tls,
-                &ca,
-                &kafka_certificate_request(plan),
-                now,
-                generator,
-            )?;
-            (Some(ca), Some(kafka))
-        }
-        KafkaMode::External(_) => (None, None),
+    let kafka_managed = matches!(plan.kafka.mode, KafkaMode::Managed(_));
+    let minio_managed = matches!(plan.object_store.mode, ObjectStoreMode::Managed(_));
+    let pipeline_ca = match kafka_managed || minio_managed {
+        true => Some(pipeline_ca::maintain_ca(
+            existing.pipeline_ca,
+            &plan.name,
+            now,
+            generator,
+        )?),
+        false => None,
     };
+    let certificate = |managed: bool, stored: Option<TlsBundle>, request: CertificateRequest| match (
+        &pipeline_ca,
+        managed,
+    ) {
+        (Some(ca), true) => {
+            pipeline_ca::maintain_certificate(stored, ca, &request, now, generator).map(Some)
+        }
+        _ => Ok(None),
+    };
+    let kafka_tls = certificate(
+        kafka_managed,
+        existing.kafka_tls,
+        kafka_certificate_request(plan),
+    )?;
+    let minio_tls = certificate(
+        minio_managed,
+        existing.minio_tls,
+        minio_certificate_request(plan),
+    )?;
     Ok(GeneratedCredentials {
         minio,
         elastic_password,
         search_transport,
         pipeline_ca,
         kafka_tls,
+        minio_tls,
     })
 }
 
@@ -301,7 +336,9 @@ impl CredentialGenerator for RandomCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fixtures::{managed_pipeline, settings, FixedCredentials};
+    use crate::controller::fixtures::{
+        external_pipeline, managed_pipeline, settings, FixedCredentials,
+    };
     use crate::controller::validate::validate;
 
     const NOW: i64 = 1_800_000_000;
@@ -416,11 +453,16 @@ mod tests {
                 tls_crt: "CRT".into(),
                 tls_key: "KAFKA-KEY-SECRET".into(),
             }),
+            minio_tls: Some(TlsBundle {
+                ca_crt: "CA".into(),
+                tls_crt: "CRT".into(),
+                tls_key: "MINIO-KEY-SECRET".into(),
+            }),
         };
         let text = format!("{credentials:?}");
         assert!(!text.contains("SECRET"), "{text}");
         assert!(text.contains("shop-admin"), "{text}");
-        assert_eq!(text.matches("<redacted>").count(), 6, "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 7, "{text}");
     }
 
     #[test]
@@ -452,10 +494,63 @@ mod tests {
             ]
         );
         assert_eq!(tls.ca_crt, ca.current.crt);
+        // MinIO's certificate: the same CA, its Service's names, another key.
+        let minio = done.minio_tls.clone().expect("minio certificate");
+        assert!(pipeline_ca::signed_by(&minio.tls_crt, &ca.current.crt));
+        assert_eq!(
+            pipeline_ca::facts(&minio.tls_crt)
+                .expect("readable")
+                .dns_names
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![
+                "shop-minio",
+                "shop-minio.shops",
+                "shop-minio.shops.svc",
+                "shop-minio.shops.svc.cluster.local",
+            ]
+        );
+        assert_eq!(minio.ca_crt, ca.current.crt);
+        assert_ne!(minio.tls_key, tls.tls_key);
         // Stored values are kept on the next reconcile.
         assert_eq!(
             complete(done.clone(), &plan, NOW + 3600, &RandomCredentials).expect("complete"),
             done
+        );
+    }
+
+    #[test]
+    fn the_pipeline_ca_exists_while_kafka_or_minio_is_managed() {
+        let mut minio_only = managed_pipeline();
+        minio_only.spec.kafka = external_pipeline().spec.kafka;
+        let plan = validate(&minio_only, &settings()).expect("valid");
+        let done = complete(
+            GeneratedCredentials::default(),
+            &plan,
+            NOW,
+            &FixedCredentials,
+        )
+        .expect("complete");
+        assert_eq!(done.kafka_tls, None);
+        let ca = done.pipeline_ca.expect("a CA for MinIO").current.crt;
+        assert!(ca.starts_with("ca shop pipeline CA "), "{ca}");
+        assert!(done
+            .minio_tls
+            .expect("a certificate")
+            .tls_crt
+            .starts_with(&format!("cert for shop-minio from {ca}: ")));
+
+        let plan = validate(&external_pipeline(), &settings()).expect("valid");
+        let done = complete(
+            GeneratedCredentials::default(),
+            &plan,
+            NOW,
+            &FixedCredentials,
+        )
+        .expect("complete");
+        assert_eq!(
+            (done.pipeline_ca, done.kafka_tls, done.minio_tls),
+            (None, None, None)
         );
     }
 }

@@ -68,6 +68,14 @@ pub fn referenced_secrets(spec: &DataPipelineSpec) -> Vec<SecretReference> {
                 keys: vec![s.access_key_id_key.clone(), s.secret_access_key_key.clone()],
             });
         }
+        if let Some(ca) = &store.ca_secret_ref {
+            refs.push(SecretReference {
+                component: Component::ObjectStore,
+                field: "spec.objectStore.external.caSecretRef",
+                name: ca.name.clone(),
+                keys: vec![ca.key.clone()],
+            });
+        }
     }
     if let Some(search) = &spec.search.external {
         if let Some(s) = &search.secret_ref {
@@ -280,6 +288,7 @@ pub struct GeneratedSecrets {
     pub transport: Option<Secret>,
     pub pipeline_ca: Option<Secret>,
     pub kafka_tls: Option<Secret>,
+    pub minio_tls: Option<Secret>,
 }
 
 fn tls_bundle(secret: &Secret) -> Option<TlsBundle> {
@@ -313,6 +322,7 @@ pub fn existing_credentials(found: &GeneratedSecrets) -> GeneratedCredentials {
         transport,
         pipeline_ca: ca,
         kafka_tls,
+        minio_tls,
     } = found;
     GeneratedCredentials {
         minio: minio.as_ref().and_then(|s| {
@@ -325,6 +335,7 @@ pub fn existing_credentials(found: &GeneratedSecrets) -> GeneratedCredentials {
         search_transport: transport.as_ref().and_then(tls_bundle),
         pipeline_ca: ca.as_ref().and_then(pipeline_ca),
         kafka_tls: kafka_tls.as_ref().and_then(tls_bundle),
+        minio_tls: minio_tls.as_ref().and_then(tls_bundle),
     }
 }
 
@@ -354,9 +365,12 @@ pub async fn dereference(
     }
 
     let names = ChildNames::new(pipeline);
-    let minio = match spec.object_store.managed {
-        Some(_) => get_opt(&secrets, namespace, &names.minio_credentials()).await?,
-        None => None,
+    let (minio, minio_tls) = match spec.object_store.managed {
+        Some(_) => (
+            get_opt(&secrets, namespace, &names.minio_credentials()).await?,
+            get_opt(&secrets, namespace, &names.minio_tls()).await?,
+        ),
+        None => (None, None),
     };
     // Only a managed Elasticsearch has generated credentials (OpenSearch runs without its
     // security plugin).
@@ -367,12 +381,13 @@ pub async fn dereference(
         ),
         Some(_) | None => (None, None),
     };
-    let (pipeline_ca, kafka_tls) = match spec.kafka.managed {
-        Some(_) => (
-            get_opt(&secrets, namespace, &names.pipeline_ca()).await?,
-            get_opt(&secrets, namespace, &names.kafka_tls()).await?,
-        ),
-        None => (None, None),
+    let pipeline_ca = match spec.kafka.managed.is_some() || spec.object_store.managed.is_some() {
+        true => get_opt(&secrets, namespace, &names.pipeline_ca()).await?,
+        false => None,
+    };
+    let kafka_tls = match spec.kafka.managed {
+        Some(_) => get_opt(&secrets, namespace, &names.kafka_tls()).await?,
+        None => None,
     };
     Ok(Ok(existing_credentials(&GeneratedSecrets {
         minio,
@@ -380,6 +395,7 @@ pub async fn dereference(
         transport,
         pipeline_ca,
         kafka_tls,
+        minio_tls,
     })))
 }
 
@@ -613,6 +629,10 @@ mod tests {
             "shop-kafka-tls",
             &[("ca.crt", "bundle"), ("tls.crt", "c"), ("tls.key", "k")],
         );
+        let minio_tls = secret_with(
+            "shop-minio-tls",
+            &[("ca.crt", "bundle"), ("tls.crt", "mc"), ("tls.key", "mk")],
+        );
         assert_eq!(
             existing_credentials(&GeneratedSecrets {
                 minio: Some(minio),
@@ -620,6 +640,7 @@ mod tests {
                 transport: Some(partial_tls),
                 pipeline_ca: Some(ca),
                 kafka_tls: Some(kafka),
+                minio_tls: Some(minio_tls),
             }),
             GeneratedCredentials {
                 minio: Some(S3Keys {
@@ -640,6 +661,11 @@ mod tests {
                     ca_crt: "bundle".into(),
                     tls_crt: "c".into(),
                     tls_key: "k".into()
+                }),
+                minio_tls: Some(TlsBundle {
+                    ca_crt: "bundle".into(),
+                    tls_crt: "mc".into(),
+                    tls_key: "mk".into()
                 }),
             }
         );

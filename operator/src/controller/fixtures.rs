@@ -210,6 +210,11 @@ pub fn fixed_credentials() -> GeneratedCredentials {
             tls_crt: "kafka-cert-pem".into(),
             tls_key: "kafka-key-pem".into(),
         }),
+        minio_tls: Some(TlsBundle {
+            ca_crt: "pipeline-ca-pem".into(),
+            tls_crt: "minio-cert-pem".into(),
+            tls_key: "minio-key-pem".into(),
+        }),
     }
 }
 

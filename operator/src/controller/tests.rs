@@ -159,10 +159,11 @@ fn generator_waits(mut applies: Vec<Expect>) -> Vec<Expect> {
     applies
 }
 
-/// A real pipeline CA and Kafka certificate for the all-managed fixture, valid at the
-/// test clock, as the `data` of their Secrets (made once: key generation is slow).
-fn stored_tls_secrets() -> &'static (Value, Value) {
-    static STORED: std::sync::OnceLock<(Value, Value)> = std::sync::OnceLock::new();
+/// A real pipeline CA and the Kafka and MinIO certificates it issued for the all-managed
+/// fixture, valid at the test clock, as the `data` of their Secrets (made once: key
+/// generation is slow).
+fn stored_tls_secrets() -> &'static (Value, Value, Value) {
+    static STORED: std::sync::OnceLock<(Value, Value, Value)> = std::sync::OnceLock::new();
     STORED.get_or_init(|| {
         let plan = super::fixtures::managed_plan();
         let made = super::credentials::complete(
@@ -179,10 +180,15 @@ fn stored_tls_secrets() -> &'static (Value, Value) {
             data(super::build::secrets::pipeline_ca(
                 &plan,
                 made.pipeline_ca.as_ref().expect("a CA"),
+                super::build::names::Role::Kafka,
             )),
             data(super::build::secrets::kafka_tls(
                 &plan,
                 made.kafka_tls.as_ref().expect("a certificate"),
+            )),
+            data(super::build::secrets::minio_tls(
+                &plan,
+                made.minio_tls.as_ref().expect("a certificate"),
             )),
         )
     })
@@ -196,8 +202,12 @@ fn stored_kafka_tls() -> Value {
     stored_tls_secrets().1.clone()
 }
 
+fn stored_minio_tls() -> Value {
+    stored_tls_secrets().2.clone()
+}
+
 /// How many generated Secrets a visit of the all-managed fixture reads first.
-const GENERATED_SECRETS: usize = 5;
+const GENERATED_SECRETS: usize = 6;
 
 /// The applies of the all-managed fixture, in order, with the given readiness. Not
 /// ready, the generator Job is only looked up: it is created once Kafka and MinIO are.
@@ -215,6 +225,7 @@ fn managed_applies(ready: bool) -> Vec<Expect> {
         apply("Secret", "shop-ca", Value::Null),
         apply("Secret", "shop-kafka-tls", Value::Null),
         apply("Secret", "shop-minio-credentials", Value::Null),
+        apply("Secret", "shop-minio-tls", Value::Null),
         apply("Secret", "shop-es-elastic-user", Value::Null),
         apply("Secret", "shop-es-transport", Value::Null),
         apply("ConfigMap", "shop-runtime-config", Value::Null),
@@ -283,6 +294,7 @@ async fn run(
 async fn first_reconcile_creates_everything_in_order() {
     let mut expectations = vec![
         get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-minio-tls", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
@@ -333,6 +345,17 @@ async fn first_reconcile_creates_everything_in_order() {
     );
     assert!(decoded(&kafka_tls["data"]["tls.crt"])
         .starts_with("cert for shop-kafka from ca shop pipeline CA 20251231T231640Z: "));
+    // MinIO's certificate comes from the same CA, for its Service's names.
+    let minio_tls = body_of(&seen, "secrets/shop-minio-tls?");
+    assert_eq!(
+        decoded(&minio_tls["data"]["ca.crt"]),
+        "ca shop pipeline CA 20251231T231640Z"
+    );
+    assert_eq!(
+        decoded(&minio_tls["data"]["tls.crt"]),
+        "cert for shop-minio from ca shop pipeline CA 20251231T231640Z: \
+         shop-minio.shops.svc,shop-minio.shops.svc.cluster.local,shop-minio.shops,shop-minio"
+    );
     // Server-side apply bodies are full typed objects.
     let sts = body_of(&seen, "statefulsets/shop-kafka?");
     assert_eq!(
@@ -411,6 +434,10 @@ fn ready_expectations(writes_status: bool) -> Vec<Expect> {
                 "shop-minio-credentials",
                 json!({"accessKeyId": "c2hvcC1hZG1pbg==", "secretAccessKey": "a2VwdA=="}),
             )),
+        ),
+        get_secret(
+            "shop-minio-tls",
+            Reply::Json(secret_json("shop-minio-tls", stored_minio_tls())),
         ),
         get_secret(
             "shop-es-elastic-user",
@@ -532,6 +559,10 @@ async fn existing_credentials_are_reused_and_a_steady_state_writes_nothing() {
     assert_eq!(
         body_of(&seen, "secrets/shop-kafka-tls?")["data"],
         stored_kafka_tls()
+    );
+    assert_eq!(
+        body_of(&seen, "secrets/shop-minio-tls?")["data"],
+        stored_minio_tls()
     );
     let status = written.expect("first reconcile writes the status");
     assert_eq!(status.phase, Some(crate::crd::Phase::Running));
@@ -663,6 +694,7 @@ async fn an_impossible_spec_fails_without_applying_anything() {
     dp.spec.object_store.bucket = "Not_A_Bucket".into();
     let expectations = vec![
         get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-minio-tls", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
@@ -712,6 +744,10 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
         )),
     )];
     expectations.push(get_secret(
+        "shop-minio-tls",
+        Reply::Json(secret_json("shop-minio-tls", stored_minio_tls())),
+    ));
+    expectations.push(get_secret(
         "shop-ca",
         Reply::Json(secret_json("shop-ca", stored_pipeline_ca())),
     ));
@@ -719,7 +755,7 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
         "shop-kafka-tls",
         Reply::Json(secret_json("shop-kafka-tls", stored_kafka_tls())),
     ));
-    assert_eq!(applies.len(), 24 - 7);
+    assert_eq!(applies.len(), 25 - 7);
     expectations.extend(applies);
     expectations.push(list("Deployment", vec![owned("shop-runtime")]));
     expectations.push(list("Job", vec![]));
@@ -761,6 +797,7 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
 async fn api_errors_fail_the_reconcile_and_back_off() {
     let mut expectations = vec![
         get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-minio-tls", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
@@ -966,6 +1003,7 @@ async fn an_existing_generator_job_is_kept_while_kafka_is_not_ready() {
     let generator = job_names()[2].clone();
     let mut expectations = vec![
         get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-minio-tls", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
@@ -1030,7 +1068,7 @@ async fn a_refused_child_does_not_stop_the_others_and_is_named_in_the_status() {
         seen.iter()
             .filter(|(method, _, _)| method == Method::PATCH)
             .count(),
-        23 + 1,
+        24 + 1,
         "every child but the waiting generator Job, and the status"
     );
     let message = format!("cannot apply StatefulSet shops/shop-kafka: {FORBIDDEN}; the operator applied the pipeline's other children and retries with backoff");
@@ -1122,6 +1160,7 @@ async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
         Arc::new(FixedMeasurement(std::sync::Mutex::new(backlog)));
     let mut expectations = vec![
         get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-minio-tls", Reply::Status(404)),
         get_secret("shop-es-elastic-user", Reply::Status(404)),
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
@@ -1291,6 +1330,7 @@ async fn a_managed_opensearch_gets_no_search_credentials() {
     // applied.
     let mut expectations = vec![
         get_secret("shop-minio-credentials", Reply::Status(404)),
+        get_secret("shop-minio-tls", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
         get_secret("shop-kafka-tls", Reply::Status(404)),
     ];
@@ -1320,7 +1360,7 @@ async fn a_managed_opensearch_gets_no_search_credentials() {
             }
         })
         .collect();
-    assert_eq!(applies.len(), 24 - 2);
+    assert_eq!(applies.len(), 25 - 2);
     expectations.extend(applies);
     expectations.extend(empty_lists());
     expectations.push(list_pods(vec![]));

@@ -457,6 +457,10 @@ pub struct ExternalObjectStore {
     /// credentials (e.g. IAM roles for service accounts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<S3SecretRef>,
+    /// Secret with the CA certificate(s) of an `https://` endpoint signed by a private CA;
+    /// trusted in place of the system CAs. Omit to trust the system CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<CaSecretRef>,
 }
 
 fn default_region() -> String {

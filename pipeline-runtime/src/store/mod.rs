@@ -57,7 +57,7 @@ impl ObjectStore {
         match settings {
             StoreSettings::Local { root } => Ok(ObjectStore::Local(LocalStore::new(root.clone())?)),
             StoreSettings::S3(s3) => {
-                let store = S3Store::connect(s3).await;
+                let store = S3Store::connect(s3).await?;
                 store.ensure_bucket().await?;
                 Ok(ObjectStore::S3(store))
             }

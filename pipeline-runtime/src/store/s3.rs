@@ -4,6 +4,7 @@
 //! non-AWS servers refuse the SDK's default checksum trailers. Does network I/O.
 
 use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{
@@ -27,8 +28,23 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    /// Builds the client (no request is made).
-    pub async fn connect(settings: &S3Settings) -> Self {
+    /// Builds the client (no request is made). Fails only on an unusable CA file.
+    pub async fn connect(settings: &S3Settings) -> Result<Self> {
+        Ok(Self::from_config(Self::config(settings).await?, settings))
+    }
+
+    /// The client over a configuration from [`S3Store::config`], adjusted by the caller
+    /// (e.g. another HTTP client).
+    pub fn from_config(config: aws_sdk_s3::config::Builder, settings: &S3Settings) -> Self {
+        Self {
+            client: Client::from_conf(config.build()),
+            bucket: settings.bucket.clone(),
+            region: settings.region.clone(),
+        }
+    }
+
+    /// The SDK configuration [`S3Store::connect`] uses.
+    pub async fn config(settings: &S3Settings) -> Result<aws_sdk_s3::config::Builder> {
         let region = Region::new(settings.region.clone());
         let mut builder = match &settings.credentials {
             Some(c) => aws_sdk_s3::config::Builder::new()
@@ -63,11 +79,10 @@ impl S3Store {
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        Self {
-            client: Client::from_conf(builder.build()),
-            bucket: settings.bucket.clone(),
-            region: settings.region.clone(),
+        if let Some(ca_file) = &settings.ca_file {
+            builder = builder.http_client(http_client_trusting(&read_ca_file(ca_file)?)?);
         }
+        Ok(builder)
     }
 
     pub fn bucket(&self) -> &str {
@@ -288,6 +303,53 @@ where
     }
 }
 
+/// The PEM certificates of `path`, checked the way the TLS client will load them (the
+/// SDK's HTTP client would panic on a file it cannot parse).
+fn read_ca_file(path: &Path) -> Result<Vec<u8>> {
+    let invalid = |reason: String| Error::Config {
+        name: pipeline_config::env::S3_CA_FILE.into(),
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    check_ca_pem(&pem).map_err(invalid)?;
+    Ok(pem)
+}
+
+/// At least one PEM certificate, each usable as a trust anchor.
+fn check_ca_pem(pem: &[u8]) -> std::result::Result<usize, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate file: {e}"))?;
+    if certificates.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (n, certificate) in certificates.iter().enumerate() {
+        roots
+            .add(certificate.clone())
+            .map_err(|e| format!("certificate {} is not a usable CA: {e}", n + 1))?;
+    }
+    Ok(certificates.len())
+}
+
+/// The SDK's own HTTPS client (rustls with aws-lc, as by default), trusting only `pem`.
+fn http_client_trusting(pem: &[u8]) -> Result<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let trust = TrustStore::empty().with_pem_certificate(pem.to_vec());
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| Error::Config {
+            name: pipeline_config::env::S3_CA_FILE.into(),
+            reason: e.to_string(),
+        })?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
+}
+
 /// The HTTP status of a raw response (a seam so [`s3_error`] stays generic).
 trait HasStatus {
     fn status_code(&self) -> u16;
@@ -320,5 +382,42 @@ mod tests {
         assert!(retryable_status(400, Some("RequestTimeout")));
         assert!(!retryable_status(403, Some("AccessDenied")));
         assert!(!retryable_status(404, Some("NoSuchBucket")));
+    }
+
+    /// A self-signed P-256 CA made with `openssl req -x509` (valid until 2126).
+    const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBezCCASGgAwIBAgIUP2RQG6n4cEYdcbFDFRcq6tGPskwwCgYIKoZIzj0EAwIw\nEjEQMA4GA1UEAwwHdGVzdC1jYTAgFw0yNjEyMDQxNzQwMzNaGA8yMTI2MTExMDE3\nNDAzM1owEjEQMA4GA1UEAwwHdGVzdC1jYTBZMBMGByqGSM49AgEGCCqGSM49AwEH\nA0IABK9zRj2QDAJBjJ+FpEZFmepWiRmBk/Tv5J3LOMOigszSwXm/ygn1hX7yFFz+\n7RqfT6nCPDD6Xo88Ll9hH9IBqfSjUzBRMB0GA1UdDgQWBBRM8yL0OGufNgE+dIV8\nCw6mhYd9jzAfBgNVHSMEGDAWgBRM8yL0OGufNgE+dIV8Cw6mhYd9jzAPBgNVHRMB\nAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCICIEiChCoV+y6z4r9lgAFZqs3LRm\nYJCtaWgnROC3Lwu5AiEAuWsIK68/3pprrzf9nrlusMMvyounOftUV/QTODjjqLg=\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn a_ca_file_holds_usable_pem_certificates() {
+        assert_eq!(check_ca_pem(CA_PEM.as_bytes()), Ok(1));
+        // A bundle (current and next CA) is several certificates, all trusted.
+        assert_eq!(check_ca_pem(format!("{CA_PEM}{CA_PEM}").as_bytes()), Ok(2));
+        assert_eq!(
+            check_ca_pem(b"no pem here\n"),
+            Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into())
+        );
+        // Valid PEM armour around bytes that are no certificate.
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let refused = check_ca_pem(garbage.as_bytes()).expect_err("not a certificate");
+        assert!(
+            refused.starts_with("certificate 1 is not a usable CA: "),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_a_configuration_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("ca.crt");
+        let Err(Error::Config { name, reason }) = read_ca_file(&missing) else {
+            panic!("a missing CA file must be refused");
+        };
+        assert_eq!(name, "DP_S3_CA_FILE");
+        assert!(
+            reason.starts_with(&format!("{}: cannot read it: ", missing.display())),
+            "{reason}"
+        );
+        std::fs::write(&missing, CA_PEM).expect("write");
+        assert_eq!(read_ca_file(&missing).expect("a CA"), CA_PEM.as_bytes());
     }
 }

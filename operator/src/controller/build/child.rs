@@ -137,7 +137,7 @@ mod tests {
             .iter()
             .filter(|c| matches!(c, Child::Secret(_)))
             .collect();
-        assert_eq!(secrets.len(), 5);
+        assert_eq!(secrets.len(), 6);
         let debug = format!("{secrets:?}");
         for value in [
             "minio-secret-key",
@@ -145,6 +145,7 @@ mod tests {
             "node-key-pem",
             "pipeline-ca-key-pem",
             "kafka-key-pem",
+            "minio-key-pem",
         ] {
             assert!(!debug.contains(value), "{debug}");
         }

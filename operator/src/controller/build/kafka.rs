@@ -24,15 +24,11 @@ use super::{
     names::{keys, labels, selector_labels, ChildNames, Role},
     pieces::{
         at_most, claim_retention, container_security, data_claim, env, env_from_field, meta,
-        pod_security, secret_files, seeded_dir, sha256_hex, tcp_probe, tmp_volume,
+        pod_security, secret_files, seeded_dir, tcp_probe, tmp_volume, TLS_CHECKSUM_ANNOTATION,
     },
     setup_job::{setup_job, SetupJob},
 };
-use crate::{
-    controller::{credentials::TlsBundle, validate::ValidatedPipeline},
-    crd::ManagedKafka,
-    error::Result,
-};
+use crate::{controller::validate::ValidatedPipeline, crd::ManagedKafka, error::Result};
 
 pub const CLIENT_PORT: i32 = 9092;
 pub const CONTROLLER_PORT: i32 = 9093;
@@ -46,15 +42,6 @@ const CONFIG_DIR: &str = "/opt/kafka/config";
 const TLS_DIR: &str = "/etc/kafka/tls";
 /// Client listener: brokers among themselves and every client.
 const CLIENT_LISTENER: &str = "CLIENT";
-/// Pod-template annotation: hash of the certificate and trust bundle, so a renewal rolls
-/// the nodes (Kafka reads its keystore at start).
-pub const TLS_CHECKSUM_ANNOTATION: &str = "checksum/tls";
-
-/// Hash of what the pods of a TLS service load at start.
-pub fn tls_checksum(tls: &TlsBundle) -> String {
-    sha256_hex(format!("{}\n{}", tls.ca_crt, tls.tls_crt).as_bytes())
-}
-
 /// The trust bundle alone, for clients (no key).
 pub fn trust_volume(
     p: &ValidatedPipeline,

@@ -1,5 +1,6 @@
 //! Managed object store: a single-node MinIO StatefulSet with generated root credentials,
-//! its Service, and the Job that creates the bucket with `mc`. Pure.
+//! serving S3 over TLS only with a certificate from the pipeline CA, its Service, and the
+//! Job that creates the bucket with `mc`. Pure.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +9,8 @@ use k8s_openapi::{
         apps::v1::{StatefulSet, StatefulSetSpec},
         batch::v1::Job,
         core::v1::{
-            Container, ContainerPort, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
-            VolumeMount,
+            Container, ContainerPort, KeyToPath, PodSpec, PodTemplateSpec, Service, ServicePort,
+            ServiceSpec, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
@@ -18,8 +19,8 @@ use k8s_openapi::{
 use super::{
     names::{keys, labels, selector_labels, ChildNames, Role},
     pieces::{
-        claim_retention, container_security, data_claim, env, env_from_secret, http_probe, meta,
-        pod_security, tmp_volume,
+        claim_retention, container_security, data_claim, env, env_from_secret, https_probe, meta,
+        pod_security, secret_files, secret_volume, tmp_volume, TLS_CHECKSUM_ANNOTATION,
     },
     setup_job::{setup_job, SetupJob},
 };
@@ -30,11 +31,15 @@ pub const CONSOLE_PORT: i32 = 9001;
 const MINIO_UID: i64 = 1000;
 /// MinIO serves one region; clients must sign for it.
 pub const REGION: &str = "us-east-1";
+/// MinIO's `--certs-dir`: `public.crt`, `private.key` and `CAs/` (from `<pipeline>-minio-tls`).
+const CERTS_DIR: &str = "/etc/minio/certs";
+/// `mc`'s configuration directory (writable); it trusts the CAs in `certs/CAs` below it.
+const MC_CONFIG_DIR: &str = "/tmp/.mc";
 
-/// URL of the S3 API inside the cluster.
+/// URL of the S3 API inside the cluster (TLS only, the certificate names this host).
 pub fn endpoint(p: &ValidatedPipeline) -> String {
     format!(
-        "http://{}.{}.svc:{API_PORT}",
+        "https://{}.{}.svc:{API_PORT}",
         ChildNames::new(&p.name).minio(),
         p.namespace
     )
@@ -63,10 +68,47 @@ pub fn service(p: &ValidatedPipeline) -> Service {
     }
 }
 
-pub fn statefulset(p: &ValidatedPipeline, store: &ManagedObjectStore) -> StatefulSet {
+/// The trust bundle alone, for clients (no key).
+pub fn trust_volume(p: &ValidatedPipeline, volume: &str, dir: &str) -> (Volume, VolumeMount) {
+    secret_files(
+        volume,
+        &ChildNames::new(&p.name).minio_tls(),
+        &[keys::CA_CRT],
+        dir,
+    )
+}
+
+/// The certificate and key under MinIO's names, and the trust bundle in `CAs/` (MinIO
+/// creates that directory when it is missing, which a read-only volume would not allow).
+fn certs_volume(p: &ValidatedPipeline) -> (Volume, VolumeMount) {
+    let item = |key: &str, path: &str| KeyToPath {
+        key: key.into(),
+        path: path.into(),
+        mode: None,
+    };
+    secret_volume(
+        "certs",
+        &ChildNames::new(&p.name).minio_tls(),
+        vec![
+            item(keys::TLS_CRT, "public.crt"),
+            item(keys::TLS_KEY, "private.key"),
+            item(keys::CA_CRT, "CAs/ca.crt"),
+        ],
+        Some(0o440),
+        CERTS_DIR,
+    )
+}
+
+/// `tls_checksum` is `pieces::tls_checksum` of the `<pipeline>-minio-tls` bundle.
+pub fn statefulset(
+    p: &ValidatedPipeline,
+    store: &ManagedObjectStore,
+    tls_checksum: &str,
+) -> StatefulSet {
     let names = ChildNames::new(&p.name);
     let credentials = names.minio_credentials();
     let (tmp, tmp_mount) = tmp_volume();
+    let (certs, certs_mount) = certs_volume(p);
     let container = Container {
         name: "minio".into(),
         image: Some(store.image.clone()),
@@ -79,7 +121,7 @@ pub fn statefulset(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Statefu
                 "--console-address",
                 ":9001",
                 "--certs-dir",
-                "/tmp/certs",
+                CERTS_DIR,
             ]
             .map(String::from)
             .to_vec(),
@@ -102,8 +144,8 @@ pub fn statefulset(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Statefu
                 ..ContainerPort::default()
             },
         ]),
-        readiness_probe: Some(http_probe("/minio/health/ready", "s3", 10, 3)),
-        liveness_probe: Some(http_probe("/minio/health/live", "s3", 20, 6)),
+        readiness_probe: Some(https_probe("/minio/health/ready", "s3", 10, 3)),
+        liveness_probe: Some(https_probe("/minio/health/live", "s3", 20, 6)),
         resources: store.resources.clone(),
         security_context: Some(container_security(true)),
         volume_mounts: Some(vec![
@@ -113,6 +155,7 @@ pub fn statefulset(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Statefu
                 ..VolumeMount::default()
             },
             tmp_mount,
+            certs_mount,
         ]),
         ..Container::default()
     };
@@ -128,11 +171,15 @@ pub fn statefulset(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Statefu
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(&p.name, Role::ObjectStore)),
+                    annotations: Some(BTreeMap::from([(
+                        TLS_CHECKSUM_ANNOTATION.to_string(),
+                        tls_checksum.to_string(),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    volumes: Some(vec![tmp]),
+                    volumes: Some(vec![tmp, certs]),
                     security_context: Some(pod_security(MINIO_UID, Some(MINIO_UID))),
                     enable_service_links: Some(false),
                     automount_service_account_token: Some(false),
@@ -151,7 +198,8 @@ pub fn statefulset(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Statefu
 /// `MC_HOST_<alias>` environment variable (a URL with the keys as user information), set
 /// by the shell itself: no command line carries them (a command line is readable by every
 /// process of the node in `/proc/<pid>/cmdline`; an environment only by the same user).
-/// The generated keys are URL-safe (the pipeline's name and alphanumerics).
+/// The generated keys are URL-safe (the pipeline's name and alphanumerics). `mc` trusts
+/// the pipeline CA from `$MC_CONFIG_DIR/certs/CAs`.
 pub const BUCKET_SCRIPT: &str = r#"set -eu
 MC_HOST_store="${S3_ENDPOINT%%://*}://$ACCESS_KEY_ID:$SECRET_ACCESS_KEY@${S3_ENDPOINT#*://}"
 export MC_HOST_store
@@ -177,22 +225,28 @@ pub fn bucket_job(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Result<J
                 env("BUCKET", p.object_store.bucket.clone()),
                 env_from_secret("ACCESS_KEY_ID", &credentials, keys::ACCESS_KEY_ID),
                 env_from_secret("SECRET_ACCESS_KEY", &credentials, keys::SECRET_ACCESS_KEY),
-                env("MC_CONFIG_DIR", "/tmp/.mc"),
+                env("MC_CONFIG_DIR", MC_CONFIG_DIR),
             ],
-            volumes: Vec::new(),
+            volumes: vec![trust_volume(
+                p,
+                "minio-ca",
+                &format!("{MC_CONFIG_DIR}/certs/CAs"),
+            )],
             uid: MINIO_UID,
             name: ChildNames::bucket_job,
         },
     )
 }
 
-/// Environment of the runtime for a managed MinIO (keys come from the Secret).
-pub fn runtime_config(p: &ValidatedPipeline) -> BTreeMap<String, String> {
+/// Environment of the runtime for a managed MinIO (keys come from the Secret; the trust
+/// bundle is mounted as `ca_file`).
+pub fn runtime_config(p: &ValidatedPipeline, ca_file: &str) -> BTreeMap<String, String> {
     use pipeline_config::env as e;
     BTreeMap::from([
         (e::S3_ENDPOINT.to_string(), endpoint(p)),
         (e::S3_REGION.to_string(), REGION.to_string()),
         (e::S3_PATH_STYLE.to_string(), "true".to_string()),
+        (e::S3_CA_FILE.to_string(), ca_file.to_string()),
     ])
 }
 
@@ -215,7 +269,7 @@ mod tests {
     #[test]
     fn statefulset_reads_generated_credentials() {
         let (p, store) = plan();
-        let sts = serde_json::to_value(statefulset(&p, &store)).expect("json");
+        let sts = serde_json::to_value(statefulset(&p, &store, "tls-sum")).expect("json");
         assert_eq!(sts["metadata"]["name"], "shop-minio");
         assert_eq!(sts["spec"]["replicas"], 1);
         let container = &sts["spec"]["template"]["spec"]["containers"][0];
@@ -230,7 +284,7 @@ mod tests {
                 "--console-address",
                 ":9001",
                 "--certs-dir",
-                "/tmp/certs"
+                "/etc/minio/certs"
             ])
         );
         assert_eq!(
@@ -244,12 +298,30 @@ mod tests {
         );
         assert_eq!(
             container["readinessProbe"],
-            json!({"httpGet": {"path": "/minio/health/ready", "port": "s3"}, "periodSeconds": 10, "failureThreshold": 3})
+            json!({"httpGet": {"path": "/minio/health/ready", "port": "s3", "scheme": "HTTPS"}, "periodSeconds": 10, "failureThreshold": 3})
+        );
+        assert_eq!(
+            container["livenessProbe"]["httpGet"],
+            json!({"path": "/minio/health/live", "port": "s3", "scheme": "HTTPS"})
         );
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(
             container["volumeMounts"],
-            json!([{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}])
+            json!([{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"},
+                   {"name": "certs", "mountPath": "/etc/minio/certs", "readOnly": true}])
+        );
+        // MinIO's file names, its CAs directory present (it would create it), no other key.
+        let pod = &sts["spec"]["template"];
+        assert_eq!(
+            pod["spec"]["volumes"][1],
+            json!({"name": "certs", "secret": {"secretName": "shop-minio-tls", "defaultMode": 0o440,
+                   "items": [{"key": "tls.crt", "path": "public.crt"},
+                             {"key": "tls.key", "path": "private.key"},
+                             {"key": "ca.crt", "path": "CAs/ca.crt"}]}})
+        );
+        assert_eq!(
+            pod["metadata"]["annotations"],
+            json!({"checksum/tls": "tls-sum"})
         );
     }
 
@@ -310,7 +382,18 @@ mod tests {
         );
         assert_eq!(
             container["env"][0],
-            json!({"name": "S3_ENDPOINT", "value": "http://shop-minio.shops.svc:9000"})
+            json!({"name": "S3_ENDPOINT", "value": "https://shop-minio.shops.svc:9000"})
+        );
+        // mc trusts the pipeline CA from its configuration directory; no key is mounted.
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(
+            container["volumeMounts"][1],
+            json!({"name": "minio-ca", "mountPath": "/tmp/.mc/certs/CAs", "readOnly": true})
+        );
+        assert_eq!(
+            pod["volumes"][1],
+            json!({"name": "minio-ca", "secret": {"secretName": "shop-minio-tls", "defaultMode": 0o440,
+                   "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
         );
         assert_eq!(
             container["env"][1],
@@ -331,14 +414,15 @@ mod tests {
             json!([{"name": "s3", "port": 9000}, {"name": "console", "port": 9001}])
         );
         assert_eq!(
-            runtime_config(&p),
+            runtime_config(&p, "/ca/ca.crt"),
             BTreeMap::from([
                 (
                     "DP_S3_ENDPOINT".to_string(),
-                    "http://shop-minio.shops.svc:9000".to_string()
+                    "https://shop-minio.shops.svc:9000".to_string()
                 ),
                 ("DP_S3_REGION".to_string(), "us-east-1".to_string()),
                 ("DP_S3_PATH_STYLE".to_string(), "true".to_string()),
+                ("DP_S3_CA_FILE".to_string(), "/ca/ca.crt".to_string()),
             ])
         );
     }

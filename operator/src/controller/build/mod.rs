@@ -48,16 +48,23 @@ pub fn desired_children(
 
     let policy_plan = p.network_policies.as_ref();
     let operator_pods = policy_plan.and_then(|n| n.operator.as_ref());
-    if let KafkaMode::Managed(kafka) = &p.kafka.mode {
+    let ca_role = match (&p.kafka.mode, &p.object_store.mode) {
+        (KafkaMode::Managed(_), _) => Some(Role::Kafka),
+        (_, ObjectStoreMode::Managed(_)) => Some(Role::ObjectStore),
+        _ => None,
+    };
+    if let Some(role) = ca_role {
         let ca = credentials
             .pipeline_ca
             .as_ref()
             .ok_or_else(|| missing("the pipeline CA"))?;
+        secrets.push(Child::Secret(secrets::pipeline_ca(p, ca, role)));
+    }
+    if let KafkaMode::Managed(kafka) = &p.kafka.mode {
         let tls = credentials
             .kafka_tls
             .as_ref()
             .ok_or_else(|| missing("Kafka's certificate"))?;
-        secrets.push(Child::Secret(secrets::pipeline_ca(p, ca)));
         secrets.push(Child::Secret(secrets::kafka_tls(p, tls)));
         if policy_plan.is_some() {
             policies.push(Child::NetworkPolicy(network_policy::kafka(
@@ -68,7 +75,7 @@ pub fn desired_children(
         services.push(Child::Service(kafka::headless_service(p)));
         services.push(Child::Service(kafka::client_service(p)));
         statefulsets.push(Child::StatefulSet(
-            kafka::statefulset(p, kafka, &kafka::tls_checksum(tls)),
+            kafka::statefulset(p, kafka, &pieces::tls_checksum(tls)),
             Role::Kafka,
         ));
         budgets.push(Child::PodDisruptionBudget(pdb::budget(
@@ -83,13 +90,18 @@ pub fn desired_children(
             .minio
             .as_ref()
             .ok_or_else(|| missing("MinIO credentials"))?;
+        let tls = credentials
+            .minio_tls
+            .as_ref()
+            .ok_or_else(|| missing("MinIO's certificate"))?;
         secrets.push(Child::Secret(secrets::minio_credentials(p, keys)));
+        secrets.push(Child::Secret(secrets::minio_tls(p, tls)));
         if policy_plan.is_some() {
             policies.push(Child::NetworkPolicy(network_policy::minio(p)));
         }
         services.push(Child::Service(minio::service(p)));
         statefulsets.push(Child::StatefulSet(
-            minio::statefulset(p, store),
+            minio::statefulset(p, store, &pieces::tls_checksum(tls)),
             Role::ObjectStore,
         ));
         setup_jobs.push(Child::Job(minio::bucket_job(p, store)?, Role::Bucket));
@@ -127,10 +139,13 @@ pub fn desired_children(
     }
 
     let config = runtime::config_map(p);
-    let trust_bundle = match p.kafka.mode {
-        KafkaMode::Managed(_) => credentials.kafka_tls.as_ref().map(|t| t.ca_crt.as_str()),
-        KafkaMode::External(_) => None,
-    };
+    // Kafka's and MinIO's bundles are the same (one pipeline CA); either is what the pods
+    // mount.
+    let trust_bundle = [&credentials.kafka_tls, &credentials.minio_tls]
+        .into_iter()
+        .flatten()
+        .map(|t| t.ca_crt.as_str())
+        .next();
     let checksum = runtime::config_checksum(&config, trust_bundle);
     budgets.push(Child::PodDisruptionBudget(pdb::budget(
         p,
@@ -186,6 +201,7 @@ mod tests {
             ("Secret", "shop-ca"),
             ("Secret", "shop-kafka-tls"),
             ("Secret", "shop-minio-credentials"),
+            ("Secret", "shop-minio-tls"),
             ("Secret", "shop-es-elastic-user"),
             ("Secret", "shop-es-transport"),
             ("ConfigMap", "shop-runtime-config"),
@@ -239,6 +255,7 @@ mod tests {
                 ("shop-ca", Some(Role::Kafka)),
                 ("shop-kafka-tls", Some(Role::Kafka)),
                 ("shop-minio-credentials", Some(Role::ObjectStore)),
+                ("shop-minio-tls", Some(Role::ObjectStore)),
                 ("shop-es-elastic-user", Some(Role::Search)),
                 ("shop-es-transport", Some(Role::Search)),
                 ("shop-runtime-config", Some(Role::Runtime)),

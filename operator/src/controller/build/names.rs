@@ -165,6 +165,10 @@ impl ChildNames {
     pub fn minio_credentials(&self) -> String {
         self.with("minio-credentials")
     }
+    /// MinIO's certificate, key and trust bundle.
+    pub fn minio_tls(&self) -> String {
+        self.with("minio-tls")
+    }
     pub fn bucket_job(&self, hash: &str) -> String {
         self.with(&format!("minio-bucket-{hash}"))
     }

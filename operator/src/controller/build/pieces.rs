@@ -24,10 +24,19 @@ use sha2::{Digest, Sha256};
 
 use super::names::{labels, Role};
 use crate::{
-    controller::validate::ValidatedPipeline,
+    controller::{credentials::TlsBundle, validate::ValidatedPipeline},
     crd::StorageSpec,
     error::{Error, Result},
 };
+
+/// Pod-template annotation of a service serving TLS from the pipeline CA: hash of its
+/// certificate and trust bundle, so a renewal rolls the pods (they read them at start).
+pub const TLS_CHECKSUM_ANNOTATION: &str = "checksum/tls";
+
+/// Hash of what the pods of a TLS service load at start.
+pub fn tls_checksum(tls: &TlsBundle) -> String {
+    sha256_hex(format!("{}\n{}", tls.ca_crt, tls.tls_crt).as_bytes())
+}
 
 /// Metadata of a child: namespaced, labelled and owned (controller=true) by the pipeline.
 pub fn meta(p: &ValidatedPipeline, name: impl Into<String>, role: Role) -> ObjectMeta {
@@ -282,6 +291,15 @@ pub fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
         failure_threshold: Some(failures),
         ..Probe::default()
     }
+}
+
+/// `http_probe` over HTTPS (the kubelet does not verify the certificate).
+pub fn https_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
+    let mut probe = http_probe(path, port, period, failures);
+    if let Some(get) = probe.http_get.as_mut() {
+        get.scheme = Some("HTTPS".into());
+    }
+    probe
 }
 
 /// Bytes of a memory quantity (`1Gi`, `1536Mi`, `2G`, `1e9`, `1073741824`); `None` if it

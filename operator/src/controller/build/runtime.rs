@@ -40,6 +40,7 @@ pub const RUNTIME_UID: i64 = 65532;
 pub const HTTP_PORT_NAME: &str = "http";
 const KAFKA_CA_DIR: &str = "/etc/datapipeline/kafka-ca";
 const SEARCH_CA_DIR: &str = "/etc/datapipeline/search-ca";
+const S3_CA_DIR: &str = "/etc/datapipeline/s3-ca";
 const CA_FILE: &str = "ca.crt";
 
 /// Every non-secret setting of the runtime, as environment variables.
@@ -85,10 +86,15 @@ pub fn config_data(p: &ValidatedPipeline) -> BTreeMap<String, String> {
         }
     }
     match &p.object_store.mode {
-        ObjectStoreMode::Managed(_) => data.extend(minio::runtime_config(p)),
+        ObjectStoreMode::Managed(_) => {
+            data.extend(minio::runtime_config(p, &format!("{S3_CA_DIR}/{CA_FILE}")))
+        }
         ObjectStoreMode::External(s) => {
             if let Some(endpoint) = &s.endpoint {
                 data.insert(e::S3_ENDPOINT.into(), endpoint.clone());
+            }
+            if s.ca_secret_ref.is_some() {
+                data.insert(e::S3_CA_FILE.into(), format!("{S3_CA_DIR}/{CA_FILE}"));
             }
             data.insert(e::S3_REGION.into(), s.region.clone());
             data.insert(e::S3_PATH_STYLE.into(), s.path_style.to_string());
@@ -200,8 +206,8 @@ fn ca_volume(volume: &str, dir: &str, reference: &CaSecretRef) -> (Volume, Volum
     secret_volume(volume, &reference.name, vec![item], None, dir)
 }
 
-/// `/tmp` plus the CA certificates to trust (the managed Kafka's trust bundle, those
-/// given for external services), as volumes and mounts.
+/// `/tmp` plus the CA certificates to trust (the pipeline CA's trust bundle for managed
+/// Kafka and MinIO, those given for external services), as volumes and mounts.
 pub fn volumes(p: &ValidatedPipeline, needs: Needs) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut pairs = vec![tmp_volume()];
     match &p.kafka.mode {
@@ -209,6 +215,14 @@ pub fn volumes(p: &ValidatedPipeline, needs: Needs) -> (Vec<Volume>, Vec<VolumeM
         KafkaMode::External(k) => {
             if let Some(ca) = &k.ca_secret_ref {
                 pairs.push(ca_volume("kafka-ca", KAFKA_CA_DIR, ca));
+            }
+        }
+    }
+    match &p.object_store.mode {
+        ObjectStoreMode::Managed(_) => pairs.push(minio::trust_volume(p, "s3-ca", S3_CA_DIR)),
+        ObjectStoreMode::External(s) => {
+            if let Some(ca) = &s.ca_secret_ref {
+                pairs.push(ca_volume("s3-ca", S3_CA_DIR, ca));
             }
         }
     }
@@ -333,7 +347,8 @@ mod tests {
             ("DP_KAFKA_SECURITY_PROTOCOL", "SSL"),
             ("DP_KAFKA_CA_FILE", "/etc/datapipeline/kafka-ca/ca.crt"),
             ("DP_S3_BUCKET", "shop-lake"),
-            ("DP_S3_ENDPOINT", "http://shop-minio.shops.svc:9000"),
+            ("DP_S3_ENDPOINT", "https://shop-minio.shops.svc:9000"),
+            ("DP_S3_CA_FILE", "/etc/datapipeline/s3-ca/ca.crt"),
             ("DP_S3_REGION", "us-east-1"),
             ("DP_S3_PATH_STYLE", "true"),
             ("DP_SEARCH_URL", "http://shop-es.shops.svc:9200"),
@@ -488,36 +503,56 @@ mod tests {
             c["resources"],
             json!({"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}})
         );
-        // The managed Kafka's trust bundle, read-only; no key.
+        // The trust bundle of the managed Kafka and MinIO, read-only; no key.
         assert_eq!(
             c["volumeMounts"],
             json!([{"name": "tmp", "mountPath": "/tmp"},
-                   {"name": "kafka-ca", "mountPath": "/etc/datapipeline/kafka-ca", "readOnly": true}])
+                   {"name": "kafka-ca", "mountPath": "/etc/datapipeline/kafka-ca", "readOnly": true},
+                   {"name": "s3-ca", "mountPath": "/etc/datapipeline/s3-ca", "readOnly": true}])
         );
         assert_eq!(
             d["spec"]["template"]["spec"]["volumes"][1],
             json!({"name": "kafka-ca", "secret": {"secretName": "shop-kafka-tls", "defaultMode": 0o440,
                    "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
         );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["volumes"][2],
+            json!({"name": "s3-ca", "secret": {"secretName": "shop-minio-tls", "defaultMode": 0o440,
+                   "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
+        );
     }
 
     #[test]
     fn external_ca_certificates_are_mounted() {
-        let p = external_pipeline_plan();
+        let mut p = external_pipeline_plan();
+        assert!(!config_data(&p).contains_key("DP_S3_CA_FILE"));
+        let ObjectStoreMode::External(store) = &mut p.object_store.mode else {
+            unreachable!("external fixture")
+        };
+        store.ca_secret_ref = Some(CaSecretRef {
+            name: "shop-s3-ca".into(),
+            key: "bundle.pem".into(),
+        });
         let (volumes, mounts) = volumes(&p, Needs { search: true });
         assert_eq!(
             serde_json::to_value(&volumes).expect("json"),
             json!([
                 {"name": "tmp", "emptyDir": {}},
-                {"name": "kafka-ca", "secret": {"secretName": "shop-kafka-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+                {"name": "kafka-ca", "secret": {"secretName": "shop-kafka-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"name": "s3-ca", "secret": {"secretName": "shop-s3-ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}]}}
             ])
         );
         assert_eq!(
             serde_json::to_value(&mounts).expect("json"),
             json!([
                 {"name": "tmp", "mountPath": "/tmp"},
-                {"name": "kafka-ca", "mountPath": "/etc/datapipeline/kafka-ca", "readOnly": true}
+                {"name": "kafka-ca", "mountPath": "/etc/datapipeline/kafka-ca", "readOnly": true},
+                {"name": "s3-ca", "mountPath": "/etc/datapipeline/s3-ca", "readOnly": true}
             ])
+        );
+        assert_eq!(
+            config_data(&p)["DP_S3_CA_FILE"],
+            "/etc/datapipeline/s3-ca/ca.crt"
         );
     }
 }

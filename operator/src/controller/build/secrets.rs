@@ -75,8 +75,8 @@ pub fn search_transport_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
 }
 
 /// The pipeline CA: the current CA's certificate and key, and the staged and retired ones
-/// while they exist. Mounted by no pod.
-pub fn pipeline_ca(p: &ValidatedPipeline, ca: &PipelineCa) -> Secret {
+/// while they exist. Mounted by no pod. Labelled with the first managed `role` it serves.
+pub fn pipeline_ca(p: &ValidatedPipeline, ca: &PipelineCa, role: Role) -> Secret {
     let mut data = vec![
         (keys::CA_CRT, ca.current.crt.as_str()),
         (keys::CA_KEY, &ca.current.key),
@@ -91,7 +91,7 @@ pub fn pipeline_ca(p: &ValidatedPipeline, ca: &PipelineCa) -> Secret {
     secret(
         p,
         ChildNames::new(&p.name).pipeline_ca(),
-        Role::Kafka,
+        role,
         "Opaque",
         &data,
     )
@@ -111,6 +111,22 @@ pub fn kafka_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
             (keys::TLS_CRT, &tls.tls_crt),
             (keys::TLS_KEY, &tls.tls_key),
             (keys::KEYSTORE_PEM, &keystore),
+        ],
+    )
+}
+
+/// MinIO's certificate and key (mounted as `public.crt` and `private.key`, MinIO's names)
+/// and the trust bundle (`ca.crt`), which clients mount alone.
+pub fn minio_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
+    secret(
+        p,
+        ChildNames::new(&p.name).minio_tls(),
+        Role::ObjectStore,
+        "kubernetes.io/tls",
+        &[
+            (keys::CA_CRT, &tls.ca_crt),
+            (keys::TLS_CRT, &tls.tls_crt),
+            (keys::TLS_KEY, &tls.tls_key),
         ],
     )
 }
@@ -177,7 +193,7 @@ mod tests {
         use crate::controller::pipeline_ca::CaKeyPair;
         let p = managed_plan();
         let mut ca = fixed_credentials().pipeline_ca.expect("ca");
-        let only = serde_json::to_value(pipeline_ca(&p, &ca)).expect("json");
+        let only = serde_json::to_value(pipeline_ca(&p, &ca, Role::Kafka)).expect("json");
         assert_eq!(only["metadata"]["name"], "shop-ca");
         assert_eq!(only["type"], "Opaque");
         assert_eq!(
@@ -192,7 +208,8 @@ mod tests {
             key: "next-key".into(),
         });
         ca.previous = Some("old-crt".into());
-        let rotating = data_text(&serde_json::to_value(pipeline_ca(&p, &ca)).expect("json"));
+        let rotating =
+            data_text(&serde_json::to_value(pipeline_ca(&p, &ca, Role::Kafka)).expect("json"));
         assert_eq!(rotating["next-ca.crt"], "next-crt");
         assert_eq!(rotating["next-ca.key"], "next-key");
         assert_eq!(rotating["previous-ca.crt"], "old-crt");
