@@ -37,7 +37,7 @@
 #             short kafka-run-class.sh and kafka-server-start.sh (JAVA_HOME, LOG_DIR,
 #             KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS, KAFKA_GC_LOG_OPTS,
 #             KAFKA_JMX_OPTS, KAFKA_LOG4J_OPTS, KAFKA_OPTS; no -daemon, no JMX_PORT) and
-#             one-line wrappers for 13 tools (kafka/bin/tools.txt). Not there: CDS
+#             one-line wrappers for 14 tools (kafka/bin/tools.txt). Not there: CDS
 #             archives, the SSL/SASL checks and KAFKA_LOG4J_LOGGERS of the official
 #             scripts, Connect, Streams and the other scripts, site-docs/licenses.
 #  opensearch The real OpenSearch 2.19.1 node (org.opensearch.node.Node and the

@@ -148,5 +148,5 @@ kafka_smoke() {
 }
 
 kafka_env() {
-  echo "export KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT KAFKA_LIB=$KAFKA_LIB"
+  echo "export KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT KAFKA_LIB=$KAFKA_LIB KAFKA_JAVA=$JAVA"
 }

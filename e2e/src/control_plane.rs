@@ -136,7 +136,7 @@ pub fn assert_children(listed: &[Listed], expected: &[(&str, &str)]) {
 
 /// The children the builders (operator/src/controller/build/) make for the all-managed
 /// `examples/shop-events.yaml`; Job names end with a hash of their spec.
-pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 25] = [
+pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 27] = [
     ("ConfigMap", "shop-runtime-config"),
     ("Deployment", "shop-runtime"),
     ("Job", "shop-generate-"),
@@ -151,6 +151,8 @@ pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 25] = [
     ("Secret", "shop-ca"),
     ("Secret", "shop-es-elastic-user"),
     ("Secret", "shop-es-transport"),
+    ("Secret", "shop-kafka-admin"),
+    ("Secret", "shop-kafka-runtime"),
     ("Secret", "shop-kafka-tls"),
     ("Secret", "shop-minio-credentials"),
     ("Secret", "shop-minio-tls"),

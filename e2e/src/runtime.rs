@@ -758,6 +758,7 @@ pub fn kafka_settings(bootstrap: &str, pipeline: &str) -> KafkaSettings {
         security_protocol: SecurityProtocol::Plaintext,
         sasl: None,
         ca_file: None,
+        client_certificate: None,
         events_topic: names.events_topic(),
         dlq_topic: names.dead_letter_topic(),
         consumer_group: names.consumer_group(),

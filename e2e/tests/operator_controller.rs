@@ -203,6 +203,31 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
         secret_text(&kafka_tls, "keystore.pem")?,
         format!("{}\n{kafka_crt}", kafka_key.trim_end())
     );
+    // Kafka's users: a client certificate each, the subject their principal.
+    let mut user_keys = Vec::new();
+    let mut runtime_crt = String::new();
+    for user in ["shop-kafka-admin", "shop-kafka-runtime"] {
+        let secret = secrets.get(user).await?;
+        assert_eq!(secret_text(&secret, "ca.crt")?, ca_crt);
+        let (crt, key) = (
+            secret_text(&secret, "tls.crt")?,
+            secret_text(&secret, "tls.key")?,
+        );
+        assert_eq!(
+            datapipeline_operator::controller::pipeline_ca::facts(&crt)
+                .context("a certificate")?
+                .subject,
+            format!("CN={user}")
+        );
+        assert_eq!(
+            secret_text(&secret, "keystore.pem")?,
+            format!("{}\n{crt}", key.trim_end())
+        );
+        if user == "shop-kafka-runtime" {
+            runtime_crt = crt;
+        }
+        user_keys.push(key);
+    }
     // MinIO's TLS: the same trust bundle, its own certificate and key.
     let minio_tls = secrets.get("shop-minio-tls").await?;
     assert_eq!(minio_tls.type_.as_deref(), Some("kubernetes.io/tls"));
@@ -219,7 +244,10 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     let runtime_json = serde_json::to_string(&runtime)?;
     let statefulsets_json = serde_json::to_string(&statefulsets.list(&Default::default()).await?)?;
     let jobs_json = serde_json::to_string(&jobs.list(&Default::default()).await?)?;
-    for secret in [&minio_secret, &elastic_password, &kafka_key, &minio_key] {
+    for secret in [&minio_secret, &elastic_password, &kafka_key, &minio_key]
+        .into_iter()
+        .chain(&user_keys)
+    {
         for (what, json) in [
             ("runtime Deployment", &runtime_json),
             ("StatefulSets", &statefulsets_json),
@@ -259,7 +287,8 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     );
 
     // The config checksum annotation is the sha256 of the ConfigMap's `key=value\n` lines
-    // followed by the pipeline's trust bundle (a renewed bundle rolls the runtime).
+    // followed by the pipeline's trust bundle and the runtime's Kafka client certificate (a
+    // renewed bundle or certificate rolls the runtime).
     let config = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get("shop-runtime-config")
         .await?;
@@ -275,7 +304,7 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
             .map(|b| format!("{b:02x}"))
             .collect()
     };
-    let checksum = sha256_hex(&format!("{rendered}{ca_crt}"));
+    let checksum = sha256_hex(&format!("{rendered}{ca_crt}{runtime_crt}"));
     // Kafka's pods roll with a new certificate or bundle.
     let kafka_template = statefulsets
         .get("shop-kafka")

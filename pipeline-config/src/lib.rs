@@ -24,6 +24,11 @@ pub mod env {
     pub const KAFKA_PASSWORD: &str = "DP_KAFKA_PASSWORD";
     /// PEM file of the CA that signed the brokers' certificates (SSL protocols).
     pub const KAFKA_CA_FILE: &str = "DP_KAFKA_CA_FILE";
+    /// PEM certificate the client presents to the brokers (mutual TLS), with its key in
+    /// `KAFKA_KEY_FILE`.
+    pub const KAFKA_CERT_FILE: &str = "DP_KAFKA_CERT_FILE";
+    /// PEM (PKCS#8) private key of `KAFKA_CERT_FILE`.
+    pub const KAFKA_KEY_FILE: &str = "DP_KAFKA_KEY_FILE";
     pub const EVENTS_TOPIC: &str = "DP_EVENTS_TOPIC";
     pub const DLQ_TOPIC: &str = "DP_DLQ_TOPIC";
     /// Compression of the ingest producer: `lz4` (default), `zstd`, `snappy`, `gzip`, `none`.
@@ -100,6 +105,12 @@ pub mod layout {
     pub const INGEST_STATE_PREFIX: &str = "_state/ingest";
     /// Restorable per-partition state and checkpoint intents of the process role.
     pub const PROCESS_STATE_PREFIX: &str = "_state/process";
+}
+
+/// The transactional id of a pipeline's ingest: one per events topic, so that two ingests
+/// writing the same topics fence each other, and ingests of different pipelines do not.
+pub fn ingest_transactional_id(events_topic: &str) -> String {
+    format!("pipeline-runtime-ingest.{events_topic}")
 }
 
 /// The names every component of one pipeline agrees on, derived from its name.

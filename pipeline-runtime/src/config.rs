@@ -139,6 +139,13 @@ pub struct KafkaArgs {
     /// PEM file of the CA that signed the brokers' certificates (SSL protocols).
     #[arg(long, env = env::KAFKA_CA_FILE)]
     pub kafka_ca_file: Option<PathBuf>,
+    /// PEM certificate presented to the brokers (mutual TLS, SSL protocols); needs
+    /// `--kafka-key-file`.
+    #[arg(long, env = env::KAFKA_CERT_FILE)]
+    pub kafka_cert_file: Option<PathBuf>,
+    /// PEM private key of `--kafka-cert-file`.
+    #[arg(long, env = env::KAFKA_KEY_FILE)]
+    pub kafka_key_file: Option<PathBuf>,
     /// Topic of accepted events (default: `<pipeline>-events`).
     #[arg(long, env = env::EVENTS_TOPIC)]
     pub events_topic: Option<String>,
@@ -273,10 +280,19 @@ pub struct KafkaSettings {
     pub security_protocol: SecurityProtocol,
     pub sasl: Option<Sasl>,
     pub ca_file: Option<PathBuf>,
+    /// The client's own certificate, for brokers that authenticate clients by TLS.
+    pub client_certificate: Option<ClientCertificate>,
     pub events_topic: String,
     pub dlq_topic: String,
     pub consumer_group: String,
     pub group_instance_id: Option<String>,
+}
+
+/// PEM files of a TLS client certificate and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,11 +393,31 @@ impl KafkaArgs {
         } else {
             None
         };
+        let client_certificate = match (&self.kafka_cert_file, &self.kafka_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(ClientCertificate {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(config_error(
+                    env::KAFKA_KEY_FILE,
+                    format!("is required when {} is set", env::KAFKA_CERT_FILE),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(config_error(
+                    env::KAFKA_CERT_FILE,
+                    format!("is required when {} is set", env::KAFKA_KEY_FILE),
+                ))
+            }
+        };
         Ok(KafkaSettings {
             bootstrap,
             security_protocol,
             sasl,
             ca_file: self.kafka_ca_file.clone(),
+            client_certificate,
             events_topic: non_empty_or(&self.events_topic, || names.events_topic()),
             dlq_topic: non_empty_or(&self.dlq_topic, || names.dead_letter_topic()),
             consumer_group: non_empty_or(&self.consumer_group, || names.consumer_group()),
@@ -660,6 +696,7 @@ mod tests {
             security_protocol: SecurityProtocol::SaslSsl,
             sasl: Some(sasl.clone()),
             ca_file: None,
+            client_certificate: None,
             events_topic: "shop-events".into(),
             dlq_topic: "shop-events-dlq".into(),
             consumer_group: "shop-profiles".into(),
@@ -753,6 +790,7 @@ mod tests {
                 security_protocol: SecurityProtocol::Plaintext,
                 sasl: None,
                 ca_file: None,
+                client_certificate: None,
                 events_topic: "datapipeline-events".into(),
                 dlq_topic: "datapipeline-events-dlq".into(),
                 consumer_group: "datapipeline-profiles".into(),
@@ -857,6 +895,32 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_kafka_client_certificate_needs_both_files() {
+        let names = PipelineNames::new("shop");
+        let mut argv = MINIMAL.to_vec();
+        argv.extend(["--kafka-cert-file", "/k/tls.crt"]);
+        let err = parse(&argv)
+            .kafka
+            .resolve(&names, &lookup(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DP_KAFKA_KEY_FILE")
+                && err.contains("is required when DP_KAFKA_CERT_FILE is set"),
+            "{err}"
+        );
+        argv.extend(["--kafka-key-file", "/k/tls.key"]);
+        let k = parse(&argv).kafka.resolve(&names, &lookup(&[])).unwrap();
+        assert_eq!(
+            k.client_certificate,
+            Some(ClientCertificate {
+                cert_file: "/k/tls.crt".into(),
+                key_file: "/k/tls.key".into(),
+            })
+        );
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub struct GeneratedCredentials {
     pub pipeline_ca: Option<PipelineCa>,
     /// The managed Kafka's server certificate, from `pipeline_ca`.
     pub kafka_tls: Option<TlsBundle>,
+    /// Client certificates of the managed Kafka's users (its principal is the subject,
+    /// `CN=<Secret name>`): the superuser of the topic Job and the operator, and the
+    /// runtime's user, which ACLs limit to the pipeline's topics, group and transactions.
+    pub kafka_admin: Option<TlsBundle>,
+    pub kafka_runtime: Option<TlsBundle>,
     /// The managed MinIO's server certificate, from `pipeline_ca`.
     pub minio_tls: Option<TlsBundle>,
 }
@@ -84,6 +89,8 @@ impl std::fmt::Debug for GeneratedCredentials {
             .field("search_transport", &self.search_transport)
             .field("pipeline_ca", &self.pipeline_ca)
             .field("kafka_tls", &self.kafka_tls)
+            .field("kafka_admin", &self.kafka_admin)
+            .field("kafka_runtime", &self.kafka_runtime)
             .field("minio_tls", &self.minio_tls)
             .finish()
     }
@@ -122,6 +129,15 @@ pub fn kafka_certificate_request(plan: &ValidatedPipeline) -> CertificateRequest
             format!("{kafka}.{namespace}"),
             kafka,
         ],
+    }
+}
+
+/// A client certificate of the managed Kafka: its subject, `CN=<name>`, is the user's
+/// principal; no host names.
+pub fn kafka_user_request(name: String) -> CertificateRequest {
+    CertificateRequest {
+        common_name: name,
+        dns_names: Vec::new(),
     }
 }
 
@@ -215,12 +231,25 @@ pub fn complete(
         existing.minio_tls,
         minio_certificate_request(plan),
     )?;
+    let names = super::build::names::ChildNames::new(&plan.name);
+    let kafka_admin = certificate(
+        kafka_managed,
+        existing.kafka_admin,
+        kafka_user_request(names.kafka_admin()),
+    )?;
+    let kafka_runtime = certificate(
+        kafka_managed,
+        existing.kafka_runtime,
+        kafka_user_request(names.kafka_runtime()),
+    )?;
     Ok(GeneratedCredentials {
         minio,
         elastic_password,
         search_transport,
         pipeline_ca,
         kafka_tls,
+        kafka_admin,
+        kafka_runtime,
         minio_tls,
     })
 }
@@ -453,6 +482,16 @@ mod tests {
                 tls_crt: "CRT".into(),
                 tls_key: "KAFKA-KEY-SECRET".into(),
             }),
+            kafka_admin: Some(TlsBundle {
+                ca_crt: "CA".into(),
+                tls_crt: "CRT".into(),
+                tls_key: "ADMIN-KEY-SECRET".into(),
+            }),
+            kafka_runtime: Some(TlsBundle {
+                ca_crt: "CA".into(),
+                tls_crt: "CRT".into(),
+                tls_key: "RUNTIME-KEY-SECRET".into(),
+            }),
             minio_tls: Some(TlsBundle {
                 ca_crt: "CA".into(),
                 tls_crt: "CRT".into(),
@@ -462,7 +501,7 @@ mod tests {
         let text = format!("{credentials:?}");
         assert!(!text.contains("SECRET"), "{text}");
         assert!(text.contains("shop-admin"), "{text}");
-        assert_eq!(text.matches("<redacted>").count(), 7, "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 9, "{text}");
     }
 
     #[test]
@@ -512,6 +551,18 @@ mod tests {
         );
         assert_eq!(minio.ca_crt, ca.current.crt);
         assert_ne!(minio.tls_key, tls.tls_key);
+        // Kafka's users: the subject is the principal Kafka sees (`User:CN=...`), no names.
+        for (user, subject) in [
+            (&done.kafka_admin, "CN=shop-kafka-admin"),
+            (&done.kafka_runtime, "CN=shop-kafka-runtime"),
+        ] {
+            let user = user.clone().expect("a client certificate");
+            let leaf = pipeline_ca::facts(&user.tls_crt).expect("readable");
+            assert_eq!(leaf.subject, subject);
+            assert!(leaf.dns_names.is_empty());
+            assert!(pipeline_ca::signed_by(&user.tls_crt, &ca.current.crt));
+            assert_eq!(user.ca_crt, ca.current.crt);
+        }
         // Stored values are kept on the next reconcile.
         assert_eq!(
             complete(done.clone(), &plan, NOW + 3600, &RandomCredentials).expect("complete"),

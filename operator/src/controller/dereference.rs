@@ -288,6 +288,8 @@ pub struct GeneratedSecrets {
     pub transport: Option<Secret>,
     pub pipeline_ca: Option<Secret>,
     pub kafka_tls: Option<Secret>,
+    pub kafka_admin: Option<Secret>,
+    pub kafka_runtime: Option<Secret>,
     pub minio_tls: Option<Secret>,
 }
 
@@ -322,6 +324,8 @@ pub fn existing_credentials(found: &GeneratedSecrets) -> GeneratedCredentials {
         transport,
         pipeline_ca: ca,
         kafka_tls,
+        kafka_admin,
+        kafka_runtime,
         minio_tls,
     } = found;
     GeneratedCredentials {
@@ -335,6 +339,8 @@ pub fn existing_credentials(found: &GeneratedSecrets) -> GeneratedCredentials {
         search_transport: transport.as_ref().and_then(tls_bundle),
         pipeline_ca: ca.as_ref().and_then(pipeline_ca),
         kafka_tls: kafka_tls.as_ref().and_then(tls_bundle),
+        kafka_admin: kafka_admin.as_ref().and_then(tls_bundle),
+        kafka_runtime: kafka_runtime.as_ref().and_then(tls_bundle),
         minio_tls: minio_tls.as_ref().and_then(tls_bundle),
     }
 }
@@ -385,9 +391,13 @@ pub async fn dereference(
         true => get_opt(&secrets, namespace, &names.pipeline_ca()).await?,
         false => None,
     };
-    let kafka_tls = match spec.kafka.managed {
-        Some(_) => get_opt(&secrets, namespace, &names.kafka_tls()).await?,
-        None => None,
+    let (kafka_tls, kafka_admin, kafka_runtime) = match spec.kafka.managed {
+        Some(_) => (
+            get_opt(&secrets, namespace, &names.kafka_tls()).await?,
+            get_opt(&secrets, namespace, &names.kafka_admin()).await?,
+            get_opt(&secrets, namespace, &names.kafka_runtime()).await?,
+        ),
+        None => (None, None, None),
     };
     Ok(Ok(existing_credentials(&GeneratedSecrets {
         minio,
@@ -395,6 +405,8 @@ pub async fn dereference(
         transport,
         pipeline_ca,
         kafka_tls,
+        kafka_admin,
+        kafka_runtime,
         minio_tls,
     })))
 }
@@ -640,6 +652,11 @@ mod tests {
                 transport: Some(partial_tls),
                 pipeline_ca: Some(ca),
                 kafka_tls: Some(kafka),
+                kafka_admin: None,
+                kafka_runtime: Some(secret_with(
+                    "shop-kafka-runtime",
+                    &[("ca.crt", "bundle"), ("tls.crt", "rc"), ("tls.key", "rk")],
+                )),
                 minio_tls: Some(minio_tls),
             }),
             GeneratedCredentials {
@@ -661,6 +678,12 @@ mod tests {
                     ca_crt: "bundle".into(),
                     tls_crt: "c".into(),
                     tls_key: "k".into()
+                }),
+                kafka_admin: None,
+                kafka_runtime: Some(TlsBundle {
+                    ca_crt: "bundle".into(),
+                    tls_crt: "rc".into(),
+                    tls_key: "rk".into()
                 }),
                 minio_tls: Some(TlsBundle {
                     ca_crt: "bundle".into(),

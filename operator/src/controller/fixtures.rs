@@ -210,6 +210,16 @@ pub fn fixed_credentials() -> GeneratedCredentials {
             tls_crt: "kafka-cert-pem".into(),
             tls_key: "kafka-key-pem".into(),
         }),
+        kafka_admin: Some(TlsBundle {
+            ca_crt: "pipeline-ca-pem".into(),
+            tls_crt: "kafka-admin-cert-pem".into(),
+            tls_key: "kafka-admin-key-pem".into(),
+        }),
+        kafka_runtime: Some(TlsBundle {
+            ca_crt: "pipeline-ca-pem".into(),
+            tls_crt: "kafka-runtime-cert-pem".into(),
+            tls_key: "kafka-runtime-key-pem".into(),
+        }),
         minio_tls: Some(TlsBundle {
             ca_crt: "pipeline-ca-pem".into(),
             tls_crt: "minio-cert-pem".into(),

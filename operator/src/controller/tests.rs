@@ -162,8 +162,9 @@ fn generator_waits(mut applies: Vec<Expect>) -> Vec<Expect> {
 /// A real pipeline CA and the Kafka and MinIO certificates it issued for the all-managed
 /// fixture, valid at the test clock, as the `data` of their Secrets (made once: key
 /// generation is slow).
-fn stored_tls_secrets() -> &'static (Value, Value, Value) {
-    static STORED: std::sync::OnceLock<(Value, Value, Value)> = std::sync::OnceLock::new();
+fn stored_tls_secrets() -> &'static (Value, Value, Value, Value, Value) {
+    static STORED: std::sync::OnceLock<(Value, Value, Value, Value, Value)> =
+        std::sync::OnceLock::new();
     STORED.get_or_init(|| {
         let plan = super::fixtures::managed_plan();
         let made = super::credentials::complete(
@@ -190,6 +191,16 @@ fn stored_tls_secrets() -> &'static (Value, Value, Value) {
                 &plan,
                 made.minio_tls.as_ref().expect("a certificate"),
             )),
+            data(super::build::secrets::kafka_user(
+                &plan,
+                "shop-kafka-admin".into(),
+                made.kafka_admin.as_ref().expect("a certificate"),
+            )),
+            data(super::build::secrets::kafka_user(
+                &plan,
+                "shop-kafka-runtime".into(),
+                made.kafka_runtime.as_ref().expect("a certificate"),
+            )),
         )
     })
 }
@@ -206,8 +217,15 @@ fn stored_minio_tls() -> Value {
     stored_tls_secrets().2.clone()
 }
 
+fn stored_kafka_user(user: &str) -> Value {
+    match user {
+        "admin" => stored_tls_secrets().3.clone(),
+        _ => stored_tls_secrets().4.clone(),
+    }
+}
+
 /// How many generated Secrets a visit of the all-managed fixture reads first.
-const GENERATED_SECRETS: usize = 6;
+const GENERATED_SECRETS: usize = 8;
 
 /// The applies of the all-managed fixture, in order, with the given readiness. Not
 /// ready, the generator Job is only looked up: it is created once Kafka and MinIO are.
@@ -224,6 +242,8 @@ fn managed_applies(ready: bool) -> Vec<Expect> {
     let applies = vec![
         apply("Secret", "shop-ca", Value::Null),
         apply("Secret", "shop-kafka-tls", Value::Null),
+        apply("Secret", "shop-kafka-admin", Value::Null),
+        apply("Secret", "shop-kafka-runtime", Value::Null),
         apply("Secret", "shop-minio-credentials", Value::Null),
         apply("Secret", "shop-minio-tls", Value::Null),
         apply("Secret", "shop-es-elastic-user", Value::Null),
@@ -299,6 +319,8 @@ async fn first_reconcile_creates_everything_in_order() {
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
         get_secret("shop-kafka-tls", Reply::Status(404)),
+        get_secret("shop-kafka-admin", Reply::Status(404)),
+        get_secret("shop-kafka-runtime", Reply::Status(404)),
     ];
     expectations.extend(managed_applies(false));
     expectations.extend(empty_lists());
@@ -461,6 +483,17 @@ fn ready_expectations(writes_status: bool) -> Vec<Expect> {
             "shop-kafka-tls",
             Reply::Json(secret_json("shop-kafka-tls", stored_kafka_tls())),
         ),
+        get_secret(
+            "shop-kafka-admin",
+            Reply::Json(secret_json("shop-kafka-admin", stored_kafka_user("admin"))),
+        ),
+        get_secret(
+            "shop-kafka-runtime",
+            Reply::Json(secret_json(
+                "shop-kafka-runtime",
+                stored_kafka_user("runtime"),
+            )),
+        ),
     ];
     expectations.extend(managed_applies(true));
     expectations.extend(empty_lists());
@@ -563,6 +596,10 @@ async fn existing_credentials_are_reused_and_a_steady_state_writes_nothing() {
     assert_eq!(
         body_of(&seen, "secrets/shop-minio-tls?")["data"],
         stored_minio_tls()
+    );
+    assert_eq!(
+        body_of(&seen, "secrets/shop-kafka-runtime?")["data"],
+        stored_kafka_user("runtime")
     );
     let status = written.expect("first reconcile writes the status");
     assert_eq!(status.phase, Some(crate::crd::Phase::Running));
@@ -699,6 +736,8 @@ async fn an_impossible_spec_fails_without_applying_anything() {
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
         get_secret("shop-kafka-tls", Reply::Status(404)),
+        get_secret("shop-kafka-admin", Reply::Status(404)),
+        get_secret("shop-kafka-runtime", Reply::Status(404)),
         status_patch(),
         event(),
         event(),
@@ -755,7 +794,18 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
         "shop-kafka-tls",
         Reply::Json(secret_json("shop-kafka-tls", stored_kafka_tls())),
     ));
-    assert_eq!(applies.len(), 25 - 7);
+    expectations.push(get_secret(
+        "shop-kafka-admin",
+        Reply::Json(secret_json("shop-kafka-admin", stored_kafka_user("admin"))),
+    ));
+    expectations.push(get_secret(
+        "shop-kafka-runtime",
+        Reply::Json(secret_json(
+            "shop-kafka-runtime",
+            stored_kafka_user("runtime"),
+        )),
+    ));
+    assert_eq!(applies.len(), 27 - 7);
     expectations.extend(applies);
     expectations.push(list("Deployment", vec![owned("shop-runtime")]));
     expectations.push(list("Job", vec![]));
@@ -802,6 +852,8 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
         get_secret("shop-kafka-tls", Reply::Status(404)),
+        get_secret("shop-kafka-admin", Reply::Status(404)),
+        get_secret("shop-kafka-runtime", Reply::Status(404)),
     ];
     // The first apply fails; the others go ahead, and the status names the failed one.
     expectations.extend(managed_applies(false).into_iter().map(|mut e| {
@@ -1008,6 +1060,8 @@ async fn an_existing_generator_job_is_kept_while_kafka_is_not_ready() {
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
         get_secret("shop-kafka-tls", Reply::Status(404)),
+        get_secret("shop-kafka-admin", Reply::Status(404)),
+        get_secret("shop-kafka-runtime", Reply::Status(404)),
     ];
     let mut applies = managed_applies(false);
     // The Job exists (created while Kafka was ready): it is applied, not left alone.
@@ -1068,7 +1122,7 @@ async fn a_refused_child_does_not_stop_the_others_and_is_named_in_the_status() {
         seen.iter()
             .filter(|(method, _, _)| method == Method::PATCH)
             .count(),
-        24 + 1,
+        26 + 1,
         "every child but the waiting generator Job, and the status"
     );
     let message = format!("cannot apply StatefulSet shops/shop-kafka: {FORBIDDEN}; the operator applied the pipeline's other children and retries with backoff");
@@ -1165,6 +1219,8 @@ async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
         get_secret("shop-es-transport", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
         get_secret("shop-kafka-tls", Reply::Status(404)),
+        get_secret("shop-kafka-admin", Reply::Status(404)),
+        get_secret("shop-kafka-runtime", Reply::Status(404)),
     ];
     expectations.extend(managed_applies(true));
     expectations.extend(empty_lists());
@@ -1333,6 +1389,8 @@ async fn a_managed_opensearch_gets_no_search_credentials() {
         get_secret("shop-minio-tls", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
         get_secret("shop-kafka-tls", Reply::Status(404)),
+        get_secret("shop-kafka-admin", Reply::Status(404)),
+        get_secret("shop-kafka-runtime", Reply::Status(404)),
     ];
     let applies: Vec<Expect> = managed_applies(false)
         .into_iter()
@@ -1360,7 +1418,7 @@ async fn a_managed_opensearch_gets_no_search_credentials() {
             }
         })
         .collect();
-    assert_eq!(applies.len(), 25 - 2);
+    assert_eq!(applies.len(), 27 - 2);
     expectations.extend(applies);
     expectations.extend(empty_lists());
     expectations.push(list_pods(vec![]));

@@ -38,6 +38,14 @@ pub fn client_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig 
     if let Some(ca) = &settings.ca_file {
         config.set("ssl.ca.location", ca.display().to_string());
     }
+    if let Some(client) = &settings.client_certificate {
+        config
+            .set(
+                "ssl.certificate.location",
+                client.cert_file.display().to_string(),
+            )
+            .set("ssl.key.location", client.key_file.display().to_string());
+    }
     config
 }
 
@@ -249,6 +257,16 @@ pub async fn ensure_topics(
         match result {
             Ok(topic) => tracing::info!(topic, partitions, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            // A managed Kafka's ACLs come from a Job that may not have run yet; an external
+            // one's from its admins: either way the ingest waits, saying why, rather than
+            // crash-looping until someone grants them.
+            Err((topic, code)) if authorization_code(code) => {
+                return Err(Error::Kafka {
+                    step: "create topics",
+                    retryable: true,
+                    message: format!("{topic}: {code} (the brokers' ACLs do not let this client create or describe it)"),
+                })
+            }
             Err((topic, code)) => {
                 return Err(Error::Kafka {
                     step: "create topics",
@@ -346,18 +364,21 @@ pub fn partition_count<C: rdkafka::ClientContext>(
     let metadata = client
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| kafka_error("fetch metadata", e))?;
-    let count = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    let count = found
         .filter(|t| t.error().is_none())
         .map(|t| t.partitions().len() as i32)
         .unwrap_or(0);
     if count == 0 {
+        // Retryable: the topic and the ACLs on it may come a little after this client.
+        let reason = match found.and_then(|t| t.error()) {
+            Some(error) => format!("{}", RDKafkaErrorCode::from(error)),
+            None => "does not exist or has no partitions".to_string(),
+        };
         return Err(Error::Kafka {
             step: "fetch metadata",
             retryable: true,
-            message: format!("topic {topic} does not exist or has no partitions"),
+            message: format!("topic {topic}: {reason}"),
         });
     }
     Ok(count)
@@ -375,6 +396,18 @@ pub fn kafka_error(step: &'static str, e: KafkaError) -> Error {
 
 /// Transient broker and network conditions; everything else (auth, config, authorization,
 /// invalid requests) needs a change before a retry can succeed.
+/// An ACL refuses the client (which another party may yet grant).
+pub fn authorization_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | TransactionalIdAuthorizationFailed
+    )
+}
+
 pub fn retryable_code(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode::*;
     matches!(
@@ -415,6 +448,7 @@ mod tests {
             },
             sasl,
             ca_file: Some("/etc/ca.pem".into()),
+            client_certificate: None,
             events_topic: "e".into(),
             dlq_topic: "d".into(),
             consumer_group: "g".into(),
@@ -440,6 +474,24 @@ mod tests {
         assert_eq!(c.get("ssl.ca.location"), Some("/etc/ca.pem"));
         let debug = format!("{c:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(c.get("ssl.certificate.location"), None);
+    }
+
+    #[test]
+    fn a_client_certificate_is_presented_from_its_files() {
+        let mut s = settings(None);
+        s.security_protocol = SecurityProtocol::Ssl;
+        s.client_certificate = Some(crate::config::ClientCertificate {
+            cert_file: "/etc/kafka/tls.crt".into(),
+            key_file: "/etc/kafka/tls.key".into(),
+        });
+        let c = client_config(&s, "id");
+        assert_eq!(c.get("security.protocol"), Some("ssl"));
+        assert_eq!(
+            c.get("ssl.certificate.location"),
+            Some("/etc/kafka/tls.crt")
+        );
+        assert_eq!(c.get("ssl.key.location"), Some("/etc/kafka/tls.key"));
     }
 
     #[test]

@@ -252,9 +252,8 @@ fn is_fenced(e: &KafkaError) -> bool {
 
 /// The transactional id of a pipeline's ingest: one per events topic, so that two ingests
 /// writing the same topics fence each other, and ingests of different pipelines do not.
-pub fn transactional_id(events_topic: &str) -> String {
-    format!("pipeline-runtime-ingest.{events_topic}")
-}
+/// (In `pipeline_config`: a managed Kafka's ACLs grant it.)
+pub use pipeline_config::ingest_transactional_id as transactional_id;
 
 #[cfg(test)]
 mod tests {

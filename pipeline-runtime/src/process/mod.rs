@@ -520,7 +520,16 @@ impl Worker {
             crate::kafka::consumer_config(&self.kafka, &self.kafka.consumer_group)
                 .create_with_context(context)
                 .map_err(|e| kafka_error("create consumer", e))?;
-        crate::kafka::partition_count(consumer.client(), &topic, Duration::from_secs(30))?;
+        // The topic (and, on a managed Kafka, the ACLs set before it) may come after this
+        // pod; a subscription to a topic the client may not see yet would only be retried
+        // at the next metadata refresh.
+        self.shared.handle.block_on(crate::retry::wait_for(
+            "the events topic",
+            &self.shutdown,
+            || async {
+                crate::kafka::partition_count(consumer.client(), &topic, Duration::from_secs(30))
+            },
+        ))?;
         consumer
             .subscribe(&[&topic])
             .map_err(|e| kafka_error("subscribe", e))?;
@@ -935,6 +944,7 @@ mod tests {
             security_protocol: crate::config::SecurityProtocol::Plaintext,
             sasl: None,
             ca_file: None,
+            client_certificate: None,
             events_topic: "unused-events".into(),
             dlq_topic: "unused-events-dlq".into(),
             consumer_group: "unused".into(),

@@ -137,7 +137,7 @@ mod tests {
             .iter()
             .filter(|c| matches!(c, Child::Secret(_)))
             .collect();
-        assert_eq!(secrets.len(), 6);
+        assert_eq!(secrets.len(), 8);
         let debug = format!("{secrets:?}");
         for value in [
             "minio-secret-key",
@@ -146,6 +146,8 @@ mod tests {
             "pipeline-ca-key-pem",
             "kafka-key-pem",
             "minio-key-pem",
+            "kafka-admin-key-pem",
+            "kafka-runtime-key-pem",
         ] {
             assert!(!debug.contains(value), "{debug}");
         }

@@ -1,8 +1,10 @@
 //! Managed Kafka: a KRaft StatefulSet on the official `apache/kafka` image (every node both
 //! broker and controller, node id = pod ordinal), its headless and client Services, and the
-//! Job that creates the events and dead-letter topics. Both listeners speak TLS with the
-//! certificate the pipeline CA issued (`pipeline_ca`); every client verifies it against the
-//! trust bundle, and a new certificate or bundle rolls the nodes. Pure.
+//! Job that grants the runtime's ACLs and creates the events and dead-letter topics. Both
+//! listeners speak TLS with the certificate the pipeline CA issued (`pipeline_ca`); every
+//! client verifies it against the trust bundle and shows its own certificate of that CA,
+//! whose subject is its principal (nodes and the admin user are superusers, the runtime's
+//! user has ACLs); a new certificate or bundle rolls the nodes. Pure.
 
 use std::collections::BTreeMap;
 
@@ -42,16 +44,32 @@ const CONFIG_DIR: &str = "/opt/kafka/config";
 const TLS_DIR: &str = "/etc/kafka/tls";
 /// Client listener: brokers among themselves and every client.
 const CLIENT_LISTENER: &str = "CLIENT";
-/// The trust bundle alone, for clients (no key).
-pub fn trust_volume(
+/// The runtime user's certificate and key and the trust bundle, for the runtime's pods.
+pub fn runtime_user_volume(
     p: &ValidatedPipeline,
     dir: &str,
 ) -> (k8s_openapi::api::core::v1::Volume, VolumeMount) {
     secret_files(
-        "kafka-ca",
-        &ChildNames::new(&p.name).kafka_tls(),
-        &[keys::CA_CRT],
+        "kafka-tls",
+        &ChildNames::new(&p.name).kafka_runtime(),
+        &[keys::CA_CRT, keys::TLS_CRT, keys::TLS_KEY],
         dir,
+    )
+}
+
+/// The principal of the client certificate made for `user` (a Secret name): its subject.
+pub fn principal(user: &str) -> String {
+    format!("User:CN={user}")
+}
+
+/// Kafka's superusers: the nodes (brokers and controllers among themselves) and the admin
+/// user of the topic Job and the operator. Everyone else needs an ACL.
+pub fn super_users(p: &ValidatedPipeline) -> String {
+    let names = ChildNames::new(&p.name);
+    format!(
+        "{};{}",
+        principal(&names.kafka()),
+        principal(&names.kafka_admin())
     )
 }
 
@@ -195,6 +213,14 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka, tls_checksum: &s
             ),
             env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER"),
             env("KAFKA_INTER_BROKER_LISTENER_NAME", CLIENT_LISTENER),
+            // Every client, node or user, shows a certificate of the pipeline CA; its
+            // subject is its principal, and only ACLs (or being a superuser) let it act.
+            env("KAFKA_SSL_CLIENT_AUTH", "required"),
+            env(
+                "KAFKA_AUTHORIZER_CLASS_NAME",
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            ),
+            env("KAFKA_SUPER_USERS", super_users(p)),
             // PEM files, unencrypted key (the Secret is the protection); host names are
             // verified (the default) on every node-to-node connection.
             env("KAFKA_SSL_KEYSTORE_TYPE", "PEM"),
@@ -289,20 +315,33 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka, tls_checksum: &s
     }
 }
 
-/// Creates the events and dead-letter topics once the brokers answer, and sets their
-/// retention. Idempotent: safe to rerun. A topic that already exists with another
+/// As the admin user (a superuser): grants the runtime's user its ACLs, then creates the
+/// events and dead-letter topics once the brokers answer, and sets their retention. The
+/// ACLs come first, so a runtime that sees the topics may use them. Idempotent: safe to
+/// rerun (an existing ACL is added again as a no-op). A topic that already exists with another
 /// partition count (volumes kept from an earlier pipeline of the same name) is never
 /// altered: ingest routes users by their key modulo the count and each profile lives with
 /// its partition, so the Job fails and its log says why. The probe is bounded by `timeout`:
 /// started before the brokers resolve, the tool can wait far longer than the loop's pace.
 pub const TOPICS_SCRIPT: &str = r#"set -eu
-bin=/opt/kafka/bin
+bin=${KAFKA_BIN:-/opt/kafka/bin}
 client=/tmp/client.properties
-printf 'security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location=%s\n' "$TRUST_BUNDLE" >"$client"
+printf 'security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location=%s\nssl.keystore.type=PEM\nssl.keystore.location=%s\n' \
+  "$TRUST_BUNDLE" "$KEYSTORE" >"$client"
 until timeout 60 "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$client" >/dev/null 2>&1; do
   echo "waiting for Kafka at $BOOTSTRAP"
   sleep 5
 done
+allow() {
+  "$bin/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$client" --add \
+    --allow-principal "$RUNTIME_PRINCIPAL" "$@" >/dev/null
+}
+for topic in "$EVENTS_TOPIC" "$DLQ_TOPIC"; do
+  allow --operation Read --operation Write --operation Describe --operation Create --topic "$topic"
+done
+allow --operation Read --group "$CONSUMER_GROUP"
+allow --operation Write --operation Describe --transactional-id "$TRANSACTIONAL_ID"
+echo "ACLs of $RUNTIME_PRINCIPAL ready"
 for topic in "$EVENTS_TOPIC" "$DLQ_TOPIC"; do
   "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$client" --create --if-not-exists \
     --topic "$topic" --partitions "$PARTITIONS" --replication-factor "$REPLICATION_FACTOR" \
@@ -339,26 +378,52 @@ pub fn topics_job(p: &ValidatedPipeline, kafka: &ManagedKafka) -> Result<Job> {
                 // kafka-run-class.sh creates its log directory even for tools.
                 env("LOG_DIR", "/tmp/kafka-logs"),
                 env("TRUST_BUNDLE", format!("{TLS_DIR}/{}", keys::CA_CRT)),
+                env("KEYSTORE", format!("{TLS_DIR}/{}", keys::KEYSTORE_PEM)),
+                env(
+                    "RUNTIME_PRINCIPAL",
+                    principal(&ChildNames::new(&p.name).kafka_runtime()),
+                ),
+                env("CONSUMER_GROUP", p.names.consumer_group()),
+                env(
+                    "TRANSACTIONAL_ID",
+                    pipeline_config::ingest_transactional_id(&p.names.events_topic()),
+                ),
             ],
-            volumes: vec![trust_volume(p, TLS_DIR)],
+            volumes: vec![secret_files(
+                "kafka-admin",
+                &ChildNames::new(&p.name).kafka_admin(),
+                &[keys::CA_CRT, keys::KEYSTORE_PEM],
+                TLS_DIR,
+            )],
             uid: KAFKA_UID,
             name: ChildNames::kafka_topics_job,
         },
     )
 }
 
-/// Environment of the runtime for a managed Kafka: TLS, verified against the trust bundle
-/// mounted at `ca_file` (no credentials yet).
+/// Environment of the runtime for a managed Kafka: TLS, verified against the trust bundle,
+/// as the runtime's user with its client certificate, all three mounted in `tls_dir`.
 pub fn runtime_config(
     p: &ValidatedPipeline,
     kafka: &ManagedKafka,
-    ca_file: &str,
+    tls_dir: &str,
 ) -> BTreeMap<String, String> {
     use pipeline_config::env as e;
     BTreeMap::from([
         (e::KAFKA_BOOTSTRAP.to_string(), bootstrap(p)),
         (e::KAFKA_SECURITY_PROTOCOL.to_string(), "SSL".to_string()),
-        (e::KAFKA_CA_FILE.to_string(), ca_file.to_string()),
+        (
+            e::KAFKA_CA_FILE.to_string(),
+            format!("{tls_dir}/{}", keys::CA_CRT),
+        ),
+        (
+            e::KAFKA_CERT_FILE.to_string(),
+            format!("{tls_dir}/{}", keys::TLS_CRT),
+        ),
+        (
+            e::KAFKA_KEY_FILE.to_string(),
+            format!("{tls_dir}/{}", keys::TLS_KEY),
+        ),
         (
             e::TOPIC_REPLICATION.to_string(),
             replication_factor(kafka).to_string(),
@@ -538,6 +603,16 @@ mod tests {
             env["KAFKA_CONTROLLER_QUORUM_VOTERS"],
             "0@shop-kafka-0.shop-kafka-headless.shops.svc:9093"
         );
+        // Clients authenticate with certificates of the pipeline CA; ACLs decide the rest.
+        assert_eq!(env["KAFKA_SSL_CLIENT_AUTH"], "required");
+        assert_eq!(
+            env["KAFKA_AUTHORIZER_CLASS_NAME"],
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        );
+        assert_eq!(
+            env["KAFKA_SUPER_USERS"],
+            "User:CN=shop-kafka;User:CN=shop-kafka-admin"
+        );
     }
 
     #[test]
@@ -580,13 +655,21 @@ mod tests {
         assert_eq!(env["PARTITIONS"], "12");
         assert_eq!(env["REPLICATION_FACTOR"], "3");
         assert_eq!(env["RETENTION_MS"], "86400000");
-        // The tools verify the brokers against the trust bundle alone (no key mounted).
+        // The tools verify the brokers against the trust bundle and act as the admin user
+        // (the nodes' own key is not mounted); they grant the runtime's user its ACLs.
         assert_eq!(env["TRUST_BUNDLE"], "/etc/kafka/tls/ca.crt");
+        assert_eq!(env["KEYSTORE"], "/etc/kafka/tls/keystore.pem");
+        assert_eq!(env["RUNTIME_PRINCIPAL"], "User:CN=shop-kafka-runtime");
+        assert_eq!(env["CONSUMER_GROUP"], "shop-profiles");
+        assert_eq!(
+            env["TRANSACTIONAL_ID"],
+            "pipeline-runtime-ingest.shop-events"
+        );
         let pod = &json["spec"]["template"]["spec"];
         assert_eq!(
             pod["volumes"][1],
-            json!({"name": "kafka-ca", "secret": {"secretName": "shop-kafka-tls", "defaultMode": 0o440,
-                   "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
+            json!({"name": "kafka-admin", "secret": {"secretName": "shop-kafka-admin", "defaultMode": 0o440,
+                   "items": [{"key": "ca.crt", "path": "ca.crt"}, {"key": "keystore.pem", "path": "keystore.pem"}]}})
         );
         assert_eq!(pod["volumes"].as_array().map(Vec::len), Some(2));
         // The Secret's files are group-readable: the pod's group must own them.

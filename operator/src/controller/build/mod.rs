@@ -66,6 +66,16 @@ pub fn desired_children(
             .as_ref()
             .ok_or_else(|| missing("Kafka's certificate"))?;
         secrets.push(Child::Secret(secrets::kafka_tls(p, tls)));
+        let names = names::ChildNames::new(&p.name);
+        for (name, user) in [
+            (names.kafka_admin(), &credentials.kafka_admin),
+            (names.kafka_runtime(), &credentials.kafka_runtime),
+        ] {
+            let user = user
+                .as_ref()
+                .ok_or_else(|| missing("a Kafka client certificate"))?;
+            secrets.push(Child::Secret(secrets::kafka_user(p, name, user)));
+        }
         if policy_plan.is_some() {
             policies.push(Child::NetworkPolicy(network_policy::kafka(
                 p,
@@ -139,14 +149,19 @@ pub fn desired_children(
     }
 
     let config = runtime::config_map(p);
-    // Kafka's and MinIO's bundles are the same (one pipeline CA); either is what the pods
-    // mount.
+    // What the pods load at start besides the ConfigMap: the trust bundle (Kafka's and
+    // MinIO's are the same, one pipeline CA) and the runtime's Kafka client certificate.
     let trust_bundle = [&credentials.kafka_tls, &credentials.minio_tls]
         .into_iter()
         .flatten()
         .map(|t| t.ca_crt.as_str())
         .next();
-    let checksum = runtime::config_checksum(&config, trust_bundle);
+    let client_certificate = credentials
+        .kafka_runtime
+        .as_ref()
+        .map(|t| t.tls_crt.as_str());
+    let loaded: Vec<&str> = trust_bundle.into_iter().chain(client_certificate).collect();
+    let checksum = runtime::config_checksum(&config, &loaded);
     budgets.push(Child::PodDisruptionBudget(pdb::budget(
         p,
         names::ChildNames::new(&p.name).runtime(),
@@ -200,6 +215,8 @@ mod tests {
         let expected = [
             ("Secret", "shop-ca"),
             ("Secret", "shop-kafka-tls"),
+            ("Secret", "shop-kafka-admin"),
+            ("Secret", "shop-kafka-runtime"),
             ("Secret", "shop-minio-credentials"),
             ("Secret", "shop-minio-tls"),
             ("Secret", "shop-es-elastic-user"),
@@ -254,6 +271,8 @@ mod tests {
             vec![
                 ("shop-ca", Some(Role::Kafka)),
                 ("shop-kafka-tls", Some(Role::Kafka)),
+                ("shop-kafka-admin", Some(Role::Kafka)),
+                ("shop-kafka-runtime", Some(Role::Kafka)),
                 ("shop-minio-credentials", Some(Role::ObjectStore)),
                 ("shop-minio-tls", Some(Role::ObjectStore)),
                 ("shop-es-elastic-user", Some(Role::Search)),

@@ -150,6 +150,14 @@ impl ChildNames {
     pub fn kafka_tls(&self) -> String {
         self.with("kafka-tls")
     }
+    /// Client certificate of the Kafka superuser: the topic Job and the operator.
+    pub fn kafka_admin(&self) -> String {
+        self.with("kafka-admin")
+    }
+    /// Client certificate of the runtime's pods (ingest, process, generator).
+    pub fn kafka_runtime(&self) -> String {
+        self.with("kafka-runtime")
+    }
     /// The pipeline CA (certificates and keys); only the operator reads it.
     pub fn pipeline_ca(&self) -> String {
         self.with("ca")

@@ -39,6 +39,8 @@ use crate::{
 pub const RUNTIME_UID: i64 = 65532;
 pub const HTTP_PORT_NAME: &str = "http";
 const KAFKA_CA_DIR: &str = "/etc/datapipeline/kafka-ca";
+/// The managed Kafka's trust bundle and the runtime's client certificate and key.
+const KAFKA_TLS_DIR: &str = "/etc/datapipeline/kafka";
 const SEARCH_CA_DIR: &str = "/etc/datapipeline/search-ca";
 const S3_CA_DIR: &str = "/etc/datapipeline/s3-ca";
 const CA_FILE: &str = "ca.crt";
@@ -64,11 +66,7 @@ pub fn config_data(p: &ValidatedPipeline) -> BTreeMap<String, String> {
     set(e::LOG_FORMAT, "json".into());
 
     match &p.kafka.mode {
-        KafkaMode::Managed(k) => data.extend(kafka::runtime_config(
-            p,
-            k,
-            &format!("{KAFKA_CA_DIR}/{CA_FILE}"),
-        )),
+        KafkaMode::Managed(k) => data.extend(kafka::runtime_config(p, k, KAFKA_TLS_DIR)),
         KafkaMode::External(k) => {
             data.insert(e::KAFKA_BOOTSTRAP.into(), k.bootstrap_servers.clone());
             data.insert(
@@ -126,13 +124,14 @@ pub fn config_map(p: &ValidatedPipeline) -> ConfigMap {
     }
 }
 
-/// sha256 of the rendered configuration and of the generated trust bundle the pods load at
-/// start: a pod-template annotation, so a change to either rolls the pods.
-pub fn config_checksum(config: &ConfigMap, trust_bundle: Option<&str>) -> String {
+/// sha256 of the rendered configuration and of the generated files the pods load at start
+/// (the trust bundle, the Kafka client certificate), in order: a pod-template annotation,
+/// so a change to any of them rolls the pods.
+pub fn config_checksum(config: &ConfigMap, loaded: &[&str]) -> String {
     let data = config.data.clone().unwrap_or_default();
     let mut rendered: String = data.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    if let Some(bundle) = trust_bundle {
-        rendered.push_str(bundle);
+    for file in loaded {
+        rendered.push_str(file);
     }
     sha256_hex(rendered.as_bytes())
 }
@@ -211,7 +210,7 @@ fn ca_volume(volume: &str, dir: &str, reference: &CaSecretRef) -> (Volume, Volum
 pub fn volumes(p: &ValidatedPipeline, needs: Needs) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut pairs = vec![tmp_volume()];
     match &p.kafka.mode {
-        KafkaMode::Managed(_) => pairs.push(kafka::trust_volume(p, KAFKA_CA_DIR)),
+        KafkaMode::Managed(_) => pairs.push(kafka::runtime_user_volume(p, KAFKA_TLS_DIR)),
         KafkaMode::External(k) => {
             if let Some(ca) = &k.ca_secret_ref {
                 pairs.push(ca_volume("kafka-ca", KAFKA_CA_DIR, ca));
@@ -345,7 +344,9 @@ mod tests {
             ("DP_TOPIC_REPLICATION", "1"),
             ("DP_KAFKA_BOOTSTRAP", "shop-kafka.shops.svc:9092"),
             ("DP_KAFKA_SECURITY_PROTOCOL", "SSL"),
-            ("DP_KAFKA_CA_FILE", "/etc/datapipeline/kafka-ca/ca.crt"),
+            ("DP_KAFKA_CA_FILE", "/etc/datapipeline/kafka/ca.crt"),
+            ("DP_KAFKA_CERT_FILE", "/etc/datapipeline/kafka/tls.crt"),
+            ("DP_KAFKA_KEY_FILE", "/etc/datapipeline/kafka/tls.key"),
             ("DP_S3_BUCKET", "shop-lake"),
             ("DP_S3_ENDPOINT", "https://shop-minio.shops.svc:9000"),
             ("DP_S3_CA_FILE", "/etc/datapipeline/s3-ca/ca.crt"),
@@ -431,23 +432,24 @@ mod tests {
     #[test]
     fn checksum_changes_with_the_configuration() {
         let p = managed_plan();
-        let a = config_checksum(&config_map(&p), None);
+        let a = config_checksum(&config_map(&p), &[]);
         assert_eq!(a.len(), 64);
-        assert_eq!(a, config_checksum(&config_map(&p), None));
+        assert_eq!(a, config_checksum(&config_map(&p), &[]));
         let mut q = p.clone();
         q.runtime.checkpoint_interval_ms = 10_000;
-        assert_ne!(a, config_checksum(&config_map(&q), None));
+        assert_ne!(a, config_checksum(&config_map(&q), &[]));
         // The checksum is over the rendered `KEY=value` lines, computed independently here.
         let rendered: String = config_data(&p)
             .iter()
             .map(|(k, v)| format!("{k}={v}\n"))
             .collect();
         assert_eq!(a, sha256_hex(rendered.as_bytes()));
-        // A renewed trust bundle rolls the pods too: the bundle follows the lines.
-        let with_bundle = config_checksum(&config_map(&p), Some("bundle-pem"));
+        // A renewed trust bundle or client certificate rolls the pods too: they follow
+        // the lines, in order.
+        let with_files = config_checksum(&config_map(&p), &["bundle-pem", "client-pem"]);
         assert_eq!(
-            with_bundle,
-            sha256_hex(format!("{rendered}bundle-pem").as_bytes())
+            with_files,
+            sha256_hex(format!("{rendered}bundle-pemclient-pem").as_bytes())
         );
     }
 
@@ -507,13 +509,15 @@ mod tests {
         assert_eq!(
             c["volumeMounts"],
             json!([{"name": "tmp", "mountPath": "/tmp"},
-                   {"name": "kafka-ca", "mountPath": "/etc/datapipeline/kafka-ca", "readOnly": true},
+                   {"name": "kafka-tls", "mountPath": "/etc/datapipeline/kafka", "readOnly": true},
                    {"name": "s3-ca", "mountPath": "/etc/datapipeline/s3-ca", "readOnly": true}])
         );
+        // The runtime user's certificate and key, and the trust bundle; not Kafka's key.
         assert_eq!(
             d["spec"]["template"]["spec"]["volumes"][1],
-            json!({"name": "kafka-ca", "secret": {"secretName": "shop-kafka-tls", "defaultMode": 0o440,
-                   "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
+            json!({"name": "kafka-tls", "secret": {"secretName": "shop-kafka-runtime", "defaultMode": 0o440,
+                   "items": [{"key": "ca.crt", "path": "ca.crt"}, {"key": "tls.crt", "path": "tls.crt"},
+                             {"key": "tls.key", "path": "tls.key"}]}})
         );
         assert_eq!(
             d["spec"]["template"]["spec"]["volumes"][2],

@@ -50,7 +50,8 @@ impl std::fmt::Debug for Connection {
             .properties
             .iter()
             .map(|(name, value)| {
-                let secret = name.contains("password") || name.ends_with(".key");
+                // sasl.password, ssl.key.pem, ssl.key.password, ...
+                let secret = name.contains("password") || name.starts_with("ssl.key.");
                 (
                     name.as_str(),
                     if secret { "<redacted>" } else { value.as_str() },
@@ -123,22 +124,23 @@ impl ThroughputObserver for KafkaOffsets {
 /// settings and the credentials of the referenced Secrets.
 pub async fn connection(client: &Client, p: &ValidatedPipeline) -> Result<Connection, String> {
     let KafkaMode::External(k) = &p.kafka.mode else {
-        // The managed cluster speaks TLS only; its trust bundle verifies it.
-        let name = ChildNames::new(&p.name).kafka_tls();
+        // The managed cluster speaks TLS only and wants a client certificate: the
+        // operator connects as the admin user, whose Secret also holds the trust bundle.
+        let name = ChildNames::new(&p.name).kafka_admin();
         let secret = read_secret(client, &p.namespace, &p.name, &name).await?;
-        let bundle = secret_text(&secret, keys::CA_CRT).ok_or_else(|| {
-            format!(
-                "Secret {}/{name} has no key {:?}",
-                p.namespace,
-                keys::CA_CRT
-            )
-        })?;
+        let mut properties = vec![("security.protocol".to_string(), "ssl".to_string())];
+        for (property, key) in [
+            ("ssl.ca.pem", keys::CA_CRT),
+            ("ssl.certificate.pem", keys::TLS_CRT),
+            ("ssl.key.pem", keys::TLS_KEY),
+        ] {
+            let value = secret_text(&secret, key)
+                .ok_or_else(|| format!("Secret {}/{name} has no key {key:?}", p.namespace))?;
+            properties.push((property.to_string(), value));
+        }
         return Ok(Connection {
             bootstrap: bootstrap(p),
-            properties: vec![
-                ("security.protocol".into(), "ssl".into()),
-                ("ssl.ca.pem".into(), bundle),
-            ],
+            properties,
         });
     };
     let mut properties = vec![(
@@ -350,11 +352,14 @@ mod tests {
                 ("security.protocol".into(), "SASL_SSL".into()),
                 ("sasl.username".into(), "shop".into()),
                 ("sasl.password".into(), "kafka-SECRET".into()),
+                ("ssl.certificate.pem".into(), "CERTIFICATE".into()),
+                ("ssl.key.pem".into(), "PRIVATE-KEY-SECRET".into()),
             ],
         };
         let text = format!("{connection:?}");
         assert!(!text.contains("SECRET"), "{text}");
         assert!(text.contains("SASL_SSL") && text.contains("shop"), "{text}");
-        assert!(text.contains("<redacted>"), "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 2, "{text}");
+        assert!(text.contains("CERTIFICATE"), "{text}");
     }
 }
