@@ -35,6 +35,9 @@ pub const REGION: &str = "us-east-1";
 const CERTS_DIR: &str = "/etc/minio/certs";
 /// `mc`'s configuration directory (writable); it trusts the CAs in `certs/CAs` below it.
 const MC_CONFIG_DIR: &str = "/tmp/.mc";
+/// The trust bundle, mounted read-only; the script copies it into `mc`'s directory (a
+/// mount inside that directory would leave its parents root-owned, and `mc` writes there).
+const CA_DIR: &str = "/etc/datapipeline/minio-ca";
 
 /// URL of the S3 API inside the cluster (TLS only, the certificate names this host).
 pub fn endpoint(p: &ValidatedPipeline) -> String {
@@ -201,6 +204,8 @@ pub fn statefulset(
 /// The generated keys are URL-safe (the pipeline's name and alphanumerics). `mc` trusts
 /// the pipeline CA from `$MC_CONFIG_DIR/certs/CAs`.
 pub const BUCKET_SCRIPT: &str = r#"set -eu
+mkdir -p "$MC_CONFIG_DIR/certs/CAs"
+cp "$CA_FILE" "$MC_CONFIG_DIR/certs/CAs/ca.crt"
 MC_HOST_store="${S3_ENDPOINT%%://*}://$ACCESS_KEY_ID:$SECRET_ACCESS_KEY@${S3_ENDPOINT#*://}"
 export MC_HOST_store
 until mc mb --ignore-existing "store/$BUCKET"; do
@@ -226,12 +231,9 @@ pub fn bucket_job(p: &ValidatedPipeline, store: &ManagedObjectStore) -> Result<J
                 env_from_secret("ACCESS_KEY_ID", &credentials, keys::ACCESS_KEY_ID),
                 env_from_secret("SECRET_ACCESS_KEY", &credentials, keys::SECRET_ACCESS_KEY),
                 env("MC_CONFIG_DIR", MC_CONFIG_DIR),
+                env("CA_FILE", format!("{CA_DIR}/{}", keys::CA_CRT)),
             ],
-            volumes: vec![trust_volume(
-                p,
-                "minio-ca",
-                &format!("{MC_CONFIG_DIR}/certs/CAs"),
-            )],
+            volumes: vec![trust_volume(p, "minio-ca", CA_DIR)],
             uid: MINIO_UID,
             name: ChildNames::bucket_job,
         },
@@ -340,6 +342,8 @@ mod tests {
         std::fs::set_permissions(&mc, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
         let record = dir.join("record");
+        let ca = dir.join("ca.crt");
+        std::fs::write(&ca, "pipeline CA\n").expect("CA file");
         let path = format!(
             "{}:{}",
             dir.display(),
@@ -353,11 +357,16 @@ mod tests {
             .env("BUCKET", "shop-lake")
             .env("ACCESS_KEY_ID", "shop-admin")
             .env("SECRET_ACCESS_KEY", "Secr3tKey")
+            .env("MC_CONFIG_DIR", dir.join(".mc"))
+            .env("CA_FILE", &ca)
             .output()
             .expect("sh runs");
         let recorded = std::fs::read_to_string(&record).expect("mc ran");
+        // mc finds the CA where it looks for CAs to trust.
+        let copied = std::fs::read_to_string(dir.join(".mc/certs/CAs/ca.crt"));
         std::fs::remove_dir_all(&dir).ok();
         assert!(out.status.success(), "{out:?}");
+        assert_eq!(copied.expect("CA copied"), "pipeline CA\n");
         assert_eq!(
             recorded,
             "args=mb --ignore-existing store/shop-lake\n\
@@ -388,7 +397,7 @@ mod tests {
         let pod = &job["spec"]["template"]["spec"];
         assert_eq!(
             container["volumeMounts"][1],
-            json!({"name": "minio-ca", "mountPath": "/tmp/.mc/certs/CAs", "readOnly": true})
+            json!({"name": "minio-ca", "mountPath": "/etc/datapipeline/minio-ca", "readOnly": true})
         );
         assert_eq!(
             pod["volumes"][1],
