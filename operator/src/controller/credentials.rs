@@ -1,8 +1,9 @@
 //! Credentials the operator generates for managed services (MinIO keys, the `elastic`
-//! password, Elasticsearch transport TLS; the pipeline CA and the server certificates of
-//! the managed Kafka and MinIO, renewed on `pipeline_ca`'s schedule; a managed OpenSearch,
-//! security plugin off, gets none). Generated once: values already stored in their Secrets (read by
-//! `dereference`) are reused until they are due for renewal. Randomness sits behind
+//! password, Elasticsearch transport TLS; the pipeline CA, the server certificates of the
+//! managed Kafka and MinIO and the client certificates of Kafka's users, renewed on
+//! `pipeline_ca`'s schedule; a managed OpenSearch, security plugin off, gets none).
+//! Generated once: values already stored in their Secrets (read by `dereference`) are
+//! reused until they are due for renewal. Randomness sits behind
 //! `CredentialGenerator` so reconciles are deterministic in tests. No I/O.
 
 use rand::{distr::Alphanumeric, Rng};

@@ -100,16 +100,12 @@ pub fn pipeline_ca(p: &ValidatedPipeline, ca: &PipelineCa, role: Role) -> Secret
 /// The Kafka nodes' certificate and key (also joined in `keystore.pem`, the form Kafka's
 /// PEM keystore reads) and the trust bundle (`ca.crt`), which clients mount alone.
 pub fn kafka_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
-    kafka_keystore(p, ChildNames::new(&p.name).kafka_tls(), tls)
+    kafka_user(p, ChildNames::new(&p.name).kafka_tls(), tls)
 }
 
 /// A Kafka user's client certificate, in the same form as the nodes' (`keystore.pem` for
 /// Kafka's Java tools, `tls.crt`/`tls.key` for librdkafka).
 pub fn kafka_user(p: &ValidatedPipeline, name: String, tls: &TlsBundle) -> Secret {
-    kafka_keystore(p, name, tls)
-}
-
-fn kafka_keystore(p: &ValidatedPipeline, name: String, tls: &TlsBundle) -> Secret {
     let keystore = join_pem([tls.tls_key.as_str(), &tls.tls_crt]);
     secret(
         p,
