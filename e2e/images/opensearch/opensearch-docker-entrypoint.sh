@@ -1,10 +1,14 @@
 #!/bin/bash
 # e2e stand-in for the official image's opensearch-docker-entrypoint.sh (2.x), Apache-2.0,
 # Copyright OpenSearch Contributors; adapted:
-#  - this image has no plugins at all (no security, performance analyzer or k-NN plugin),
-#    so DISABLE_SECURITY_PLUGIN / DISABLE_INSTALL_DEMO_CONFIG /
-#    DISABLE_PERFORMANCE_ANALYZER_AGENT_CLI are accepted and change nothing: the node always serves plain HTTP without authentication. Where the real image
-#    would turn security on (DISABLE_SECURITY_PLUGIN unset or not "true") it says so loudly;
+#  - the only plugin is the security plugin (plugins/opensearch-security, config in
+#    config/opensearch-security), handled as the real script does (DISABLE_SECURITY_PLUGIN=true
+#    -> -Eplugins.security.disabled=true), except that the demo configuration is not
+#    implemented: unless DISABLE_INSTALL_DEMO_CONFIG=true (and a configuration of your own:
+#    certificates and plugins.security.* settings, config/opensearch-security/*.yml) it
+#    fails where the real image would run install_demo_configuration.sh;
+#  - no performance analyzer plugin (nor k-NN, SQL, ...): DISABLE_PERFORMANCE_ANALYZER_AGENT_CLI
+#    is accepted and changes nothing;
 #  - `exec`s the node (the real script runs it as a child of bash), so SIGTERM reaches it.
 
 # Export OpenSearch Home
@@ -16,14 +20,30 @@ export OPENSEARCH_JAVA_OPTS="-Dopensearch.cgroups.hierarchy.override=/ $OPENSEAR
 
 function setupSecurityPlugin {
     SECURITY_PLUGIN="opensearch-security"
+
     if [ -d "$OPENSEARCH_HOME/plugins/$SECURITY_PLUGIN" ]; then
-        echo "unexpected: $OPENSEARCH_HOME/plugins/$SECURITY_PLUGIN exists in the e2e stand-in" >&2
-        exit 1
-    fi
-    echo "OpenSearch Security Plugin does not exist, disable by default"
-    if [ "$DISABLE_SECURITY_PLUGIN" != "true" ]; then
-        echo "WARNING (e2e stand-in): DISABLE_SECURITY_PLUGIN is not \"true\": the official image would" \
-            "enable TLS and authentication here; this image has no security plugin and serves plain HTTP." >&2
+        if [ "$DISABLE_INSTALL_DEMO_CONFIG" = "true" ]; then
+            echo "Disabling execution of install_demo_configuration.sh for OpenSearch Security Plugin"
+        else
+            # The real script runs tools/install_demo_configuration.sh -y -i -s here (demo
+            # certificates, demo users, security settings appended to opensearch.yml).
+            echo "ERROR (e2e stand-in): DISABLE_INSTALL_DEMO_CONFIG is not \"true\", but this image does not" \
+                "implement the security plugin's demo configuration (install_demo_configuration.sh)." \
+                "Set DISABLE_INSTALL_DEMO_CONFIG=true and give a configuration of your own: certificates under" \
+                "config/ with the plugins.security.ssl.* settings and the files in config/opensearch-security." \
+                "For plain HTTP without authentication set DISABLE_SECURITY_PLUGIN=true as well." >&2
+            exit 1
+        fi
+
+        if [ "$DISABLE_SECURITY_PLUGIN" = "true" ]; then
+            echo "Disabling OpenSearch Security Plugin"
+            opensearch_opt="-Eplugins.security.disabled=true"
+            opensearch_opts+=("${opensearch_opt}")
+        else
+            echo "Enabling OpenSearch Security Plugin"
+        fi
+    else
+        echo "OpenSearch Security Plugin does not exist, disable by default"
     fi
 }
 

@@ -8,14 +8,21 @@
 // - settings: CONF/opensearch.yml, overridden by the -E options (as EnvironmentAwareCommand
 //   does), node.name defaulting to $HOSTNAME (as the real CLI does);
 // - logging: CONF/log4j2.properties through OpenSearch's own LogConfigurator;
-// - runs until SIGTERM, then closes the node (as the real bootstrap's shutdown hook does).
+// - runs until SIGTERM, then closes the node (as the real bootstrap's shutdown hook does);
+// - plugins: those installed under HOME/plugins/ (the image has opensearch-security) are
+//   loaded by OpenSearch's own PluginsService, each in its own class loader whose parent is
+//   the application class loader (lib/, with the modules below); PluginsService's jar-hell
+//   check refuses a plugin jar that duplicates a class of lib/, so the image's build
+//   (e2e/images/services.sh, stage_opensearch) drops those jars from the plugin. A plugin
+//   must not be listed in MODULES too (it would be loaded twice).
 //
 // Left out, compared with the real bootstrap (say so wherever it matters): the Java security
-// manager and its policy files, the jar-hell check, the bootstrap checks (they are enforced
-// by the real server only when it binds a non-loopback address without single-node
-// discovery), native setup (mlockall, system call filter), the keystore (no secure
-// settings), pid files and daemon mode, and plugins installed under plugins/ (the module
-// list below is fixed).
+// manager and its policy files (plugins' plugin-security.policy is not enforced), the
+// classpath jar-hell check, the bootstrap checks (they are enforced by the real server only
+// when it binds a non-loopback address without single-node discovery), native setup
+// (mlockall, system call filter), the keystore (no secure settings), pid files and daemon
+// mode, and the distribution's modules/ directory (the module list below is fixed and on
+// the classpath).
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.util.ArrayList;
@@ -114,7 +121,8 @@ public class ImageNode extends Node {
         for (String name : MODULES) {
             plugins.add(Class.forName(name).asSubclass(Plugin.class));
         }
-        logger.info("e2e stand-in: starting OpenSearch {} with {} classpath modules, no security plugin", Version.CURRENT, plugins.size());
+        logger.info("e2e stand-in: starting OpenSearch {} with {} classpath modules, plugins from {}", Version.CURRENT,
+            plugins.size(), environment.pluginsFile());
 
         ImageNode node = new ImageNode(environment, plugins);
         CountDownLatch stopped = new CountDownLatch(1);
