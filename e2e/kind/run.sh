@@ -146,15 +146,29 @@ READY=$SECONDS
 kubectl -n "$NAMESPACE" get dp "$NAME"
 
 log "profiles in the search index $INDEX"
-# Elasticsearch gets a generated password; the OpenSearch example runs without security.
+# Elasticsearch: plain HTTP and the generated `elastic` password. OpenSearch: HTTPS with a
+# certificate from the pipeline CA (it names localhost, for port-forwards) and the
+# runtime's generated user, whose role reaches the pipeline's index only.
 SEARCH_AUTH=()
+SEARCH_URL=http://127.0.0.1:$ES_PORT
+SEARCH_ENV=()
 if ES_PASSWORD=$(kubectl -n "$NAMESPACE" get secret "$NAME-es-elastic-user" -o jsonpath='{.data.elastic}' 2>/dev/null | base64 -d) &&
   [[ -n $ES_PASSWORD ]]; then
   SEARCH_AUTH=(-u "elastic:$ES_PASSWORD")
+  export DP_SEARCH_USERNAME=elastic DP_SEARCH_PASSWORD=$ES_PASSWORD
+  SEARCH_ENV=(-e DP_SEARCH_USERNAME -e DP_SEARCH_PASSWORD)
+elif SEARCH_USER=$(kubectl -n "$NAMESPACE" get secret "$NAME-es-runtime-user" -o jsonpath='{.data.username}' 2>/dev/null | base64 -d) &&
+  [[ -n $SEARCH_USER ]]; then
+  SEARCH_PASSWORD=$(kubectl -n "$NAMESPACE" get secret "$NAME-es-runtime-user" -o jsonpath='{.data.password}' | base64 -d)
+  kubectl -n "$NAMESPACE" get secret "$NAME-es-tls" -o jsonpath='{.data.ca\.crt}' | base64 -d >"$WORK/search-ca.crt"
+  SEARCH_AUTH=(-u "$SEARCH_USER:$SEARCH_PASSWORD" --cacert "$WORK/search-ca.crt")
+  SEARCH_URL=https://localhost:$ES_PORT
+  export DP_SEARCH_USERNAME=$SEARCH_USER DP_SEARCH_PASSWORD=$SEARCH_PASSWORD DP_SEARCH_CA_FILE=/work/search-ca.crt
+  SEARCH_ENV=(-e DP_SEARCH_USERNAME -e DP_SEARCH_PASSWORD -e DP_SEARCH_CA_FILE)
 fi
 forward "svc/$NAME-es" "$ES_PORT:9200"
 profile_count() {
-  curl -fsS "${SEARCH_AUTH[@]}" "http://127.0.0.1:$ES_PORT/$INDEX/_count" |
+  curl -fsS "${SEARCH_AUTH[@]}" "$SEARCH_URL/$INDEX/_count" |
     sed -n 's/.*"count":\([0-9]*\).*/\1/p'
 }
 wait_for_count "profiles in index $INDEX" "$EXPECTED" profile_count
@@ -162,14 +176,9 @@ PROFILES=$SECONDS
 
 log "the business report from the index (README's step 5) against the embedded run's"
 docker run --rm -v "$WORK:/work" "pipeline-runtime:$TAG" report --from /work/lake --json >"$WORK/report-embedded.json"
-SEARCH_ENV=()
-if ((${#SEARCH_AUTH[@]})); then
-  export DP_SEARCH_USERNAME=elastic DP_SEARCH_PASSWORD=$ES_PASSWORD
-  SEARCH_ENV=(-e DP_SEARCH_USERNAME -e DP_SEARCH_PASSWORD)
-fi
 report_from_search() {
-  docker run --rm --network host "${SEARCH_ENV[@]}" "pipeline-runtime:$TAG" \
-    report --from-search "http://127.0.0.1:$ES_PORT" --pipeline "$NAME" --search-index "$INDEX" "$@"
+  docker run --rm --network host -v "$WORK:/work" "${SEARCH_ENV[@]}" "pipeline-runtime:$TAG" \
+    report --from-search "$SEARCH_URL" --pipeline "$NAME" --search-index "$INDEX" "$@"
 }
 report_from_search
 report_from_search --json >"$WORK/report-search.json"

@@ -3,7 +3,7 @@
 //! it creates and keeps the children, a second reconcile changes nothing, garbage
 //! collection removes them (volumes included unless kept), a missing Secret blocks until it
 //! exists, a failed generator Job is recreated and reported, `kubectl get dp` prints the
-//! printer columns. Each test works in a fresh namespace and fails when the API server is
+//! printer columns, a managed OpenSearch gets its certificate and user once. Each test works in a fresh namespace and fails when the API server is
 //! unreachable.
 //! Run: `e2e/services.sh up k8s && cargo test -p e2e --test operator_controller -- --test-threads=1`.
 
@@ -1214,5 +1214,102 @@ async fn kubectl_get_dp_prints_the_printer_columns() -> anyhow::Result<()> {
     .await?
     .stdout;
     println!("$ kubectl get datapipelines.datapipeline.io shop -o wide\n{wide}");
+    Ok(())
+}
+
+/// 9. A managed OpenSearch: the node certificate from the pipeline CA, the runtime's user
+///    (a generated password and its bcrypt hash) and the security configuration holding
+///    that hash, instead of Elasticsearch's Secrets; they are generated once: another
+///    reconcile leaves every one of them, and the StatefulSet, as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_opensearch_gets_its_certificate_and_user_once() -> anyhow::Result<()> {
+    let mut docs = k8s::yaml_documents(&k8s::repo_root().join("examples/shop-events.yaml"))?;
+    for doc in &mut docs {
+        if doc["kind"] == "DataPipeline" {
+            doc["spec"]["search"]["managed"]["engine"] = "opensearch".into();
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let manifest = dir.path().join("shop-opensearch.yaml");
+    let text: Vec<String> = docs
+        .iter()
+        .map(serde_yaml::to_string)
+        .collect::<Result<_, _>>()?;
+    std::fs::write(&manifest, text.join("---\n"))?;
+    let run = running_pipeline("e2e-os", manifest.to_str().context("utf-8 path")?).await?;
+    let (client, ns) = (&run.client, run.ns.name.as_str());
+
+    let mut expected: Vec<(&str, &str)> = SHOP_MANAGED_CHILDREN
+        .into_iter()
+        .filter(|(_, name)| !["shop-es-elastic-user", "shop-es-transport"].contains(name))
+        .collect();
+    expected.extend([
+        ("Secret", "shop-es-runtime-user"),
+        ("Secret", "shop-es-security"),
+        ("Secret", "shop-es-tls"),
+    ]);
+    assert_children(&inventory(client, ns).await?, &expected);
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let user = secrets.get("shop-es-runtime-user").await?;
+    assert_eq!(secret_text(&user, "username")?, "shop-runtime");
+    let password = secret_text(&user, "password")?;
+    assert!(is_generated_password(&password), "{password:?}");
+    let hash = secret_text(&user, "passwordHash")?;
+    assert!(hash.starts_with("$2y$12$"), "{hash}");
+    assert!(
+        bcrypt::verify(&password, &hash)?,
+        "the hash is of the password"
+    );
+    let security = secrets.get("shop-es-security").await?;
+    let users: serde_json::Value =
+        serde_yaml::from_str(&secret_text(&security, "internal_users.yml")?)?;
+    assert_eq!(users["shop-runtime"]["hash"], hash.as_str());
+    let tls = secrets.get("shop-es-tls").await?;
+    let ca = secrets.get("shop-ca").await?;
+    assert_eq!(secret_text(&tls, "ca.crt")?, secret_text(&ca, "ca.crt")?);
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let template = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default()
+    };
+    let node = sts.get("shop-es").await?;
+    assert_eq!(
+        template(&node).get("checksum/tls").map(String::len),
+        Some(64),
+        "the nodes roll when their certificate is renewed"
+    );
+
+    // Another reconcile: same Secrets, same StatefulSet.
+    let versions = |listed: &[Listed]| -> Vec<(String, String)> {
+        listed
+            .iter()
+            .filter(|o| o.name.starts_with("shop-es") || o.name == "shop-ca")
+            .filter(|o| o.kind == "Secret" || o.kind == "StatefulSet")
+            .map(|o| (o.name.clone(), o.resource_version.clone()))
+            .collect()
+    };
+    wait_until_settled(client, ns).await?;
+    let before = versions(&inventory(client, ns).await?);
+    assert_eq!(before.len(), 5, "{before:?}");
+    let applied_before = run.controller.reconciles("applied");
+    let annotation =
+        serde_json::json!({"metadata": {"annotations": {"e2e.datapipeline.io/poke": "1"}}});
+    run.pipelines
+        .patch(SHOP, &PatchParams::default(), &Patch::Merge(&annotation))
+        .await?;
+    k8s::poll_until(
+        "a reconcile after the annotation",
+        Duration::from_secs(60),
+        || async {
+            run.controller.ensure_running()?;
+            Ok((run.controller.reconciles("applied") > applied_before).then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(versions(&inventory(client, ns).await?), before);
     Ok(())
 }

@@ -383,5 +383,43 @@ async fn edits_that_would_lose_data_are_refused() -> anyhow::Result<()> {
         .await?;
     assert_eq!(edited.spec.kafka.retention_hours, 24);
     assert_eq!(edited.spec.kafka.partitions, 6);
+
+    // The index of a managed Elasticsearch may change (its `elastic` user reaches every
+    // index); that of a managed OpenSearch may not (its runtime user's role names it).
+    let rename = serde_json::json!({"spec": {"search": {"index": "shop-profiles-v2"}}});
+    let renamed = pipelines
+        .patch(SHOP, &params, &Patch::Merge(&rename))
+        .await?;
+    assert_eq!(
+        renamed.spec.search.index.as_deref(),
+        Some("shop-profiles-v2")
+    );
+    let mut spec = serde_json::to_value(&stored.spec)?;
+    spec["search"]["managed"]["engine"] = "opensearch".into();
+    spec["search"]["index"] = "shop-os-profiles".into();
+    let opensearch = DataPipeline::new("shop-os", serde_json::from_value(spec)?);
+    pipelines.create(&Default::default(), &opensearch).await?;
+    let refused = pipelines
+        .patch("shop-os", &params, &Patch::Merge(&rename))
+        .await
+        .err()
+        .context("renaming the index of a managed OpenSearch was accepted")?;
+    let status = k8s::api_status(&refused).context("an API refusal")?;
+    let causes: Vec<(String, String)> = status
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter())
+        .map(|c| (c.field.clone(), c.message.clone()))
+        .collect();
+    assert_eq!(
+        (status.code, causes),
+        (
+            422,
+            vec![(
+                "spec.search".to_string(),
+                "Invalid value: \"object\": spec.search.index cannot change while the operator manages an OpenSearch: the runtime's OpenSearch user may use only the index its role was created for, and OpenSearch loads that role when the cluster first starts; create a new pipeline for another index".to_string()
+            )]
+        )
+    );
     Ok(())
 }

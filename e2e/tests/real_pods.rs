@@ -167,10 +167,6 @@ fn expected_for(events: u64, seed: u64) -> Result<(tempfile::TempDir, Expected)>
 }
 
 /// `http://<ClusterIP>:<port>` of a Service of the pipeline.
-async fn service_url(client: &kube::Client, ns: &str, name: &str, port: u16) -> Result<String> {
-    service_address(client, ns, name, port, "http").await
-}
-
 async fn service_address(
     client: &kube::Client,
     ns: &str,
@@ -248,16 +244,102 @@ async fn open_sinks(
     let store = S3Store::from_config(config, &settings);
     store.ensure_bucket().await?;
     let store = ObjectStore::S3(store);
-    let search = SearchIndex::connect(
+    let search = search_index(client, ns, name, None, None).await?;
+    Ok((store, search))
+}
+
+/// The managed OpenSearch's trust bundle in a file (the runtime's client reads a file).
+async fn search_ca_file(client: &kube::Client, ns: &str, name: &str) -> Result<std::path::PathBuf> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let trust = secret_value(
+        &secrets.get(&ChildNames::new(name).search_tls()).await?,
+        "ca.crt",
+    )?;
+    let path = std::env::temp_dir().join(format!("{ns}-{name}-search-ca.crt"));
+    std::fs::write(&path, trust)?;
+    Ok(path)
+}
+
+/// Forwards `127.0.0.1:<port>` to `target` for as long as the test's runtime lives: the
+/// host reaches the search Service by its ClusterIP, which the node certificate does not
+/// name, while `localhost` is among its names (for `kubectl port-forward`), so the client
+/// keeps full certificate and host name verification.
+async fn forward_local(target: std::net::SocketAddr) -> Result<u16> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// The pipeline's index (or `index`) over TLS, trusting the pipeline CA only, as the
+/// runtime's generated user (or with `password` instead of its own).
+async fn search_index(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    index: Option<&str>,
+    password: Option<&str>,
+) -> Result<SearchIndex> {
+    let names = ChildNames::new(name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let user = secrets.get(&names.search_runtime_user()).await?;
+    let address = service_address(client, ns, &names.search(), 9200, "tcp").await?;
+    let target: std::net::SocketAddr = address.trim_start_matches("tcp://").parse()?;
+    let port = forward_local(target).await?;
+    let password = match password {
+        Some(p) => p.to_string(),
+        None => secret_value(&user, "password")?,
+    };
+    Ok(SearchIndex::connect(
         &SearchSettings {
-            url: service_url(client, ns, &names.search(), 9200).await?,
-            index: pipeline_config::PipelineNames::new(name).profiles_index(),
-            credentials: None,
-            ca_file: None,
+            url: format!("https://localhost:{port}"),
+            index: index.map_or_else(
+                || pipeline_config::PipelineNames::new(name).profiles_index(),
+                str::to_string,
+            ),
+            credentials: Some((
+                secret_value(&user, "username")?,
+                pipeline_runtime::config::Secret::new(password),
+            )),
+            ca_file: Some(search_ca_file(client, ns, name).await?),
         },
         None,
-    )?;
-    Ok((store, search))
+    )?)
+}
+
+/// The managed OpenSearch refuses a wrong password (401) and the runtime's user on any
+/// index but the pipeline's (403).
+async fn check_search_is_locked_down(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+    let wrong = search_index(client, ns, name, None, Some("not-the-password")).await?;
+    let refused = wrong
+        .count()
+        .await
+        .err()
+        .context("a wrong password was accepted")?;
+    ensure!(
+        refused.to_string().contains("401"),
+        "wrong password: {refused}"
+    );
+    let other = search_index(client, ns, name, Some("not-the-pipelines-index"), None).await?;
+    let refused = other
+        .ensure_index()
+        .await
+        .err()
+        .context("the runtime's user created another index")?;
+    ensure!(
+        refused.to_string().contains("403"),
+        "another index: {refused}"
+    );
+    eprintln!("OpenSearch: HTTPS only, a wrong password gets 401, another index 403");
+    Ok(())
 }
 
 /// Waits until the status says every event is processed: profiles in the index = expected,
@@ -353,6 +435,7 @@ async fn check_results(
     );
     let (store, search) = open_sinks(client, ns, name).await?;
     verify_sinks(&store, &search, expected).await?;
+    check_search_is_locked_down(client, ns, name).await?;
     eprintln!(
         "{} profiles and {} events equal the embedded run",
         expected.profiles.len(),

@@ -1,7 +1,8 @@
 //! Credentials the operator generates for managed services (MinIO keys, the `elastic`
 //! password, Elasticsearch transport TLS; the pipeline CA, the server certificates of the
-//! managed Kafka and MinIO and the client certificates of Kafka's users, renewed on
-//! `pipeline_ca`'s schedule; a managed OpenSearch, security plugin off, gets none).
+//! managed Kafka, MinIO and OpenSearch and the client certificates of Kafka's users,
+//! renewed on `pipeline_ca`'s schedule; the runtime's OpenSearch user, its password and
+//! the bcrypt hash OpenSearch's security configuration stores).
 //! Generated once: values already stored in their Secrets (read by `dereference`) are
 //! reused until they are due for renewal. Randomness sits behind
 //! `CredentialGenerator` so reconciles are deterministic in tests. No I/O.
@@ -36,6 +37,24 @@ pub struct TlsBundle {
     pub tls_key: String,
 }
 
+/// A generated user of a managed OpenSearch: the password the client sends and the bcrypt
+/// hash of it that the engine's `internal_users.yml` holds (hashed once: bcrypt salts, so
+/// hashing again would change the configuration and roll the nodes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct HashedPassword {
+    pub password: String,
+    pub hash: String,
+}
+
+impl std::fmt::Debug for HashedPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashedPassword")
+            .field("password", &REDACTED)
+            .field("hash", &REDACTED)
+            .finish()
+    }
+}
+
 /// Credentials of the managed services; `None` where the service is external (or, as
 /// read from the cluster, where the Secret does not exist yet).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -54,6 +73,11 @@ pub struct GeneratedCredentials {
     pub kafka_runtime: Option<TlsBundle>,
     /// The managed MinIO's server certificate, from `pipeline_ca`.
     pub minio_tls: Option<TlsBundle>,
+    /// The managed OpenSearch's node certificate (HTTP and transport), from `pipeline_ca`.
+    pub search_tls: Option<TlsBundle>,
+    /// The runtime's user of the managed OpenSearch, whose role reaches the pipeline's
+    /// index only.
+    pub search_runtime_user: Option<HashedPassword>,
 }
 
 /// What `Debug` shows of a secret value: whether there is one, never the value, so logs
@@ -93,6 +117,8 @@ impl std::fmt::Debug for GeneratedCredentials {
             .field("kafka_admin", &self.kafka_admin)
             .field("kafka_runtime", &self.kafka_runtime)
             .field("minio_tls", &self.minio_tls)
+            .field("search_tls", &self.search_tls)
+            .field("search_runtime_user", &self.search_runtime_user)
             .finish()
     }
 }
@@ -101,6 +127,8 @@ impl std::fmt::Debug for GeneratedCredentials {
 pub trait CredentialGenerator: Send + Sync {
     /// A random password of letters and digits.
     fn password(&self) -> String;
+    /// The bcrypt hash of `password`, as OpenSearch's security plugin stores it (`$2y$`).
+    fn password_hash(&self, password: &str) -> Result<String>;
     /// A CA and a node certificate valid for the given DNS names.
     fn tls_bundle(&self, common_name: &str, dns_names: Vec<String>) -> Result<TlsBundle>;
     /// A self-signed CA certificate and its key.
@@ -139,6 +167,27 @@ pub fn kafka_user_request(name: String) -> CertificateRequest {
     CertificateRequest {
         common_name: name,
         dns_names: Vec::new(),
+    }
+}
+
+/// DNS names of a managed OpenSearch's node certificate: every node under the headless
+/// Service and the client Service, short and fully qualified, and `localhost` (for
+/// `kubectl port-forward`). Its subject, `CN=<search Service>`, is how the nodes recognise
+/// each other (`plugins.security.nodes_dn`).
+pub fn search_certificate_request(plan: &ValidatedPipeline) -> CertificateRequest {
+    let names = super::build::names::ChildNames::new(&plan.name);
+    let (search, headless, namespace) = (names.search(), names.search_headless(), &plan.namespace);
+    CertificateRequest {
+        common_name: search.clone(),
+        dns_names: vec![
+            format!("*.{headless}.{namespace}.svc"),
+            format!("*.{headless}.{namespace}.svc.cluster.local"),
+            format!("{search}.{namespace}.svc"),
+            format!("{search}.{namespace}.svc.cluster.local"),
+            format!("{search}.{namespace}"),
+            search,
+            "localhost".into(),
+        ],
     }
 }
 
@@ -198,13 +247,17 @@ pub fn complete(
             };
             (Some(password), Some(tls))
         }
-        // A managed OpenSearch runs without its security plugin; external engines bring
-        // their own credentials.
+        // A managed OpenSearch gets a certificate from the pipeline CA and a runtime user
+        // (below); external engines bring their own credentials.
         SearchMode::Managed(_) | SearchMode::External(_) => (None, None),
     };
     let kafka_managed = matches!(plan.kafka.mode, KafkaMode::Managed(_));
     let minio_managed = matches!(plan.object_store.mode, ObjectStoreMode::Managed(_));
-    let pipeline_ca = match kafka_managed || minio_managed {
+    let opensearch_managed = matches!(
+        &plan.search.mode,
+        SearchMode::Managed(search) if search.engine == SearchEngine::Opensearch
+    );
+    let pipeline_ca = match kafka_managed || minio_managed || opensearch_managed {
         true => Some(pipeline_ca::maintain_ca(
             existing.pipeline_ca,
             &plan.name,
@@ -243,6 +296,15 @@ pub fn complete(
         existing.kafka_runtime,
         kafka_user_request(names.kafka_runtime()),
     )?;
+    let search_tls = certificate(
+        opensearch_managed,
+        existing.search_tls,
+        search_certificate_request(plan),
+    )?;
+    let search_runtime_user = match opensearch_managed {
+        true => Some(hashed_password(existing.search_runtime_user, generator)?),
+        false => None,
+    };
     Ok(GeneratedCredentials {
         minio,
         elastic_password,
@@ -252,7 +314,32 @@ pub fn complete(
         kafka_admin,
         kafka_runtime,
         minio_tls,
+        search_tls,
+        search_runtime_user,
     })
+}
+
+/// The stored password and hash when both are there and the hash is of that password's
+/// form; a new password (and its hash) otherwise. A stored hash is not re-checked against
+/// the password: bcrypt is slow by design and the operator wrote both together.
+fn hashed_password(
+    stored: Option<HashedPassword>,
+    generator: &dyn CredentialGenerator,
+) -> Result<HashedPassword> {
+    match stored {
+        Some(user) if !user.password.is_empty() && !user.hash.is_empty() => Ok(user),
+        Some(user) if !user.password.is_empty() => Ok(HashedPassword {
+            hash: generator.password_hash(&user.password)?,
+            password: user.password,
+        }),
+        _ => {
+            let password = generator.password();
+            Ok(HashedPassword {
+                hash: generator.password_hash(&password)?,
+                password,
+            })
+        }
+    }
 }
 
 fn to_offset(seconds: i64) -> std::result::Result<time::OffsetDateTime, rcgen::Error> {
@@ -293,6 +380,15 @@ impl CredentialGenerator for RandomCredentials {
             .take(PASSWORD_LENGTH)
             .map(char::from)
             .collect()
+    }
+
+    fn password_hash(&self, password: &str) -> Result<String> {
+        bcrypt::hash_with_result(password, bcrypt::DEFAULT_COST)
+            .map(|parts| parts.format_for_version(bcrypt::Version::TwoY))
+            .map_err(|e| Error::Credentials {
+                what: "an OpenSearch user's password hash",
+                reason: e.to_string(),
+            })
     }
 
     fn tls_bundle(&self, common_name: &str, dns_names: Vec<String>) -> Result<TlsBundle> {
@@ -373,6 +469,17 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
 
+    /// What a first reconcile generates for `plan` (deterministic values).
+    fn fresh(plan: &ValidatedPipeline) -> GeneratedCredentials {
+        complete(
+            GeneratedCredentials::default(),
+            plan,
+            NOW,
+            &FixedCredentials,
+        )
+        .expect("complete")
+    }
+
     #[test]
     fn existing_values_are_kept_and_missing_ones_generated() {
         let plan = validate(&managed_pipeline(), &settings()).expect("valid");
@@ -420,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn managed_opensearch_gets_no_search_credentials() {
+    fn managed_opensearch_gets_no_elasticsearch_credentials() {
         let plan = crate::controller::fixtures::opensearch_plan(1);
         let existing = GeneratedCredentials {
             minio: None,
@@ -498,11 +605,20 @@ mod tests {
                 tls_crt: "CRT".into(),
                 tls_key: "MINIO-KEY-SECRET".into(),
             }),
+            search_tls: Some(TlsBundle {
+                ca_crt: "CA".into(),
+                tls_crt: "CRT".into(),
+                tls_key: "SEARCH-KEY-SECRET".into(),
+            }),
+            search_runtime_user: Some(HashedPassword {
+                password: "search-SECRET".into(),
+                hash: "$2y$12$SECRET-HASH".into(),
+            }),
         };
         let text = format!("{credentials:?}");
         assert!(!text.contains("SECRET"), "{text}");
         assert!(text.contains("shop-admin"), "{text}");
-        assert_eq!(text.matches("<redacted>").count(), 9, "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 12, "{text}");
     }
 
     #[test]
@@ -572,17 +688,98 @@ mod tests {
     }
 
     #[test]
+    fn a_managed_opensearch_gets_a_certificate_and_a_runtime_user_kept_across_reconciles() {
+        // OpenSearch alone managed: the pipeline CA exists for it.
+        let mut dp = crate::controller::fixtures::opensearch_pipeline(3);
+        dp.spec.kafka = external_pipeline().spec.kafka;
+        dp.spec.object_store = external_pipeline().spec.object_store;
+        let plan = validate(&dp, &settings()).expect("valid");
+        let done = fresh(&plan);
+        let ca = done.pipeline_ca.clone().expect("a CA").current.crt;
+        assert_eq!(
+            done.search_tls.clone().expect("a certificate").tls_crt,
+            format!(
+                "cert for shop-es from {ca}: *.shop-es-headless.shops.svc,\
+                 *.shop-es-headless.shops.svc.cluster.local,shop-es.shops.svc,\
+                 shop-es.shops.svc.cluster.local,shop-es.shops,shop-es,localhost"
+            )
+        );
+        assert_eq!(
+            done.search_runtime_user,
+            Some(HashedPassword {
+                password: "generated-password".into(),
+                hash: "hash of generated-password".into(),
+            })
+        );
+        assert_eq!(
+            (&done.elastic_password, &done.search_transport),
+            (&None, &None)
+        );
+        // Kept as stored (another generator would make other values).
+        struct Other;
+        impl CredentialGenerator for Other {
+            fn password(&self) -> String {
+                "other".into()
+            }
+            fn password_hash(&self, password: &str) -> Result<String> {
+                Ok(format!("other hash of {password}"))
+            }
+            fn tls_bundle(&self, c: &str, d: Vec<String>) -> Result<TlsBundle> {
+                FixedCredentials.tls_bundle(c, d)
+            }
+            fn certificate_authority(&self, c: &str, v: Validity) -> Result<CaKeyPair> {
+                FixedCredentials.certificate_authority(c, v)
+            }
+            fn server_certificate(
+                &self,
+                i: &CaKeyPair,
+                c: &str,
+                d: &[String],
+                v: Validity,
+            ) -> Result<(String, String)> {
+                FixedCredentials.server_certificate(i, c, d, v)
+            }
+        }
+        let stored_user = done.search_runtime_user.clone();
+        let again = complete(done.clone(), &plan, NOW + 3600, &Other).expect("complete");
+        assert_eq!(again.search_runtime_user, stored_user);
+        // A stored password without its hash keeps the password and gets a hash of it.
+        let hashless = GeneratedCredentials {
+            search_runtime_user: Some(HashedPassword {
+                password: "kept".into(),
+                hash: String::new(),
+            }),
+            ..done
+        };
+        assert_eq!(
+            complete(hashless, &plan, NOW, &Other)
+                .expect("complete")
+                .search_runtime_user,
+            Some(HashedPassword {
+                password: "kept".into(),
+                hash: "other hash of kept".into(),
+            })
+        );
+        // An Elasticsearch pipeline has neither.
+        let es = fresh(&validate(&managed_pipeline(), &settings()).expect("valid"));
+        assert_eq!((es.search_tls, es.search_runtime_user), (None, None));
+    }
+
+    #[test]
+    fn a_password_hash_is_bcrypt_in_the_form_opensearch_reads() {
+        let hash = RandomCredentials.password_hash("s3cret-pw").expect("hash");
+        assert!(hash.starts_with("$2y$12$"), "{hash}");
+        assert_eq!(hash.len(), 60);
+        assert!(bcrypt::verify("s3cret-pw", &hash).expect("verifiable"));
+        assert!(!bcrypt::verify("other", &hash).expect("verifiable"));
+    }
+
+    #[test]
     fn the_pipeline_ca_exists_while_kafka_or_minio_is_managed() {
         let mut minio_only = managed_pipeline();
         minio_only.spec.kafka = external_pipeline().spec.kafka;
         let plan = validate(&minio_only, &settings()).expect("valid");
-        let done = complete(
-            GeneratedCredentials::default(),
-            &plan,
-            NOW,
-            &FixedCredentials,
-        )
-        .expect("complete");
+        let done = fresh(&plan);
         assert_eq!(done.kafka_tls, None);
         let ca = done.pipeline_ca.expect("a CA for MinIO").current.crt;
         assert!(ca.starts_with("ca shop pipeline CA "), "{ca}");
@@ -593,13 +790,7 @@ mod tests {
             .starts_with(&format!("cert for shop-minio from {ca}: ")));
 
         let plan = validate(&external_pipeline(), &settings()).expect("valid");
-        let done = complete(
-            GeneratedCredentials::default(),
-            &plan,
-            NOW,
-            &FixedCredentials,
-        )
-        .expect("complete");
+        let done = fresh(&plan);
         assert_eq!(
             (done.pipeline_ca, done.kafka_tls, done.minio_tls),
             (None, None, None)

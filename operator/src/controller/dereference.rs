@@ -19,7 +19,7 @@ use kube::{Api, Client};
 
 use super::{
     build::names::{keys, ChildNames, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGER},
-    credentials::{GeneratedCredentials, S3Keys, TlsBundle},
+    credentials::{GeneratedCredentials, HashedPassword, S3Keys, TlsBundle},
     pipeline_ca::{CaKeyPair, PipelineCa},
     problem::{Component, Problem},
 };
@@ -291,6 +291,8 @@ pub struct GeneratedSecrets {
     pub kafka_admin: Option<Secret>,
     pub kafka_runtime: Option<Secret>,
     pub minio_tls: Option<Secret>,
+    pub search_tls: Option<Secret>,
+    pub search_runtime_user: Option<Secret>,
 }
 
 fn tls_bundle(secret: &Secret) -> Option<TlsBundle> {
@@ -327,6 +329,8 @@ pub fn existing_credentials(found: &GeneratedSecrets) -> GeneratedCredentials {
         kafka_admin,
         kafka_runtime,
         minio_tls,
+        search_tls,
+        search_runtime_user,
     } = found;
     GeneratedCredentials {
         minio: minio.as_ref().and_then(|s| {
@@ -342,6 +346,14 @@ pub fn existing_credentials(found: &GeneratedSecrets) -> GeneratedCredentials {
         kafka_admin: kafka_admin.as_ref().and_then(tls_bundle),
         kafka_runtime: kafka_runtime.as_ref().and_then(tls_bundle),
         minio_tls: minio_tls.as_ref().and_then(tls_bundle),
+        search_tls: search_tls.as_ref().and_then(tls_bundle),
+        // A hash without its password is useless: `credentials` makes a new pair.
+        search_runtime_user: search_runtime_user.as_ref().and_then(|s| {
+            Some(HashedPassword {
+                password: text(s, keys::PASSWORD)?,
+                hash: text(s, keys::PASSWORD_HASH).unwrap_or_default(),
+            })
+        }),
     }
 }
 
@@ -378,8 +390,6 @@ pub async fn dereference(
         ),
         None => (None, None),
     };
-    // Only a managed Elasticsearch has generated credentials (OpenSearch runs without its
-    // security plugin).
     let (elastic, transport) = match &spec.search.managed {
         Some(search) if search.engine == SearchEngine::Elasticsearch => (
             get_opt(&secrets, namespace, &names.elastic_user()).await?,
@@ -387,7 +397,21 @@ pub async fn dereference(
         ),
         Some(_) | None => (None, None),
     };
-    let pipeline_ca = match spec.kafka.managed.is_some() || spec.object_store.managed.is_some() {
+    let opensearch_managed = matches!(
+        &spec.search.managed,
+        Some(search) if search.engine == SearchEngine::Opensearch
+    );
+    let (search_tls, search_runtime_user) = match opensearch_managed {
+        true => (
+            get_opt(&secrets, namespace, &names.search_tls()).await?,
+            get_opt(&secrets, namespace, &names.search_runtime_user()).await?,
+        ),
+        false => (None, None),
+    };
+    let pipeline_ca = match spec.kafka.managed.is_some()
+        || spec.object_store.managed.is_some()
+        || opensearch_managed
+    {
         true => get_opt(&secrets, namespace, &names.pipeline_ca()).await?,
         false => None,
     };
@@ -408,6 +432,8 @@ pub async fn dereference(
         kafka_admin,
         kafka_runtime,
         minio_tls,
+        search_tls,
+        search_runtime_user,
     })))
 }
 
@@ -658,6 +684,12 @@ mod tests {
                     &[("ca.crt", "bundle"), ("tls.crt", "rc"), ("tls.key", "rk")],
                 )),
                 minio_tls: Some(minio_tls),
+                search_tls: None,
+                // The hash is made again from the stored password when it is missing.
+                search_runtime_user: Some(secret_with(
+                    "shop-es-runtime-user",
+                    &[("username", "shop-runtime"), ("password", "os-pw")],
+                )),
             }),
             GeneratedCredentials {
                 minio: Some(S3Keys {
@@ -689,6 +721,11 @@ mod tests {
                     ca_crt: "bundle".into(),
                     tls_crt: "mc".into(),
                     tls_key: "mk".into()
+                }),
+                search_tls: None,
+                search_runtime_user: Some(HashedPassword {
+                    password: "os-pw".into(),
+                    hash: String::new(),
                 }),
             }
         );

@@ -152,6 +152,10 @@ impl CredentialGenerator for FixedCredentials {
         "generated-password".into()
     }
 
+    fn password_hash(&self, password: &str) -> Result<String> {
+        Ok(format!("hash of {password}"))
+    }
+
     fn tls_bundle(&self, common_name: &str, dns_names: Vec<String>) -> Result<TlsBundle> {
         Ok(TlsBundle {
             ca_crt: format!("ca for {common_name}"),
@@ -225,6 +229,9 @@ pub fn fixed_credentials() -> GeneratedCredentials {
             tls_crt: "minio-cert-pem".into(),
             tls_key: "minio-key-pem".into(),
         }),
+        // The managed pipeline's search engine is Elasticsearch.
+        search_tls: None,
+        search_runtime_user: None,
     }
 }
 

@@ -129,7 +129,16 @@ fn job_names() -> Vec<String> {
 }
 
 fn job_names_of(plan: &super::validate::ValidatedPipeline) -> Vec<String> {
-    desired_children(plan, &fixed_credentials())
+    // Whatever the search engine needs, so that both engines build.
+    let credentials = super::credentials::GeneratedCredentials {
+        search_tls: fixed_credentials().minio_tls,
+        search_runtime_user: Some(super::credentials::HashedPassword {
+            password: "pw".into(),
+            hash: "hash".into(),
+        }),
+        ..fixed_credentials()
+    };
+    desired_children(plan, &credentials)
         .expect("built")
         .iter()
         .filter(|c| matches!(c, Child::Job(..)))
@@ -1377,48 +1386,106 @@ async fn a_search_node_that_cannot_pull_its_image_says_so_until_it_can() {
 }
 
 #[tokio::test]
-async fn a_managed_opensearch_gets_no_search_credentials() {
+async fn a_managed_opensearch_gets_tls_and_a_runtime_user() {
+    use base64::Engine as _;
     let dp = super::fixtures::opensearch_pipeline(1);
     let plan = super::fixtures::opensearch_plan(1);
     let jobs = job_names_of(&plan);
     assert_eq!(jobs, job_names(), "the Jobs do not depend on the engine");
-    // MinIO's and Kafka's generated Secrets are read; none of Elasticsearch's is read or
-    // applied.
+    // MinIO's, OpenSearch's and Kafka's generated Secrets are read; none of
+    // Elasticsearch's is read or applied.
     let mut expectations = vec![
         get_secret("shop-minio-credentials", Reply::Status(404)),
         get_secret("shop-minio-tls", Reply::Status(404)),
+        get_secret("shop-es-tls", Reply::Status(404)),
+        get_secret("shop-es-runtime-user", Reply::Status(404)),
         get_secret("shop-ca", Reply::Status(404)),
         get_secret("shop-kafka-tls", Reply::Status(404)),
         get_secret("shop-kafka-admin", Reply::Status(404)),
         get_secret("shop-kafka-runtime", Reply::Status(404)),
     ];
-    let applies: Vec<Expect> = managed_applies(false)
-        .into_iter()
-        .filter(|e| !e.uri.contains("secrets/shop-es-"))
-        .map(|e| {
-            if e.uri.contains("/statefulsets/shop-es?") {
-                e.checking(|body| {
-                    let container = &body["spec"]["template"]["spec"]["containers"][0];
-                    assert_eq!(container["name"], "opensearch");
-                    assert_eq!(container["image"], "opensearchproject/opensearch:2.19.1");
-                    assert!(!container.to_string().contains("ELASTIC_PASSWORD"));
-                })
-            } else if e.uri.contains("/configmaps/shop-runtime-config?") {
-                e.checking(|body| {
-                    assert_eq!(
-                        body["data"]["DP_SEARCH_URL"],
-                        "http://shop-es.shops.svc:9200"
-                    );
-                    assert!(body["data"].get("DP_SEARCH_USERNAME").is_none());
-                })
-            } else if e.uri.contains("/deployments/shop-runtime?") {
-                e.checking(|body| assert!(!body.to_string().contains("DP_SEARCH_PASSWORD")))
-            } else {
-                e
-            }
-        })
-        .collect();
-    assert_eq!(applies.len(), 27 - 2);
+    let mut applies: Vec<Expect> = Vec::new();
+    for e in managed_applies(false) {
+        if e.uri.contains("secrets/shop-es-") {
+            continue;
+        }
+        let after_minio_tls = e.uri.contains("/secrets/shop-minio-tls?");
+        applies.push(if e.uri.contains("/statefulsets/shop-es?") {
+            e.checking(|body| {
+                let pod = &body["spec"]["template"];
+                let container = &pod["spec"]["containers"][0];
+                assert_eq!(container["name"], "opensearch");
+                assert_eq!(container["image"], "opensearchproject/opensearch:2.19.1");
+                assert!(!container.to_string().contains("ELASTIC_PASSWORD"));
+                assert!(!container.to_string().contains("DISABLE_SECURITY_PLUGIN"));
+                // Rolls when the pipeline CA re-issues the node certificate.
+                assert_eq!(
+                    pod["metadata"]["annotations"]["checksum/tls"]
+                        .as_str()
+                        .map(str::len),
+                    Some(64)
+                );
+            })
+        } else if e.uri.contains("/configmaps/shop-runtime-config?") {
+            e.checking(|body| {
+                assert_eq!(
+                    body["data"]["DP_SEARCH_URL"],
+                    "https://shop-es.shops.svc:9200"
+                );
+                assert_eq!(
+                    body["data"]["DP_SEARCH_CA_FILE"],
+                    "/etc/datapipeline/search-ca/ca.crt"
+                );
+            })
+        } else if e.uri.contains("/deployments/shop-runtime?") {
+            e.checking(|body| {
+                let text = body.to_string();
+                assert!(text.contains("shop-es-runtime-user"), "{text}");
+                assert!(!text.contains("elastic"), "{text}");
+            })
+        } else {
+            e
+        });
+        if after_minio_tls {
+            applies.push(
+                apply("Secret", "shop-es-tls", Value::Null).checking(|body| {
+                    assert_eq!(body["type"], "kubernetes.io/tls");
+                    let keys: Vec<&String> =
+                        body["data"].as_object().expect("data").keys().collect();
+                    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+                }),
+            );
+            applies.push(
+                apply("Secret", "shop-es-runtime-user", Value::Null).checking(|body| {
+                    let text = |key: &str| {
+                        let b64 = body["data"][key].as_str().expect("key");
+                        String::from_utf8(
+                            base64::engine::general_purpose::STANDARD
+                                .decode(b64)
+                                .expect("base64"),
+                        )
+                        .expect("utf-8")
+                    };
+                    assert_eq!(text("username"), "shop-runtime");
+                    assert_eq!(text("password"), "generated-password");
+                    assert_eq!(text("passwordHash"), "hash of generated-password");
+                }),
+            );
+            applies.push(
+                apply("Secret", "shop-es-security", Value::Null).checking(|body| {
+                    let b64 = body["data"]["internal_users.yml"].as_str().expect("users");
+                    let users = String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .expect("base64"),
+                    )
+                    .expect("utf-8");
+                    assert!(users.contains("hash of generated-password"), "{users}");
+                }),
+            );
+        }
+    }
+    assert_eq!(applies.len(), 27 - 2 + 3);
     expectations.extend(applies);
     expectations.extend(empty_lists());
     expectations.push(list_pods(vec![]));

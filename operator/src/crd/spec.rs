@@ -476,12 +476,16 @@ fn default_region() -> String {
     {
         "rule": "has(self.managed) != has(self.external)",
         "message": "set exactly one of spec.search.managed (the operator deploys Elasticsearch or OpenSearch) or spec.search.external (use an existing Elasticsearch or OpenSearch)"
+    },
+    {
+        "rule": "!has(self.managed) || !has(oldSelf.managed) || !has(self.managed.engine) || self.managed.engine != 'opensearch' || (has(self.index) ? self.index : '') == (has(oldSelf.index) ? oldSelf.index : '')",
+        "message": "spec.search.index cannot change while the operator manages an OpenSearch: the runtime's OpenSearch user may use only the index its role was created for, and OpenSearch loads that role when the cluster first starts; create a new pipeline for another index"
     }
 ]))]
 pub struct SearchSpec {
     /// Deploy a search cluster in the namespace: Elasticsearch (security on, with a
-    /// generated password for the `elastic` user) or OpenSearch (security plugin off); see
-    /// `engine`.
+    /// generated password for the `elastic` user) or OpenSearch (TLS and a generated user
+    /// limited to the pipeline's index); see `engine`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedSearch>,
     /// Use an existing Elasticsearch or OpenSearch.
@@ -524,10 +528,11 @@ pub struct ManagedSearch {
     /// Which engine to deploy. `elasticsearch` (default): the official Elasticsearch image
     /// with security on, a generated password for the `elastic` user (Secret
     /// `<name>-es-elastic-user`) and TLS between the nodes. `opensearch`: the official
-    /// OpenSearch image with its security plugin switched off (`DISABLE_SECURITY_PLUGIN`):
-    /// plain HTTP without authentication inside the namespace and no TLS between the nodes,
-    /// so anything that can reach the `<name>-es` Service can read and write the index;
-    /// restrict access with a NetworkPolicy where that matters. Cannot change once created.
+    /// OpenSearch image with its security plugin on: HTTPS and node-to-node TLS from a
+    /// certificate of the pipeline CA (Secret `<name>-es-tls`, renewed with a rolling
+    /// restart), and one generated user, `<name>-runtime` (Secret
+    /// `<name>-es-runtime-user`), whose role may use the pipeline's index and no other;
+    /// no demo users. Cannot change once created.
     #[serde(default)]
     pub engine: SearchEngine,
     /// Number of nodes: 1 (single-node discovery) or at least 3.

@@ -145,7 +145,7 @@ mod tests {
             setting(&s, "xpack.security.transport.ssl.certificate_authorities"),
             Some("/usr/share/elasticsearch/config/transport/ca.crt")
         );
-        let sts = serde_json::to_value(statefulset(&p, search_plan(&p))).expect("json");
+        let sts = serde_json::to_value(statefulset(&p, search_plan(&p), None)).expect("json");
         assert_eq!(sts["spec"]["replicas"], 3);
         assert_eq!(sts["spec"]["serviceName"], "shop-es-headless");
         assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn the_statefulset_of_a_single_node() {
         let p = managed_plan();
-        let sts = serde_json::to_value(statefulset(&p, search_plan(&p))).expect("json");
+        let sts = serde_json::to_value(statefulset(&p, search_plan(&p), None)).expect("json");
         assert_eq!(sts["metadata"]["name"], "shop-es");
         assert_eq!(sts["spec"]["replicas"], 1);
         let pod = &sts["spec"]["template"]["spec"];

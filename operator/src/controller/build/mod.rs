@@ -48,9 +48,14 @@ pub fn desired_children(
 
     let policy_plan = p.network_policies.as_ref();
     let operator_pods = policy_plan.and_then(|n| n.operator.as_ref());
+    let opensearch_managed = matches!(
+        &p.search.mode,
+        SearchMode::Managed(search) if search.engine == SearchEngine::Opensearch
+    );
     let ca_role = match (&p.kafka.mode, &p.object_store.mode) {
         (KafkaMode::Managed(_), _) => Some(Role::Kafka),
         (_, ObjectStoreMode::Managed(_)) => Some(Role::ObjectStore),
+        _ if opensearch_managed => Some(Role::Search),
         _ => None,
     };
     if let Some(role) = ca_role {
@@ -117,6 +122,21 @@ pub fn desired_children(
         setup_jobs.push(Child::Job(minio::bucket_job(p, store)?, Role::Bucket));
     }
     if let SearchMode::Managed(search) = &p.search.mode {
+        let mut tls_checksum = None;
+        if search.engine == SearchEngine::Opensearch {
+            let tls = credentials
+                .search_tls
+                .as_ref()
+                .ok_or_else(|| missing("OpenSearch's certificate"))?;
+            let user = credentials
+                .search_runtime_user
+                .as_ref()
+                .ok_or_else(|| missing("the runtime's OpenSearch user"))?;
+            secrets.push(Child::Secret(secrets::search_tls(p, tls)));
+            secrets.push(Child::Secret(secrets::search_runtime_user(p, user)));
+            secrets.push(Child::Secret(secrets::search_security(p, user)));
+            tls_checksum = Some(pieces::tls_checksum(tls));
+        }
         if search.engine == SearchEngine::Elasticsearch {
             let password = credentials
                 .elastic_password
@@ -138,7 +158,7 @@ pub fn desired_children(
         services.push(Child::Service(search::headless_service(p)));
         services.push(Child::Service(search::client_service(p)));
         statefulsets.push(Child::StatefulSet(
-            search::statefulset(p, search),
+            search::statefulset(p, search, tls_checksum.as_deref()),
             Role::Search,
         ));
         budgets.push(Child::PodDisruptionBudget(pdb::budget(
@@ -149,13 +169,18 @@ pub fn desired_children(
     }
 
     let config = runtime::config_map(p);
-    // What the pods load at start besides the ConfigMap: the trust bundle (Kafka's and
-    // MinIO's are the same, one pipeline CA) and the runtime's Kafka client certificate.
-    let trust_bundle = [&credentials.kafka_tls, &credentials.minio_tls]
-        .into_iter()
-        .flatten()
-        .map(|t| t.ca_crt.as_str())
-        .next();
+    // What the pods load at start besides the ConfigMap: the trust bundle (Kafka's,
+    // MinIO's and OpenSearch's are the same, one pipeline CA) and the runtime's Kafka
+    // client certificate.
+    let trust_bundle = [
+        &credentials.kafka_tls,
+        &credentials.minio_tls,
+        &credentials.search_tls,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|t| t.ca_crt.as_str())
+    .next();
     let client_certificate = credentials
         .kafka_runtime
         .as_ref()
@@ -301,11 +326,20 @@ mod tests {
     }
 
     #[test]
-    fn managed_opensearch_has_no_search_secrets() {
+    fn managed_opensearch_has_its_certificate_user_and_security_configuration() {
         let plan = crate::controller::fixtures::opensearch_plan(3);
         let credentials = GeneratedCredentials {
             elastic_password: None,
             search_transport: None,
+            search_tls: Some(crate::controller::credentials::TlsBundle {
+                ca_crt: "pipeline-ca-pem".into(),
+                tls_crt: "search-cert-pem".into(),
+                tls_key: "search-key-pem".into(),
+            }),
+            search_runtime_user: Some(crate::controller::credentials::HashedPassword {
+                password: "pw".into(),
+                hash: "$2y$12$hash".into(),
+            }),
             ..fixed_credentials()
         };
         let children = desired_children(&plan, &credentials).expect("built");
@@ -317,11 +351,54 @@ mod tests {
         assert_eq!(
             search,
             vec![
+                s("Secret", "shop-es-tls"),
+                s("Secret", "shop-es-runtime-user"),
+                s("Secret", "shop-es-security"),
                 s("NetworkPolicy", "shop-es"),
                 s("Service", "shop-es-headless"),
                 s("Service", "shop-es"),
                 s("StatefulSet", "shop-es"),
                 s("PodDisruptionBudget", "shop-es"),
+            ]
+        );
+        // Without its user the search cluster cannot be built.
+        let missing_user = GeneratedCredentials {
+            search_runtime_user: None,
+            ..credentials
+        };
+        assert!(desired_children(&plan, &missing_user).is_err());
+    }
+
+    #[test]
+    fn a_managed_opensearch_alone_has_the_pipeline_ca() {
+        let mut plan = external_pipeline_plan();
+        plan.search = crate::controller::fixtures::opensearch_plan(1).search;
+        let credentials = GeneratedCredentials {
+            pipeline_ca: fixed_credentials().pipeline_ca,
+            search_tls: Some(crate::controller::credentials::TlsBundle {
+                ca_crt: "pipeline-ca-pem".into(),
+                tls_crt: "search-cert-pem".into(),
+                tls_key: "search-key-pem".into(),
+            }),
+            search_runtime_user: Some(crate::controller::credentials::HashedPassword {
+                password: "pw".into(),
+                hash: "$2y$12$hash".into(),
+            }),
+            ..GeneratedCredentials::default()
+        };
+        let children = desired_children(&plan, &credentials).expect("built");
+        let secrets: Vec<(String, String)> = summary(&children)
+            .into_iter()
+            .filter(|(kind, _)| kind == "Secret")
+            .collect();
+        let s = |kind: &str, name: &str| (kind.to_string(), name.to_string());
+        assert_eq!(
+            secrets,
+            vec![
+                s("Secret", "shop-ca"),
+                s("Secret", "shop-es-tls"),
+                s("Secret", "shop-es-runtime-user"),
+                s("Secret", "shop-es-security"),
             ]
         );
     }

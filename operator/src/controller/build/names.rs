@@ -120,6 +120,11 @@ pub mod keys {
     pub const PREVIOUS_CA_CRT: &str = "previous-ca.crt";
     /// Key and certificate in one PEM file, as Kafka's PEM keystore reads them.
     pub const KEYSTORE_PEM: &str = "keystore.pem";
+    /// A generated user of a managed OpenSearch, and the bcrypt hash its security
+    /// configuration stores.
+    pub const USERNAME: &str = "username";
+    pub const PASSWORD: &str = "password";
+    pub const PASSWORD_HASH: &str = "passwordHash";
 }
 
 /// Names of a pipeline's children.
@@ -193,6 +198,19 @@ impl ChildNames {
     }
     pub fn search_transport_tls(&self) -> String {
         self.with("es-transport")
+    }
+    /// A managed OpenSearch's certificate, key and trust bundle (HTTP and transport).
+    pub fn search_tls(&self) -> String {
+        self.with("es-tls")
+    }
+    /// The runtime's OpenSearch user (name, password, bcrypt hash); the operator counts
+    /// the index as it.
+    pub fn search_runtime_user(&self) -> String {
+        self.with("es-runtime-user")
+    }
+    /// A managed OpenSearch's security configuration (users, roles, authentication).
+    pub fn search_security(&self) -> String {
+        self.with("es-security")
     }
     /// Runtime Deployment and PodDisruptionBudget.
     pub fn runtime(&self) -> String {

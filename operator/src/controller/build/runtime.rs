@@ -366,22 +366,51 @@ mod tests {
     }
 
     #[test]
-    fn managed_opensearch_is_reached_without_credentials() {
+    fn managed_opensearch_is_reached_over_tls_as_the_runtime_user() {
         let p = crate::controller::fixtures::opensearch_plan(1);
         let data = config_data(&p);
-        assert_eq!(data["DP_SEARCH_URL"], "http://shop-es.shops.svc:9200");
+        assert_eq!(data["DP_SEARCH_URL"], "https://shop-es.shops.svc:9200");
         assert!(!data.contains_key("DP_SEARCH_USERNAME"));
-        assert!(!data.contains_key("DP_SEARCH_CA_FILE"));
-        let names: Vec<String> = credential_env(&p, Needs { search: true })
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
         assert_eq!(
-            names,
-            vec!["DP_S3_ACCESS_KEY_ID", "DP_S3_SECRET_ACCESS_KEY"]
+            data["DP_SEARCH_CA_FILE"],
+            "/etc/datapipeline/search-ca/ca.crt"
+        );
+        let refs: Vec<(String, String, String)> = credential_env(&p, Needs { search: true })
+            .into_iter()
+            .filter(|v| v.name.starts_with("DP_SEARCH"))
+            .map(|v| {
+                let r = v
+                    .value_from
+                    .and_then(|f| f.secret_key_ref)
+                    .expect("secret ref");
+                (v.name, r.name, r.key)
+            })
+            .collect();
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            refs,
+            vec![
+                s("DP_SEARCH_USERNAME", "shop-es-runtime-user", "username"),
+                s("DP_SEARCH_PASSWORD", "shop-es-runtime-user", "password"),
+            ]
+        );
+        // The trust bundle alone from the node certificate's Secret, never its key.
+        let (volumes, _) = volumes(&p, Needs { search: true });
+        let ca = volumes
+            .iter()
+            .find(|v| v.name == "search-ca")
+            .and_then(|v| v.secret.clone())
+            .expect("search CA volume");
+        assert_eq!(ca.secret_name.as_deref(), Some("shop-es-tls"));
+        assert_eq!(
+            ca.items
+                .expect("items")
+                .iter()
+                .map(|i| i.key.as_str())
+                .collect::<Vec<_>>(),
+            vec!["ca.crt"]
         );
         let d = serde_json::to_value(deployment(&p, "abc123")).expect("json");
-        assert!(!d.to_string().contains("DP_SEARCH_PASSWORD"));
         assert!(!d.to_string().contains("elastic"));
     }
 

@@ -1,9 +1,12 @@
 //! Search, whichever the engine. `endpoint` says how the runtime and the operator reach the
 //! pipeline's search engine, managed or external (URL, engine, basic-authentication Secret,
 //! CA): the one place the runtime's configuration and the operator's own count read it
-//! from. For a managed cluster: its headless and client Services, and the StatefulSet
+//! from. A managed OpenSearch is reached over TLS (the pipeline CA) as the runtime's user;
+//! a managed Elasticsearch over HTTP as `elastic`. For a managed cluster: its headless and client Services, and the StatefulSet
 //! around the node (`engine::Node`) that `elasticsearch::node` or `opensearch::node`
 //! describes. Pure.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
@@ -19,11 +22,11 @@ use k8s_openapi::{
 use super::{
     elasticsearch,
     engine::{BasicAuth, Node, Username},
-    names::{labels, selector_labels, ChildNames, Role},
+    names::{keys, labels, selector_labels, ChildNames, Role},
     opensearch,
     pieces::{
         claim_retention, container_security, data_claim, meta, pod_security, scratch_volume,
-        seeded_dir, tmp_volume,
+        seeded_dir, tmp_volume, TLS_CHECKSUM_ANNOTATION,
     },
 };
 use crate::{
@@ -34,10 +37,15 @@ use crate::{
 pub const HTTP_PORT: i32 = 9200;
 pub const TRANSPORT_PORT: i32 = 9300;
 
-/// URL of a managed cluster's HTTP API inside the Kubernetes cluster.
-pub fn url(p: &ValidatedPipeline) -> String {
+/// URL of a managed cluster's HTTP API inside the Kubernetes cluster (OpenSearch serves
+/// TLS only, with a certificate naming this host).
+pub fn url(p: &ValidatedPipeline, engine: SearchEngine) -> String {
+    let scheme = match engine {
+        SearchEngine::Elasticsearch => "http",
+        SearchEngine::Opensearch => "https",
+    };
     format!(
-        "http://{}.{}.svc:{HTTP_PORT}",
+        "{scheme}://{}.{}.svc:{HTTP_PORT}",
         ChildNames::new(&p.name).search(),
         p.namespace
     )
@@ -56,16 +64,29 @@ pub struct SearchEndpoint {
 
 pub fn endpoint(p: &ValidatedPipeline) -> SearchEndpoint {
     match &p.search.mode {
-        SearchMode::Managed(search) => SearchEndpoint {
-            url: url(p),
-            engine: search.engine,
-            auth: match search.engine {
-                SearchEngine::Elasticsearch => Some(elasticsearch::basic_auth(p)),
-                // The security plugin is off: plain HTTP, nobody to authenticate as.
-                SearchEngine::Opensearch => None,
-            },
-            ca: None,
-        },
+        SearchMode::Managed(search) => {
+            let names = ChildNames::new(&p.name);
+            let (auth, ca) = match search.engine {
+                SearchEngine::Elasticsearch => (Some(elasticsearch::basic_auth(p)), None),
+                SearchEngine::Opensearch => (
+                    Some(BasicAuth {
+                        secret: names.search_runtime_user(),
+                        username: Username::SecretKey(keys::USERNAME.into()),
+                        password_key: keys::PASSWORD.into(),
+                    }),
+                    Some(CaSecretRef {
+                        name: names.search_tls(),
+                        key: keys::CA_CRT.into(),
+                    }),
+                ),
+            };
+            SearchEndpoint {
+                url: url(p, search.engine),
+                engine: search.engine,
+                auth,
+                ca,
+            }
+        }
         SearchMode::External(s) => SearchEndpoint {
             url: s.url.clone(),
             engine: s.engine,
@@ -124,7 +145,13 @@ fn node(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Node {
     }
 }
 
-pub fn statefulset(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> StatefulSet {
+/// `tls_checksum`: `pieces::tls_checksum` of the node certificate the pipeline CA issued
+/// (a managed OpenSearch), so that a renewal rolls the nodes.
+pub fn statefulset(
+    p: &ValidatedPipeline,
+    search: &ManagedSearchPlan,
+    tls_checksum: Option<&str>,
+) -> StatefulSet {
     let names = ChildNames::new(&p.name);
     let node = node(p, search);
     let (tmp, tmp_mount) = tmp_volume();
@@ -205,6 +232,9 @@ pub fn statefulset(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Statefu
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(&p.name, Role::Search)),
+                    annotations: tls_checksum.map(|sum| {
+                        BTreeMap::from([(TLS_CHECKSUM_ANNOTATION.to_string(), sum.to_string())])
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -250,10 +280,17 @@ mod tests {
         assert_eq!(
             endpoint(&opensearch_plan(1)),
             SearchEndpoint {
-                url: "http://shop-es.shops.svc:9200".into(),
+                url: "https://shop-es.shops.svc:9200".into(),
                 engine: SearchEngine::Opensearch,
-                auth: None,
-                ca: None,
+                auth: Some(BasicAuth {
+                    secret: "shop-es-runtime-user".into(),
+                    username: Username::SecretKey("username".into()),
+                    password_key: "password".into(),
+                }),
+                ca: Some(CaSecretRef {
+                    name: "shop-es-tls".into(),
+                    key: "ca.crt".into(),
+                }),
             }
         );
         assert_eq!(

@@ -7,10 +7,11 @@ use k8s_openapi::{api::core::v1::Secret, ByteString};
 
 use super::{
     names::{keys, ChildNames, Role},
+    opensearch,
     pieces::meta,
 };
 use crate::controller::{
-    credentials::{S3Keys, TlsBundle},
+    credentials::{HashedPassword, S3Keys, TlsBundle},
     pipeline_ca::{join_pem, PipelineCa},
     validate::ValidatedPipeline,
 };
@@ -134,6 +135,57 @@ pub fn minio_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
             (keys::TLS_CRT, &tls.tls_crt),
             (keys::TLS_KEY, &tls.tls_key),
         ],
+    )
+}
+
+/// A managed OpenSearch's node certificate and key (HTTP and transport) and the trust
+/// bundle (`ca.crt`), which clients mount alone.
+pub fn search_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
+    secret(
+        p,
+        ChildNames::new(&p.name).search_tls(),
+        Role::Search,
+        "kubernetes.io/tls",
+        &[
+            (keys::CA_CRT, &tls.ca_crt),
+            (keys::TLS_CRT, &tls.tls_crt),
+            (keys::TLS_KEY, &tls.tls_key),
+        ],
+    )
+}
+
+/// The runtime's OpenSearch user: name and password (what the runtime and the operator
+/// send), and the bcrypt hash kept so that the security configuration stays the same
+/// from one reconcile to the next.
+pub fn search_runtime_user(p: &ValidatedPipeline, user: &HashedPassword) -> Secret {
+    let username = opensearch::runtime_username(p);
+    secret(
+        p,
+        ChildNames::new(&p.name).search_runtime_user(),
+        Role::Search,
+        "kubernetes.io/basic-auth",
+        &[
+            (keys::USERNAME, &username),
+            (keys::PASSWORD, &user.password),
+            (keys::PASSWORD_HASH, &user.hash),
+        ],
+    )
+}
+
+/// The security plugin's configuration files of a managed OpenSearch (a Secret: the user
+/// database holds password hashes).
+pub fn search_security(p: &ValidatedPipeline, user: &HashedPassword) -> Secret {
+    let files = opensearch::security_config(p, &user.hash);
+    let data: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    secret(
+        p,
+        ChildNames::new(&p.name).search_security(),
+        Role::Search,
+        "Opaque",
+        &data,
     )
 }
 

@@ -1,8 +1,8 @@
 //! Reads the number of profiles of a pipeline's search index (I/O): one
 //! `GET <search url>/<index>/_count`, authenticated and trusted as the runtime is, from the
 //! same `build::search::endpoint` (managed Elasticsearch: its `http://` Service with the
-//! `elastic` user's generated password; managed OpenSearch: its `http://` Service without
-//! authentication; external: `spec.search.external`'s URL, basic credentials and CA from
+//! `elastic` user's generated password; managed OpenSearch: its `https://` Service, the
+//! pipeline CA and the runtime's generated user; external: `spec.search.external`'s URL, basic credentials and CA from
 //! the referenced Secrets). The request is bounded by `TIMEOUT` so a search engine that is down cannot
 //! stall a reconcile; failures say whether the engine did not answer (`Unreachable`,
 //! e.g. still starting) or answered wrongly / refused the setup (`Failed`: credentials,
@@ -118,7 +118,7 @@ fn excerpt(body: &[u8]) -> String {
 
 /// Where the runtime writes, authenticated as the runtime is: `build::search::endpoint`'s
 /// URL, with the username and password of its basic-authentication Secret (if any) and the
-/// CA of its CA Secret (if any). A managed OpenSearch has neither.
+/// CA of its CA Secret (if any).
 pub async fn connection(
     client: &Client,
     p: &ValidatedPipeline,
