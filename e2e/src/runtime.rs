@@ -708,6 +708,18 @@ pub fn workspace_binary(package: &str, bin: &str) -> Result<std::path::PathBuf> 
     bail!("cargo did not report the {bin} executable")
 }
 
+/// Validity of the certificates a test issues with the operator's generator: from an
+/// hour ago (clocks slightly behind) to a day from now.
+pub fn test_validity() -> Result<datapipeline_operator::controller::pipeline_ca::Validity> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    Ok(datapipeline_operator::controller::pipeline_ca::Validity {
+        not_before: now - 3600,
+        not_after: now + 86_400,
+    })
+}
+
 /// A TCP port nothing listens on right now.
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

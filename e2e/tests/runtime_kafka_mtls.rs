@@ -11,7 +11,6 @@
 //!   error says the certificate was refused.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -21,13 +20,13 @@ use datapipeline_operator::controller::build::kafka::{self as managed_kafka, TOP
 use datapipeline_operator::controller::build::names::ChildNames;
 use datapipeline_operator::controller::credentials::{CredentialGenerator, RandomCredentials};
 use datapipeline_operator::controller::measure::offset_reader::{read_offsets, Connection};
-use datapipeline_operator::controller::pipeline_ca::{join_pem, CaKeyPair, Validity};
+use datapipeline_operator::controller::pipeline_ca::{join_pem, CaKeyPair};
 use datapipeline_operator::controller::validate::{
     validate, KafkaMode, OperatorSettings, ValidatedPipeline,
 };
 use datapipeline_operator::crd::DataPipeline;
 use e2e::k8s::{repo_root, service_setting};
-use e2e::runtime::wait_for;
+use e2e::runtime::{free_port, test_validity, wait_for};
 use pipeline_runtime::config::{ClientCertificate, KafkaSettings, SecurityProtocol};
 use pipeline_runtime::kafka::{broker_error, ensure_topics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -43,10 +42,6 @@ impl Drop for Broker {
         self.0.kill().ok();
         self.0.wait().ok();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The all-managed example as the operator plans it.
@@ -242,13 +237,7 @@ async fn only_the_pipeline_users_act_on_a_managed_kafka() -> Result<()> {
     let files = Files {
         dir: tempfile::tempdir()?,
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
-    let validity = Validity {
-        not_before: now - 3600,
-        not_after: now + 86_400,
-    };
+    let validity = test_validity()?;
     let generator = RandomCredentials;
     let ca: CaKeyPair = generator.certificate_authority("e2e pipeline CA", validity)?;
     let other_ca = generator.certificate_authority("e2e other CA", validity)?;

@@ -4,16 +4,15 @@
 //! bucket and writes and reads objects; with another CA, or with the system's roots only,
 //! it refuses the server and says that the certificate is the reason.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use datapipeline_operator::controller::credentials::{CredentialGenerator, RandomCredentials};
-use datapipeline_operator::controller::pipeline_ca::{CaKeyPair, Validity};
+use datapipeline_operator::controller::pipeline_ca::CaKeyPair;
 use e2e::k8s::service_setting;
-use e2e::runtime::{unique_name, wait_for};
+use e2e::runtime::{free_port, test_validity, unique_name, wait_for};
 use pipeline_runtime::config::{S3Credentials, S3Settings, Secret, StoreSettings};
 use pipeline_runtime::store::{Bytes, ObjectStore};
 
@@ -31,10 +30,6 @@ impl Drop for TlsServer {
         self.child.kill().ok();
         self.child.wait().ok();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn start_versitygw(dir: &Path, certificate: &Path, key: &Path) -> Result<TlsServer> {
@@ -92,13 +87,7 @@ fn write(dir: &Path, name: &str, pem: &str) -> Result<PathBuf> {
 async fn the_runtime_trusts_the_pipeline_ca_and_only_it() -> Result<()> {
     e2e::k8s::init_logging();
     let dir = tempfile::tempdir()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
-    let validity = Validity {
-        not_before: now - 3600,
-        not_after: now + 86_400,
-    };
+    let validity = test_validity()?;
     let generator = RandomCredentials;
     let ca: CaKeyPair = generator.certificate_authority("e2e pipeline CA", validity)?;
     let (certificate, key) =
