@@ -136,7 +136,7 @@ pub fn assert_children(listed: &[Listed], expected: &[(&str, &str)]) {
 
 /// The children the builders (operator/src/controller/build/) make for the all-managed
 /// `examples/shop-events.yaml`; Job names end with a hash of their spec.
-pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 27] = [
+pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 28] = [
     ("ConfigMap", "shop-runtime-config"),
     ("Deployment", "shop-runtime"),
     ("Job", "shop-generate-"),
@@ -152,6 +152,7 @@ pub const SHOP_MANAGED_CHILDREN: [(&str, &str); 27] = [
     ("Secret", "shop-es-elastic-user"),
     ("Secret", "shop-es-transport"),
     ("Secret", "shop-kafka-admin"),
+    ("Secret", "shop-kafka-ingest"),
     ("Secret", "shop-kafka-runtime"),
     ("Secret", "shop-kafka-tls"),
     ("Secret", "shop-minio-credentials"),

@@ -4,8 +4,11 @@
 //! environment gives them; certificates made by the operator's own CA generator for the
 //! operator's user names; and the ACLs granted by the topic Job's own script, run with the
 //! Job's environment (its tools mapped onto the Kafka jars). Then:
-//! - the runtime's user ingests (topics, transactions) and consumes in its group, and the
-//!   operator, as the admin user with its PEMs in memory, reads the group's lag;
+//! - the ingest role's user ingests (topics, transactions), the process role's user
+//!   consumes in its group, and the operator, as the admin user with its PEMs in memory,
+//!   reads the group's lag;
+//! - each role's user may do only its own part: the process user cannot add events (it
+//!   may write dead letters), the ingest user cannot read the group's offsets;
 //! - another user of the same CA is refused by the ACLs: the ingest's wait says so;
 //! - a client with no certificate, or one from another CA, fails its handshake, and the
 //!   error says the certificate was refused.
@@ -30,6 +33,8 @@ use e2e::runtime::{free_port, test_validity, wait_for};
 use pipeline_runtime::config::{ClientCertificate, KafkaSettings, SecurityProtocol};
 use pipeline_runtime::kafka::{broker_error, ensure_topics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 
 const EVENTS: u64 = 500;
@@ -251,7 +256,8 @@ async fn only_the_pipeline_users_act_on_a_managed_kafka() -> Result<()> {
     let admin_keystore = files.write("admin.pem", &join_pem([admin_key.as_str(), &admin_crt]))?;
     let mut client_files = BTreeMap::new();
     for (label, issuer, name) in [
-        ("runtime", &ca, names.kafka_runtime()),
+        ("ingest", &ca, names.kafka_ingest()),
+        ("process", &ca, names.kafka_runtime()),
         ("intruder", &ca, format!("{}-intruder", p.name)),
         ("foreign", &other_ca, names.kafka_runtime()),
     ] {
@@ -290,21 +296,24 @@ async fn only_the_pipeline_users_act_on_a_managed_kafka() -> Result<()> {
         ],
     )?;
     assert!(
-        log.contains("ACLs of User:CN=shop-kafka-runtime ready")
+        log.contains("ACLs of User:CN=shop-kafka-ingest ready")
+            && log.contains("ACLs of User:CN=shop-kafka-runtime ready")
             && log.contains("topic shop-events ready")
             && log.contains("topic shop-events-dlq ready"),
         "{log}"
     );
 
-    // The runtime's user: ingest (topics exist, transactions), then consume in its group.
-    let runtime = settings(&p, &bootstrap, &trust, client_files.get("runtime").cloned());
+    // The ingest user ingests (topics exist, transactions); the process user consumes in
+    // the group.
+    let process = settings(&p, &bootstrap, &trust, client_files.get("process").cloned());
+    let ingest = settings(&p, &bootstrap, &trust, client_files.get("ingest").cloned());
     let store = files.dir.path().join("store");
     #[derive(clap::Parser)]
     struct Cli {
         #[command(flatten)]
         args: pipeline_runtime::config::IngestArgs,
     }
-    let (runtime_crt, runtime_key) = client_files.get("runtime").cloned().context("files")?;
+    let (ingest_crt, ingest_key) = client_files.get("ingest").cloned().context("files")?;
     let argv = [
         "ingest".to_string(),
         "--pipeline".into(),
@@ -318,9 +327,9 @@ async fn only_the_pipeline_users_act_on_a_managed_kafka() -> Result<()> {
         "--kafka-ca-file".into(),
         trust.display().to_string(),
         "--kafka-cert-file".into(),
-        runtime_crt.display().to_string(),
+        ingest_crt.display().to_string(),
         "--kafka-key-file".into(),
-        runtime_key.display().to_string(),
+        ingest_key.display().to_string(),
         "--store-dir".into(),
         store.display().to_string(),
         "--generate".into(),
@@ -336,8 +345,8 @@ async fn only_the_pipeline_users_act_on_a_managed_kafka() -> Result<()> {
     assert_eq!(summary.rows_accepted + summary.rows_rejected, EVENTS);
 
     let consumed = {
-        let runtime = runtime.clone();
-        tokio::task::spawn_blocking(move || consume_all(&runtime, summary.rows_accepted)).await??
+        let process = process.clone();
+        tokio::task::spawn_blocking(move || consume_all(&process, summary.rows_accepted)).await??
     };
     assert_eq!(consumed, summary.rows_accepted);
 
@@ -376,6 +385,50 @@ async fn only_the_pipeline_users_act_on_a_managed_kafka() -> Result<()> {
         committed_total >= summary.rows_accepted as i64,
         "{snapshot:?}"
     );
+
+    // Each role's user only does its part. The process user writes dead letters but cannot
+    // add events.
+    let producer: FutureProducer = pipeline_runtime::kafka::producer_config(&process).create()?;
+    let send = |topic: String| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key("e2e").payload("e2e"),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(error, _)| error.rdkafka_error_code())
+        }
+    };
+    assert_eq!(send(p.names.dead_letter_topic()).await, Ok(()));
+    assert_eq!(
+        send(p.names.events_topic()).await,
+        Err(Some(RDKafkaErrorCode::TopicAuthorizationFailed))
+    );
+    // The ingest user cannot consume in the group (nor read or move its offsets): the
+    // consumer's first error says so.
+    let refused = {
+        let ingest = ingest.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<RDKafkaErrorCode>> {
+            let consumer: BaseConsumer =
+                pipeline_runtime::kafka::consumer_config(&ingest, &ingest.consumer_group)
+                    .create()?;
+            consumer.subscribe(&[&ingest.events_topic])?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(500)) {
+                    Some(Err(e)) => return Ok(e.rdkafka_error_code()),
+                    Some(Ok(_)) => bail!("the ingest user consumed in the group"),
+                    None => {}
+                }
+            }
+            bail!("no error in 60 s")
+        })
+        .await??
+    };
+    assert_eq!(refused, Some(RDKafkaErrorCode::GroupAuthorizationFailed));
 
     // Another user of the same CA: authenticated, but no ACL lets it near the topics.
     let intruder = settings(

@@ -67,10 +67,13 @@ pub struct GeneratedCredentials {
     /// The managed Kafka's server certificate, from `pipeline_ca`.
     pub kafka_tls: Option<TlsBundle>,
     /// Client certificates of the managed Kafka's users (its principal is the subject,
-    /// `CN=<Secret name>`): the superuser of the topic Job and the operator, and the
-    /// runtime's user, which ACLs limit to the pipeline's topics, group and transactions.
+    /// `CN=<Secret name>`): the superuser of the topic Job and the operator, and one user
+    /// per runtime role, which ACLs limit to what the role does: the process role's
+    /// (`kafka_runtime`: events read, dead letters written, the consumer group) and the
+    /// ingest role's (`kafka_ingest`: both topics written and created, the transactions).
     pub kafka_admin: Option<TlsBundle>,
     pub kafka_runtime: Option<TlsBundle>,
+    pub kafka_ingest: Option<TlsBundle>,
     /// The managed MinIO's server certificate, from `pipeline_ca`.
     pub minio_tls: Option<TlsBundle>,
     /// The managed OpenSearch's node certificate (HTTP and transport), from `pipeline_ca`.
@@ -116,6 +119,7 @@ impl std::fmt::Debug for GeneratedCredentials {
             .field("kafka_tls", &self.kafka_tls)
             .field("kafka_admin", &self.kafka_admin)
             .field("kafka_runtime", &self.kafka_runtime)
+            .field("kafka_ingest", &self.kafka_ingest)
             .field("minio_tls", &self.minio_tls)
             .field("search_tls", &self.search_tls)
             .field("search_runtime_user", &self.search_runtime_user)
@@ -296,6 +300,11 @@ pub fn complete(
         existing.kafka_runtime,
         kafka_user_request(names.kafka_runtime()),
     )?;
+    let kafka_ingest = certificate(
+        kafka_managed,
+        existing.kafka_ingest,
+        kafka_user_request(names.kafka_ingest()),
+    )?;
     let search_tls = certificate(
         opensearch_managed,
         existing.search_tls,
@@ -313,6 +322,7 @@ pub fn complete(
         kafka_tls,
         kafka_admin,
         kafka_runtime,
+        kafka_ingest,
         minio_tls,
         search_tls,
         search_runtime_user,
@@ -600,6 +610,11 @@ mod tests {
                 tls_crt: "CRT".into(),
                 tls_key: "RUNTIME-KEY-SECRET".into(),
             }),
+            kafka_ingest: Some(TlsBundle {
+                ca_crt: "CA".into(),
+                tls_crt: "CRT".into(),
+                tls_key: "INGEST-KEY-SECRET".into(),
+            }),
             minio_tls: Some(TlsBundle {
                 ca_crt: "CA".into(),
                 tls_crt: "CRT".into(),
@@ -618,7 +633,7 @@ mod tests {
         let text = format!("{credentials:?}");
         assert!(!text.contains("SECRET"), "{text}");
         assert!(text.contains("shop-admin"), "{text}");
-        assert_eq!(text.matches("<redacted>").count(), 12, "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 13, "{text}");
     }
 
     #[test]

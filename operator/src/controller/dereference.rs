@@ -290,6 +290,7 @@ pub struct GeneratedSecrets {
     pub kafka_tls: Option<Secret>,
     pub kafka_admin: Option<Secret>,
     pub kafka_runtime: Option<Secret>,
+    pub kafka_ingest: Option<Secret>,
     pub minio_tls: Option<Secret>,
     pub search_tls: Option<Secret>,
     pub search_runtime_user: Option<Secret>,
@@ -328,6 +329,7 @@ pub fn existing_credentials(found: &GeneratedSecrets) -> GeneratedCredentials {
         kafka_tls,
         kafka_admin,
         kafka_runtime,
+        kafka_ingest,
         minio_tls,
         search_tls,
         search_runtime_user,
@@ -345,6 +347,7 @@ pub fn existing_credentials(found: &GeneratedSecrets) -> GeneratedCredentials {
         kafka_tls: kafka_tls.as_ref().and_then(tls_bundle),
         kafka_admin: kafka_admin.as_ref().and_then(tls_bundle),
         kafka_runtime: kafka_runtime.as_ref().and_then(tls_bundle),
+        kafka_ingest: kafka_ingest.as_ref().and_then(tls_bundle),
         minio_tls: minio_tls.as_ref().and_then(tls_bundle),
         search_tls: search_tls.as_ref().and_then(tls_bundle),
         // A hash without its password is useless: `credentials` makes a new pair.
@@ -415,13 +418,14 @@ pub async fn dereference(
         true => get_opt(&secrets, namespace, &names.pipeline_ca()).await?,
         false => None,
     };
-    let (kafka_tls, kafka_admin, kafka_runtime) = match spec.kafka.managed {
+    let (kafka_tls, kafka_admin, kafka_runtime, kafka_ingest) = match spec.kafka.managed {
         Some(_) => (
             get_opt(&secrets, namespace, &names.kafka_tls()).await?,
             get_opt(&secrets, namespace, &names.kafka_admin()).await?,
             get_opt(&secrets, namespace, &names.kafka_runtime()).await?,
+            get_opt(&secrets, namespace, &names.kafka_ingest()).await?,
         ),
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     Ok(Ok(existing_credentials(&GeneratedSecrets {
         minio,
@@ -431,6 +435,7 @@ pub async fn dereference(
         kafka_tls,
         kafka_admin,
         kafka_runtime,
+        kafka_ingest,
         minio_tls,
         search_tls,
         search_runtime_user,
@@ -683,6 +688,7 @@ mod tests {
                     "shop-kafka-runtime",
                     &[("ca.crt", "bundle"), ("tls.crt", "rc"), ("tls.key", "rk")],
                 )),
+                kafka_ingest: None,
                 minio_tls: Some(minio_tls),
                 search_tls: None,
                 // The hash is made again from the stored password when it is missing.
@@ -717,6 +723,7 @@ mod tests {
                     tls_crt: "rc".into(),
                     tls_key: "rk".into()
                 }),
+                kafka_ingest: None,
                 minio_tls: Some(TlsBundle {
                     ca_crt: "bundle".into(),
                     tls_crt: "mc".into(),

@@ -224,6 +224,11 @@ pub fn fixed_credentials() -> GeneratedCredentials {
             tls_crt: "kafka-runtime-cert-pem".into(),
             tls_key: "kafka-runtime-key-pem".into(),
         }),
+        kafka_ingest: Some(TlsBundle {
+            ca_crt: "pipeline-ca-pem".into(),
+            tls_crt: "kafka-ingest-cert-pem".into(),
+            tls_key: "kafka-ingest-key-pem".into(),
+        }),
         minio_tls: Some(TlsBundle {
             ca_crt: "pipeline-ca-pem".into(),
             tls_crt: "minio-cert-pem".into(),

@@ -171,8 +171,8 @@ fn generator_waits(mut applies: Vec<Expect>) -> Vec<Expect> {
 /// A real pipeline CA and the Kafka and MinIO certificates it issued for the all-managed
 /// fixture, valid at the test clock, as the `data` of their Secrets (made once: key
 /// generation is slow).
-fn stored_tls_secrets() -> &'static (Value, Value, Value, Value, Value) {
-    static STORED: std::sync::OnceLock<(Value, Value, Value, Value, Value)> =
+fn stored_tls_secrets() -> &'static (Value, Value, Value, Value, Value, Value) {
+    static STORED: std::sync::OnceLock<(Value, Value, Value, Value, Value, Value)> =
         std::sync::OnceLock::new();
     STORED.get_or_init(|| {
         let plan = super::fixtures::managed_plan();
@@ -210,6 +210,11 @@ fn stored_tls_secrets() -> &'static (Value, Value, Value, Value, Value) {
                 "shop-kafka-runtime".into(),
                 made.kafka_runtime.as_ref().expect("a certificate"),
             )),
+            data(super::build::secrets::kafka_user(
+                &plan,
+                "shop-kafka-ingest".into(),
+                made.kafka_ingest.as_ref().expect("a certificate"),
+            )),
         )
     })
 }
@@ -229,12 +234,13 @@ fn stored_minio_tls() -> Value {
 fn stored_kafka_user(user: &str) -> Value {
     match user {
         "admin" => stored_tls_secrets().3.clone(),
+        "ingest" => stored_tls_secrets().5.clone(),
         _ => stored_tls_secrets().4.clone(),
     }
 }
 
 /// How many generated Secrets a visit of the all-managed fixture reads first.
-const GENERATED_SECRETS: usize = 8;
+const GENERATED_SECRETS: usize = 9;
 
 /// The applies of the all-managed fixture, in order, with the given readiness. Not
 /// ready, the generator Job is only looked up: it is created once Kafka and MinIO are.
@@ -253,6 +259,7 @@ fn managed_applies(ready: bool) -> Vec<Expect> {
         apply("Secret", "shop-kafka-tls", Value::Null),
         apply("Secret", "shop-kafka-admin", Value::Null),
         apply("Secret", "shop-kafka-runtime", Value::Null),
+        apply("Secret", "shop-kafka-ingest", Value::Null),
         apply("Secret", "shop-minio-credentials", Value::Null),
         apply("Secret", "shop-minio-tls", Value::Null),
         apply("Secret", "shop-es-elastic-user", Value::Null),
@@ -330,6 +337,7 @@ async fn first_reconcile_creates_everything_in_order() {
         get_secret("shop-kafka-tls", Reply::Status(404)),
         get_secret("shop-kafka-admin", Reply::Status(404)),
         get_secret("shop-kafka-runtime", Reply::Status(404)),
+        get_secret("shop-kafka-ingest", Reply::Status(404)),
     ];
     expectations.extend(managed_applies(false));
     expectations.extend(empty_lists());
@@ -503,6 +511,13 @@ fn ready_expectations(writes_status: bool) -> Vec<Expect> {
                 stored_kafka_user("runtime"),
             )),
         ),
+        get_secret(
+            "shop-kafka-ingest",
+            Reply::Json(secret_json(
+                "shop-kafka-ingest",
+                stored_kafka_user("ingest"),
+            )),
+        ),
     ];
     expectations.extend(managed_applies(true));
     expectations.extend(empty_lists());
@@ -609,6 +624,10 @@ async fn existing_credentials_are_reused_and_a_steady_state_writes_nothing() {
     assert_eq!(
         body_of(&seen, "secrets/shop-kafka-runtime?")["data"],
         stored_kafka_user("runtime")
+    );
+    assert_eq!(
+        body_of(&seen, "secrets/shop-kafka-ingest?")["data"],
+        stored_kafka_user("ingest")
     );
     let status = written.expect("first reconcile writes the status");
     assert_eq!(status.phase, Some(crate::crd::Phase::Running));
@@ -747,6 +766,7 @@ async fn an_impossible_spec_fails_without_applying_anything() {
         get_secret("shop-kafka-tls", Reply::Status(404)),
         get_secret("shop-kafka-admin", Reply::Status(404)),
         get_secret("shop-kafka-runtime", Reply::Status(404)),
+        get_secret("shop-kafka-ingest", Reply::Status(404)),
         status_patch(),
         event(),
         event(),
@@ -814,7 +834,14 @@ async fn switching_search_to_external_deletes_the_managed_cluster() {
             stored_kafka_user("runtime"),
         )),
     ));
-    assert_eq!(applies.len(), 27 - 7);
+    expectations.push(get_secret(
+        "shop-kafka-ingest",
+        Reply::Json(secret_json(
+            "shop-kafka-ingest",
+            stored_kafka_user("ingest"),
+        )),
+    ));
+    assert_eq!(applies.len(), 28 - 7);
     expectations.extend(applies);
     expectations.push(list("Deployment", vec![owned("shop-runtime")]));
     expectations.push(list("Job", vec![]));
@@ -863,6 +890,7 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
         get_secret("shop-kafka-tls", Reply::Status(404)),
         get_secret("shop-kafka-admin", Reply::Status(404)),
         get_secret("shop-kafka-runtime", Reply::Status(404)),
+        get_secret("shop-kafka-ingest", Reply::Status(404)),
     ];
     // The first apply fails; the others go ahead, and the status names the failed one.
     expectations.extend(managed_applies(false).into_iter().map(|mut e| {
@@ -1071,6 +1099,7 @@ async fn an_existing_generator_job_is_kept_while_kafka_is_not_ready() {
         get_secret("shop-kafka-tls", Reply::Status(404)),
         get_secret("shop-kafka-admin", Reply::Status(404)),
         get_secret("shop-kafka-runtime", Reply::Status(404)),
+        get_secret("shop-kafka-ingest", Reply::Status(404)),
     ];
     let mut applies = managed_applies(false);
     // The Job exists (created while Kafka was ready): it is applied, not left alone.
@@ -1131,7 +1160,7 @@ async fn a_refused_child_does_not_stop_the_others_and_is_named_in_the_status() {
         seen.iter()
             .filter(|(method, _, _)| method == Method::PATCH)
             .count(),
-        26 + 1,
+        27 + 1,
         "every child but the waiting generator Job, and the status"
     );
     let message = format!("cannot apply StatefulSet shops/shop-kafka: {FORBIDDEN}; the operator applied the pipeline's other children and retries with backoff");
@@ -1230,6 +1259,7 @@ async fn a_backlog_scales_the_runtime_deployment_and_reports_it() {
         get_secret("shop-kafka-tls", Reply::Status(404)),
         get_secret("shop-kafka-admin", Reply::Status(404)),
         get_secret("shop-kafka-runtime", Reply::Status(404)),
+        get_secret("shop-kafka-ingest", Reply::Status(404)),
     ];
     expectations.extend(managed_applies(true));
     expectations.extend(empty_lists());
@@ -1403,6 +1433,7 @@ async fn a_managed_opensearch_gets_tls_and_a_runtime_user() {
         get_secret("shop-kafka-tls", Reply::Status(404)),
         get_secret("shop-kafka-admin", Reply::Status(404)),
         get_secret("shop-kafka-runtime", Reply::Status(404)),
+        get_secret("shop-kafka-ingest", Reply::Status(404)),
     ];
     let mut applies: Vec<Expect> = Vec::new();
     for e in managed_applies(false) {
@@ -1485,7 +1516,7 @@ async fn a_managed_opensearch_gets_tls_and_a_runtime_user() {
             );
         }
     }
-    assert_eq!(applies.len(), 27 - 2 + 3);
+    assert_eq!(applies.len(), 28 - 2 + 3);
     expectations.extend(applies);
     expectations.extend(empty_lists());
     expectations.push(list_pods(vec![]));

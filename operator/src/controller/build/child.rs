@@ -137,7 +137,7 @@ mod tests {
             .iter()
             .filter(|c| matches!(c, Child::Secret(_)))
             .collect();
-        assert_eq!(secrets.len(), 8);
+        assert_eq!(secrets.len(), 9);
         let debug = format!("{secrets:?}");
         for value in [
             "minio-secret-key",

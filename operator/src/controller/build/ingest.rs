@@ -18,7 +18,7 @@ use super::{
     child::Child,
     names::{selector_labels, ChildNames, Role},
     pieces::{env, meta, short_hash},
-    runtime::{container, grace_seconds, pod_spec, template_metadata, volumes, Needs},
+    runtime::{container, grace_seconds, pod_spec, template_metadata, volumes, KafkaUser, Needs},
 };
 use crate::{
     controller::validate::{SourcePlan, ValidatedPipeline},
@@ -28,7 +28,10 @@ use crate::{
 /// How often the ingest Deployment lists the landing prefix for new files.
 pub const WATCH_INTERVAL_MS: u64 = 10_000;
 
-const NEEDS: Needs = Needs { search: false };
+const NEEDS: Needs = Needs {
+    search: false,
+    kafka_user: KafkaUser::Ingest,
+};
 
 pub fn ingest(p: &ValidatedPipeline, checksum: &str) -> Result<Child> {
     Ok(match &p.source {
@@ -148,6 +151,14 @@ mod tests {
                 {"name": "DP_S3_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "shop-minio-credentials", "key": "secretAccessKey", "optional": false}}}
             ])
         );
+        // The ingest role's own Kafka user, not the process role's.
+        let kafka = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == "kafka-tls")
+            .expect("the Kafka client certificate");
+        assert_eq!(kafka["secret"]["secretName"], "shop-kafka-ingest");
     }
 
     #[test]

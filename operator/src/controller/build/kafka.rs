@@ -1,10 +1,10 @@
 //! Managed Kafka: a KRaft StatefulSet on the official `apache/kafka` image (every node both
 //! broker and controller, node id = pod ordinal), its headless and client Services, and the
-//! Job that grants the runtime's ACLs and creates the events and dead-letter topics. Both
+//! Job that grants the runtime roles' ACLs and creates the events and dead-letter topics. Both
 //! listeners speak TLS with the certificate the pipeline CA issued (`pipeline_ca`); every
 //! client verifies it against the trust bundle and shows its own certificate of that CA,
-//! whose subject is its principal (nodes and the admin user are superusers, the runtime's
-//! user has ACLs); a new certificate or bundle rolls the nodes. Pure.
+//! whose subject is its principal (nodes and the admin user are superusers, the ingest and
+//! process roles' users have ACLs); a new certificate or bundle rolls the nodes. Pure.
 
 use std::collections::BTreeMap;
 
@@ -44,14 +44,12 @@ const CONFIG_DIR: &str = "/opt/kafka/config";
 const TLS_DIR: &str = "/etc/kafka/tls";
 /// Client listener: brokers among themselves and every client.
 const CLIENT_LISTENER: &str = "CLIENT";
-/// The runtime user's certificate and key and the trust bundle, for the runtime's pods.
-pub fn runtime_user_volume(
-    p: &ValidatedPipeline,
-    dir: &str,
-) -> (k8s_openapi::api::core::v1::Volume, VolumeMount) {
+/// A runtime role's Kafka user: the certificate and key (Secret `user`) and the trust
+/// bundle, for that role's pods.
+pub fn user_volume(user: &str, dir: &str) -> (k8s_openapi::api::core::v1::Volume, VolumeMount) {
     secret_files(
         "kafka-tls",
-        &ChildNames::new(&p.name).kafka_runtime(),
+        user,
         &[keys::CA_CRT, keys::TLS_CRT, keys::TLS_KEY],
         dir,
     )
@@ -315,8 +313,12 @@ pub fn statefulset(p: &ValidatedPipeline, kafka: &ManagedKafka, tls_checksum: &s
     }
 }
 
-/// As the admin user (a superuser): grants the runtime's user its ACLs, then creates the
-/// events and dead-letter topics once the brokers answer, and sets their retention. The
+/// As the admin user (a superuser): grants the runtime roles' users their ACLs, then
+/// creates the events and dead-letter topics once the brokers answer, and sets their
+/// retention. The ingest user (ingest Deployment, generator) reads, writes and may create
+/// both topics and owns the ingest's transactional id; the process user (the runtime
+/// Deployment) reads the events topic, writes the dead-letter topic and reads with the
+/// consumer group: it cannot add events, and the ingest cannot move the group's offsets. The
 /// ACLs come first, so a runtime that sees the topics may use them. Idempotent: safe to
 /// rerun (an existing ACL is added again as a no-op). A topic that already exists with another
 /// partition count (volumes kept from an earlier pipeline of the same name) is never
@@ -334,14 +336,17 @@ until timeout 60 "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$BOOTST
 done
 allow() {
   "$bin/kafka-acls.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$client" --add \
-    --allow-principal "$RUNTIME_PRINCIPAL" "$@" >/dev/null
+    --allow-principal "$@" >/dev/null
 }
 for topic in "$EVENTS_TOPIC" "$DLQ_TOPIC"; do
-  allow --operation Read --operation Write --operation Describe --operation Create --topic "$topic"
+  allow "$INGEST_PRINCIPAL" --operation Read --operation Write --operation Describe --operation Create --topic "$topic"
 done
-allow --operation Read --group "$CONSUMER_GROUP"
-allow --operation Write --operation Describe --transactional-id "$TRANSACTIONAL_ID"
-echo "ACLs of $RUNTIME_PRINCIPAL ready"
+allow "$INGEST_PRINCIPAL" --operation Write --operation Describe --transactional-id "$TRANSACTIONAL_ID"
+echo "ACLs of $INGEST_PRINCIPAL ready"
+allow "$PROCESS_PRINCIPAL" --operation Read --operation Describe --topic "$EVENTS_TOPIC"
+allow "$PROCESS_PRINCIPAL" --operation Write --operation Describe --topic "$DLQ_TOPIC"
+allow "$PROCESS_PRINCIPAL" --operation Read --group "$CONSUMER_GROUP"
+echo "ACLs of $PROCESS_PRINCIPAL ready"
 for topic in "$EVENTS_TOPIC" "$DLQ_TOPIC"; do
   "$bin/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$client" --create --if-not-exists \
     --topic "$topic" --partitions "$PARTITIONS" --replication-factor "$REPLICATION_FACTOR" \
@@ -380,7 +385,11 @@ pub fn topics_job(p: &ValidatedPipeline, kafka: &ManagedKafka) -> Result<Job> {
                 env("TRUST_BUNDLE", format!("{TLS_DIR}/{}", keys::CA_CRT)),
                 env("KEYSTORE", format!("{TLS_DIR}/{}", keys::KEYSTORE_PEM)),
                 env(
-                    "RUNTIME_PRINCIPAL",
+                    "INGEST_PRINCIPAL",
+                    principal(&ChildNames::new(&p.name).kafka_ingest()),
+                ),
+                env(
+                    "PROCESS_PRINCIPAL",
                     principal(&ChildNames::new(&p.name).kafka_runtime()),
                 ),
                 env("CONSUMER_GROUP", p.names.consumer_group()),
@@ -659,7 +668,8 @@ mod tests {
         // (the nodes' own key is not mounted); they grant the runtime's user its ACLs.
         assert_eq!(env["TRUST_BUNDLE"], "/etc/kafka/tls/ca.crt");
         assert_eq!(env["KEYSTORE"], "/etc/kafka/tls/keystore.pem");
-        assert_eq!(env["RUNTIME_PRINCIPAL"], "User:CN=shop-kafka-runtime");
+        assert_eq!(env["INGEST_PRINCIPAL"], "User:CN=shop-kafka-ingest");
+        assert_eq!(env["PROCESS_PRINCIPAL"], "User:CN=shop-kafka-runtime");
         assert_eq!(env["CONSUMER_GROUP"], "shop-profiles");
         assert_eq!(
             env["TRANSACTIONAL_ID"],

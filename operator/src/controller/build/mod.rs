@@ -75,6 +75,7 @@ pub fn desired_children(
         for (name, user) in [
             (names.kafka_admin(), &credentials.kafka_admin),
             (names.kafka_runtime(), &credentials.kafka_runtime),
+            (names.kafka_ingest(), &credentials.kafka_ingest),
         ] {
             let user = user
                 .as_ref()
@@ -170,8 +171,8 @@ pub fn desired_children(
 
     let config = runtime::config_map(p);
     // What the pods load at start besides the ConfigMap: the trust bundle (Kafka's,
-    // MinIO's and OpenSearch's are the same, one pipeline CA) and the runtime's Kafka
-    // client certificate.
+    // MinIO's and OpenSearch's are the same, one pipeline CA) and the roles' Kafka client
+    // certificates.
     let trust_bundle = [
         &credentials.kafka_tls,
         &credentials.minio_tls,
@@ -181,11 +182,15 @@ pub fn desired_children(
     .flatten()
     .map(|t| t.ca_crt.as_str())
     .next();
-    let client_certificate = credentials
-        .kafka_runtime
-        .as_ref()
+    // Both roles' client certificates: one checksum serves the runtime and the ingest.
+    let client_certificates = [&credentials.kafka_runtime, &credentials.kafka_ingest]
+        .into_iter()
+        .flatten()
         .map(|t| t.tls_crt.as_str());
-    let loaded: Vec<&str> = trust_bundle.into_iter().chain(client_certificate).collect();
+    let loaded: Vec<&str> = trust_bundle
+        .into_iter()
+        .chain(client_certificates)
+        .collect();
     let checksum = runtime::config_checksum(&config, &loaded);
     budgets.push(Child::PodDisruptionBudget(pdb::budget(
         p,
@@ -242,6 +247,7 @@ mod tests {
             ("Secret", "shop-kafka-tls"),
             ("Secret", "shop-kafka-admin"),
             ("Secret", "shop-kafka-runtime"),
+            ("Secret", "shop-kafka-ingest"),
             ("Secret", "shop-minio-credentials"),
             ("Secret", "shop-minio-tls"),
             ("Secret", "shop-es-elastic-user"),
@@ -298,6 +304,7 @@ mod tests {
                 ("shop-kafka-tls", Some(Role::Kafka)),
                 ("shop-kafka-admin", Some(Role::Kafka)),
                 ("shop-kafka-runtime", Some(Role::Kafka)),
+                ("shop-kafka-ingest", Some(Role::Kafka)),
                 ("shop-minio-credentials", Some(Role::ObjectStore)),
                 ("shop-minio-tls", Some(Role::ObjectStore)),
                 ("shop-es-elastic-user", Some(Role::Search)),

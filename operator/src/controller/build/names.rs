@@ -159,9 +159,13 @@ impl ChildNames {
     pub fn kafka_admin(&self) -> String {
         self.with("kafka-admin")
     }
-    /// Client certificate of the runtime's pods (ingest, process, generator).
+    /// Client certificate of the runtime Deployment's pods (the process role).
     pub fn kafka_runtime(&self) -> String {
         self.with("kafka-runtime")
+    }
+    /// Client certificate of the ingest role's pods (the ingest Deployment, the generator).
+    pub fn kafka_ingest(&self) -> String {
+        self.with("kafka-ingest")
     }
     /// The pipeline CA (certificates and keys); only the operator reads it.
     pub fn pipeline_ca(&self) -> String {

@@ -140,7 +140,35 @@ pub fn config_checksum(config: &ConfigMap, loaded: &[&str]) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Needs {
     pub search: bool,
+    /// Whose client certificate a managed Kafka sees.
+    pub kafka_user: KafkaUser,
 }
+
+/// The managed Kafka's users of the runtime roles, each with its own ACLs (see
+/// `kafka::TOPICS_SCRIPT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaUser {
+    /// The runtime Deployment: reads events, writes dead letters, commits the group.
+    Process,
+    /// The ingest Deployment and the generator: write (transactionally) and create topics.
+    Ingest,
+}
+
+impl KafkaUser {
+    /// The Secret holding the user's certificate, key and trust bundle.
+    pub fn secret(self, names: &ChildNames) -> String {
+        match self {
+            KafkaUser::Process => names.kafka_runtime(),
+            KafkaUser::Ingest => names.kafka_ingest(),
+        }
+    }
+}
+
+/// What the runtime Deployment's process role needs.
+pub const PROCESS_NEEDS: Needs = Needs {
+    search: true,
+    kafka_user: KafkaUser::Process,
+};
 
 /// Credential variables, each a reference to a Secret key.
 pub fn credential_env(p: &ValidatedPipeline, needs: Needs) -> Vec<EnvVar> {
@@ -210,7 +238,10 @@ fn ca_volume(volume: &str, dir: &str, reference: &CaSecretRef) -> (Volume, Volum
 pub fn volumes(p: &ValidatedPipeline, needs: Needs) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut pairs = vec![tmp_volume()];
     match &p.kafka.mode {
-        KafkaMode::Managed(_) => pairs.push(kafka::runtime_user_volume(p, KAFKA_TLS_DIR)),
+        KafkaMode::Managed(_) => pairs.push(kafka::user_volume(
+            &needs.kafka_user.secret(&ChildNames::new(&p.name)),
+            KAFKA_TLS_DIR,
+        )),
         KafkaMode::External(k) => {
             if let Some(ca) = &k.ca_secret_ref {
                 pairs.push(ca_volume("kafka-ca", KAFKA_CA_DIR, ca));
@@ -298,7 +329,7 @@ pub fn template_metadata(p: &ValidatedPipeline, role: Role, checksum: Option<&st
 
 /// The processing pods (`pipeline-runtime process`), one consumer-group member each.
 pub fn deployment(p: &ValidatedPipeline, checksum: &str) -> Deployment {
-    let needs = Needs { search: true };
+    let needs = PROCESS_NEEDS;
     let (volumes, mounts) = volumes(p, needs);
     let container = container(p, "process", vec![], needs, mounts, true);
     Deployment {
@@ -375,7 +406,7 @@ mod tests {
             data["DP_SEARCH_CA_FILE"],
             "/etc/datapipeline/search-ca/ca.crt"
         );
-        let refs: Vec<(String, String, String)> = credential_env(&p, Needs { search: true })
+        let refs: Vec<(String, String, String)> = credential_env(&p, PROCESS_NEEDS)
             .into_iter()
             .filter(|v| v.name.starts_with("DP_SEARCH"))
             .map(|v| {
@@ -395,7 +426,7 @@ mod tests {
             ]
         );
         // The trust bundle alone from the node certificate's Secret, never its key.
-        let (volumes, _) = volumes(&p, Needs { search: true });
+        let (volumes, _) = volumes(&p, PROCESS_NEEDS);
         let ca = volumes
             .iter()
             .find(|v| v.name == "search-ca")
@@ -432,7 +463,7 @@ mod tests {
         assert_eq!(data["DP_SEARCH_URL"], "https://opensearch.search.svc:9200");
         assert!(!data.contains_key("DP_SEARCH_USERNAME"));
         assert!(!data.contains_key("DP_SEARCH_CA_FILE"));
-        let refs: Vec<(String, String, String)> = credential_env(&p, Needs { search: true })
+        let refs: Vec<(String, String, String)> = credential_env(&p, PROCESS_NEEDS)
             .into_iter()
             .map(|v| {
                 let r = v
@@ -455,7 +486,17 @@ mod tests {
                 s("DP_SEARCH_PASSWORD", "shop-search-user", "password"),
             ]
         );
-        assert_eq!(credential_env(&p, Needs { search: false }).len(), 4);
+        assert_eq!(
+            credential_env(
+                &p,
+                Needs {
+                    search: false,
+                    kafka_user: KafkaUser::Ingest
+                }
+            )
+            .len(),
+            4
+        );
     }
 
     #[test]
@@ -566,7 +607,7 @@ mod tests {
             name: "shop-s3-ca".into(),
             key: "bundle.pem".into(),
         });
-        let (volumes, mounts) = volumes(&p, Needs { search: true });
+        let (volumes, mounts) = volumes(&p, PROCESS_NEEDS);
         assert_eq!(
             serde_json::to_value(&volumes).expect("json"),
             json!([
