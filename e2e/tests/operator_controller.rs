@@ -205,8 +205,12 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     );
     // Kafka's users: a client certificate each, the subject their principal.
     let mut user_keys = Vec::new();
-    let mut runtime_crt = String::new();
-    for user in ["shop-kafka-admin", "shop-kafka-runtime"] {
+    let (mut runtime_crt, mut ingest_crt) = (String::new(), String::new());
+    for user in [
+        "shop-kafka-admin",
+        "shop-kafka-runtime",
+        "shop-kafka-ingest",
+    ] {
         let secret = secrets.get(user).await?;
         assert_eq!(secret_text(&secret, "ca.crt")?, ca_crt);
         let (crt, key) = (
@@ -223,8 +227,10 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
             secret_text(&secret, "keystore.pem")?,
             format!("{}\n{crt}", key.trim_end())
         );
-        if user == "shop-kafka-runtime" {
-            runtime_crt = crt;
+        match user {
+            "shop-kafka-runtime" => runtime_crt = crt,
+            "shop-kafka-ingest" => ingest_crt = crt,
+            _ => {}
         }
         user_keys.push(key);
     }
@@ -287,8 +293,8 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
     );
 
     // The config checksum annotation is the sha256 of the ConfigMap's `key=value\n` lines
-    // followed by the pipeline's trust bundle and the runtime's Kafka client certificate (a
-    // renewed bundle or certificate rolls the runtime).
+    // followed by the pipeline's trust bundle and the process and ingest roles' Kafka client
+    // certificates (a renewed bundle or certificate rolls the runtime).
     let config = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get("shop-runtime-config")
         .await?;
@@ -304,7 +310,7 @@ async fn managed_pipeline_gets_owned_children_and_becomes_ready() -> anyhow::Res
             .map(|b| format!("{b:02x}"))
             .collect()
     };
-    let checksum = sha256_hex(&format!("{rendered}{ca_crt}{runtime_crt}"));
+    let checksum = sha256_hex(&format!("{rendered}{ca_crt}{runtime_crt}{ingest_crt}"));
     // Kafka's pods roll with a new certificate or bundle.
     let kafka_template = statefulsets
         .get("shop-kafka")
