@@ -3,7 +3,9 @@
 //! whose Kafka, MinIO stand-in, OpenSearch and runtime run as real containers on a real
 //! kubelet (`e2e/services.sh up node`: a control plane of its own, containerd, CNI bridge,
 //! kube-proxy, CoreDNS). The results are compared field by field with the embedded `run` of
-//! the same generated events.
+//! the same generated events, also after a process pod is deleted and the OpenSearch node
+//! certificate renewed (the node rolling onto it) mid-run; the index is read over HTTPS as
+//! the runtime's generated user, which gets 401 with a wrong password and 403 elsewhere.
 //!
 //! Needs: `NODE_KUBECONFIG` (from `e2e/services.sh env`), the images built and loaded into
 //! the node (`e2e/images.sh all && e2e/images.sh load-node`). The host reaches the
@@ -16,8 +18,9 @@ use anyhow::{ensure, Context, Result};
 use datapipeline_operator::{controller::build::names::ChildNames, crd::DataPipeline};
 use e2e::k8s::{self, helm, kubectl, poll_until, repo_root, TestNamespace};
 use e2e::runtime::{expected_from_embedded_run, verify_sinks, Expected};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use pipeline_runtime::config::{S3Credentials, S3Settings, SearchSettings};
 use pipeline_runtime::search::SearchIndex;
 use pipeline_runtime::store::{ObjectStore, S3Store};
@@ -444,6 +447,91 @@ async fn check_results(
     Ok(())
 }
 
+/// Forces a renewal of the managed OpenSearch's node certificate as a user would: deletes
+/// its Secret and annotates the pipeline (the operator would otherwise notice at its next
+/// resync). A new certificate from the same CA comes back, and the node's StatefulSet
+/// rolls it: `checksum/tls` changes, the node pod is replaced and Ready again.
+async fn renew_search_certificate(client: &kube::Client, ns: &str, name: &str) -> Result<()> {
+    let names = ChildNames::new(name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let checksum = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("checksum/tls").cloned())
+    };
+    let old = secrets.get(&names.search_tls()).await?;
+    let (old_crt, ca) = (
+        secret_value(&old, "tls.crt")?,
+        secret_value(&old, "ca.crt")?,
+    );
+    let before = checksum(&statefulsets.get(&names.search()).await?);
+    let node = format!("{}-0", names.search());
+    let old_uid = pod_api.get(&node).await?.metadata.uid;
+    let pipelines = Api::<DataPipeline>::namespaced(client.clone(), ns);
+    let ingested = || async {
+        anyhow::Ok(
+            pipelines
+                .get(name)
+                .await?
+                .status
+                .and_then(|s| s.throughput)
+                .map_or(0, |t| t.events_ingested),
+        )
+    };
+    let ingested_before = ingested().await?;
+    let t0 = Instant::now();
+    secrets
+        .delete(&names.search_tls(), &DeleteParams::default())
+        .await?;
+    let poke =
+        serde_json::json!({"metadata": {"annotations": {"e2e.datapipeline.io/renew": "search"}}});
+    pipelines
+        .patch(name, &PatchParams::default(), &Patch::Merge(&poke))
+        .await?;
+    poll_until(
+        "a new search certificate",
+        Duration::from_secs(120),
+        || async {
+            Ok(secrets
+                .get_opt(&names.search_tls())
+                .await?
+                .filter(|s| secret_value(s, "tls.crt").is_ok_and(|crt| crt != old_crt)))
+        },
+    )
+    .await
+    .and_then(|renewed| {
+        ensure!(
+            secret_value(&renewed, "ca.crt")? == ca,
+            "the renewal changed the trust bundle"
+        );
+        Ok(())
+    })?;
+    poll_until(
+        "the search node rolled onto the new certificate",
+        READY_TIMEOUT,
+        || async {
+            let sts = statefulsets.get(&names.search()).await?;
+            let pod = pod_api.get_opt(&node).await?;
+            let rolled = checksum(&sts) != before
+                && pod
+                    .as_ref()
+                    .is_some_and(|p| p.metadata.uid != old_uid && pod_ready(p));
+            Ok(rolled.then_some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "search certificate renewed and {node} rolled onto it in {:.0} s (events ingested: {ingested_before} before, {} after)",
+        t0.elapsed().as_secs_f64(),
+        ingested().await?
+    );
+    Ok(())
+}
+
 /// `kubectl delete dp`, and every child goes with it.
 async fn delete_pipeline(ns: &str, name: &str) -> Result<()> {
     kubectl(&["delete", "dp", name, "-n", ns, "--wait=true"]).await?;
@@ -519,6 +607,10 @@ async fn managed_pipeline_with_three_kafka_nodes_runs_in_real_containers() -> Re
         );
         pod_api.delete(&pod_name, &DeleteParams::default()).await?;
     }
+
+    // Mid-run too: the search engine's certificate is renewed; its nodes roll onto it while
+    // events flow.
+    renew_search_certificate(&client, &ns.name, name).await?;
 
     // While it runs: what a user sees.
     let during = kubectl(&["get", "dp", "-n", &ns.name]).await?.stdout;

@@ -36,6 +36,19 @@ const DEFAULT_JAVA_OPTS: &str = "-Xms1g -Xmx1g";
 const MIB: f64 = 1024.0 * 1024.0;
 /// The runtime's role in the security configuration.
 const RUNTIME_ROLE: &str = "pipeline_runtime";
+/// The security plugin's configuration files (`security_config` makes each): without any
+/// of them the plugin never initialises its security index.
+pub const SECURITY_FILES: [&str; 9] = [
+    "action_groups.yml",
+    "allowlist.yml",
+    "audit.yml",
+    "config.yml",
+    "internal_users.yml",
+    "nodes_dn.yml",
+    "roles.yml",
+    "roles_mapping.yml",
+    "tenants.yml",
+];
 
 /// The runtime user's name (also stored in `<pipeline>-es-runtime-user`).
 pub fn runtime_username(p: &ValidatedPipeline) -> String {
@@ -204,12 +217,10 @@ pub fn node(p: &ValidatedPipeline, search: &ManagedSearchPlan) -> Node {
         &[keys::TLS_CRT, keys::TLS_KEY, keys::CA_CRT],
         CERTS_DIR,
     );
-    let config_files: Vec<String> = security_config(p, "").into_keys().collect();
-    let config_keys: Vec<&str> = config_files.iter().map(String::as_str).collect();
     let (security, security_mount) = secret_files(
         "security-config",
         &names.search_security(),
-        &config_keys,
+        &SECURITY_FILES,
         SECURITY_DIR,
     );
     Node {
@@ -315,18 +326,7 @@ mod tests {
                 {"name": "tmp", "mountPath": "/tmp"}
             ])
         );
-        let files = [
-            "action_groups.yml",
-            "allowlist.yml",
-            "audit.yml",
-            "config.yml",
-            "internal_users.yml",
-            "nodes_dn.yml",
-            "roles.yml",
-            "roles_mapping.yml",
-            "tenants.yml",
-        ]
-        .map(|f| json!({"key": f, "path": f}));
+        let files = SECURITY_FILES.map(|f| json!({"key": f, "path": f}));
         assert_eq!(
             pod["volumes"],
             json!([{"name": "config", "emptyDir": {}}, {"name": "logs", "emptyDir": {}},
@@ -431,7 +431,10 @@ mod tests {
         ] {
             assert_eq!(yaml(name)["_meta"]["type"], kind, "{name}");
         }
-        assert_eq!(files.len(), 9);
+        assert_eq!(
+            files.keys().map(String::as_str).collect::<Vec<_>>(),
+            SECURITY_FILES
+        );
     }
 
     #[test]
