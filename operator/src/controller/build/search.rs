@@ -2,9 +2,9 @@
 //! pipeline's search engine, managed or external (URL, engine, basic-authentication Secret,
 //! CA): the one place the runtime's configuration and the operator's own count read it
 //! from. A managed OpenSearch is reached over TLS (the pipeline CA) as the runtime's user;
-//! a managed Elasticsearch over HTTP as `elastic`. For a managed cluster: its headless and client Services, and the StatefulSet
-//! around the node (`engine::Node`) that `elasticsearch::node` or `opensearch::node`
-//! describes. Pure.
+//! a managed Elasticsearch over HTTP as `elastic`. For a managed cluster: its headless and
+//! client Services, and the StatefulSet around the node (`engine::Node`) that
+//! `elasticsearch::node` or `opensearch::node` describes. Pure.
 
 use std::collections::BTreeMap;
 
