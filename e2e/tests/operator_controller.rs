@@ -15,7 +15,7 @@ use datapipeline_operator::crd::DataPipeline;
 use e2e::control_plane::{
     assert_children, assert_owned_by, claim_owners, inventory, is_generated_password, list_kind,
     running_pipeline, secret_text, table_cells, wait_until_measured, wait_until_settled, Listed,
-    READY_TIMEOUT, SHOP, SHOP_MANAGED_CHILDREN,
+    RunningPipeline, READY_TIMEOUT, SHOP, SHOP_MANAGED_CHILDREN,
 };
 use e2e::k8s::{self, RunningController, TestNamespace};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
@@ -534,6 +534,27 @@ async fn network_policies_can_be_turned_off_and_on() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Annotates the pipeline and waits until the controller completed a reconcile after it.
+async fn poke(run: &RunningPipeline, round: &str) -> anyhow::Result<()> {
+    let annotation =
+        serde_json::json!({"metadata": {"annotations": {"e2e.datapipeline.io/poke": round}}});
+    let applied_before = run.controller.reconciles("applied");
+    run.pipelines
+        .patch(SHOP, &PatchParams::default(), &Patch::Merge(&annotation))
+        .await?;
+    // A reconcile's applies and status write come after its Kafka measurement, so the next
+    // one to complete wrote after this point.
+    k8s::poll_until(
+        "a reconcile after the annotation",
+        Duration::from_secs(60),
+        || async {
+            run.controller.ensure_running()?;
+            Ok((run.controller.reconciles("applied") > applied_before).then_some(()))
+        },
+    )
+    .await
+}
+
 /// 4. A second reconcile of a settled pipeline changes nothing: after a reconcile
 ///    triggered by an annotation, every child keeps its resourceVersion and the status is
 ///    unchanged.
@@ -545,35 +566,13 @@ async fn second_reconcile_changes_nothing() -> anyhow::Result<()> {
     // status updates, and one reconcile of the settled state.
     wait_until_measured(&run.pipelines).await?;
     wait_until_settled(client, ns).await?;
-    let poke = |round: &str| {
-        let annotation =
-            serde_json::json!({"metadata": {"annotations": {"e2e.datapipeline.io/poke": round}}});
-        let (pipelines, controller) = (&run.pipelines, &run.controller);
-        async move {
-            let applied_before = controller.reconciles("applied");
-            pipelines
-                .patch(SHOP, &PatchParams::default(), &Patch::Merge(&annotation))
-                .await?;
-            // A reconcile's applies and status write come after its Kafka measurement, so
-            // the next one to complete wrote after this point.
-            k8s::poll_until(
-                "a reconcile after the annotation",
-                Duration::from_secs(60),
-                || async {
-                    controller.ensure_running()?;
-                    Ok((controller.reconciles("applied") > applied_before).then_some(()))
-                },
-            )
-            .await
-        }
-    };
-    poke("warm-up").await?;
+    poke(&run, "warm-up").await?;
 
     let before = inventory(client, ns).await?;
     assert_children(&before, &SHOP_MANAGED_CHILDREN);
     let status_before = run.pipelines.get(SHOP).await?.status;
     let applied_before = run.controller.reconciles("applied");
-    poke("second").await?;
+    poke(&run, "second").await?;
 
     let after = inventory(client, ns).await?;
     let changed: Vec<String> = before
@@ -1301,21 +1300,7 @@ async fn a_managed_opensearch_gets_its_certificate_and_user_once() -> anyhow::Re
     wait_until_settled(client, ns).await?;
     let before = versions(&inventory(client, ns).await?);
     assert_eq!(before.len(), 5, "{before:?}");
-    let applied_before = run.controller.reconciles("applied");
-    let annotation =
-        serde_json::json!({"metadata": {"annotations": {"e2e.datapipeline.io/poke": "1"}}});
-    run.pipelines
-        .patch(SHOP, &PatchParams::default(), &Patch::Merge(&annotation))
-        .await?;
-    k8s::poll_until(
-        "a reconcile after the annotation",
-        Duration::from_secs(60),
-        || async {
-            run.controller.ensure_running()?;
-            Ok((run.controller.reconciles("applied") > applied_before).then_some(()))
-        },
-    )
-    .await?;
+    poke(&run, "1").await?;
     assert_eq!(versions(&inventory(client, ns).await?), before);
     Ok(())
 }

@@ -163,12 +163,7 @@ async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Resul
             ));
             continue;
         }
-        let causes: Vec<(String, String)> = status
-            .details
-            .iter()
-            .flat_map(|d| d.causes.iter())
-            .map(|c| (c.field.clone(), c.message.clone()))
-            .collect();
+        let causes = causes(status);
         // One cause: the announced rule at the announced field (plus the API server's own
         // checks that the rule duplicates, listed in `built_in_causes`).
         let want_field = server_field(&expected.field);
@@ -235,6 +230,16 @@ async fn invalid_examples_are_refused_and_valid_ones_accepted() -> anyhow::Resul
     }
 
     Ok(())
+}
+
+/// (field, message) of each cause of an API refusal.
+fn causes(status: &kube::core::Status) -> Vec<(String, String)> {
+    status
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter())
+        .map(|c| (c.field.clone(), c.message.clone()))
+        .collect()
 }
 
 /// One refused edit: the patch, the field the API server names and the rule's message.
@@ -345,12 +350,7 @@ async fn edits_that_would_lose_data_are_refused() -> anyhow::Result<()> {
             Err(e) => e,
         };
         let status = k8s::api_status(&refused).context("an API refusal")?;
-        let causes: Vec<(String, String)> = status
-            .details
-            .iter()
-            .flat_map(|d| d.causes.iter())
-            .map(|c| (c.field.clone(), c.message.clone()))
-            .collect();
+        let causes = causes(status);
         let want = vec![(
             edit.field.to_string(),
             format!("Invalid value: \"object\": {}", edit.message),
@@ -405,12 +405,7 @@ async fn edits_that_would_lose_data_are_refused() -> anyhow::Result<()> {
         .err()
         .context("renaming the index of a managed OpenSearch was accepted")?;
     let status = k8s::api_status(&refused).context("an API refusal")?;
-    let causes: Vec<(String, String)> = status
-        .details
-        .iter()
-        .flat_map(|d| d.causes.iter())
-        .map(|c| (c.field.clone(), c.message.clone()))
-        .collect();
+    let causes = causes(status);
     assert_eq!(
         (status.code, causes),
         (

@@ -123,33 +123,35 @@ pub fn desired_children(
         setup_jobs.push(Child::Job(minio::bucket_job(p, store)?, Role::Bucket));
     }
     if let SearchMode::Managed(search) = &p.search.mode {
-        let mut tls_checksum = None;
-        if search.engine == SearchEngine::Opensearch {
-            let tls = credentials
-                .search_tls
-                .as_ref()
-                .ok_or_else(|| missing("OpenSearch's certificate"))?;
-            let user = credentials
-                .search_runtime_user
-                .as_ref()
-                .ok_or_else(|| missing("the runtime's OpenSearch user"))?;
-            secrets.push(Child::Secret(secrets::search_tls(p, tls)));
-            secrets.push(Child::Secret(secrets::search_runtime_user(p, user)));
-            secrets.push(Child::Secret(secrets::search_security(p, user)));
-            tls_checksum = Some(pieces::tls_checksum(tls));
-        }
-        if search.engine == SearchEngine::Elasticsearch {
-            let password = credentials
-                .elastic_password
-                .as_ref()
-                .ok_or_else(|| missing("the elastic password"))?;
-            let tls = credentials
-                .search_transport
-                .as_ref()
-                .ok_or_else(|| missing("Elasticsearch transport TLS"))?;
-            secrets.push(Child::Secret(secrets::elastic_user(p, password)));
-            secrets.push(Child::Secret(secrets::search_transport_tls(p, tls)));
-        }
+        let tls_checksum = match search.engine {
+            SearchEngine::Opensearch => {
+                let tls = credentials
+                    .search_tls
+                    .as_ref()
+                    .ok_or_else(|| missing("OpenSearch's certificate"))?;
+                let user = credentials
+                    .search_runtime_user
+                    .as_ref()
+                    .ok_or_else(|| missing("the runtime's OpenSearch user"))?;
+                secrets.push(Child::Secret(secrets::search_tls(p, tls)));
+                secrets.push(Child::Secret(secrets::search_runtime_user(p, user)));
+                secrets.push(Child::Secret(secrets::search_security(p, user)));
+                Some(pieces::tls_checksum(tls))
+            }
+            SearchEngine::Elasticsearch => {
+                let password = credentials
+                    .elastic_password
+                    .as_ref()
+                    .ok_or_else(|| missing("the elastic password"))?;
+                let tls = credentials
+                    .search_transport
+                    .as_ref()
+                    .ok_or_else(|| missing("Elasticsearch transport TLS"))?;
+                secrets.push(Child::Secret(secrets::elastic_user(p, password)));
+                secrets.push(Child::Secret(secrets::search_transport_tls(p, tls)));
+                None
+            }
+        };
         if policy_plan.is_some() {
             policies.push(Child::NetworkPolicy(network_policy::search(
                 p,

@@ -35,6 +35,21 @@ fn secret(
     }
 }
 
+/// A `kubernetes.io/tls` Secret: the trust bundle (`ca.crt`), a certificate and its key.
+fn tls_secret(p: &ValidatedPipeline, name: String, role: Role, tls: &TlsBundle) -> Secret {
+    secret(
+        p,
+        name,
+        role,
+        "kubernetes.io/tls",
+        &[
+            (keys::CA_CRT, &tls.ca_crt),
+            (keys::TLS_CRT, &tls.tls_crt),
+            (keys::TLS_KEY, &tls.tls_key),
+        ],
+    )
+}
+
 /// Root user of the managed MinIO, also the runtime's S3 access key.
 pub fn minio_credentials(p: &ValidatedPipeline, keys: &S3Keys) -> Secret {
     secret(
@@ -62,16 +77,11 @@ pub fn elastic_user(p: &ValidatedPipeline, password: &str) -> Secret {
 
 /// CA, certificate and key of Elasticsearch's transport layer.
 pub fn search_transport_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
-    secret(
+    tls_secret(
         p,
         ChildNames::new(&p.name).search_transport_tls(),
         Role::Search,
-        "kubernetes.io/tls",
-        &[
-            (keys::CA_CRT, &tls.ca_crt),
-            (keys::TLS_CRT, &tls.tls_crt),
-            (keys::TLS_KEY, &tls.tls_key),
-        ],
+        tls,
     )
 }
 
@@ -125,33 +135,18 @@ pub fn kafka_user(p: &ValidatedPipeline, name: String, tls: &TlsBundle) -> Secre
 /// MinIO's certificate and key (mounted as `public.crt` and `private.key`, MinIO's names)
 /// and the trust bundle (`ca.crt`), which clients mount alone.
 pub fn minio_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
-    secret(
+    tls_secret(
         p,
         ChildNames::new(&p.name).minio_tls(),
         Role::ObjectStore,
-        "kubernetes.io/tls",
-        &[
-            (keys::CA_CRT, &tls.ca_crt),
-            (keys::TLS_CRT, &tls.tls_crt),
-            (keys::TLS_KEY, &tls.tls_key),
-        ],
+        tls,
     )
 }
 
 /// A managed OpenSearch's node certificate and key (HTTP and transport) and the trust
 /// bundle (`ca.crt`), which clients mount alone.
 pub fn search_tls(p: &ValidatedPipeline, tls: &TlsBundle) -> Secret {
-    secret(
-        p,
-        ChildNames::new(&p.name).search_tls(),
-        Role::Search,
-        "kubernetes.io/tls",
-        &[
-            (keys::CA_CRT, &tls.ca_crt),
-            (keys::TLS_CRT, &tls.tls_crt),
-            (keys::TLS_KEY, &tls.tls_key),
-        ],
-    )
+    tls_secret(p, ChildNames::new(&p.name).search_tls(), Role::Search, tls)
 }
 
 /// The runtime's OpenSearch user: name and password (what the runtime and the operator
