@@ -3,8 +3,9 @@
 //! it creates and keeps the children, a second reconcile changes nothing, garbage
 //! collection removes them (volumes included unless kept), a missing Secret blocks until it
 //! exists, a failed generator Job is recreated and reported, `kubectl get dp` prints the
-//! printer columns, a managed OpenSearch gets its certificate and user once. Each test works in a fresh namespace and fails when the API server is
-//! unreachable.
+//! printer columns, a managed OpenSearch gets its certificate and user once, a generated
+//! Secret deleted after a visit read it is not written back. Each test works in a fresh
+//! namespace and fails when the API server is unreachable.
 //! Run: `e2e/services.sh up k8s && cargo test -p e2e --test operator_controller -- --test-threads=1`.
 
 use std::collections::BTreeSet;
@@ -1302,5 +1303,75 @@ async fn a_managed_opensearch_gets_its_certificate_and_user_once() -> anyhow::Re
     assert_eq!(before.len(), 5, "{before:?}");
     poke(&run, "1").await?;
     assert_eq!(versions(&inventory(client, ns).await?), before);
+    Ok(())
+}
+
+/// A generated Secret deleted (or replaced) while a visit that read it is in flight is not
+/// written back from the stale read: a user deleting `<name>-es-tls` to renew it must get
+/// a new certificate, not the old one resurrected. The apply step is driven directly, so
+/// the race is exact: read, delete, apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_deleted_after_it_was_read_is_not_written_back() -> anyhow::Result<()> {
+    use datapipeline_operator::controller::apply::patch::{apply_children, stamp_read_uids};
+    use datapipeline_operator::controller::build::Child;
+    use std::collections::BTreeMap;
+
+    k8s::init_logging();
+    let client = k8s::client().await?;
+    let ns = TestNamespace::create(&client, "e2e-stale").await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secret = |value: &str| -> anyhow::Result<Secret> {
+        Ok(serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "shop-es-tls", "namespace": ns.name},
+            "stringData": {"tls.crt": value},
+        }))?)
+    };
+    let read = secrets.create(&Default::default(), &secret("old")?).await?;
+    let read_uids = BTreeMap::from([(
+        "shop-es-tls".to_string(),
+        read.metadata.uid.clone().context("uid")?,
+    )]);
+    let apply_stale = || async {
+        let mut children = vec![Child::Secret(secret("old, from the stale read")?)];
+        stamp_read_uids(&mut children, &read_uids);
+        anyhow::Ok(apply_children(&client, &ns.name, &children).await)
+    };
+
+    // Deleted after the read: the apply leaves it deleted.
+    secrets
+        .delete("shop-es-tls", &DeleteParams::default())
+        .await?;
+    let outcome = apply_stale().await?;
+    assert_eq!(outcome.stale, ["shop-es-tls"]);
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failures());
+    assert!(secrets.get_opt("shop-es-tls").await?.is_none());
+
+    // Replaced after the read (the next visit issued a new one): the apply leaves the new one.
+    secrets.create(&Default::default(), &secret("new")?).await?;
+    let outcome = apply_stale().await?;
+    assert_eq!(outcome.stale, ["shop-es-tls"]);
+    assert_eq!(
+        secret_text(&secrets.get("shop-es-tls").await?, "tls.crt")?,
+        "new"
+    );
+
+    // Read and written back with no change in between: applied as usual.
+    let current = secrets.get("shop-es-tls").await?;
+    let mut children = vec![Child::Secret(secret("renewed")?)];
+    stamp_read_uids(
+        &mut children,
+        &BTreeMap::from([(
+            "shop-es-tls".to_string(),
+            current.metadata.uid.clone().context("uid")?,
+        )]),
+    );
+    let outcome = apply_children(&client, &ns.name, &children).await;
+    assert!(outcome.stale.is_empty() && outcome.failed.is_empty());
+    assert_eq!(
+        secret_text(&secrets.get("shop-es-tls").await?, "tls.crt")?,
+        "renewed"
+    );
     Ok(())
 }

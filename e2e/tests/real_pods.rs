@@ -532,6 +532,50 @@ async fn renew_search_certificate(client: &kube::Client, ns: &str, name: &str) -
     Ok(())
 }
 
+/// What a failed test leaves for its reader: the pipeline's status, the namespace's pods
+/// and Events, and the operator's log. The node's pod logs go with the node, so this is
+/// the only record of why a CI run failed.
+async fn explain_failure(ns: &str) {
+    let operator = format!("--namespace={OPERATOR_NAMESPACE}");
+    let views: [(&str, Vec<&str>); 4] = [
+        ("pipelines", vec!["get", "dp", "-n", ns, "-o", "yaml"]),
+        ("pods", vec!["get", "pods", "-n", ns, "-o", "wide"]),
+        (
+            "events",
+            vec!["get", "events", "-n", ns, "--sort-by=.lastTimestamp"],
+        ),
+        (
+            "operator log",
+            vec![
+                "logs",
+                &operator,
+                "-l",
+                "app.kubernetes.io/name=datapipeline-operator",
+                "--tail=300",
+                "--prefix",
+            ],
+        ),
+    ];
+    for (what, args) in views {
+        match kubectl(&args).await {
+            Ok(out) => eprintln!("--- {what} ---\n{}{}", out.stdout, out.stderr),
+            Err(error) => eprintln!("--- {what}: not read: {error:#}"),
+        }
+    }
+}
+
+/// Runs a test body; when it fails, `explain_failure` prints what led there first.
+async fn explained<F>(ns: &str, body: F) -> Result<()>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let result = body.await;
+    if result.is_err() {
+        explain_failure(ns).await;
+    }
+    result
+}
+
 /// `kubectl delete dp`, and every child goes with it.
 async fn delete_pipeline(ns: &str, name: &str) -> Result<()> {
     kubectl(&["delete", "dp", name, "-n", ns, "--wait=true"]).await?;
@@ -542,7 +586,7 @@ async fn delete_pipeline(ns: &str, name: &str) -> Result<()> {
 async fn managed_pipeline_with_three_kafka_nodes_runs_in_real_containers() -> Result<()> {
     let (name, events, seed) = ("shop", 200_000, 7);
     let (client, ns, _dir, expected) = set_up("pods", events, seed).await?;
-
+    explained(&ns.name, async {
     let started = Instant::now();
     // A bounded rate (about 200 s of publishing), so the process pod can be deleted while
     // events still flow.
@@ -639,25 +683,30 @@ async fn managed_pipeline_with_three_kafka_nodes_runs_in_real_containers() -> Re
     );
 
     delete_pipeline(&ns.name, name).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_pipeline_with_one_kafka_node_runs_in_real_containers() -> Result<()> {
     let (name, events, seed) = ("small", 20_000, 11);
     let (client, ns, _dir, expected) = set_up("pods1", events, seed).await?;
-    let started = Instant::now();
-    apply(&pipeline_manifest(
-        name, &ns.name, 1, events, seed, None, None,
-    ))
-    .await?;
-    let api: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
-    k8s::wait_until_running(&api, name, READY_TIMEOUT).await?;
-    eprintln!(
-        "kubectl apply -> Ready: {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    check_results(&client, &ns.name, name, &expected, started).await?;
-    delete_pipeline(&ns.name, name).await
+    explained(&ns.name, async {
+        let started = Instant::now();
+        apply(&pipeline_manifest(
+            name, &ns.name, 1, events, seed, None, None,
+        ))
+        .await?;
+        let api: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+        k8s::wait_until_running(&api, name, READY_TIMEOUT).await?;
+        eprintln!(
+            "kubectl apply -> Ready: {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        check_results(&client, &ns.name, name, &expected, started).await?;
+        delete_pipeline(&ns.name, name).await
+    })
+    .await
 }
 
 /// A runtime image that cannot run the runtime (a plain Debian image: `process` is no
@@ -671,50 +720,53 @@ async fn a_runtime_that_cannot_start_says_why() -> Result<()> {
     install_chart().await?;
     let ns = TestNamespace::create(&client, "broken").await?;
     let name = "broken";
-    apply(&pipeline_manifest(
-        name,
-        &ns.name,
-        1,
-        1_000,
-        1,
-        None,
-        Some("debian:bookworm"),
-    ))
-    .await?;
-    let api: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
-    let dp = poll_until(
-        "RuntimeReady=False with the container's failure",
-        READY_TIMEOUT,
-        || async {
-            let dp = api.get(name).await?;
-            let failing = k8s::pipeline_condition(&dp, "RuntimeReady").is_some_and(|c| {
-                c.status == "False"
-                    && ["CrashLoopBackOff", "RunContainerError", "StartError"]
-                        .contains(&c.reason.as_str())
-            });
-            Ok(failing.then_some(dp))
-        },
-    )
-    .await?;
-    let condition = k8s::pipeline_condition(&dp, "RuntimeReady").context("no condition")?;
-    eprintln!(
-        "RuntimeReady: {} {}: {}",
-        condition.status, condition.reason, condition.message
-    );
-    // runc's own words for a command the image does not have ("ingest" or "process",
-    // whichever of the pipeline's containers failed first).
-    ensure!(
-        condition.message.contains("executable file not found"),
-        "the message does not carry the container's failure: {}",
-        condition.message
-    );
-    let described = kubectl(&["describe", "dp", name, "-n", &ns.name])
-        .await?
-        .stdout;
-    ensure!(
-        described.contains(&condition.reason),
-        "kubectl describe dp does not show {}:\n{described}",
-        condition.reason
-    );
-    delete_pipeline(&ns.name, name).await
+    explained(&ns.name, async {
+        apply(&pipeline_manifest(
+            name,
+            &ns.name,
+            1,
+            1_000,
+            1,
+            None,
+            Some("debian:bookworm"),
+        ))
+        .await?;
+        let api: Api<DataPipeline> = Api::namespaced(client.clone(), &ns.name);
+        let dp = poll_until(
+            "RuntimeReady=False with the container's failure",
+            READY_TIMEOUT,
+            || async {
+                let dp = api.get(name).await?;
+                let failing = k8s::pipeline_condition(&dp, "RuntimeReady").is_some_and(|c| {
+                    c.status == "False"
+                        && ["CrashLoopBackOff", "RunContainerError", "StartError"]
+                            .contains(&c.reason.as_str())
+                });
+                Ok(failing.then_some(dp))
+            },
+        )
+        .await?;
+        let condition = k8s::pipeline_condition(&dp, "RuntimeReady").context("no condition")?;
+        eprintln!(
+            "RuntimeReady: {} {}: {}",
+            condition.status, condition.reason, condition.message
+        );
+        // runc's own words for a command the image does not have ("ingest" or "process",
+        // whichever of the pipeline's containers failed first).
+        ensure!(
+            condition.message.contains("executable file not found"),
+            "the message does not carry the container's failure: {}",
+            condition.message
+        );
+        let described = kubectl(&["describe", "dp", name, "-n", &ns.name])
+            .await?
+            .stdout;
+        ensure!(
+            described.contains(&condition.reason),
+            "kubectl describe dp does not show {}:\n{described}",
+            condition.reason
+        );
+        delete_pipeline(&ns.name, name).await
+    })
+    .await
 }

@@ -296,6 +296,42 @@ pub struct GeneratedSecrets {
     pub search_runtime_user: Option<Secret>,
 }
 
+/// The generated credentials as found, and which Secrets they were read from.
+#[derive(Clone, Debug)]
+pub struct Existing {
+    pub credentials: GeneratedCredentials,
+    /// Name -> UID of each generated Secret found: what the apply writes back was read
+    /// from these objects and must not land on another (see `apply::patch::stamp_read_uids`).
+    pub read_uids: BTreeMap<String, String>,
+}
+
+impl GeneratedSecrets {
+    fn all(&self) -> [&Option<Secret>; 11] {
+        [
+            &self.minio,
+            &self.elastic,
+            &self.transport,
+            &self.pipeline_ca,
+            &self.kafka_tls,
+            &self.kafka_admin,
+            &self.kafka_runtime,
+            &self.kafka_ingest,
+            &self.minio_tls,
+            &self.search_tls,
+            &self.search_runtime_user,
+        ]
+    }
+
+    /// Name -> UID of each Secret found.
+    pub fn uids(&self) -> BTreeMap<String, String> {
+        self.all()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some((s.metadata.name.clone()?, s.metadata.uid.clone()?)))
+            .collect()
+    }
+}
+
 fn tls_bundle(secret: &Secret) -> Option<TlsBundle> {
     Some(TlsBundle {
         ca_crt: text(secret, keys::CA_CRT)?,
@@ -366,7 +402,7 @@ pub async fn dereference(
     namespace: &str,
     pipeline: &str,
     spec: &DataPipelineSpec,
-) -> Result<Result<GeneratedCredentials, Problem>> {
+) -> Result<Result<Existing, Problem>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let references = referenced_secrets(spec);
     let mut found = BTreeMap::new();
@@ -427,7 +463,7 @@ pub async fn dereference(
         ),
         None => (None, None, None, None),
     };
-    Ok(Ok(existing_credentials(&GeneratedSecrets {
+    let found = GeneratedSecrets {
         minio,
         elastic,
         transport,
@@ -439,7 +475,11 @@ pub async fn dereference(
         minio_tls,
         search_tls,
         search_runtime_user,
-    })))
+    };
+    Ok(Ok(Existing {
+        credentials: existing_credentials(&found),
+        read_uids: found.uids(),
+    }))
 }
 
 async fn get_opt(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<Option<Secret>> {
@@ -457,6 +497,29 @@ async fn get_opt(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<O
 mod tests {
     use super::*;
     use crate::controller::fixtures::{external_pipeline, managed_pipeline, secret_with};
+
+    #[test]
+    fn the_uids_read_are_those_of_the_generated_secrets_found() {
+        let with_uid = |name: &str, uid: &str| {
+            let mut secret = secret_with(name, &[("tls.crt", "x")]);
+            secret.metadata.uid = Some(uid.into());
+            Some(secret)
+        };
+        let found = GeneratedSecrets {
+            pipeline_ca: with_uid("shop-ca", "u-ca"),
+            search_tls: with_uid("shop-es-tls", "u-es"),
+            // Not yet stored: no UID, nothing to stamp.
+            kafka_tls: Some(secret_with("shop-kafka-tls", &[])),
+            ..GeneratedSecrets::default()
+        };
+        assert_eq!(
+            found.uids(),
+            BTreeMap::from([
+                ("shop-ca".to_string(), "u-ca".to_string()),
+                ("shop-es-tls".to_string(), "u-es".to_string()),
+            ])
+        );
+    }
 
     #[test]
     fn a_found_secret_debugs_its_name_and_keys_but_no_value() {

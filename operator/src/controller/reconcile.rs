@@ -26,8 +26,7 @@ use super::{
     autoscale::evaluation::Evaluation,
     build,
     context::{key, Context},
-    credentials::{self, GeneratedCredentials},
-    dereference,
+    credentials, dereference,
     events::{self, Notice},
     measure::observer::Measurement,
     problem::Problem,
@@ -204,7 +203,7 @@ async fn apply_plan(
     dp: &DataPipeline,
     ctx: &Context,
     visit: &Visit,
-    existing: GeneratedCredentials,
+    existing: dereference::Existing,
     mut plan: ValidatedPipeline,
     measured: Option<Measured>,
     notices: &mut Vec<Notice>,
@@ -223,9 +222,14 @@ async fn apply_plan(
     // The decision is the builder's input for the runtime Deployment.
     plan.runtime.replicas = evaluation.replicas;
     notices.extend(evaluation.notice.clone());
-    let credentials =
-        credentials::complete(existing, &plan, now.0.as_second(), ctx.credentials.as_ref())?;
-    let children = build::desired_children(&plan, &credentials)?;
+    let credentials = credentials::complete(
+        existing.credentials,
+        &plan,
+        now.0.as_second(),
+        ctx.credentials.as_ref(),
+    )?;
+    let mut children = build::desired_children(&plan, &credentials)?;
+    apply::patch::stamp_read_uids(&mut children, &existing.read_uids);
     let applied = apply::apply_in_order(&ctx.client, namespace, &children).await?;
     let deleted =
         apply::orphans::delete_orphans(&ctx.client, namespace, name, &plan.uid, &children).await?;
@@ -254,12 +258,14 @@ async fn apply_plan(
         )
         .await?,
     );
+    let stale = !applied.stale.is_empty();
     let apply_error = applied.into_error();
     let pods = status::pods::read_problems(&ctx.client, namespace, name, &children).await;
     let facts = PipelineFacts::of(&plan);
+    // A visit built on a stale read is not remembered: the next one applies again.
     ctx.remember_apply(
         key,
-        Some(LastApply {
+        (!stale).then(|| LastApply {
             identity: identity.clone(),
             at_s: now.0.as_second(),
             replicas: evaluation.replicas,
@@ -275,8 +281,16 @@ async fn apply_plan(
         autoscaler: evaluation.autoscaler,
         flow: evaluation.health,
     };
-    Ok((observation, ctx.requeue_after(&measurement), apply_error))
+    let action = match stale {
+        true => Action::requeue(STALE_READ_RETRY),
+        false => ctx.requeue_after(&measurement),
+    };
+    Ok((observation, action, apply_error))
 }
+
+/// How soon a visit whose generated Secrets changed under it comes back (the watch on
+/// Secrets usually brings it sooner).
+const STALE_READ_RETRY: Duration = Duration::from_secs(1);
 
 /// Computes the status from the observation, writes it if it changed, publishes the
 /// notices and the transitions' Events.

@@ -1,10 +1,12 @@
 //! Makes the cluster match the desired children: server-side apply of each child in the
 //! given order under the operator's field manager (forced: the operator owns these
 //! objects). A child that cannot be applied does not stop the others: it is reported with
-//! its component (`ApplyFailure`) and the reconcile fails after the status says so. I/O;
-//! the decisions are the pure `children_state` and `failure_of`.
+//! its component (`ApplyFailure`) and the reconcile fails after the status says so. A
+//! generated Secret is applied only onto the object it was read from (`stamp_read_uids`);
+//! one deleted or replaced since is left alone (`ApplyOutcome::stale`). I/O; the decisions
+//! are the pure `children_state`, `failure_of`, `stamp_read_uids` and `changed_since_read`.
 
-use std::fmt::Debug;
+use std::{collections::BTreeMap, fmt::Debug};
 
 use k8s_openapi::{
     api::{
@@ -79,6 +81,43 @@ pub struct ApplyOutcome {
     pub applied: Vec<Applied>,
     /// The children that could not be applied, each with its error.
     pub failed: Vec<(ApplyFailure, Error)>,
+    /// Generated Secrets deleted or replaced since this visit read them, left as they are:
+    /// the visit was built on a stale read and the next one must apply again.
+    pub stale: Vec<String>,
+}
+
+/// Stamps each Secret built from a Secret this visit read with that Secret's UID, so the
+/// API server applies it onto that very object or refuses (409, "uid mismatch"). Without
+/// it, a Secret deleted while a visit is in flight (a user deleting `<name>-es-tls` to have
+/// it renewed) would be created again from the stale read, old key and all, and the
+/// renewal silently lost.
+pub fn stamp_read_uids(children: &mut [Child], read_uids: &BTreeMap<String, String>) {
+    for child in children {
+        if let Child::Secret(secret) = child {
+            let read = secret.metadata.name.as_ref().and_then(|n| read_uids.get(n));
+            if let Some(uid) = read {
+                secret.metadata.uid = Some(uid.clone());
+            }
+        }
+    }
+}
+
+/// Whether a failed apply is the API server refusing a stamped Secret because the object
+/// it was read from is gone (409, "uid mismatch") or replaced by another of the same name
+/// (422 on `metadata.uid`, "field is immutable").
+pub fn changed_since_read(child: &Child, error: &Error) -> bool {
+    let stamped = matches!(child, Child::Secret(s) if s.metadata.uid.is_some());
+    let Error::Apply { source, .. } = error else {
+        return false;
+    };
+    let kube::Error::Api(status) = source.as_ref() else {
+        return false;
+    };
+    let on_uid = status
+        .details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.field == "metadata.uid"));
+    stamped && (status.code == 409 || (status.code == 422 && on_uid))
 }
 
 impl ApplyOutcome {
@@ -161,6 +200,11 @@ pub async fn apply_children(client: &Client, namespace: &str, children: &[Child]
     for child in children {
         match apply_child(client, namespace, child).await {
             Ok(applied) => outcome.applied.push(applied),
+            Err(error) if changed_since_read(child, &error) => {
+                tracing::info!(%namespace, name = child.name(), "the Secret was deleted or replaced since it was read: not written back; the next visit applies again");
+                outcome.applied.push(Applied::Other);
+                outcome.stale.push(child.name().to_string());
+            }
             Err(error) => {
                 tracing::warn!(kind = child.kind(), %namespace, name = child.name(), %error, "cannot apply a child; applying the others");
                 outcome.applied.push(unapplied(child));
@@ -265,6 +309,90 @@ mod tests {
             name: "shop-kafka".into(),
             source: Box::new(source),
         }
+    }
+
+    fn secret(name: &str) -> Child {
+        Child::Secret(crate::controller::fixtures::secret_with(
+            name,
+            &[("k", "v")],
+        ))
+    }
+
+    fn conflict() -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("uid mismatch", "Conflict")
+                .with_code(409)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn only_the_secrets_that_were_read_carry_their_uid() {
+        let mut children = vec![
+            secret("shop-es-tls"),
+            secret("shop-ca"),
+            kafka_statefulset(),
+        ];
+        let read = BTreeMap::from([
+            ("shop-ca".to_string(), "uid-ca".to_string()),
+            ("shop-kafka".to_string(), "uid-not-a-secret".to_string()),
+        ]);
+        stamp_read_uids(&mut children, &read);
+        let uids: Vec<(&str, Option<&str>)> = children
+            .iter()
+            .map(|c| {
+                let uid = match c {
+                    Child::Secret(s) => s.metadata.uid.as_deref(),
+                    Child::StatefulSet(s, _) => s.metadata.uid.as_deref(),
+                    _ => unreachable!(),
+                };
+                (c.name(), uid)
+            })
+            .collect();
+        assert_eq!(
+            uids,
+            [
+                ("shop-es-tls", None),
+                ("shop-ca", Some("uid-ca")),
+                ("shop-kafka", None)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_conflict_on_a_stamped_secret_is_a_stale_read_and_nothing_else_is() {
+        let mut stamped = secret("shop-es-tls");
+        stamp_read_uids(
+            std::slice::from_mut(&mut stamped),
+            &BTreeMap::from([("shop-es-tls".to_string(), "u1".to_string())]),
+        );
+        let unstamped = secret("shop-es-tls");
+        // The API server's answer to a UID that is not the stored object's.
+        let invalid = |field: &str| {
+            let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+                "status": "Failure",
+                "message": "Secret \"shop-es-tls\" is invalid: metadata.uid: field is immutable",
+                "reason": "Invalid",
+                "details": {"name": "shop-es-tls", "kind": "Secret", "causes": [
+                    {"reason": "FieldValueInvalid", "message": "field is immutable", "field": field}
+                ]},
+                "code": 422,
+            }))
+            .expect("a Status");
+            kube::Error::Api(status.boxed())
+        };
+        // Gone: 409; replaced by another object of the same name: 422 on the UID.
+        assert!(changed_since_read(&stamped, &apply_error(conflict())));
+        assert!(changed_since_read(
+            &stamped,
+            &apply_error(invalid("metadata.uid"))
+        ));
+        assert!(!changed_since_read(&stamped, &apply_error(invalid("data"))));
+        assert!(!changed_since_read(&unstamped, &apply_error(conflict())));
+        assert!(!changed_since_read(
+            &kafka_statefulset(),
+            &apply_error(conflict())
+        ));
     }
 
     #[test]
