@@ -680,6 +680,9 @@ impl CheckpointJob {
         tracing::debug!(
             partition,
             full = self.full,
+            start = self.start,
+            end = self.end,
+            indexed = self.changed.len(),
             encode_ms = encoded_at.as_millis() as u64,
             lake_ms = (lake_at - encoded_at).as_millis() as u64,
             search_ms = (search_at - lake_at).as_millis() as u64,
