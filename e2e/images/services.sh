@@ -336,6 +336,9 @@ list_images() {
 # uid 1000, every capability dropped, no privilege escalation, /tmp a tmpfs, the data
 # directory a fresh volume, a read-only root filesystem where the pod has one; the Jobs'
 # scripts are read from the operator's sources and run unchanged in a second container.
+# Certificates and keys are made here with openssl in the form the operator makes them
+# (credentials.rs: a CA, EC P-256 keys in PKCS#8, serverAuth and clientAuth) and mounted
+# read-only where the pods mount their Secrets.
 # Docker's default bridge; traffic only to the containers' own addresses.
 
 SMOKE_ID=dp-e2e-smoke-$$
@@ -404,25 +407,118 @@ rust_script() {
   printf '%s\n' "$body"
 }
 
+# kafka_smoke_files DIR PIPELINE HOST: what the operator's Secrets give the Kafka pods
+# (credentials.rs, secrets.rs `kafka_tls` and `kafka_user`), for a pipeline PIPELINE whose
+# one node answers at HOST. As RandomCredentials makes them: the pipeline CA (EC P-256,
+# CA:TRUE pathlen:0, keyCertSign/cRLSign) and certificates it issues (EC P-256, the key in
+# PKCS#8, unencrypted; digitalSignature/keyEncipherment, serverAuth and clientAuth;
+# subject CN=<name>, the principal User:CN=<name>). DIR/ID/ holds ca.crt (the trust
+# bundle) and keystore.pem (the key, then the certificate) of each ID:
+#   node       CN=PIPELINE-kafka, DNS name HOST (nodes verify each other's host name)
+#   admin      CN=PIPELINE-kafka-admin (a superuser: the topic Job)
+#   ingest     CN=PIPELINE-kafka-ingest (the ingest role's user)
+#   runtime    CN=PIPELINE-kafka-runtime (the process role's user)
+#   other-ca   CN=PIPELINE-kafka-admin from another CA of the pipeline CA's name (so that
+#              the client shows it: the certificate_authorities the broker sends name it)
+#              but its own key; it trusts the pipeline CA
+#   anonymous  ca.crt only: no client certificate
+# and DIR/ID.properties the client configuration of Kafka's tools for it (security.protocol
+# SSL, PEM files under /etc/kafka/tls, as TOPICS_SCRIPT writes it). Readable by gid 1000
+# only, as the files of a Secret volume (defaultMode 0440, the pod's fsGroup 1000).
+# The CAs' keys are not kept.
+kafka_smoke_files() {
+  local dir=$1 pipeline=$2 host=$3 serial=1 id
+  # (openssl's chatter on stderr shown only when it fails)
+  kafka_openssl() {
+    local o
+    o=$(openssl "$@" 2>&1) || die "kafka: openssl $1 failed: $o"
+  }
+  # kafka_ca NAME CN: DIR/NAME.crt and DIR/NAME.key.
+  kafka_ca() {
+    kafka_openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+      -keyout "$dir/$1.key" -out "$dir/$1.crt" -days 2 -subj "/CN=$2" \
+      -addext basicConstraints=critical,CA:TRUE,pathlen:0 -addext keyUsage=critical,keyCertSign,cRLSign
+  }
+  # kafka_cert ID CA CN [DNS]: DIR/ID/keystore.pem from CA, DIR/ID/ca.crt the pipeline CA.
+  kafka_cert() {
+    local d=$dir/$1 ca=$dir/$2 cn=$3 dns=${4:-}
+    mkdir -p "$d"
+    kafka_openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -keyout "$d/raw.key" \
+      -out "$d/tls.csr" -subj "/CN=$cn"
+    kafka_openssl pkcs8 -topk8 -nocrypt -in "$d/raw.key" -out "$d/tls.key"
+    {
+      [[ -z $dns ]] || echo "subjectAltName=DNS:$dns"
+      printf '%s\n' keyUsage=critical,digitalSignature,keyEncipherment extendedKeyUsage=serverAuth,clientAuth
+    } >"$d/tls.ext"
+    serial=$((serial + 1))
+    kafka_openssl x509 -req -in "$d/tls.csr" -CA "$ca.crt" -CAkey "$ca.key" -set_serial "$serial" -days 2 \
+      -extfile "$d/tls.ext" -out "$d/tls.crt"
+    grep -q 'BEGIN PRIVATE KEY' "$d/tls.key" || die "kafka: the smoke's key for $cn is not PKCS#8"
+    cat "$d/tls.key" "$d/tls.crt" >"$d/keystore.pem"
+    cp "$dir/pipeline-ca.crt" "$d/ca.crt"
+    rm -f "$d/raw.key" "$d/tls.csr" "$d/tls.ext" "$d/tls.key" "$d/tls.crt"
+  }
+  kafka_ca pipeline-ca "$pipeline pipeline CA"
+  kafka_ca other-ca "$pipeline pipeline CA"
+  kafka_cert node pipeline-ca "$pipeline-kafka" "$host"
+  kafka_cert admin pipeline-ca "$pipeline-kafka-admin"
+  kafka_cert ingest pipeline-ca "$pipeline-kafka-ingest"
+  kafka_cert runtime pipeline-ca "$pipeline-kafka-runtime"
+  kafka_cert other-ca other-ca "$pipeline-kafka-admin"
+  mkdir -p "$dir/anonymous"
+  cp "$dir/pipeline-ca.crt" "$dir/anonymous/ca.crt"
+  rm -f "$dir"/*.key "$dir"/*.crt
+  for id in node admin ingest runtime other-ca anonymous; do
+    {
+      printf 'security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location=/etc/kafka/tls/ca.crt\n'
+      [[ $id == anonymous ]] || printf 'ssl.keystore.type=PEM\nssl.keystore.location=/etc/kafka/tls/keystore.pem\n'
+    } >"$dir/$id.properties"
+  done
+  chmod 755 "$dir" "$dir"/*/
+  # (readable by all where this user cannot give the files group 1000)
+  if chgrp -R 1000 "$dir"/*.properties "$dir"/*/ 2>/dev/null; then
+    chmod 440 "$dir"/*.properties "$dir"/*/*
+  else
+    chmod 444 "$dir"/*.properties "$dir"/*/*
+  fi
+}
+
 smoke_kafka() {
-  local tag=${TAGS[kafka]} data ip script t0=$SECONDS out
+  local tag=${TAGS[kafka]} data ip script t0=$SECONDS out dir
+  # A pipeline named "smoke": its names as names.rs and pipeline-config make them.
+  local pipeline=smoke host=kafka-0
+  local events=$pipeline-events group=$pipeline-profiles
+  local admin=$pipeline-kafka-admin ingest=$pipeline-kafka-ingest runtime=$pipeline-kafka-runtime
   script=$(rust_script "$REPO_DIR/operator/src/controller/build/kafka.rs" TOPICS_SCRIPT)
+  dir=$(mktemp -d "$WORK/smoke-kafka.XXXXXX")
+  SMOKE_DIRS+=("$dir")
+  kafka_smoke_files "$dir" "$pipeline" "$host"
   new_volume kafka-data
   data=$SMOKE_ID-kafka-data
   # The environment of kafka.rs for a one-node pipeline (node id = pod ordinal 0, voters =
-  # itself), with the pod's DNS name replaced by a container hostname.
+  # itself), with the pod's DNS name replaced by a container hostname (the DNS name of the
+  # node's certificate): TLS on both listeners from the PEM files of the kafka-tls Secret,
+  # client certificates required, the nodes and the admin user superusers, ACLs for the
+  # others.
   # shellcheck disable=SC2054
   local kafka_env=(
-    -e POD_NAME=kafka-0 -e POD_NAMESPACE=smoke
+    -e "POD_NAME=$host" -e POD_NAMESPACE=smoke
     -e KAFKA_NODE_ID=0
     -e CLUSTER_ID=l_Iz0X0PehyV88Eed_J98A
     -e KAFKA_PROCESS_ROLES=broker,controller
-    -e KAFKA_LISTENERS=PLAINTEXT://:9092,CONTROLLER://:9093
-    -e KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://kafka-0:9092
-    -e KAFKA_LISTENER_SECURITY_PROTOCOL_MAP=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+    -e KAFKA_LISTENERS=CLIENT://:9092,CONTROLLER://:9093
+    -e "KAFKA_ADVERTISED_LISTENERS=CLIENT://$host:9092"
+    -e KAFKA_LISTENER_SECURITY_PROTOCOL_MAP=CONTROLLER:SSL,CLIENT:SSL
     -e KAFKA_CONTROLLER_LISTENER_NAMES=CONTROLLER
-    -e KAFKA_INTER_BROKER_LISTENER_NAME=PLAINTEXT
-    -e KAFKA_CONTROLLER_QUORUM_VOTERS=0@kafka-0:9093
+    -e KAFKA_INTER_BROKER_LISTENER_NAME=CLIENT
+    -e KAFKA_SSL_CLIENT_AUTH=required
+    -e KAFKA_AUTHORIZER_CLASS_NAME=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+    -e "KAFKA_SUPER_USERS=User:CN=$pipeline-kafka;User:CN=$admin"
+    -e KAFKA_SSL_KEYSTORE_TYPE=PEM
+    -e KAFKA_SSL_KEYSTORE_LOCATION=/etc/kafka/tls/keystore.pem
+    -e KAFKA_SSL_TRUSTSTORE_TYPE=PEM
+    -e KAFKA_SSL_TRUSTSTORE_LOCATION=/etc/kafka/tls/ca.crt
+    -e "KAFKA_CONTROLLER_QUORUM_VOTERS=0@$host:9093"
     -e KAFKA_LOG_DIRS=/var/lib/kafka/data/logs
     -e KAFKA_AUTO_CREATE_TOPICS_ENABLE=false
     -e KAFKA_DEFAULT_REPLICATION_FACTOR=1
@@ -434,45 +530,87 @@ smoke_kafka() {
     -e LOG_DIR=/tmp/kafka-logs
   )
   # As the StatefulSet: read-only root; /opt/kafka/config a copy of the image's, made by the
-  # init container (`cp -R /opt/kafka/config/. /seed/`, read-only root too).
+  # init container (`cp -R /opt/kafka/config/. /seed/`, read-only root too); the kafka-tls
+  # Secret's keystore.pem and ca.crt read-only in /etc/kafka/tls.
   # (The chown stands in for the pod's fsGroup, which makes an emptyDir writable for 1000.)
   new_volume kafka-config
   "${DOCKER[@]}" run --rm --user 0 -v "$SMOKE_ID-kafka-config:/seed" --entrypoint chown "$tag" 1000:1000 /seed
   "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only -v "$SMOKE_ID-kafka-config:/seed" \
     --entrypoint cp "$tag" -R /opt/kafka/config/. /seed/ || die "kafka: the config init container failed"
-  run_service kafka "${POD_SECURITY[@]}" --read-only --memory 1g --hostname kafka-0 \
-    -v "$data:/var/lib/kafka/data" -v "$SMOKE_ID-kafka-config:/opt/kafka/config" "${kafka_env[@]}" "$tag"
+  run_service kafka "${POD_SECURITY[@]}" --read-only --memory 1g --hostname "$host" \
+    -v "$data:/var/lib/kafka/data" -v "$SMOKE_ID-kafka-config:/opt/kafka/config" \
+    -v "$dir/node:/etc/kafka/tls:ro" "${kafka_env[@]}" "$tag"
   # (Logs read whole before grep: `grep -q` in a pipe would fail it under pipefail.)
   kafka_logs() { "${DOCKER[@]}" logs "$SMOKE_ID-kafka" 2>&1; }
   kafka_started() { grep -q 'Kafka Server started' <<<"$(kafka_logs)"; }
   wait_until kafka 180 kafka_started
   ip=$(container_ip kafka)
-  log "kafka: broker up in $((SECONDS - t0)) s at $ip (KRaft, node 0, voters 0@kafka-0:9093)"
+  log "kafka: broker up in $((SECONDS - t0)) s at $ip (KRaft, node 0, voters 0@$host:9093; SSL listeners, client certificates required, StandardAuthorizer)"
 
-  # The operator's topic Job, twice (idempotent), then with another partition count, which
-  # it refuses (TOPICS_SCRIPT never changes the count of a topic with events).
-  # kafka_job ARGS...: a second container as the topic Job runs (read-only root, /tmp).
-  kafka_job() {
-    "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only --add-host "kafka-0:$ip" \
-      -e BOOTSTRAP=kafka-0:9092 -e EVENTS_TOPIC=smoke-events -e DLQ_TOPIC=smoke-events-dlq \
-      -e REPLICATION_FACTOR=1 -e RETENTION_MS=3600000 -e LOG_DIR=/tmp/kafka-logs "$@"
+  # kafka_as ID ARGS...: a second container as the pods of Kafka user ID run (read-only
+  # root, /tmp): ID's files in /etc/kafka/tls as its Secret volume, the client
+  # configuration for them in /etc/kafka/client.properties.
+  kafka_as() {
+    local id=$1
+    shift
+    "${DOCKER[@]}" run --rm "${POD_SECURITY[@]}" --read-only --add-host "$host:$ip" \
+      -v "$dir/$id:/etc/kafka/tls:ro" -v "$dir/$id.properties:/etc/kafka/client.properties:ro" \
+      -e LOG_DIR=/tmp/kafka-logs "$@"
   }
-  kafka_job -e PARTITIONS=2 "$tag" /bin/bash -c "$script" >&2 || die "kafka: topic Job failed"
+  local bin=/opt/kafka/bin bootstrap=$host:9092 cfg=/etc/kafka/client.properties
+  # The operator's topic Job (the admin user's certificate, the ACLs of the ingest and
+  # process users), twice (idempotent), then with another partition count, which it refuses
+  # (TOPICS_SCRIPT never changes the count of a topic with events).
+  kafka_job() {
+    kafka_as admin -e "BOOTSTRAP=$bootstrap" -e "EVENTS_TOPIC=$events" -e "DLQ_TOPIC=$events-dlq" \
+      -e REPLICATION_FACTOR=1 -e RETENTION_MS=3600000 \
+      -e TRUST_BUNDLE=/etc/kafka/tls/ca.crt -e KEYSTORE=/etc/kafka/tls/keystore.pem \
+      -e "INGEST_PRINCIPAL=User:CN=$ingest" -e "PROCESS_PRINCIPAL=User:CN=$runtime" \
+      -e "CONSUMER_GROUP=$group" -e "TRANSACTIONAL_ID=pipeline-runtime-ingest.$events" "$@"
+  }
+  out=$(kafka_job -e PARTITIONS=2 "$tag" /bin/bash -c "$script" 2>&1) || die "kafka: topic Job failed: $out"
+  grep -q "ACLs of User:CN=$runtime ready" <<<"$out" || die "kafka: the topic Job said: $out"
   kafka_job -e PARTITIONS=2 "$tag" /bin/bash -c "$script" >&2 || die "kafka: topic Job (rerun) failed"
   if out=$(kafka_job -e PARTITIONS=4 "$tag" /bin/bash -c "$script" 2>&1); then
     die "kafka: the topic Job changed the partition count: $out"
   fi
   grep -q 'spec.kafka.partitions is 4' <<<"$out" || die "kafka: the topic Job's refusal said: $out"
-  out=$(kafka_job "$tag" /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka-0:9092 --describe --topic smoke-events)
-  grep -q 'PartitionCount: 2' <<<"$out" || die "kafka: smoke-events has not 2 partitions: $out"
+  out=$(kafka_as admin "$tag" "$bin/kafka-topics.sh" --bootstrap-server "$bootstrap" --command-config "$cfg" \
+    --describe --topic "$events")
+  grep -q 'PartitionCount: 2' <<<"$out" || die "kafka: $events has not 2 partitions: $out"
   grep -q 'retention.ms=3600000' <<<"$out" || die "kafka: retention.ms not set: $out"
-  # A produce/consume round trip from a second container.
-  out=$(kafka_job "$tag" /bin/bash -c '
-    printf "a\nb\nc\n" | /opt/kafka/bin/kafka-console-producer.sh --bootstrap-server kafka-0:9092 --topic smoke-events &&
-    /opt/kafka/bin/kafka-console-consumer.sh --bootstrap-server kafka-0:9092 --topic smoke-events \
-      --from-beginning --max-messages 3 --timeout-ms 60000 2>/dev/null | sort | tr "\n" " "')
-  [[ $out == "a b c " ]] || die "kafka: consumed '$out'"
-  log "kafka: topic Job ok (create, rerun, another partition count refused, retention), produce/consume ok"
+  log "kafka: topic Job ok as $admin (ACLs, create, rerun, another partition count refused, retention)"
+
+  # Round trip as the runtime uses it: the ingest user writes the events, the process user
+  # reads them with the pipeline's consumer group.
+  out=$(kafka_as ingest "$tag" /bin/bash -c "printf 'a\nb\nc\n' |
+    $bin/kafka-console-producer.sh --bootstrap-server $bootstrap --producer.config $cfg --topic $events" 2>&1) ||
+    die "kafka: producing as $ingest failed: $out"
+  out=$(kafka_as runtime "$tag" /bin/bash -c "$bin/kafka-console-consumer.sh --bootstrap-server $bootstrap \
+    --consumer.config $cfg --group $group --topic $events --from-beginning --max-messages 3 --timeout-ms 60000 \
+    2>/dev/null | sort | tr '\n' ' '")
+  [[ $out == "a b c " ]] || die "kafka: consumed as $runtime: '$out'"
+  log "kafka: produce as $ingest, consume as $runtime (group $group) ok"
+
+  # What must be refused: a certificate of another CA (with the admin's name, its CA with
+  # the pipeline CA's), no certificate, and the process user writing events (it may only
+  # read them); the events topic still holds the three records afterwards.
+  local id
+  for id in other-ca anonymous; do
+    if out=$(kafka_as "$id" "$tag" timeout 120 "$bin/kafka-topics.sh" --bootstrap-server "$bootstrap" \
+      --command-config "$cfg" --list 2>&1); then
+      die "kafka: a client with $id listed the topics: $out"
+    fi
+    grep -q 'SslAuthenticationException' <<<"$out" || die "kafka: the client with $id failed otherwise: $out"
+  done
+  out=$(kafka_as runtime "$tag" timeout 120 /bin/bash -c "echo z |
+    $bin/kafka-console-producer.sh --bootstrap-server $bootstrap --producer.config $cfg --topic $events" 2>&1) || true
+  grep -q "TopicAuthorizationException: Not authorized to access topics: \[$events\]" <<<"$out" ||
+    die "kafka: $runtime writing $events was not refused: $out"
+  out=$(kafka_as admin "$tag" "$bin/kafka-get-offsets.sh" --bootstrap-server "$bootstrap" --command-config "$cfg" \
+    --topic "$events")
+  [[ $(awk -F: '{ n += $3 } END { print n + 0 }' <<<"$out") == 3 ]] || die "kafka: $events holds other records: $out"
+  log "kafka: refused: a certificate of another CA, no certificate, $runtime writing $events"
 
   # Restart on the same volume: storage already formatted, topics kept.
   t0=$SECONDS
@@ -480,8 +618,8 @@ smoke_kafka() {
   kafka_restarted() { [[ $(grep -c 'Kafka Server started' <<<"$(kafka_logs)") -ge 2 ]]; }
   wait_until kafka 180 kafka_restarted
   ip=$(container_ip kafka) # the address may change on restart
-  out=$(kafka_job "$tag" /opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka-0:9092 --list)
-  grep -qx smoke-events-dlq <<<"$out" || die "kafka: topics lost on restart: $out"
+  out=$(kafka_as admin "$tag" "$bin/kafka-topics.sh" --bootstrap-server "$bootstrap" --command-config "$cfg" --list)
+  grep -qx "$events-dlq" <<<"$out" || die "kafka: topics lost on restart: $out"
   grep -qi 'already formatted' <<<"$(kafka_logs)" || die "kafka: the restart did not find formatted storage"
   log "kafka: restart ok in $((SECONDS - t0)) s (storage already formatted, topics kept)"
 }
