@@ -411,7 +411,7 @@ rust_script() {
 # (credentials.rs, secrets.rs `kafka_tls` and `kafka_user`), for a pipeline PIPELINE whose
 # one node answers at HOST. As RandomCredentials makes them: the pipeline CA (EC P-256,
 # CA:TRUE pathlen:0, keyCertSign/cRLSign) and certificates it issues (EC P-256, the key in
-# PKCS#8, unencrypted; digitalSignature/keyEncipherment, serverAuth and clientAuth;
+# PKCS#8, unencrypted; digitalSignature, serverAuth and clientAuth;
 # subject CN=<name>, the principal User:CN=<name>). DIR/ID/ holds ca.crt (the trust
 # bundle) and keystore.pem (the key, then the certificate) of each ID:
 #   node       CN=PIPELINE-kafka, DNS name HOST (nodes verify each other's host name)
@@ -448,7 +448,7 @@ kafka_smoke_files() {
     kafka_openssl pkcs8 -topk8 -nocrypt -in "$d/raw.key" -out "$d/tls.key"
     {
       [[ -z $dns ]] || echo "subjectAltName=DNS:$dns"
-      printf '%s\n' keyUsage=critical,digitalSignature,keyEncipherment extendedKeyUsage=serverAuth,clientAuth
+      printf '%s\n' keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth,clientAuth
     } >"$d/tls.ext"
     serial=$((serial + 1))
     kafka_openssl x509 -req -in "$d/tls.csr" -CA "$ca.crt" -CAkey "$ca.key" -set_serial "$serial" -days 2 \

@@ -366,10 +366,9 @@ fn server_params(
     params
         .distinguished_name
         .push(DnType::CommonName, common_name.to_string());
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    // ECDSA keys sign; they never encipher a key (RFC 5480 section 3 forbids
+    // keyEncipherment with them, and strict TLS stacks refuse such a certificate).
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
@@ -569,6 +568,29 @@ mod tests {
         assert!(tls.tls_crt.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(tls.tls_key.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert_ne!(tls.ca_crt, tls.tls_crt);
+    }
+
+    #[test]
+    fn a_service_certificate_is_for_signing_only_as_its_ecdsa_key_allows() {
+        let tls = RandomCredentials
+            .tls_bundle("shop-kafka", vec!["kafka-0.shop".into()])
+            .expect("generated");
+        let (_, pem) = x509_parser::pem::parse_x509_pem(tls.tls_crt.as_bytes()).expect("PEM");
+        let certificate = pem.parse_x509().expect("X.509");
+        let usage = certificate
+            .key_usage()
+            .expect("one key usage extension")
+            .expect("present")
+            .value;
+        assert!(usage.digital_signature());
+        assert!(!usage.key_encipherment());
+        assert!(!usage.key_cert_sign());
+        let extended = certificate
+            .extended_key_usage()
+            .expect("one extended key usage extension")
+            .expect("present")
+            .value;
+        assert!(extended.server_auth && extended.client_auth);
     }
 
     #[test]
