@@ -26,7 +26,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventType};
-use crate::profile::{Profile, Segment, StateRecord};
+use crate::profile::{FlatList, Profile, Segment, StateColumns, StateRecord};
 use crate::time;
 
 /// Rows per Parquet row group (and the embedded run's rows per events file).
@@ -208,89 +208,52 @@ pub fn profiles_to_batch(profiles: &[Profile]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(profiles_schema(), columns)?)
 }
 
-/// A list column from each row's items, copied once into one flat value array (no
-/// per-row vectors: a full checkpoint writes every user of a partition).
-fn list_array<I, R>(
-    rows: impl Iterator<Item = R> + Clone,
-    values: impl FnOnce(Vec<I>) -> ArrayRef,
-    item: DataType,
-) -> Result<ArrayRef>
-where
-    R: ExactSizeIterator<Item = I>,
-{
-    let total: usize = rows.clone().map(|row| row.len()).sum();
-    let mut lengths = Vec::with_capacity(rows.size_hint().0);
-    let mut flat = Vec::with_capacity(total);
-    for row in rows {
-        lengths.push(row.len());
-        flat.extend(row);
+/// Profile states -> an Arrow batch with [`states_schema`].
+pub fn states_to_batch(records: &[StateRecord]) -> Result<RecordBatch> {
+    let mut columns = StateColumns::default();
+    for record in records {
+        columns.push_record(record);
     }
+    state_columns_to_batch(columns)
+}
+
+/// A list column from its flat values (moved, not copied) and row lengths.
+fn flat_list<T>(
+    list: FlatList<T>,
+    values: impl FnOnce(Vec<T>) -> ArrayRef,
+    item: DataType,
+) -> Result<ArrayRef> {
     let field = Arc::new(Field::new("item", item, false));
     Ok(Arc::new(ListArray::try_new(
         field,
-        OffsetBuffer::from_lengths(lengths),
-        values(flat),
+        OffsetBuffer::from_lengths(list.lengths),
+        values(list.values),
         None,
     )?))
 }
 
-/// Profile states -> an Arrow batch with [`states_schema`].
-pub fn states_to_batch(records: &[StateRecord]) -> Result<RecordBatch> {
-    let u32s = |f: fn(&StateRecord) -> u32| -> ArrayRef {
-        Arc::new(UInt32Array::from_iter_values(records.iter().map(f)))
-    };
-    let u64_list = |f: fn(&StateRecord) -> &Vec<u64>| {
-        list_array(
-            records.iter().map(|r| f(r).iter().copied()),
-            |v| Arc::new(UInt64Array::from(v)),
-            DataType::UInt64,
-        )
-    };
-    let names = |f: fn(&StateRecord) -> &Vec<(String, u32)>| {
-        list_array(
-            records.iter().map(|r| f(r).iter().map(|(n, _)| n.as_str())),
-            |v| Arc::new(StringArray::from(v)),
-            DataType::Utf8,
-        )
-    };
-    let counts = |f: fn(&StateRecord) -> &Vec<(String, u32)>| {
-        list_array(
-            records.iter().map(|r| f(r).iter().map(|&(_, c)| c)),
-            |v| Arc::new(UInt32Array::from(v)),
-            DataType::UInt32,
-        )
-    };
+/// State columns -> an Arrow batch with [`states_schema`].
+pub fn state_columns_to_batch(c: StateColumns<'_>) -> Result<RecordBatch> {
+    let u64s = |v: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(v)) };
+    let u32s = |v: Vec<u32>| -> ArrayRef { Arc::new(UInt32Array::from(v)) };
+    let strings = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(
-            records.iter().map(|r| r.user_id),
-        )),
-        u32s(|r| r.views),
-        u32s(|r| r.carts),
-        u32s(|r| r.removals),
-        u32s(|r| r.purchases),
-        Arc::new(Int64Array::from_iter_values(
-            records.iter().map(|r| r.revenue_cents),
-        )),
-        Arc::new(Int64Array::from_iter(
-            records.iter().map(|r| r.max_purchase_cents),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            records.iter().map(|r| r.first_seen),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            records.iter().map(|r| r.last_seen),
-        )),
-        u64_list(|r| &r.session_keys)?,
-        u64_list(|r| &r.products)?,
-        list_array(
-            records.iter().map(|r| r.days.iter().copied()),
-            |v| Arc::new(Int32Array::from(v)),
-            DataType::Int32,
-        )?,
-        names(|r| &r.categories)?,
-        counts(|r| &r.categories)?,
-        names(|r| &r.brands)?,
-        counts(|r| &r.brands)?,
+        u64s(c.user_ids),
+        u32s(c.views),
+        u32s(c.carts),
+        u32s(c.removals),
+        u32s(c.purchases),
+        Arc::new(Int64Array::from(c.revenue_cents)),
+        Arc::new(Int64Array::from(c.max_purchase_cents)),
+        Arc::new(Int64Array::from(c.first_seen)),
+        Arc::new(Int64Array::from(c.last_seen)),
+        flat_list(c.session_keys, u64s, DataType::UInt64)?,
+        flat_list(c.products, u64s, DataType::UInt64)?,
+        flat_list(c.days, |v| Arc::new(Int32Array::from(v)), DataType::Int32)?,
+        flat_list(c.category_names, strings, DataType::Utf8)?,
+        flat_list(c.category_counts, u32s, DataType::UInt32)?,
+        flat_list(c.brand_names, strings, DataType::Utf8)?,
+        flat_list(c.brand_counts, u32s, DataType::UInt32)?,
     ];
     Ok(RecordBatch::try_new(states_schema(), columns)?)
 }
@@ -608,14 +571,17 @@ pub fn encode_profile_chunks(chunks: impl Iterator<Item = Vec<Profile>>) -> Resu
     )
 }
 
-/// [`encode_states`] of records produced a chunk at a time (each dropped once written).
-pub fn encode_state_chunks(chunks: impl Iterator<Item = Vec<StateRecord>>) -> Result<Vec<u8>> {
-    encode_chunks(
-        states_schema(),
-        state_writer_properties(),
-        states_to_batch,
-        chunks,
-    )
+/// [`encode_states`] of states produced a chunk of columns at a time (each dropped once
+/// written).
+pub fn encode_state_columns<'a>(chunks: impl Iterator<Item = StateColumns<'a>>) -> Result<Vec<u8>> {
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), states_schema(), Some(state_writer_properties()))?;
+    for chunk in chunks {
+        if !chunk.is_empty() {
+            writer.write(&state_columns_to_batch(chunk)?)?;
+        }
+    }
+    Ok(writer.into_inner()?)
 }
 
 pub fn decode_states(bytes: impl Into<Bytes>) -> Result<Vec<StateRecord>> {
@@ -767,13 +733,17 @@ mod tests {
                 ..records[0].clone()
             })
             .collect();
-        let chunks = many.chunks(ENCODE_CHUNK_ROWS).map(<[StateRecord]>::to_vec);
+        let chunks = many.chunks(ENCODE_CHUNK_ROWS).map(|chunk| {
+            let mut columns = StateColumns::default();
+            chunk.iter().for_each(|r| columns.push_record(r));
+            columns
+        });
         assert_eq!(
-            decode_states(encode_state_chunks(chunks).unwrap()).unwrap(),
+            decode_states(encode_state_columns(chunks).unwrap()).unwrap(),
             many
         );
         assert_eq!(
-            decode_states(encode_state_chunks(std::iter::empty()).unwrap()).unwrap(),
+            decode_states(encode_state_columns(std::iter::empty()).unwrap()).unwrap(),
             vec![]
         );
     }

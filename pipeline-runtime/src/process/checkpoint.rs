@@ -280,8 +280,8 @@ fn encode_state_copy(
         offset,
         continuity,
         states.len(),
-        crate::parquet::encode_state_chunks(
-            states.record_chunks(crate::parquet::ENCODE_CHUNK_ROWS),
+        crate::parquet::encode_state_columns(
+            states.state_columns(crate::parquet::ENCODE_CHUNK_ROWS),
         )?,
     )
 }

@@ -7,7 +7,9 @@ mod state;
 
 pub use compact::{session_key, Interner};
 pub use segment::Segment;
-pub use state::{Profile, ProfileState, Quantity, StateRecord, PROFILE_COLUMNS};
+pub use state::{
+    FlatList, Profile, ProfileState, Quantity, StateColumns, StateRecord, PROFILE_COLUMNS,
+};
 
 use compact::mix64;
 
@@ -59,6 +61,18 @@ impl StatesCopy {
                 .iter()
                 .map(|(id, state)| state.to_record(*id, &self.names))
                 .collect()
+        })
+    }
+
+    /// The users' restorable records column by column, `rows` at a time: the same values
+    /// as [`Self::record_chunks`], without a record per user.
+    pub fn state_columns(&self, rows: usize) -> impl Iterator<Item = StateColumns<'_>> + '_ {
+        self.users.chunks(rows.max(1)).map(|chunk| {
+            let mut columns = StateColumns::default();
+            for (id, state) in chunk {
+                state.push_columns(*id, &self.names, &mut columns);
+            }
+            columns
         })
     }
 

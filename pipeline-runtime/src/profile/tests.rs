@@ -553,6 +553,37 @@ proptest! {
     }
 
     #[test]
+    fn state_columns_hold_the_records_values_and_encode_to_the_same_bytes(
+        events in prop::collection::vec(arb_event(), 1..150),
+        rows in 1usize..5,
+    ) {
+        let mut book = ProfileBook::new();
+        events.iter().for_each(|e| book.apply(e).unwrap());
+        let all = book.copy_all_states();
+        let records = all.records();
+        let from_states: Vec<StateColumns> = all.state_columns(rows).collect();
+        let from_records: Vec<StateColumns> = records
+            .chunks(rows)
+            .map(|chunk| {
+                let mut columns = StateColumns::default();
+                chunk.iter().for_each(|r| columns.push_record(r));
+                columns
+            })
+            .collect();
+        prop_assert_eq!(&from_states, &from_records);
+        prop_assert_eq!(
+            crate::parquet::encode_state_columns(all.state_columns(rows)).unwrap(),
+            crate::parquet::encode_state_columns(from_records.into_iter()).unwrap()
+        );
+        prop_assert_eq!(
+            crate::parquet::decode_states(
+                crate::parquet::encode_state_columns(all.state_columns(rows)).unwrap()
+            ).unwrap(),
+            records
+        );
+    }
+
+    #[test]
     fn merging_partial_states_equals_applying_everything(
         events in prop::collection::vec(arb_event(), 1..80),
         cut in 0usize..80,
