@@ -121,6 +121,11 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
         .set("enable.partition.eof", "true")
         // Bounds the prefetched bytes per partition.
         .set("queued.max.messages.kbytes", "8192")
+        // A partition whose prefetch queue was full is fetched again after this pause.
+        // librdkafka's default (1 s) left a member that applies events faster than one
+        // queue-full per second waiting for most of its catch-up: one member read about
+        // 66k events/s from a local broker while its cores were mostly idle.
+        .set("fetch.queue.backoff.ms", "20")
         .set("fetch.max.bytes", "52428800")
         .set("statistics.interval.ms", "5000");
     if let Some(id) = &settings.group_instance_id {
