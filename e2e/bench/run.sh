@@ -396,6 +396,8 @@ stage_searchfloor() {
       2>"$WORK/logs/searchfloor-$i.log") || { not_measured searchfloor "run $i: $(tail -1 "$WORK/logs/searchfloor-$i.log")"; return; }
     record searchfloor docs_per_second "$i" "$("$PY" -c 'import json,sys; s=json.loads(sys.argv[1]); print(round(s["docs"]/s["seconds"]))' "$out")" "$l"
     record searchfloor cpu_seconds "$i" "$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["opensearch_cpu_seconds"])' "$out")" "$l"
+    # The events/s a process run could reach if only the engine's floor cost time.
+    record searchfloor allows_eps "$i" "$("$PY" -c 'import json,sys; print(round(int(sys.argv[2])/json.loads(sys.argv[1])["seconds"]))' "$out" "$EXPECTED_EVENTS")" "$l"
     log "search floor run $i: $out (load $l)"
   done
 }
