@@ -543,45 +543,42 @@ pub fn encode_states(records: &[StateRecord]) -> Result<Vec<u8>> {
 /// Rows converted to Arrow at once by the chunked encoders.
 pub const ENCODE_CHUNK_ROWS: usize = 64 * 1024;
 
-/// One Parquet file from rows produced a chunk at a time: only one chunk is converted to
-/// Arrow (and, when the chunks are moved out of their source, held) at once. For
-/// whole-partition snapshots and states.
-fn encode_chunks<T>(
+/// One Parquet file from batches produced one at a time: only one chunk of rows is
+/// converted to Arrow (and, when the chunks are moved out of their source, held) at once.
+/// For whole-partition snapshots and states; empty chunks are skipped by the callers.
+fn encode_batches(
     schema: SchemaRef,
     properties: WriterProperties,
-    to_batch: fn(&[T]) -> Result<RecordBatch>,
-    chunks: impl Iterator<Item = Vec<T>>,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
 ) -> Result<Vec<u8>> {
     let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))?;
-    for chunk in chunks {
-        if !chunk.is_empty() {
-            writer.write(&to_batch(&chunk)?)?;
-        }
+    for batch in batches {
+        writer.write(&batch?)?;
     }
     Ok(writer.into_inner()?)
 }
 
 /// [`encode_profiles`] of profiles produced a chunk at a time.
 pub fn encode_profile_chunks(chunks: impl Iterator<Item = Vec<Profile>>) -> Result<Vec<u8>> {
-    encode_chunks(
+    encode_batches(
         profiles_schema(),
         writer_properties(),
-        profiles_to_batch,
-        chunks,
+        chunks
+            .filter(|chunk| !chunk.is_empty())
+            .map(|chunk| profiles_to_batch(&chunk)),
     )
 }
 
 /// [`encode_states`] of states produced a chunk of columns at a time (each dropped once
 /// written).
 pub fn encode_state_columns<'a>(chunks: impl Iterator<Item = StateColumns<'a>>) -> Result<Vec<u8>> {
-    let mut writer =
-        ArrowWriter::try_new(Vec::new(), states_schema(), Some(state_writer_properties()))?;
-    for chunk in chunks {
-        if !chunk.is_empty() {
-            writer.write(&state_columns_to_batch(chunk)?)?;
-        }
-    }
-    Ok(writer.into_inner()?)
+    encode_batches(
+        states_schema(),
+        state_writer_properties(),
+        chunks
+            .filter(|chunk| !chunk.is_empty())
+            .map(state_columns_to_batch),
+    )
 }
 
 pub fn decode_states(bytes: impl Into<Bytes>) -> Result<Vec<StateRecord>> {

@@ -523,10 +523,6 @@ pub struct StateColumns<'a> {
 }
 
 impl<'a> StateColumns<'a> {
-    pub fn len(&self) -> usize {
-        self.user_ids.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.user_ids.is_empty()
     }
