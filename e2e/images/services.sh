@@ -407,6 +407,40 @@ rust_script() {
   printf '%s\n' "$body"
 }
 
+# smoke_openssl WHO ARGS...: openssl, its chatter on stderr shown only when it fails.
+smoke_openssl() {
+  local who=$1 o
+  shift
+  o=$(openssl "$@" 2>&1) || die "$who: openssl $1 failed: $o"
+}
+
+# smoke_ca WHO CRT KEY CN: a CA in the form of the operator's pipeline CA (credentials.rs:
+# EC P-256, CA:TRUE pathlen:0, keyCertSign/cRLSign).
+smoke_ca() {
+  smoke_openssl "$1" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+    -keyout "$3" -out "$2" -days 2 -subj "/CN=$4" \
+    -addext basicConstraints=critical,CA:TRUE,pathlen:0 -addext keyUsage=critical,keyCertSign,cRLSign
+}
+
+# smoke_cert WHO CA_CRT CA_KEY SERIAL CN DNS DIR: DIR/tls.key (PKCS#8, unencrypted) and
+# DIR/tls.crt in the form of the certificates the operator issues (EC P-256,
+# digitalSignature, serverAuth and clientAuth, subject CN=CN, DNS name DNS unless empty).
+smoke_cert() {
+  local who=$1 ca_crt=$2 ca_key=$3 serial=$4 cn=$5 dns=$6 d=$7
+  mkdir -p "$d"
+  smoke_openssl "$who" req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+    -keyout "$d/raw.key" -out "$d/tls.csr" -subj "/CN=$cn"
+  smoke_openssl "$who" pkcs8 -topk8 -nocrypt -in "$d/raw.key" -out "$d/tls.key"
+  {
+    [[ -z $dns ]] || echo "subjectAltName=DNS:$dns"
+    printf '%s\n' keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth,clientAuth
+  } >"$d/tls.ext"
+  smoke_openssl "$who" x509 -req -in "$d/tls.csr" -CA "$ca_crt" -CAkey "$ca_key" -set_serial "$serial" \
+    -days 2 -extfile "$d/tls.ext" -out "$d/tls.crt"
+  rm -f "$d/raw.key" "$d/tls.csr" "$d/tls.ext"
+  grep -q 'BEGIN PRIVATE KEY' "$d/tls.key" || die "$who: the smoke's key for $cn is not PKCS#8"
+}
+
 # kafka_smoke_files DIR PIPELINE HOST: what the operator's Secrets give the Kafka pods
 # (credentials.rs, secrets.rs `kafka_tls` and `kafka_user`), for a pipeline PIPELINE whose
 # one node answers at HOST. As RandomCredentials makes them: the pipeline CA (EC P-256,
@@ -428,38 +462,17 @@ rust_script() {
 # The CAs' keys are not kept.
 kafka_smoke_files() {
   local dir=$1 pipeline=$2 host=$3 serial=1 id
-  # (openssl's chatter on stderr shown only when it fails)
-  kafka_openssl() {
-    local o
-    o=$(openssl "$@" 2>&1) || die "kafka: openssl $1 failed: $o"
-  }
-  # kafka_ca NAME CN: DIR/NAME.crt and DIR/NAME.key.
-  kafka_ca() {
-    kafka_openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
-      -keyout "$dir/$1.key" -out "$dir/$1.crt" -days 2 -subj "/CN=$2" \
-      -addext basicConstraints=critical,CA:TRUE,pathlen:0 -addext keyUsage=critical,keyCertSign,cRLSign
-  }
   # kafka_cert ID CA CN [DNS]: DIR/ID/keystore.pem from CA, DIR/ID/ca.crt the pipeline CA.
   kafka_cert() {
-    local d=$dir/$1 ca=$dir/$2 cn=$3 dns=${4:-}
-    mkdir -p "$d"
-    kafka_openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -keyout "$d/raw.key" \
-      -out "$d/tls.csr" -subj "/CN=$cn"
-    kafka_openssl pkcs8 -topk8 -nocrypt -in "$d/raw.key" -out "$d/tls.key"
-    {
-      [[ -z $dns ]] || echo "subjectAltName=DNS:$dns"
-      printf '%s\n' keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth,clientAuth
-    } >"$d/tls.ext"
+    local d=$dir/$1
     serial=$((serial + 1))
-    kafka_openssl x509 -req -in "$d/tls.csr" -CA "$ca.crt" -CAkey "$ca.key" -set_serial "$serial" -days 2 \
-      -extfile "$d/tls.ext" -out "$d/tls.crt"
-    grep -q 'BEGIN PRIVATE KEY' "$d/tls.key" || die "kafka: the smoke's key for $cn is not PKCS#8"
+    smoke_cert kafka "$dir/$2.crt" "$dir/$2.key" "$serial" "$3" "${4:-}" "$d"
     cat "$d/tls.key" "$d/tls.crt" >"$d/keystore.pem"
     cp "$dir/pipeline-ca.crt" "$d/ca.crt"
-    rm -f "$d/raw.key" "$d/tls.csr" "$d/tls.ext" "$d/tls.key" "$d/tls.crt"
+    rm -f "$d/tls.key" "$d/tls.crt"
   }
-  kafka_ca pipeline-ca "$pipeline pipeline CA"
-  kafka_ca other-ca "$pipeline pipeline CA"
+  smoke_ca kafka "$dir/pipeline-ca.crt" "$dir/pipeline-ca.key" "$pipeline pipeline CA"
+  smoke_ca kafka "$dir/other-ca.crt" "$dir/other-ca.key" "$pipeline pipeline CA"
   kafka_cert node pipeline-ca "$pipeline-kafka" "$host"
   kafka_cert admin pipeline-ca "$pipeline-kafka-admin"
   kafka_cert ingest pipeline-ca "$pipeline-kafka-ingest"
@@ -633,23 +646,9 @@ smoke_kafka() {
 opensearch_smoke_files() {
   local dir=$1 user=$2 hash=$3 index=$4 c=$1/certs s=$1/security f
   mkdir -p "$c" "$s"
-  # (openssl's chatter on stderr shown only when it fails)
-  ossl() {
-    local o
-    o=$(openssl "$@" 2>&1) || die "opensearch: openssl $1 failed: $o"
-  }
-  ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -keyout "$c/ca.key" -out "$c/ca.crt" \
-    -days 2 -subj /CN=opensearch-smoke-ca \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-  ossl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -keyout "$c/node.key" -out "$c/node.csr" \
-    -subj /CN=opensearch-smoke
-  ossl pkcs8 -topk8 -nocrypt -in "$c/node.key" -out "$c/tls.key"
-  printf '%s\n' subjectAltName=DNS:opensearch-smoke keyUsage=critical,digitalSignature \
-    extendedKeyUsage=serverAuth,clientAuth >"$c/node.ext"
-  ossl x509 -req -in "$c/node.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -set_serial 2 -days 2 \
-    -extfile "$c/node.ext" -out "$c/tls.crt"
-  rm -f "$c/ca.key" "$c/node.key" "$c/node.csr" "$c/node.ext"
-  grep -q 'BEGIN PRIVATE KEY' "$c/tls.key" || die "opensearch: the smoke's node key is not PKCS#8"
+  smoke_ca opensearch "$c/ca.crt" "$c/ca.key" opensearch-smoke-ca
+  smoke_cert opensearch "$c/ca.crt" "$c/ca.key" 2 opensearch-smoke opensearch-smoke "$c"
+  rm -f "$c/ca.key"
   os_meta() { printf '_meta:\n  type: "%s"\n  config_version: 2\n' "$1"; }
   {
     os_meta config
